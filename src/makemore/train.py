@@ -222,7 +222,11 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
                  "rng.torch": torch.get_rng_state()}
         save_checkpoint(run_dir / "last.safetensors", state,
                         {"step": step, "best_dev": best_dev, "best_step": best_step,
-                         "seconds": elapsed, "engine": engine.name})
+                         "seconds": seconds(), "engine": engine.name})
+
+    def seconds() -> float:
+        """Training time of this run, across resumes."""
+        return elapsed + time.perf_counter() - t0
 
     def evaluate_dev() -> float:
         model.eval()
@@ -246,7 +250,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
     def record(step: int, dev: float | None) -> None:
         nonlocal interval_loss, interval_n, best_dev, best_step, best_weights
         row = {"step": step, "train_loss": interval_loss / interval_n if interval_n else None,
-               "dev_loss": dev, "lr": lr, "seconds": round(elapsed + time.perf_counter() - t0, 3)}
+               "dev_loss": dev, "lr": lr, "seconds": round(seconds(), 3)}
         interval_loss, interval_n = 0.0, 0
         pending.append(row)
         if dev is None:
@@ -294,21 +298,16 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
                 is_eval = step % eval_every == 0 or step == train_cfg.steps
                 record(step, evaluate_dev() if is_eval else None)
                 if is_eval:
-                    elapsed_now = elapsed + time.perf_counter() - t0
-                    elapsed, t0 = elapsed_now, time.perf_counter()
                     save_last(step)
     except KeyboardInterrupt:
         status = "interrupted"
-        elapsed += time.perf_counter() - t0
-        t0 = time.perf_counter()
         save_last(step)
         message = f"interrupted at step {step}; progress saved"
         if run_dir is not None:
             message += f". Continue with: makemore train --resume {run_dir}"
     finally:
         bar.close()
-    if status != "interrupted":
-        elapsed += time.perf_counter() - t0
+    run_seconds = time.perf_counter() - t0
     if status == "diverged" and metrics_path is not None and pending:
         _append_metrics(metrics_path, pending)
 
@@ -323,8 +322,8 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
         "best_step": best_step,
         "train_loss": mean_nll(model, Xtr, Ytr),
         "dev_loss": mean_nll(model, Xdev, Ydev),
-        "seconds": round(elapsed, 3),
-        "steps_per_second": round((step - start) / max(elapsed - (_resume_from or {}).get("meta", {}).get("seconds", 0.0), 1e-9), 1),
+        "seconds": round(elapsed + run_seconds, 3),
+        "steps_per_second": round((step - start) / max(run_seconds, 1e-9), 1),
         "engine": engine.name,
         "device": device,
         "status": status,

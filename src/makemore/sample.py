@@ -1,0 +1,145 @@
+"""Using a trained model: sampling new words and scoring given ones.
+
+Both work on a *predictor*: a function from contexts (N, block_size) of character ids to
+log-probabilities (N, vocab) of the next character. An MLP is one predictor; an n-gram model,
+a mixture of the two (Bengio et al. 2003, section 4) or a seed ensemble are others, and
+sampling and scoring do not care which.
+
+Sampling is the lecture's loop, batched: all samples advance one character at a time
+together, so the per-step cost is one forward pass for the whole batch, not one per name.
+Samples are tagged as in Karpathy's makemore: `train`, `dev`, `test` if the word appears in
+that split, else `new`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Vocab, build_examples
+from .errors import UserError
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+def mlp_predictor(model) -> Predictor:
+    @torch.no_grad()
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        logits, _ = model(ctx)
+        return F.log_softmax(logits.float(), dim=-1)
+
+    model.eval()
+    predict.device = next(model.parameters()).device
+    return predict
+
+
+def _device_of(predictor: Predictor, default: str = "cpu") -> torch.device:
+    return torch.device(getattr(predictor, "device", default))
+
+
+@torch.no_grad()
+def sample(predictor: Predictor, vocab: Vocab, block_size: int, n: int, seed: int | None = None,
+           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
+           device: str = "cpu") -> list[str]:
+    """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len)."""
+    if n < 1:
+        raise UserError(f"-n must be at least 1, got {n}")
+    if not temperature > 0:
+        raise UserError(f"temperature must be positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top-k must be at least 1, got {top_k}")
+    prefix_ids = vocab.encode(prefix)
+    g = torch.Generator(device=device)
+    g.manual_seed(seed if seed is not None else torch.seed())
+    context = torch.zeros((n, block_size), dtype=torch.long, device=device)
+    for ix in prefix_ids:
+        context = torch.cat([context[:, 1:], torch.full((n, 1), ix, device=device)], dim=1)
+    out = torch.zeros((n, max_len), dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    for t in range(max_len):
+        logp = predictor(context) / temperature
+        if top_k is not None and top_k < logp.shape[1]:
+            kth = torch.topk(logp, top_k, dim=1).values[:, -1:]
+            logp = logp.masked_fill(logp < kth, -math.inf)
+        probs = torch.softmax(logp, dim=1)
+        ix = torch.multinomial(probs, 1, generator=g).squeeze(1)
+        ix = ix.masked_fill(done, 0)
+        out[:, t] = ix
+        done |= ix == 0
+        if bool(done.all()):
+            break
+        context = torch.cat([context[:, 1:], ix[:, None]], dim=1)
+    return _decode_rows(out.cpu().numpy(), vocab, prefix)
+
+
+def _decode_rows(ids: np.ndarray, vocab: Vocab, prefix: str) -> list[str]:
+    """Rows of ids up to the first boundary token -> strings, without a per-character loop."""
+    lengths = np.where((ids == 0).any(axis=1), (ids == 0).argmax(axis=1), ids.shape[1])
+    chars = np.array(list(vocab.chars), dtype="<U1")[ids]
+    width = ids.shape[1]
+    # view each row of 1-char strings as one fixed-width string, then cut it at its length
+    joined = chars.view(f"<U{width}").ravel() if width else np.array([""] * len(ids))
+    return [prefix + s[:k] for s, k in zip(joined.tolist(), lengths.tolist())]
+
+
+def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
+    """makemore's novelty tags: the first split the word appears in, else `new`."""
+    sets = {name: set(ws) for name, ws in splits.items()}
+    return [next((name for name in ("train", "dev", "test") if w in sets[name]), "new") for w in words]
+
+
+def sample_tagged(predictor: Predictor, vocab: Vocab, block_size: int, splits: dict[str, list[str]], n: int,
+                  seed: int | None = None, unique: bool = False, new_only: bool = False,
+                  max_rounds: int = 50, **kwargs) -> list[dict]:
+    """Sample with tags; `unique`/`new_only` keep drawing batches until n qualify."""
+    rng = np.random.default_rng(seed)
+    results: list[dict] = []
+    seen: set[str] = set()
+    for round_ in range(max_rounds):
+        want = n - len(results)
+        draw = want if not (unique or new_only) else max(2 * want, 64)
+        round_seed = seed if round_ == 0 and seed is not None else int(rng.integers(2**62))
+        words = sample(predictor, vocab, block_size, draw, seed=round_seed, **kwargs)
+        for word, tag in zip(words, tag_words(words, splits)):
+            if (unique and word in seen) or (new_only and tag != "new"):
+                continue
+            seen.add(word)
+            results.append({"text": word, "tag": tag})
+            if len(results) == n:
+                return results
+        if not (unique or new_only):
+            break
+    return results
+
+
+@torch.no_grad()
+def score(predictor: Predictor, vocab: Vocab, block_size: int, words: list[str]) -> list[dict]:
+    """Each word's NLL under the model: total, per character (end token counted), perplexity."""
+    for w in words:
+        if not w:
+            raise UserError("cannot score an empty word")
+        vocab.encode(w)  # raises a clear error for characters the model never saw
+        if vocab.boundary in w:
+            raise UserError(f"{w!r} contains the boundary token {vocab.boundary!r}")
+    X, Y = build_examples(words, vocab, block_size)
+    logp = predictor(X.to(_device_of(predictor))).cpu()
+    target_logp = logp[torch.arange(len(Y)), Y]
+    results, i = [], 0
+    for w in words:
+        k = len(w) + 1
+        lp = target_logp[i:i + k]
+        nll = float(-lp.sum())
+        results.append({
+            "word": w,
+            "nll": nll,
+            "nll_per_char": nll / k,
+            "perplexity": math.exp(nll / k),
+            "chars": [{"char": c if c != vocab.boundary else "<end>", "prob": float(p)}
+                      for c, p in zip(w + vocab.boundary, lp.exp().tolist())],
+        })
+        i += k
+    return results
