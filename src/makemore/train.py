@@ -28,6 +28,9 @@ from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoin
 from .utils import atomic_write_json
 
 METRIC_FIELDS = ("step", "train_loss", "dev_loss", "lr", "seconds")
+# A uniform guess costs log(vocab) ~ 3.3 nats per character on names. A minibatch loss past this
+# means the weights have blown up even if float32 has not overflowed to inf/NaN yet.
+DIVERGED_LOSS = 1e4
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -283,9 +286,9 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
                 ix = ix.to(device)
             loss = engine.step(Xtr[ix], Ytr[ix], lr)
             step += 1
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) or loss > DIVERGED_LOSS:
                 status = "diverged"
-                message = (f"training stopped at step {step}: the loss became {loss} - the learning rate "
+                message = (f"training stopped at step {step}: the loss became {loss:.4g} - the learning rate "
                            f"({lr:g}) is most likely too high; the best checkpoint (step {best_step}, dev "
                            f"{best_dev:.4f}) is kept")
                 break

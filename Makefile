@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` and `make test`. Both build .venv themselves.
+# torch is installed first, pinned to the local CPU wheel: a looser requirement would pull
+# several GB of CUDA packages from the registry.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)/names.txt),)
+export MAKEMORE_DATA_DIR ?= $(SHARED_DATA)
+endif
+
+.PHONY: install dev demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+demo: install
+	rm -rf runs/demo
+	$(BIN)/makemore train --data names --preset default --out runs/demo
+	$(BIN)/makemore sample runs/demo -n 20 --seed 1
+
+test: dev
+	bash scripts/postgres.sh ensure-installed
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

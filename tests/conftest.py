@@ -1,0 +1,40 @@
+"""Shared fixtures: the lecture's names file (via $MAKEMORE_DATA_DIR) and small generated data."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from makemore.data import NAMES_SHA256, _sha256
+
+
+def names_file() -> Path | None:
+    base = os.environ.get("MAKEMORE_DATA_DIR")
+    path = Path(base) / "names.txt" if base else None
+    return path if path is not None and path.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def names_path() -> Path:
+    path = names_file()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must set MAKEMORE_DATA_DIR to a folder holding names.txt")
+        pytest.skip("names.txt not found: set MAKEMORE_DATA_DIR")
+    assert _sha256(path) == NAMES_SHA256
+    return path
+
+
+def make_words(n: int = 300, seed: int = 0) -> list[str]:
+    """Name-like words with some structure (a few syllables) so a model can learn something."""
+    rng = random.Random(seed)
+    syllables = ["an", "el", "ma", "ri", "so", "ka", "li", "on", "ta", "ne", "ja", "ro"]
+    return ["".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(n)]
+
+
+@pytest.fixture
+def words_file(tmp_path) -> Path:
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(make_words()) + "\n", encoding="utf-8")
+    return path

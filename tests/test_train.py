@@ -1,0 +1,99 @@
+import math
+
+import pytest
+import torch
+
+from makemore.config import make_configs
+from makemore.data import load_corpus
+from makemore.runs import load_checkpoint, load_run
+from makemore.train import lr_at, resume, train
+from makemore.model import mean_nll
+
+
+def small(corpus, **overrides):
+    settings = dict(block_size=3, emb_dim=8, hidden=32, batch_size=16, steps=120, eval_interval=40,
+                    lr=0.05, engine="autograd")
+    settings.update(overrides)
+    return make_configs("lecture", vocab_size=corpus.vocab.size, **settings)
+
+
+@pytest.fixture
+def corpus(words_file):
+    return load_corpus(words_file)
+
+
+def test_lr_schedules():
+    _, cfg = make_configs("lecture")
+    assert lr_at(cfg, 0) == 0.1 and lr_at(cfg, 99_999) == 0.1
+    assert lr_at(cfg, 100_000) == pytest.approx(0.01)
+    _, cfg = make_configs("default", schedule="cosine", lr=1.0, steps=100, warmup=0, min_lr_frac=0.1)
+    assert lr_at(cfg, 0) == pytest.approx(1.0) and lr_at(cfg, 100) == pytest.approx(0.1)
+    assert lr_at(cfg, 50) == pytest.approx(0.55)
+    _, cfg = make_configs("default", schedule="inverse", lr=1.0, decay_rate=0.5)
+    assert lr_at(cfg, 2) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_same_seed_gives_bit_identical_weights(corpus, optimizer):
+    lr = 0.05 if optimizer == "sgd" else 0.01
+    a = train(corpus, *small(corpus, optimizer=optimizer, lr=lr, dropout=0.2, weight_decay=0.01), progress=False)
+    b = train(corpus, *small(corpus, optimizer=optimizer, lr=lr, dropout=0.2, weight_decay=0.01), progress=False)
+    c = train(corpus, *small(corpus, optimizer=optimizer, lr=lr, dropout=0.2, weight_decay=0.01, seed=7), progress=False)
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.equal(p, q), n
+    assert not torch.equal(a.model.W1, c.model.W1)
+
+
+def test_training_lowers_dev_loss_and_writes_a_run(corpus, tmp_path):
+    result = train(corpus, *small(corpus, steps=400), out=tmp_path / "run", progress=False)
+    assert result.status == "completed"
+    assert result.history[0]["dev_loss"] > result.summary["dev_loss"] + 0.3
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "vocab.json", "words.json", "best.safetensors", "last.safetensors",
+            "metrics.csv", "summary.json"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert header == "step,train_loss,dev_loss,lr,seconds"
+
+
+def test_checkpoint_round_trip_gives_identical_loss(corpus, tmp_path):
+    result = train(corpus, *small(corpus), out=tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    X, Y = corpus.examples("dev", 3)
+    assert mean_nll(run.model, X, Y) == result.summary["dev_loss"]
+    for (n, p), (_, q) in zip(result.model.named_parameters(), run.model.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_interrupted_run_resumes_to_the_same_weights(corpus, tmp_path, optimizer):
+    lr = 0.05 if optimizer == "sgd" else 0.01
+    settings = dict(optimizer=optimizer, lr=lr, dropout=0.1, schedule="cosine")
+    straight = train(corpus, *small(corpus, **settings), progress=False)
+
+    def interrupt_at_80(row):
+        if row["step"] == 80:
+            raise KeyboardInterrupt
+
+    first = train(corpus, *small(corpus, **settings), out=tmp_path / "run", progress=False,
+                  callbacks=(interrupt_at_80,))
+    assert first.status == "interrupted" and "makemore train --resume" in first.message
+    _, meta = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert meta["step"] == 80
+    resumed = resume(tmp_path / "run", progress=False)
+    assert resumed.status == "completed" and resumed.summary["steps"] == 120
+    last = load_run(tmp_path / "run", checkpoint="last").model
+    for (n, p), (_, q) in zip(straight.model.named_parameters(), resumed.model.named_parameters()):
+        assert torch.equal(p, q), n
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicated rows after resume
+    assert last is not None
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_best(corpus, tmp_path):
+    result = train(corpus, *small(corpus, lr=1e35, steps=200, eval_interval=1000), out=tmp_path / "run",
+                   progress=False)
+    assert result.status == "diverged"
+    assert "learning rate" in result.message
+    assert math.isfinite(result.summary["dev_loss"])
+    assert load_run(tmp_path / "run").model is not None
