@@ -7,8 +7,8 @@ In a notebook:
     model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, steps=20_000)
     result = mm.train(corpus, model_cfg, train_cfg)        # out="runs/x" keeps a run directory
     predictor = mm.mlp_predictor(result.model)
-    mm.sample(predictor, corpus.vocab, model_cfg.block_size, n=10, seed=1)
-    mm.score(predictor, corpus.vocab, model_cfg.block_size, ["emma", "xqzt"])
+    mm.sample(predictor, corpus.vocab, n=10, seed=1)
+    mm.score(predictor, corpus.vocab, ["emma", "xqzt"])
     run = mm.load_run("runs/x")                            # a saved model, ready to use
 """
 
@@ -17,11 +17,11 @@ from .data import Corpus, Vocab, build_examples, load_corpus, split_words
 from .errors import UserError
 from .model import MLP, count_params, mean_nll
 from .runs import Run, load_run
-from .sample import mlp_predictor, sample, sample_tagged, score, tag_words
+from .sample import make_predictor, mlp_predictor, sample, sample_tagged, score, tag_words
 from .train import TrainResult, resume, train
 
 __all__ = [
     "PRESETS", "ModelConfig", "TrainConfig", "make_configs", "Corpus", "Vocab", "build_examples",
     "load_corpus", "split_words", "UserError", "MLP", "count_params", "mean_nll", "Run", "load_run",
-    "mlp_predictor", "sample", "sample_tagged", "score", "tag_words", "TrainResult", "resume", "train",
+    "make_predictor", "mlp_predictor", "sample", "sample_tagged", "score", "tag_words", "TrainResult", "resume", "train",
 ]

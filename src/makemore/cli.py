@@ -185,6 +185,25 @@ def _load(run: str):
     return load_run(run)
 
 
+def _predictor(run, mix: bool):
+    """The run's MLP, or with --mix its fitted mixture with the n-gram model (RUN/mix.json)."""
+    from .sample import mlp_predictor
+
+    mlp = mlp_predictor(run.model)
+    if not mix:
+        return mlp
+    from .ngram import mixture_from_settings
+
+    path = run.path / "mix.json"
+    if not path.is_file():
+        raise UserError(f"{run.path} has no fitted mixture; run `makemore mix {run.path} --ngram-context 5` first")
+    try:
+        settings = json.loads(path.read_text())
+        return mixture_from_settings(mlp, run.splits["train"], run.vocab, settings)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is corrupted; fit it again with `makemore mix {run.path}`") from None
+
+
 def add_eval(sub) -> None:
     p = _subparser(sub, "eval", "mean NLL and perplexity of a trained model over a whole split",
                    "makemore eval runs/lecture --split dev")
@@ -222,15 +241,15 @@ def add_sample(sub) -> None:
     p.add_argument("--prefix", default="", help="start every sample with these characters")
     p.add_argument("--unique", action="store_true", help="no repeated samples")
     p.add_argument("--new-only", action="store_true", help="only words in none of the splits")
+    p.add_argument("--mix", action="store_true", help="sample from the MLP + n-gram mixture (see `mix`)")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_sample(args) -> int:
-    from .sample import mlp_predictor, sample_tagged
+    from .sample import sample_tagged
 
     run = _load(args.run)
-    samples = sample_tagged(mlp_predictor(run.model), run.vocab, run.model_cfg.block_size, run.splits,
-                            args.n, seed=args.seed, unique=args.unique, new_only=args.new_only,
+    samples = sample_tagged(_predictor(run, args.mix), run.vocab, run.splits, args.n, seed=args.seed, unique=args.unique, new_only=args.new_only,
                             temperature=args.temperature, top_k=args.top_k, prefix=args.prefix)
     if len(samples) < args.n:
         print(f"note: only {len(samples)} samples met the conditions after many draws", file=sys.stderr)
@@ -248,14 +267,15 @@ def add_score(sub) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("words", nargs="+", metavar="WORD")
     p.add_argument("--verbose", action="store_true", help="per-character probabilities")
+    p.add_argument("--mix", action="store_true", help="score with the MLP + n-gram mixture (see `mix`)")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_score(args) -> int:
-    from .sample import mlp_predictor, score
+    from .sample import score
 
     run = _load(args.run)
-    results = score(mlp_predictor(run.model), run.vocab, run.model_cfg.block_size, args.words)
+    results = score(_predictor(run, args.mix), run.vocab, args.words)
     if not args.verbose:
         for r in results:
             del r["chars"]
@@ -272,6 +292,83 @@ def cmd_score(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------
+# makemore ngram / mix: the count baselines, and Bengio's mixture of the MLP with one
+
+
+def add_ngram(sub) -> None:
+    p = _subparser(sub, "ngram", "count baselines (add-alpha, Kneser-Ney) for context lengths 1..K",
+                   "makemore ngram --data names --max-context 6 --compare runs/lecture")
+    add_data_flags(p)
+    p.add_argument("--max-context", type=int, default=6, help="largest context length K")
+    p.add_argument("--compare", metavar="RUN", help="show this MLP run's size and dev NLL beside them")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_ngram(args) -> int:
+    from .data import load_corpus
+    from .ngram import ngram_table
+
+    if not 1 <= args.max_context <= 12:
+        raise UserError(f"max-context must be between 1 and 12, got {args.max_context}")
+    corpus = load_corpus(args.data, seed=args.split_seed)
+    compare = None
+    if args.compare:
+        from .data import build_examples
+        from .model import mean_nll
+
+        run = _load(args.compare)
+        if run.splits["dev"] != corpus.splits["dev"]:
+            raise UserError(f"{args.compare} was trained on another data file or split; its dev NLL would not compare")
+        X, Y = build_examples(run.splits["dev"], run.vocab, run.model_cfg.block_size)
+        compare = {"run": args.compare, "params": run.model.num_params(),
+                   "block_size": run.model_cfg.block_size, "dev_loss": mean_nll(run.model, X, Y)}
+    rows = ngram_table(corpus, args.max_context)
+    if args.json:
+        _print_json(rows if compare is None else {"ngram": rows, "mlp": compare})
+        return 0
+    print(f"{'context':>7}  {'table entries':>16}  {'unseen dev ctx':>14}  {'add-alpha':>9} {'(alpha)':>8}  "
+          f"{'Kneser-Ney':>10} {'(D)':>6}")
+    for r in rows:
+        print(f"{r['context']:>7}  {r['table_entries']:>16,}  {r['unseen_dev_contexts']:>14.1%}  "
+              f"{r['add_alpha']['dev_loss']:>9.4f} {r['add_alpha']['alpha']:>8.3f}  "
+              f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}")
+    if compare:
+        print(f"MLP {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
+              f"dev {compare['dev_loss']:.4f}")
+    print("dev NLL in nats per character on the dev split; smoothing tuned on dev")
+    return 0
+
+
+def add_mix(sub) -> None:
+    p = _subparser(sub, "mix", "mix the MLP with a Kneser-Ney model (Bengio et al. 2003, sec. 4), weight tuned on dev",
+                   "makemore mix runs/lecture --ngram-context 5\n  makemore sample runs/lecture --mix")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--ngram-context", type=int, default=5, help="context length of the n-gram model")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_mix(args) -> int:
+    from .ngram import fit_mixture
+    from .sample import mlp_predictor
+    from .utils import atomic_write_json
+
+    if not 1 <= args.ngram_context <= 12:
+        raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
+    run = _load(args.run)
+    _, result = fit_mixture(mlp_predictor(run.model), run.splits["train"], run.splits["dev"], run.vocab,
+                            args.ngram_context)
+    atomic_write_json(run.path / "mix.json", result)
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"MLP dev loss          {result['mlp_dev_loss']:.4f}")
+    print(f"Kneser-Ney (k={args.ngram_context}) dev  {result['ngram_dev_loss']:.4f}  (discount {result['discount']:.3f})")
+    print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the MLP {result['weight']:.3f})")
+    print(f"saved to {run.path / 'mix.json'}; use it with `sample --mix` and `score --mix`")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
 
 # name -> (declare flags, run); the help lists them in this order
 COMMANDS = {
@@ -280,6 +377,8 @@ COMMANDS = {
     "eval": (add_eval, cmd_eval),
     "sample": (add_sample, cmd_sample),
     "score": (add_score, cmd_score),
+    "ngram": (add_ngram, cmd_ngram),
+    "mix": (add_mix, cmd_mix),
 }
 
 

@@ -345,3 +345,74 @@ def add_one_bigram_nll(words: list[str], vocab: Vocab | None = None) -> float:
     vocab = vocab or Vocab.from_words(words)
     X, Y = build_examples(words, vocab, 1)
     return NGramModel(X, Y, vocab.size, "add_alpha", 1.0).nll(X, Y)
+
+
+# ----------------------------------------------------------------------------------------
+# Bengio et al. (2003), section 4: the MLP mixed with an n-gram model
+
+
+def ngram_predictor(model: NGramModel):
+    """The n-gram model as a sampling/scoring predictor (contexts -> log-probs)."""
+    from .sample import make_predictor
+
+    k = model.context
+
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        return model.probs(ctx[:, ctx.shape[1] - k:].cpu()).log().to(ctx.device)
+
+    return make_predictor(predict, k)
+
+
+def mixture_predictor(mlp, ngram, weight: float):
+    """P(c | h) = weight * P_mlp(c | h) + (1 - weight) * P_ngram(c | h), in log space."""
+    from .sample import make_predictor
+
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"mixture weight must be in [0, 1], got {weight}")
+    log_w, log_1mw = math.log(weight) if weight > 0 else -math.inf, math.log1p(-weight) if weight < 1 else -math.inf
+
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        return torch.logaddexp(mlp(ctx) + log_w, ngram(ctx).to(ctx.device) + log_1mw)
+
+    return make_predictor(predict, max(mlp.context_size, ngram.context_size), mlp.device)
+
+
+def _target_log_probs(predictor, words: list[str], vocab: Vocab) -> torch.Tensor:
+    X, Y = build_examples(words, vocab, predictor.context_size)
+    with torch.no_grad():
+        logp = predictor(X.to(predictor.device)).double().cpu()
+    return logp[torch.arange(len(Y)), Y]
+
+
+def tune_mixture_weight(mlp, ngram, words: list[str], vocab: Vocab) -> dict:
+    """The weight in [0, 1] that minimises the mixture's NLL on `words` (the dev split).
+
+    The mixture's NLL is convex in the weight, so a fine grid finds its minimum to 1e-3.
+    """
+    a, b = _target_log_probs(mlp, words, vocab), _target_log_probs(ngram, words, vocab)
+    weights = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
+    with torch.no_grad():
+        log_w = torch.log(weights)[:, None]
+        log_1mw = torch.log1p(-weights)[:, None]
+        nll = -torch.logaddexp(a[None, :] + log_w, b[None, :] + log_1mw).mean(dim=1)
+    best = int(torch.argmin(nll))
+    return {"weight": float(weights[best]), "mlp_dev_loss": float(-a.mean()),
+            "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best])}
+
+
+def fit_mixture(mlp, train_words: list[str], dev_words: list[str], vocab: Vocab, context: int):
+    """Count a Kneser-Ney model on `train_words`, tune its discount and then the mixture weight
+    on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss})."""
+    ngram = NGramModel.from_words(train_words, vocab, context, "kneser_ney")
+    ngram.tune(*_examples(dev_words, vocab, context))
+    ngram_pred = ngram_predictor(ngram)
+    result = {"ngram_context": context, "discount": ngram.smoothing,
+              **tune_mixture_weight(mlp, ngram_pred, dev_words, vocab)}
+    return mixture_predictor(mlp, ngram_pred, result["weight"]), result
+
+
+def mixture_from_settings(mlp, train_words: list[str], vocab: Vocab, settings: dict):
+    """Rebuild a fitted mixture from the settings fit_mixture returned (no tuning again)."""
+    ngram = NGramModel.from_words(train_words, vocab, settings["ngram_context"], "kneser_ney",
+                                  settings["discount"])
+    return mixture_predictor(mlp, ngram_predictor(ngram), settings["weight"])

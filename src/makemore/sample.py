@@ -1,7 +1,7 @@
 """Using a trained model: sampling new words and scoring given ones.
 
-Both work on a *predictor*: a function from contexts (N, block_size) of character ids to
-log-probabilities (N, vocab) of the next character. An MLP is one predictor; an n-gram model,
+Both work on a *predictor*: a function from contexts (N, predictor.context_size) of character
+ids to log-probabilities (N, vocab) of the next character. An MLP is one predictor; an n-gram model,
 a mixture of the two (Bengio et al. 2003, section 4) or a seed ensemble are others, and
 sampling and scoring do not care which.
 
@@ -26,25 +26,28 @@ from .errors import UserError
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
+def make_predictor(fn: Callable[[torch.Tensor], torch.Tensor], context_size: int, device="cpu") -> Predictor:
+    """Tag a contexts -> log-probs function with the context length it reads (its last columns)."""
+    fn.context_size = context_size
+    fn.device = torch.device(device)
+    return fn
+
+
 def mlp_predictor(model) -> Predictor:
+    block_size = model.cfg.block_size
+
     @torch.no_grad()
     def predict(ctx: torch.Tensor) -> torch.Tensor:
-        logits, _ = model(ctx)
+        logits, _ = model(ctx[:, ctx.shape[1] - block_size:])
         return F.log_softmax(logits.float(), dim=-1)
 
     model.eval()
-    predict.device = next(model.parameters()).device
-    return predict
-
-
-def _device_of(predictor: Predictor, default: str = "cpu") -> torch.device:
-    return torch.device(getattr(predictor, "device", default))
+    return make_predictor(predict, block_size, next(model.parameters()).device)
 
 
 @torch.no_grad()
-def sample(predictor: Predictor, vocab: Vocab, block_size: int, n: int, seed: int | None = None,
-           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
-           device: str = "cpu") -> list[str]:
+def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
+           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64) -> list[str]:
     """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len)."""
     if n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
@@ -53,6 +56,7 @@ def sample(predictor: Predictor, vocab: Vocab, block_size: int, n: int, seed: in
     if top_k is not None and top_k < 1:
         raise UserError(f"top-k must be at least 1, got {top_k}")
     prefix_ids = vocab.encode(prefix)
+    device, block_size = predictor.device, predictor.context_size
     g = torch.Generator(device=device)
     g.manual_seed(seed if seed is not None else torch.seed())
     context = torch.zeros((n, block_size), dtype=torch.long, device=device)
@@ -92,7 +96,7 @@ def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
     return [next((name for name in ("train", "dev", "test") if w in sets[name]), "new") for w in words]
 
 
-def sample_tagged(predictor: Predictor, vocab: Vocab, block_size: int, splits: dict[str, list[str]], n: int,
+def sample_tagged(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int,
                   seed: int | None = None, unique: bool = False, new_only: bool = False,
                   max_rounds: int = 50, **kwargs) -> list[dict]:
     """Sample with tags; `unique`/`new_only` keep drawing batches until n qualify."""
@@ -103,7 +107,7 @@ def sample_tagged(predictor: Predictor, vocab: Vocab, block_size: int, splits: d
         want = n - len(results)
         draw = want if not (unique or new_only) else max(2 * want, 64)
         round_seed = seed if round_ == 0 and seed is not None else int(rng.integers(2**62))
-        words = sample(predictor, vocab, block_size, draw, seed=round_seed, **kwargs)
+        words = sample(predictor, vocab, draw, seed=round_seed, **kwargs)
         for word, tag in zip(words, tag_words(words, splits)):
             if (unique and word in seen) or (new_only and tag != "new"):
                 continue
@@ -117,7 +121,7 @@ def sample_tagged(predictor: Predictor, vocab: Vocab, block_size: int, splits: d
 
 
 @torch.no_grad()
-def score(predictor: Predictor, vocab: Vocab, block_size: int, words: list[str]) -> list[dict]:
+def score(predictor: Predictor, vocab: Vocab, words: list[str]) -> list[dict]:
     """Each word's NLL under the model: total, per character (end token counted), perplexity."""
     for w in words:
         if not w:
@@ -125,8 +129,8 @@ def score(predictor: Predictor, vocab: Vocab, block_size: int, words: list[str])
         vocab.encode(w)  # raises a clear error for characters the model never saw
         if vocab.boundary in w:
             raise UserError(f"{w!r} contains the boundary token {vocab.boundary!r}")
-    X, Y = build_examples(words, vocab, block_size)
-    logp = predictor(X.to(_device_of(predictor))).cpu()
+    X, Y = build_examples(words, vocab, predictor.context_size)
+    logp = predictor(X.to(predictor.device)).cpu()
     target_logp = logp[torch.arange(len(Y)), Y]
     results, i = [], 0
     for w in words:

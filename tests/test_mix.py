@@ -1,0 +1,68 @@
+"""Bengio's mixture of the MLP with a Kneser-Ney model, and the ngram/mix commands."""
+
+import json
+
+import pytest
+
+from makemore.cli import main
+from makemore.config import make_configs
+from makemore.data import load_corpus
+from makemore.ngram import NGramModel, _target_log_probs, fit_mixture, mixture_predictor, ngram_predictor
+from makemore.sample import mlp_predictor
+from makemore.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import make_words
+
+    path = tmp_path_factory.mktemp("mix") / "words.txt"
+    path.write_text("\n".join(make_words(400)))
+    corpus = load_corpus(path)
+    cfgs = make_configs("lecture", vocab_size=corpus.vocab.size, emb_dim=6, hidden=24, steps=300,
+                        batch_size=32, engine="autograd")
+    out = path.parent / "run"
+    return corpus, train(corpus, *cfgs, out=out, progress=False), out
+
+
+def test_weights_zero_and_one_reproduce_each_model(trained):
+    corpus, result, _ = trained
+    mlp = mlp_predictor(result.model)
+    ngram = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney", 0.8)
+    dev = corpus.splits["dev"]
+    X, Y = corpus.examples("dev", 4)
+    only_mlp = -_target_log_probs(mixture_predictor(mlp, ngram_predictor(ngram), 1.0), dev, corpus.vocab).mean()
+    only_ngram = -_target_log_probs(mixture_predictor(mlp, ngram_predictor(ngram), 0.0), dev, corpus.vocab).mean()
+    assert float(only_mlp) == pytest.approx(result.summary["dev_loss"], abs=1e-5)
+    assert float(only_ngram) == pytest.approx(ngram.nll(X, Y), abs=1e-5)
+
+
+def test_tuned_mixture_is_no_worse_than_either(trained):
+    corpus, result, _ = trained
+    _, r = fit_mixture(mlp_predictor(result.model), corpus.splits["train"], corpus.splits["dev"], corpus.vocab, 3)
+    assert 0.0 <= r["weight"] <= 1.0
+    assert r["mix_dev_loss"] <= min(r["mlp_dev_loss"], r["ngram_dev_loss"]) + 1e-9
+
+
+def test_mix_command_and_mixed_sampling(trained, capsys):
+    _, _, run = trained
+    assert main(["sample", str(run), "--mix"]) == 1  # no mixture fitted yet
+    assert "makemore mix" in capsys.readouterr().err
+    assert main(["mix", str(run), "--ngram-context", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"mlp_dev_loss", "ngram_dev_loss", "mix_dev_loss", "weight"} <= set(result)
+    assert json.loads((run / "mix.json").read_text())["weight"] == result["weight"]
+    assert main(["sample", str(run), "--mix", "-n", "5", "--seed", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5
+    assert main(["score", str(run), "--mix", "mana", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["nll"] > 0
+
+
+def test_ngram_command_json(trained, capsys):
+    corpus, _, run = trained
+    assert main(["ngram", "--data", corpus.source, "--max-context", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["context"] for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"context", "table_entries", "unseen_dev_contexts", "add_alpha", "kneser_ney"}
+    assert main(["ngram", "--data", corpus.source, "--max-context", "2", "--compare", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["mlp"]["params"] == 24 * 3 * 6 + 24 + 24 * corpus.vocab.size + corpus.vocab.size + 6 * corpus.vocab.size
