@@ -96,8 +96,8 @@ PRESETS: dict[str, dict] = {
     "tiny2d": dict(block_size=3, emb_dim=2, hidden=100, init="randn", batch_size=32,
                    steps=50_000, lr=0.1, optimizer="sgd", schedule="step"),
     # Least wall time to dev <= 2.17 on 2 CPU cores (see README, `make bench`).
-    "fast": dict(block_size=4, emb_dim=16, hidden=256, batch_size=256, steps=4_000,
-                 lr=0.01, optimizer="adamw", schedule="cosine", weight_decay=0.01),
+    "fast": dict(block_size=4, emb_dim=12, hidden=128, batch_size=128, steps=1_000,
+                 lr=0.03, optimizer="adamw", schedule="cosine", weight_decay=0.01),
     # Best dev loss in about 3 minutes on 2 CPU cores (see README).
     "default": dict(block_size=6, emb_dim=24, hidden=512, batch_size=512, steps=20_000,
                     lr=3e-3, optimizer="adamw", schedule="cosine", dropout=0.3,
