@@ -125,6 +125,9 @@ def add_train(sub) -> None:
     p.add_argument("--out", help="run directory to create (must not exist)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--from-study", metavar="NAME", help="the best configuration of `makemore tune` study NAME "
+                   "(flags given still override)")
+    p.add_argument("--storage", metavar="URL", help="where the study is (default: sqlite:///runs/tune/study.db)")
 
 
 def _print_summary(summary: dict, run_dir) -> None:
@@ -143,10 +146,11 @@ def cmd_train(args) -> int:
 
     progress = False if args.quiet else None
     if args.resume:
-        if args.out or args.data:
-            raise UserError("--resume RUN continues RUN as it was configured; drop --out/--data")
+        if args.out or args.data or args.from_study:
+            raise UserError("--resume RUN continues RUN as it was configured; drop --out/--data/--from-study")
         result = resume(args.resume, steps=args.steps, progress=progress)
     else:
+        _apply_study(args)
         if not args.data:
             raise UserError("--data is required (a text file with one item per line, or `names`)")
         if not args.out:
@@ -369,6 +373,335 @@ def cmd_mix(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------
+# makemore tune: hyperparameter search with Optuna, one study shared by any number of workers
+
+
+def add_tune(sub) -> None:
+    from .tune import DEFAULT_HEARTBEAT, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_STUDY
+
+    p = _subparser(sub, "tune", "search hyperparameters (Optuna); start the same command on many "
+                   "machines with a shared --storage to work on one study",
+                   "makemore tune --data names --trials 40 --steps 5000\n"
+                   "  makemore tune --data names --trials 200 --storage postgresql://user@dbhost/makemore\n"
+                   "  makemore tune --report\n"
+                   "  makemore train --from-study makemore --out runs/best")
+    add_data_flags(p, required=False)
+    p.add_argument("--trials", type=int, help="trials the study should finish, counted over all workers")
+    p.add_argument("--timeout", type=float, help="seconds after which this worker starts no new trial")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help=f"most training steps of a trial (searched from a fifth of it; default {DEFAULT_STEPS})")
+    p.add_argument("--study", default=DEFAULT_STUDY, help=f"study name (default {DEFAULT_STUDY})")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default sqlite:///OUT/study.db); "
+                   "postgresql://... for workers on several machines")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder of the trials' run directories and plots "
+                   f"(default {DEFAULT_OUT})")
+    p.add_argument("--seed", type=int, default=42, help="training seed of every trial; seeds the sampler")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per trial (default 1: one worker per core)")
+    p.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT,
+                   help=f"seconds between a running trial's heartbeats; a trial silent for 3 of them is "
+                   f"failed and re-run (default {DEFAULT_HEARTBEAT})")
+    p.add_argument("--space", metavar="JSON", help="narrow or widen the search ranges, as JSON or a JSON file: "
+                   "'{\"hidden\": [32, 256], \"layers\": 1, \"direct\": [false]}' (see docs/tune.md)")
+    p.add_argument("--report", action="store_true", help="show the study's best trials and draw its plots; trains nothing")
+    p.add_argument("--top", type=int, default=10, help="trials in the table (default 10)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_tune(args) -> int:
+    import os
+
+    if args.top < 1:
+        raise UserError(f"top must be at least 1, got {args.top}")
+    if args.report:
+        if args.data or args.trials is not None:
+            raise UserError("--report reads an existing study; drop --data/--trials")
+        from .tune import default_storage, load_study, print_summary, summary, write_plots
+
+        url = args.storage or default_storage(args.out)
+        study = load_study(args.study, url)
+        result = summary(study, args.top, url)
+        result["plots"] = write_plots(study, Path(args.out))
+        if args.json:
+            _print_json(result)
+            return 0
+        print_summary(result)
+        for name, path in result["plots"]["written"].items():
+            print(f"plot        {path}")
+        for name, note in result["plots"]["skipped"].items():
+            print(f"plot        {name} {note}")
+        return 0
+    if not args.data:
+        raise UserError("--data is required (a text file with one item per line, or `names`)")
+    if args.trials is None:
+        raise UserError("--trials N is required: how many trials the study should finish")
+    if args.threads > 0:  # before torch and NumPy start their thread pools
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(args.threads))
+    from .data import load_corpus
+    from .tune import TuneOptions, default_storage, parse_space, print_summary, run_study, summary
+
+    opts = TuneOptions(trials=args.trials, out=Path(args.out), study=args.study, storage=args.storage,
+                       steps=args.steps, timeout=args.timeout, seed=args.seed, threads=args.threads,
+                       heartbeat=args.heartbeat, space=parse_space(args.space))
+    opts.validate()
+    corpus = load_corpus(args.data, seed=args.split_seed)
+    study, _ = run_study(corpus, args.data, opts)
+    result = summary(study, args.top, args.storage or default_storage(args.out))
+    if args.json:
+        _print_json(result)
+    else:
+        print_summary(result)
+    return 0
+
+
+def _apply_study(args) -> None:
+    """`train --from-study NAME`: the study's best settings fill every flag not given."""
+    if not args.from_study:
+        if args.storage:
+            raise UserError("--storage is read with --from-study NAME only")
+        return
+    from .tune import DEFAULT_OUT, best_settings, default_storage
+
+    best = best_settings(args.from_study, args.storage or default_storage(DEFAULT_OUT))
+    for field, value in best["settings"].items():
+        if getattr(args, field, None) is None:
+            setattr(args, field, value)
+    if not args.data:
+        args.data = best["data"]
+    if args.split_seed == 42:
+        args.split_seed = best["split_seed"]
+    print(f"note: settings of trial {best['trial']} of study {args.from_study!r} (dev {best['dev_loss']:.4f})",
+          file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------
+# makemore lr-find / sweep / plot / embeddings: experiments and their pictures
+
+
+def _settings_line(model_cfg, train_cfg) -> str:
+    return (f"block {model_cfg.block_size}, emb {model_cfg.emb_dim}, hidden {model_cfg.hidden}"
+            f"{f' x{model_cfg.layers}' if model_cfg.layers > 1 else ''}, init {model_cfg.init}; "
+            f"{train_cfg.optimizer}, batch {train_cfg.batch_size}")
+
+
+def add_lr_find(sub) -> None:
+    p = _subparser(sub, "lr-find", "learning-rate range test (makemore part 2): one minibatch step at each of "
+                   "--steps rates rising exponentially from --lr-min to --lr-max; writes lr_find.png and lr_find.csv",
+                   "makemore lr-find --data names --preset lecture --out runs/lr-find")
+    add_data_flags(p)
+    add_model_flags(p)
+    p.set_defaults(steps=1000)
+    for action in p._actions:
+        if action.dest == "steps":
+            action.help = "rates tried, one minibatch step each (default 1000)"
+    p.add_argument("--lr-min", type=float, default=1e-3, help="first learning rate (default 1e-3)")
+    p.add_argument("--lr-max", type=float, default=1.0, help="last learning rate (default 1)")
+    p.add_argument("--divide-by", type=float, default=None,
+                   help="suggest the rate at the smoothed curve's minimum divided by this (default 2)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for lr_find.png and lr_find.csv")
+    p.add_argument("--json", action="store_true", help="print the suggestion as JSON")
+
+
+def cmd_lr_find(args) -> int:
+    import csv
+
+    from .data import load_corpus
+    from .experiments import LR_FIND_FIELDS, SUGGEST_DIVISOR, lr_find
+    from .plots import plot_lr_find
+    from .utils import atomic_write
+
+    if args.lr is not None:
+        raise UserError("lr-find sweeps the learning rate itself; give the range with --lr-min/--lr-max, not --lr")
+    corpus = load_corpus(args.data, seed=args.split_seed)
+    model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
+    divisor = SUGGEST_DIVISOR if args.divide_by is None else args.divide_by
+    result = lr_find(corpus, model_cfg, train_cfg, args.lr_min, args.lr_max, args.steps, divisor=divisor)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=LR_FIND_FIELDS)
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow({k: "" if row[k] is None else row[k] for k in LR_FIND_FIELDS})
+
+    csv_path, png_path = out / "lr_find.csv", out / "lr_find.png"
+    atomic_write(csv_path, write_csv)
+    data_name = Path(corpus.source).name
+    plot_lr_find(result.rows, result.suggested_lr, png_path,
+                 f"Learning-rate range test on {data_name}: {args.steps:,} steps, "
+                 f"{args.preset or 'default'} preset",
+                 f"{_settings_line(model_cfg, train_cfg)}; suggested lr {result.suggested_lr:.3g} = "
+                 f"lr at the minimum / {divisor:g}")
+    report = {"suggested_lr": result.suggested_lr, "rule": result.rule, "lr_at_min": result.lr_at_min,
+              "min_smoothed_loss": result.min_smoothed_loss, "diverged_at_step": result.diverged_at,
+              "smoothing_window": result.window, "seconds": round(result.seconds, 3), "engine": result.engine,
+              "csv": str(csv_path), "png": str(png_path)}
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"suggested lr  {result.suggested_lr:.3g}")
+    print(f"rule          {result.rule}")
+    print(f"smoothing     centred moving average over {result.window} steps")
+    if result.diverged_at is not None:
+        print(f"diverged      at step {result.diverged_at} (lr {result.rows[result.diverged_at]['lr']:.3g}); "
+              f"no steps after it")
+    print(f"time          {result.seconds:.1f} s ({result.engine} engine)")
+    print(f"wrote         {csv_path} ({len(result.rows)} rows)")
+    print(f"wrote         {png_path}")
+    return 0
+
+
+def add_sweep(sub) -> None:
+    p = _subparser(sub, "sweep", "train every combination of a grid of settings, each as a run in DIR/<name>/; "
+                   "tabulate them by dev loss (sweep.csv, sweep.json, sweep.png); a rerun skips finished ones",
+                   'makemore sweep --data names --preset lecture --steps 3000 '
+                   '--grid "emb_dim=2,10 hidden=100,200" --out runs/sweep')
+    add_data_flags(p)
+    add_model_flags(p)
+    p.add_argument("--grid", required=True,
+                   help='settings to combine, KEY=V1,V2 separated by spaces, e.g. "emb_dim=2,10,24 hidden=100,200"; '
+                        "keys are any model/training setting (dashes or underscores)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder of the sweep's runs and table")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
+
+def cmd_sweep(args) -> int:
+    from .data import load_corpus
+    from .experiments import parse_grid, sweep, table_fields
+    from .plots import plot_sweep
+
+    grid = parse_grid(args.grid)
+    corpus = load_corpus(args.data, seed=args.split_seed)
+    overrides = {dest: getattr(args, dest, None) for dest, _, _ in MODEL_FLAGS.values()}
+    overrides["direct"] = getattr(args, "direct", None)
+
+    def on_result(i: int, n: int, name: str, row: dict, reused: bool) -> None:
+        how = "finished earlier, skipped" if reused else f"{row['seconds']:.1f} s"
+        print(f"[{i + 1}/{n}] {name}: dev {row['dev_loss']:.4f}  train {row['train_loss']:.4f}  "
+              f"{row['params']:,} params  ({how})", file=sys.stderr, flush=True)
+
+    result = sweep(corpus, grid, args.out, preset=args.preset, overrides=overrides, on_result=on_result)
+    out = Path(args.out)
+    steps = sorted({r["steps"] for r in result.table})
+    steps_text = f"{steps[0]:,} steps" if len(steps) == 1 else "steps " + "/".join(f"{s:,}" for s in steps)
+    png = plot_sweep(result.table, grid, out / "sweep.png",
+                     f"Sweep on {Path(corpus.source).name}: {len(result.table)} configurations, {steps_text} each "
+                     f"({args.preset or 'default'} preset)")
+    if args.json:
+        _print_json(result.table)
+    else:
+        columns = table_fields(grid)
+        widths = {c: max(len(c), *(len(_cell(r[c], c)) for r in result.table)) for c in columns}
+        print("  ".join(f"{c:<{widths[c]}}" if c in ("name", "status") else f"{c:>{widths[c]}}"
+                        for c in columns).rstrip())
+        for r in result.table:
+            print("  ".join(f"{_cell(r[c], c):<{widths[c]}}" if c in ("name", "status") else f"{_cell(r[c], c):>{widths[c]}}"
+                            for c in columns).rstrip())
+        print(f"sorted by dev loss; gap = dev - train; trained {len(result.trained)}, "
+              f"skipped {len(result.reused)} finished earlier")
+    for path in (out / "sweep.csv", out / "sweep.json", png):
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def _cell(value, column: str = "") -> str:
+    if column == "seconds":
+        return f"{value:,.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def add_plot(sub) -> None:
+    p = _subparser(sub, "plot", "draw a run's training and dev loss and its learning rate against steps: RUN/loss.png",
+                   "makemore plot runs/lecture")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--out", metavar="PNG", help="where to write the picture (default RUN/loss.png)")
+
+
+def cmd_plot(args) -> int:
+    from .config import configs_from_dict
+    from .model import count_params
+    from .plots import plot_loss, read_metrics
+    from .runs import read_run_config
+
+    run = Path(args.run)
+    config = read_run_config(run)
+    model_cfg, train_cfg = configs_from_dict(config)
+    metrics = read_metrics(run / "metrics.csv")
+    summary_path = run / "summary.json"
+    status = ""
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        status = f"; {summary.get('status', '?')} after {summary.get('steps', 0):,} steps, {summary.get('seconds', 0):.0f} s"
+    else:
+        status = "; still training (no summary.json yet)"
+    png = plot_loss(metrics, Path(args.out) if args.out else run / "loss.png",
+                    f"{run.resolve().name}: loss during training ({count_params(model_cfg):,} parameters)",
+                    f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}{status}")
+    print(f"wrote {png}")
+    return 0
+
+
+def add_embeddings(sub) -> None:
+    p = _subparser(sub, "embeddings", "draw a run's character embeddings C (PCA to 2-D when wider): "
+                   "RUN/embeddings.png; print each character's nearest neighbours",
+                   "makemore embeddings runs/tiny2d")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--neighbours", type=int, default=3, help="nearest neighbours to print per character (default 3)")
+    p.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
+                   help="distance for the neighbours, in the full embedding space (default euclidean)")
+    p.add_argument("--out", metavar="PNG", help="where to write the picture (default RUN/embeddings.png)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_embeddings(args) -> int:
+    from .experiments import embedding_projection, nearest_neighbours
+    from .plots import plot_embeddings
+
+    if args.neighbours < 1:
+        raise UserError(f"--neighbours must be at least 1, got {args.neighbours}")
+    run = _load(args.run)
+    C = run.model.C.detach().cpu().double().numpy()
+    chars = run.vocab.chars
+    dim = C.shape[1]
+    xy, share, shares = embedding_projection(C)
+    name = run.path.resolve().name
+    if dim == 2:
+        title = f"{name}: the 2-D character embeddings C"
+        labels = ("C[:, 0]", "C[:, 1]")
+    elif dim == 1:
+        title = f"{name}: the 1-D character embeddings C (drawn on a line)"
+        labels = ("C[:, 0]", "")
+    else:
+        title = f"{name}: {dim}-D embeddings C by PCA; the two axes keep {share:.0%} of the variance"
+        labels = (f"principal component 1 ({shares[0]:.0%} of the variance)",
+                  f"principal component 2 ({shares[1]:.0%} of the variance)")
+    png = plot_embeddings(xy, chars, Path(args.out) if args.out else run.path / "embeddings.png", title, *labels,
+                          subtitle=f"{run.model.num_params():,} parameters; close characters are interchangeable "
+                                   "to the network")
+    neighbours = nearest_neighbours(C, args.neighbours, args.metric)
+    unit = "1 - cosine similarity" if args.metric == "cosine" else "euclidean distance"
+    if args.json:
+        _print_json({"png": str(png), "emb_dim": dim, "variance_share": share, "metric": args.metric,
+                     "neighbours": {chars[i]: [[chars[j], d] for j, d in nn] for i, nn in enumerate(neighbours)}})
+        return 0
+    print(f"wrote {png}")
+    if dim > 2:
+        print(f"PCA: the two axes keep {share:.1%} of the variance of the {dim}-D embeddings "
+              f"({shares[0]:.1%} + {shares[1]:.1%})")
+    print(f"nearest neighbours ({unit} in the full {dim}-D embedding space; '{run.vocab.boundary}' is the boundary token):")
+    for i, nn in enumerate(neighbours):
+        print(f"  {chars[i]}  " + "  ".join(f"{chars[j]} {d:.3f}" for j, d in nn))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
 
 # name -> (declare flags, run); the help lists them in this order
 COMMANDS = {
@@ -379,6 +712,11 @@ COMMANDS = {
     "score": (add_score, cmd_score),
     "ngram": (add_ngram, cmd_ngram),
     "mix": (add_mix, cmd_mix),
+    "tune": (add_tune, cmd_tune),
+    "lr-find": (add_lr_find, cmd_lr_find),
+    "sweep": (add_sweep, cmd_sweep),
+    "plot": (add_plot, cmd_plot),
+    "embeddings": (add_embeddings, cmd_embeddings),
 }
 
 

@@ -1,0 +1,751 @@
+"""Hyperparameter search with Optuna: one study, any number of workers, on one or many machines.
+
+    makemore tune --data names --trials 40 --steps 5000             # SQLite: runs/tune/study.db
+    makemore tune --data names --trials 200 --storage postgresql://user@db/makemore   # per machine
+
+A study lives in an Optuna RDB storage: a SQLite file by default, or any database URL Optuna
+accepts (PostgreSQL for workers on several machines). Every worker runs the same command; the
+first one creates the study, the others join it (load_if_exists). Each trial trains one model
+with train.train into OUT/trial-NNNN, reports its dev loss at every evaluation, and is pruned
+(stopped, its run directory kept) when it falls behind the median of earlier trials.
+
+`--trials N` is the number of trials the *study* should finish (COMPLETE or PRUNED), whatever
+the number of workers: a worker reserves a slot (a WAITING trial, created under a lock held
+across workers) before training, so N workers started at once never run more than N trials.
+A worker killed mid-trial stops its heartbeat; once the grace period has passed, another
+worker marks the trial FAIL, which frees its slot, and runs a replacement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .config import make_configs
+from .errors import UserError
+from .utils import atomic_write, atomic_write_json
+
+DEFAULT_OUT = "runs/tune"
+DEFAULT_STUDY = "makemore"
+DEFAULT_STEPS = 20_000  # cap on each trial's training steps: the `default` preset's length
+DEFAULT_HEARTBEAT = 20  # seconds between a running trial's heartbeats
+STUDY_ATTR = "makemore"  # study user attribute: data, steps cap, seed, fixed settings
+# Settings every trial shares; the searched ones come from `suggest`.
+FIXED = {"optimizer": "adamw", "schedule": "cosine", "init": "scaled"}
+# The searched parameters, in the order the table and the train command show them.
+PARAM_ORDER = ("block_size", "emb_dim", "hidden", "layers", "direct", "lr", "batch_size",
+               "weight_decay", "dropout", "steps")
+SHORT = {"block_size": "block", "emb_dim": "emb", "hidden": "hidden", "layers": "layers",
+         "direct": "direct", "lr": "lr", "batch_size": "batch", "weight_decay": "wd",
+         "dropout": "drop", "steps": "steps"}
+
+
+def _optuna():
+    """Import optuna quietly: its INFO lines and experimental-feature warnings are ours to word."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
+    return optuna
+
+
+# ----------------------------------------------------------------------------------------
+# The search space: ranges for names-like data (see docs/tune.md)
+
+
+# name -> (low, high, log scale) for numbers, or a list of choices. `steps` is added by
+# `search_space`: [cap/5, cap] on a log scale, where cap is `--steps`.
+SPACE: dict = {
+    "block_size": (3, 8, False),
+    "emb_dim": (8, 32, False),
+    "hidden": (64, 1024, True),
+    "layers": (1, 2, False),
+    "direct": [False, True],
+    "lr": (1e-3, 3e-2, True),
+    "batch_size": (64, 1024, True),
+    "weight_decay": (0.0, 0.2, False),
+    "dropout": (0.0, 0.5, False),
+}
+INT_PARAMS = {"block_size", "emb_dim", "hidden", "layers", "batch_size", "steps"}
+
+
+def search_space(steps_cap: int, overrides: dict | None = None) -> dict:
+    """SPACE with its `steps` range, and `overrides` ({"hidden": [16, 64]}, {"layers": 1},
+    {"direct": [false]}) replacing the ranges they name. Returned as JSON-ready lists."""
+    space = {k: (list(v) if isinstance(v, list) else [v[0], v[1], v[2]]) for k, v in SPACE.items()}
+    space["steps"] = [max(1, steps_cap // 5), steps_cap, True]
+    for name, value in (overrides or {}).items():
+        if name not in space:
+            raise UserError(f"--space: unknown parameter {name!r}; searched are {', '.join(space)}")
+        if name == "direct":
+            choices = value if isinstance(value, list) else [value]
+            if not choices or any(not isinstance(c, bool) for c in choices):
+                raise UserError(f"--space: direct takes true, false or a list of them, got {value!r}")
+            space[name] = list(dict.fromkeys(choices))
+            continue
+        if not isinstance(value, list):
+            low = high = value
+        elif len(value) in (1, 2):
+            low, high = value[0], value[-1]
+        else:
+            low = high = None
+        kind = int if name in INT_PARAMS else float
+        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                 and (kind is float or x == int(x)) for x in (low, high))
+        if not ok or low > high:
+            raise UserError(f"--space: {name} takes a value or [low, high] with low <= high"
+                            f"{' (whole numbers)' if kind is int else ''}, got {json.dumps(value)}")
+        for end in (low, high):  # the config's own checks: hidden >= 1, dropout < 1, ...
+            try:
+                make_configs("default", **{name: kind(end)})
+            except UserError as e:
+                raise UserError(f"--space: {e}") from None
+        log = space[name][2] and low > 0
+        space[name] = [kind(low), kind(high), log]
+    return space
+
+
+def parse_space(text: str | None) -> dict:
+    """--space: a JSON object, or a file holding one."""
+    if not text:
+        return {}
+    if not text.lstrip().startswith("{") and Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--space is not valid JSON ({e.msg} at character {e.pos}); "
+                        f"example: --space '{{\"hidden\": [32, 256], \"layers\": 1}}'") from None
+    if not isinstance(value, dict):
+        raise UserError("--space must be a JSON object such as {\"hidden\": [32, 256]}")
+    return value
+
+
+def suggest(trial, space: dict) -> dict:
+    """Draw one configuration from `space` (see search_space)."""
+    params = {}
+    for name in PARAM_ORDER:
+        spec = space[name]
+        if name == "direct":
+            params[name] = trial.suggest_categorical(name, spec)
+        elif name in INT_PARAMS:
+            params[name] = trial.suggest_int(name, spec[0], spec[1], log=spec[2])
+        else:
+            params[name] = trial.suggest_float(name, spec[0], spec[1], log=spec[2])
+    return params
+
+
+def trial_settings(params: dict, seed: int) -> dict:
+    """Every config field a trial sets: what `makemore train` needs to train it again.
+
+    Floats are trained as drawn rounded to 3 significant digits, so that the printed command
+    line is short and still trains exactly what the trial trained.
+    """
+    rounded = {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in params.items()}
+    return {**{k: rounded[k] for k in PARAM_ORDER}, **FIXED, "seed": seed}
+
+
+def flag(field: str) -> str:
+    """The `makemore train` flag of a config field (the CLI names each flag after its field)."""
+    return "--" + field.replace("_", "-")
+
+
+def train_command(settings: dict, data: str, out: str = "runs/best", split_seed: int = 42) -> str:
+    """The `makemore train` command line that trains `settings` again."""
+    import shlex
+
+    words = ["makemore", "train", "--data", data]
+    if split_seed != 42:
+        words += ["--split-seed", str(split_seed)]
+    for field in (*PARAM_ORDER, *FIXED, "seed"):
+        value = settings.get(field)
+        if field == "direct":
+            words += ["--direct"] if value else []
+        elif value is not None:
+            words += [flag(field), repr(value) if isinstance(value, float) else str(value)]
+    words += ["--out", out]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+# ----------------------------------------------------------------------------------------
+# Storage: URL -> Optuna RDBStorage, one line per thing that can go wrong
+
+
+def default_storage(out: str | Path) -> str:
+    return "sqlite:///" + str((Path(out) / "study.db").resolve())
+
+
+def redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: say it as given, it holds no password we could hide
+        return url
+
+
+def resolve_url(url: str) -> str:
+    """`url` with a driver that is installed: SQLAlchemy 2.1 reads a bare postgresql:// as
+    psycopg (version 3); where only psycopg2 is installed, postgresql:// means psycopg2."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise UserError(f"cannot use storage {url}: not a database URL (e.g. sqlite:///runs/tune/study.db, "
+                        f"postgresql://user:password@host/db)") from None
+    if parsed.drivername == "postgresql":
+        for driver in ("psycopg", "psycopg2"):
+            if importlib.util.find_spec(driver) is not None:
+                return parsed.set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)
+    return url
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Wait for a busy database (up to 60 s) instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 60}}
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    return {"pool_pre_ping": True}
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a sqlite:/// URL, None for an in-memory database or another backend."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _storage_error(url: str, e: BaseException) -> UserError:
+    detail = str(getattr(e, "orig", None) or e).strip().splitlines()
+    detail = detail[0] if detail else type(e).__name__
+    return UserError(f"cannot use storage {redact(url)}: {detail}")
+
+
+@contextlib.contextmanager
+def _storage_errors(url: str, database_only: bool = False) -> Iterator[None]:
+    """Turn a database that cannot be reached, parsed or read into one UserError line.
+
+    database_only: only the database's own errors (around code that also trains, where a
+    ValueError or RuntimeError would be a bug to show with its traceback).
+    """
+    import sqlalchemy.exc
+
+    caught = (sqlalchemy.exc.SQLAlchemyError,) if database_only else (
+        sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError, KeyError)
+    try:
+        yield
+    except UserError:
+        raise
+    except ImportError as e:
+        if database_only:
+            raise
+        raise UserError(f"storage {redact(url)} needs a database driver that is not installed ({e}); "
+                        f"for PostgreSQL: pip install 'makemore[postgres]'") from None
+    except caught as e:
+        raise _storage_error(url, e) from None
+
+
+def _serialize_sqlite(engine) -> None:
+    """Start every SQLite transaction with BEGIN IMMEDIATE.
+
+    pysqlite opens a transaction only at the first write, so two workers can both read a trial
+    as WAITING and both claim it, or deadlock on upgrading their read locks (SQLite then answers
+    "database is locked" at once, without waiting). Taking the write lock at BEGIN makes every
+    transaction wait its turn (up to the connect timeout) and see the others' commits. This is
+    SQLAlchemy's documented recipe for pysqlite transactions.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the hooks go; new ones get them
+
+
+def open_storage(url: str, heartbeat: int | None = None, create: bool = True):
+    """An RDBStorage for `url`. With create=False the database must already hold studies."""
+    optuna = _optuna()
+    shown, url = url, resolve_url(url)
+    path = _sqlite_path(url) if url.startswith("sqlite") else None
+    if not create and path is not None and not path.is_file():
+        raise UserError(f"no study database at {path}")
+    if create and path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = {}
+    if heartbeat is not None:
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace_period(heartbeat)}
+    with _storage_errors(shown):
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url),
+                                             skip_table_creation=not create, **kwargs)
+        if storage.engine.dialect.name == "sqlite":
+            _serialize_sqlite(storage.engine)
+    return storage
+
+
+def grace_period(heartbeat: int) -> int:
+    """Seconds without a heartbeat after which a running trial counts as dead."""
+    return 3 * heartbeat
+
+
+class _Lock:
+    """A lock shared by every worker of a study: a file lock beside a SQLite database, a
+    PostgreSQL advisory lock (released by the server if the worker dies), or none."""
+
+    def __init__(self, url: str, study_name: str):
+        self.shown, url = url, resolve_url(url)
+        self.url, self.kind, self.engine, self.path = url, "none", None, None
+        path = _sqlite_path(url) if url.startswith("sqlite") else None
+        if path is not None:
+            self.kind, self.path = "file", path.with_name(path.name + ".lock")
+        elif url.startswith("postgresql"):
+            import sqlalchemy
+            from sqlalchemy.pool import NullPool
+
+            self.kind = "postgresql"
+            digest = hashlib.sha256(f"makemore-tune:{study_name}".encode()).digest()
+            self.key = int.from_bytes(digest[:8], "big", signed=True)
+            with _storage_errors(self.shown):
+                self.engine = sqlalchemy.create_engine(url, poolclass=NullPool, **{
+                    k: v for k, v in _engine_kwargs(url).items() if k != "pool_pre_ping"})
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self.kind == "file":
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+        elif self.kind == "postgresql":
+            from sqlalchemy import text
+
+            with _storage_errors(self.shown):
+                conn = self.engine.connect()
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+                conn.close()
+        else:
+            yield
+
+
+# ----------------------------------------------------------------------------------------
+# Running a study
+
+
+@dataclass
+class TuneOptions:
+    trials: int
+    out: Path
+    study: str = DEFAULT_STUDY
+    storage: str | None = None  # None: sqlite:///OUT/study.db
+    steps: int = DEFAULT_STEPS
+    timeout: float | None = None  # seconds this worker keeps starting trials
+    seed: int = 42  # training seed of every trial; the sampler's is seed + worker index
+    threads: int = 1
+    heartbeat: int = DEFAULT_HEARTBEAT
+    space: dict | None = None  # overrides of SPACE's ranges (see search_space)
+
+    def validate(self) -> None:
+        if self.trials < 1:
+            raise UserError(f"trials must be at least 1, got {self.trials}")
+        if self.steps < 1:
+            raise UserError(f"steps must be at least 1, got {self.steps}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise UserError(f"timeout must be positive (seconds), got {self.timeout}")
+        if self.threads < 0:
+            raise UserError(f"threads must be >= 0, got {self.threads}")
+        if self.heartbeat < 1:
+            raise UserError(f"heartbeat must be at least 1 second, got {self.heartbeat}")
+        if not self.study.strip():
+            raise UserError("study name must not be empty")
+        search_space(self.steps, self.space)  # raises on a bad --space
+
+
+def _corpus_digest(words: list[str], split_seed: int) -> str:
+    return hashlib.sha256(("\n".join(words) + f"\nsplit_seed={split_seed}").encode()).hexdigest()
+
+
+def _check_study_attrs(study, wanted: dict) -> None:
+    """The first worker records what the study trains on; joining workers must agree."""
+    have = study.user_attrs.get(STUDY_ATTR)
+    if have is None:
+        study.set_user_attr(STUDY_ATTR, wanted)
+        return
+    names = {"digest": "data (file contents or --split-seed)", "steps_cap": "--steps", "seed": "--seed",
+             "space": "--space (search ranges)"}
+    for key, what in names.items():
+        if have.get(key) != wanted.get(key):
+            shown = have.get("data") if key == "digest" else have.get(key)
+            raise UserError(f"study {study.study_name!r} was started with other {what} ({shown}); "
+                            f"join it with the same settings, or pick another --study")
+
+
+def _check_out_dir(out: Path, study: str, storage: str) -> None:
+    """OUT holds one study's trial directories: refuse to mix two studies' trial-NNNN."""
+    marker = out / "tune.json"
+    mine = {"study": study, "storage": redact(storage)}
+    if marker.is_file():
+        try:
+            have = json.loads(marker.read_text())
+        except (json.JSONDecodeError, OSError):
+            have = {}
+        if have.get("study") != study or have.get("storage") != mine["storage"]:
+            raise UserError(f"{out} holds the trials of study {have.get('study')!r} in {have.get('storage')}; "
+                            f"pick another --out for study {study!r}")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, mine)
+
+
+def _counts(study) -> dict:
+    optuna = _optuna()
+    counts = {s: 0 for s in optuna.trial.TrialState}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
+
+
+def _fail_orphans(study, storage, grace: float) -> None:
+    """Fail the trials of workers that died where optuna's heartbeat cannot see it: between
+    reserving a slot and claiming it (a WAITING trial no one will run), or between claiming it
+    and the first heartbeat (RUNNING, but the objective never started: no `worker` attribute).
+    Failing them frees their slots."""
+    optuna = _optuna()
+    S = optuna.trial.TrialState
+    now = time.time()
+    for t in study.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
+        if t.state == S.WAITING:
+            orphan = now - t.user_attrs.get("reserved_at", now) > grace
+        else:
+            started = t.datetime_start.timestamp() if t.datetime_start else now
+            orphan = "worker" not in t.user_attrs and now - started > 2 * grace
+        if orphan:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                storage.set_trial_state_values(t._trial_id, state=S.FAIL)
+
+
+def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], None] | None = None,
+              pruner=None):
+    """Join (or create) the study and run trials until it has `opts.trials` finished ones."""
+    optuna = _optuna()
+    from .model import count_params
+    from .train import train
+
+    opts.validate()
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    out = Path(opts.out)
+    url = opts.storage or default_storage(out)
+    _check_out_dir(out, opts.study, url)
+    lock = _Lock(url, opts.study)
+    space = search_space(opts.steps, opts.space)
+    wanted = {"version": 1, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
+              "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
+              "steps_cap": opts.steps, "seed": opts.seed, "fixed": FIXED}
+    with lock():
+        # With a lock, no other worker is creating the tables now; without one, a race is retried.
+        for attempt in range(1 if lock.kind != "none" else 3):
+            try:
+                storage = open_storage(url, heartbeat=opts.heartbeat)
+                break
+            except UserError:
+                if lock.kind != "none" or attempt == 2:
+                    raise
+                time.sleep(0.5 + attempt)
+        with _storage_errors(url):
+            study = optuna.create_study(study_name=opts.study, storage=storage, direction="minimize",
+                                        load_if_exists=True)
+            _check_study_attrs(study, wanted)
+            worker = int(study.user_attrs.get("workers", 0))
+            study.set_user_attr("workers", worker + 1)
+    if lock.kind == "none":
+        log(f"note: no cross-worker lock for {redact(url).split(':')[0]} storage; with several workers "
+            f"the study may run a few more than {opts.trials} trials")
+    sampler_seed = opts.seed + worker
+    study.sampler = optuna.samplers.TPESampler(
+        seed=sampler_seed, multivariate=True, constant_liar=True,
+        n_startup_trials=max(3, min(10, opts.trials // 3)))
+    eval_every = max(1, opts.steps // 20)  # the same steps in every trial, so the pruner compares like with like
+    study.pruner = pruner or optuna.pruners.MedianPruner(
+        n_startup_trials=4, n_warmup_steps=max(1, opts.steps // 4))
+    host = socket.gethostname()
+    worker_id = f"{host}:{os.getpid()}"
+
+    def objective(trial) -> float:
+        params = suggest(trial, space)
+        settings = trial_settings(params, opts.seed)
+        model_cfg, train_cfg = make_configs("default", vocab_size=corpus.vocab.size, **settings,
+                                            eval_interval=eval_every, threads=opts.threads, engine="auto")
+        run_dir = out / f"trial-{trial.number:04d}"
+        if run_dir.exists():
+            raise UserError(f"{run_dir} already exists: it belongs to another study; pick another --out")
+        for key, value in {"run_dir": str(run_dir.resolve()), "host": host, "worker": worker_id,
+                           "settings": settings, "params": count_params(model_cfg)}.items():
+            trial.set_user_attr(key, value)
+        last: dict = {}
+
+        def report(row: dict) -> None:
+            if row["step"] == 0 or row.get("dev_loss") is None:
+                return
+            last.update(row)
+            trial.report(row["dev_loss"], row["step"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"dev {row['dev_loss']:.4f} at step {row['step']}")
+
+        def finish(state: str, figures: dict) -> None:
+            for key, value in figures.items():
+                trial.set_user_attr(key, value)
+            atomic_write_json(run_dir / "trial.json", {"study": opts.study, "trial": trial.number, "state": state,
+                                                       "settings": settings, **figures})
+
+        try:
+            result = train(corpus, model_cfg, train_cfg, out=run_dir, callbacks=(report,), progress=False)
+        except optuna.TrialPruned:
+            # The run directory stays, as a stopped run: metrics up to here, best and last checkpoints.
+            finish("pruned", {"dev_loss": last["dev_loss"], "train_loss": last.get("train_loss"),
+                              "seconds": last["seconds"], "steps_done": last["step"]})
+            raise
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        s = result.summary
+        finish(result.status, {"dev_loss": s["dev_loss"], "train_loss": s["train_loss"], "seconds": s["seconds"],
+                               "steps_done": s["steps"], "engine": s["engine"], "status": s["status"]})
+        return s["dev_loss"]
+
+    def on_trial_end(_study, t) -> None:
+        log(_trial_line(t))
+
+    start = time.monotonic()
+    waiting_said = False
+    grace = grace_period(opts.heartbeat)
+    ran = 0
+    while True:
+        if opts.timeout is not None and time.monotonic() - start > opts.timeout:
+            log(f"timeout: {opts.timeout:g} s passed; this worker stops")
+            break
+        with _storage_errors(url):
+            optuna.storages.fail_stale_trials(study)  # dead workers' trials -> FAIL
+            with lock():
+                _fail_orphans(study, storage, grace)
+                counts = _counts(study)
+                S = optuna.trial.TrialState
+                if counts[S.FAIL] >= max(3, opts.trials):
+                    raise UserError(f"study {opts.study!r} has {counts[S.FAIL]} failed trials; "
+                                    f"see `makemore tune --report --study {opts.study}` and the workers' logs")
+                active = counts[S.COMPLETE] + counts[S.PRUNED] + counts[S.RUNNING] + counts[S.WAITING]
+                reserve = active < opts.trials
+                if reserve:
+                    study.enqueue_trial({}, user_attrs={"reserved_at": time.time()})
+        if reserve:
+            # optimize claims the oldest WAITING trial: one exists, since every worker reserves
+            # one slot before each claim. Heartbeats, pruning and FAIL on error are optuna's.
+            with _storage_errors(url, database_only=True):
+                study.optimize(objective, n_trials=1, callbacks=[on_trial_end], gc_after_trial=False)
+            ran += 1
+            waiting_said = False
+            continue
+        if counts[S.RUNNING] + counts[S.WAITING] == 0:
+            break  # the study has its trials
+        if not waiting_said:
+            log(f"waiting: {counts[S.RUNNING] + counts[S.WAITING]} trial(s) still running in other workers "
+                f"(a dead worker's trial is failed and re-run after {grace} s without heartbeat)")
+            waiting_said = True
+        time.sleep(min(2.0, opts.heartbeat))
+    return study, ran
+
+
+def _trial_line(t) -> str:
+    state = t.state.name.lower()
+    a = t.user_attrs
+    dev = a.get("dev_loss", t.value)
+    figures = f"dev {dev:.4f}" if dev is not None else "no result"
+    if state == "pruned":
+        figures += f" at step {a.get('steps_done', '?')}"
+    params = f"{a['params']:,} params" if "params" in a else ""
+    secs = f"{a['seconds']:.1f} s" if a.get("seconds") is not None else ""
+    space = " ".join(f"{SHORT[k]} {_short(t.params[k])}" for k in PARAM_ORDER if k in t.params)
+    return f"trial {t.number}: {state:<8} {figures}  {params}  {secs}  [{space}]"
+
+
+def _short(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading a study back: table, best configuration, plots
+
+
+def load_study(study_name: str, url: str):
+    optuna = _optuna()
+    storage = open_storage(url, create=False)
+    with _storage_errors(url):
+        names = optuna.get_all_study_names(storage)
+        if study_name not in names:
+            there = ", ".join(repr(n) for n in names) or "none"
+            raise UserError(f"no study named {study_name!r} in {redact(url)} (studies there: {there})")
+        return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def table_rows(study, top: int | None = None) -> list[dict]:
+    """Finished trials, best dev loss first (pruned ones after, by their last dev loss)."""
+    optuna = _optuna()
+    S = optuna.trial.TrialState
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED)):
+        a = t.user_attrs
+        rows.append({"trial": t.number, "state": t.state.name.lower(),
+                     "dev_loss": t.value if t.state == S.COMPLETE else a.get("dev_loss"),
+                     "train_loss": a.get("train_loss"), "params": a.get("params"), "seconds": a.get("seconds"),
+                     "steps_done": a.get("steps_done"), "run_dir": a.get("run_dir"),
+                     **{k: t.params.get(k) for k in PARAM_ORDER}})
+    rows.sort(key=lambda r: (r["state"] != "complete", math.inf if r["dev_loss"] is None else r["dev_loss"]))
+    return rows[:top] if top else rows
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ["rank", "trial", "state", "dev", "train", "params", "sec"] + [SHORT[k] for k in PARAM_ORDER]
+    body = []
+    for i, r in enumerate(rows, 1):
+        num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        body.append([str(i), str(r["trial"]), r["state"], num(r["dev_loss"], ".4f"), num(r["train_loss"], ".4f"),
+                     num(r["params"], ","), num(r["seconds"], ".1f")]
+                    + ["-" if r[k] is None else _short(r[k]) for k in PARAM_ORDER])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)
+
+
+def count_line(study) -> str:
+    counts = _counts(study)
+    parts = [f"{n} {s.name.lower()}" for s, n in counts.items() if n]
+    return f"study {study.study_name!r}: " + (", ".join(parts) if parts else "no trials yet")
+
+
+def best_trial(study):
+    optuna = _optuna()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise UserError(f"study {study.study_name!r} has no completed trial yet")
+    return min(complete, key=lambda t: t.value)
+
+
+def best_settings(study_name: str, url: str) -> dict:
+    """What `makemore train --from-study` needs: the best trial's settings and the study's data."""
+    study = load_study(study_name, url)
+    t = best_trial(study)
+    attrs = study.user_attrs.get(STUDY_ATTR, {})
+    settings = t.user_attrs.get("settings") or trial_settings(
+        {**{"steps": attrs.get("steps_cap", DEFAULT_STEPS)}, **t.params}, attrs.get("seed", 42))
+    data = attrs.get("data")
+    if data is not None and data != "names":
+        data = attrs.get("source", data)
+    return {"settings": settings, "data": data, "split_seed": attrs.get("split_seed", 42),
+            "trial": t.number, "dev_loss": t.value}
+
+
+def summary(study, top: int = 10, url: str | None = None) -> dict:
+    rows = table_rows(study, top)
+    result = {"study": study.study_name, "counts": {s.name.lower(): n for s, n in _counts(study).items() if n},
+              "top": rows, "best": None}
+    with contextlib.suppress(UserError):
+        t = best_trial(study)
+        attrs = study.user_attrs.get(STUDY_ATTR, {})
+        data = attrs.get("data", "DATA")
+        if data != "names":
+            data = attrs.get("source", data)
+        result["best"] = {"trial": t.number, "dev_loss": t.value, "settings": t.user_attrs.get("settings"),
+                          "run_dir": t.user_attrs.get("run_dir"),
+                          "command": train_command(t.user_attrs.get("settings", {}), data,
+                                                   split_seed=attrs.get("split_seed", 42))}
+        if url is not None:
+            result["best"]["from_study"] = (f"makemore train --from-study {study.study_name} "
+                                            f"--storage {redact(url)} --out runs/best")
+    return result
+
+
+def print_summary(result: dict) -> None:
+    if result["top"]:
+        print(format_table([{**r} for r in result["top"]]))
+    counts = ", ".join(f"{n} {s}" for s, n in result["counts"].items()) or "no trials yet"
+    print(f"study {result['study']!r}: {counts}")
+    best = result["best"]
+    if best:
+        print(f"best: trial {best['trial']}, dev {best['dev_loss']:.4f} ({best['run_dir']})")
+        print(f"train it again:\n  {best['command']}")
+        if best.get("from_study"):
+            print(f"  or: {best['from_study']}")
+
+
+def write_plots(study, out: Path) -> dict[str, str]:
+    """history.png (dev loss over trials), intermediate.png (dev loss curves, pruned ones
+    included) and importances.png, drawn by optuna.visualization.matplotlib."""
+    optuna = _optuna()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.importance import PedAnovaImportanceEvaluator
+    from optuna.visualization import matplotlib as ovm
+
+    def save(name: str, draw) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # too few trials for this picture
+            notes[name] = f"not drawn: {e}"
+            return
+        fig = ax.figure
+        fig.set_size_inches(9, 5.5)
+        fig.tight_layout()
+        atomic_write(out / name, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+        plt.close(fig)
+        paths[name] = str(out / name)
+
+    paths: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    S = optuna.trial.TrialState
+    n_complete = len(study.get_trials(deepcopy=False, states=(S.COMPLETE,)))
+    save("history.png", lambda: ovm.plot_optimization_history(study, target_name="dev loss"))
+    save("intermediate.png", lambda: ovm.plot_intermediate_values(study))
+    if n_complete >= 2:  # fANOVA would need scikit-learn; PED-ANOVA is numpy only
+        save("importances.png", lambda: ovm.plot_param_importances(
+            study, evaluator=PedAnovaImportanceEvaluator(), target_name="dev loss"))
+    else:
+        notes["importances.png"] = f"not drawn: {n_complete} completed trial(s), at least 2 needed"
+    return {"written": paths, "skipped": notes}

@@ -1,0 +1,398 @@
+"""`makemore tune`: one Optuna study shared by several worker processes (SQLite and a real
+PostgreSQL server), a worker killed mid-trial, pruning, the report, and `train --from-study`.
+
+Workers are separate processes (`python -m makemore tune`) started together on a tiny word list
+and a tiny search space, so that a trial takes about a second. The study is checked by reading
+its database directly (sqlite3 / SQL), not through the code under test.
+"""
+
+import json
+import os
+import shlex
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_words
+from makemore.cli import build_parser, configs_from_args, main
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small models: each trial trains in well under a second on one core.
+SPACE = {"hidden": [16, 48], "batch_size": [16, 64], "emb_dim": [4, 8], "layers": 1}
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tune") / "words.txt"
+    path.write_text("\n".join(make_words()) + "\n", encoding="utf-8")
+    return path
+
+
+def tune_args(words, out, trials, steps=200, storage=None, space=SPACE, heartbeat=None, threads=1):
+    args = ["tune", "--data", str(words), "--trials", str(trials), "--steps", str(steps), "--out", str(out),
+            "--space", json.dumps(space), "--threads", str(threads)]
+    if storage:
+        args += ["--storage", storage]
+    if heartbeat:
+        args += ["--heartbeat", str(heartbeat)]
+    return args
+
+
+def start_workers(n, args, log_dir: Path) -> list[subprocess.Popen]:
+    """n processes of the same command, started back to back."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = []
+    for i in range(n):
+        log = open(log_dir / f"worker{i}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "makemore", *args], stdout=log,
+                                      stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+    return procs
+
+
+def wait_all(procs, log_dir, timeout=120) -> None:
+    deadline = time.monotonic() + timeout
+    for i, p in enumerate(procs):
+        try:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"worker {i} still running after {timeout} s:\n" + (log_dir / f"worker{i}.log").read_text())
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (log_dir / f"worker{i}.log").read_text()
+
+
+def sqlite_trials(db: Path) -> list[tuple]:
+    """(number, state, {user attr: value}) of every trial, read with plain sqlite3."""
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        rows = con.execute("SELECT trial_id, number, state FROM trials ORDER BY number").fetchall()
+        attrs = con.execute("SELECT trial_id, key, value_json FROM trial_user_attributes").fetchall()
+    finally:
+        con.close()
+    by_id = {}
+    for trial_id, key, value in attrs:
+        by_id.setdefault(trial_id, {})[key] = json.loads(value)
+    return [(number, state, by_id.get(trial_id, {})) for trial_id, number, state in rows]
+
+
+def check_study(trials, n, out_dirs) -> None:
+    """n finished trials, numbered once each, each with its run directory; nothing left running."""
+    finished = [t for t in trials if t[1] in FINISHED]
+    assert len(finished) == n, trials
+    numbers = [t[0] for t in finished]
+    assert len(set(numbers)) == n
+    assert not [t for t in trials if t[1] in ("RUNNING", "WAITING")], trials
+    for number, _, attrs in finished:
+        run_dir = Path(attrs["run_dir"])
+        assert run_dir.name == f"trial-{number:04d}" and run_dir.parent in out_dirs
+        assert (run_dir / "config.json").is_file() and (run_dir / "metrics.csv").is_file()
+        state = json.loads((run_dir / "trial.json").read_text())["state"]
+        assert state in ("completed", "pruned")
+        assert {"params", "dev_loss", "train_loss", "seconds", "settings", "worker"} <= set(attrs)
+
+
+# ----------------------------------------------------------------------------------------
+# Several workers, one SQLite study
+
+
+def test_workers_share_one_sqlite_study(words, tmp_path):
+    n = 8
+    out = tmp_path / "study"
+    procs = start_workers(3, tune_args(words, out, n), tmp_path)
+    wait_all(procs, tmp_path)
+    trials = sqlite_trials(out / "study.db")
+    check_study(trials, n, {out})
+    assert len(trials) == n  # no surplus trial from the race between workers, no failed one
+    workers = {t[2]["worker"] for t in trials}
+    assert len(workers) >= 2, "the trials were not shared between the workers"
+    for i in range(3):  # each worker ends with the table and the best command line
+        assert "makemore train --data" in (tmp_path / f"worker{i}.log").read_text()
+
+
+def test_worker_killed_mid_trial(words, tmp_path):
+    """SIGKILL one of two workers in the middle of its trial: the heartbeat stops, the other
+    worker fails that trial after the grace period (3 s here) and still finishes n trials."""
+    n = 4
+    out = tmp_path / "study"
+    space = {**SPACE, "steps": [8000, 8000]}  # about a second per trial: time to catch one running
+    args = tune_args(words, out, n, steps=8000, space=space, heartbeat=1)
+    victim, survivor = start_workers(2, args, tmp_path)
+    db = out / "study.db"
+    deadline, killed = time.monotonic() + 60, None
+    while killed is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        if not db.exists():
+            continue
+        try:
+            trials = sqlite_trials(db)
+        except sqlite3.OperationalError:
+            continue  # tables not created yet
+        for number, state, attrs in trials:
+            if state == "RUNNING" and attrs.get("worker", "").endswith(f":{victim.pid}") \
+                    and (out / f"trial-{number:04d}" / "metrics.csv").exists():
+                victim.send_signal(signal.SIGKILL)
+                killed = number
+                break
+    assert killed is not None, "the victim never ran a trial"
+    victim.wait(timeout=10)
+    assert victim.returncode == -signal.SIGKILL
+    wait_all([survivor], tmp_path)
+    trials = sqlite_trials(db)
+    states = {number: state for number, state, _ in trials}
+    assert states[killed] == "FAIL"
+    check_study(trials, n, {out})
+    assert len(trials) == n + 1  # the n finished ones and the killed one: its slot was given again
+    assert "waiting" in (tmp_path / "worker1.log").read_text()
+
+
+def test_sqlite_claims_of_one_waiting_trial_are_exclusive(tmp_path):
+    """Eight threads claim one WAITING trial at once, as workers do with the slot they reserved:
+    exactly one may win. (pysqlite's deferred transactions let several read it as WAITING and
+    all 'win'; tune's storage starts every SQLite transaction with BEGIN IMMEDIATE.)"""
+    import threading
+
+    import optuna
+
+    from makemore.tune import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path}/race.db")
+    study = optuna.create_study(storage=storage, study_name="race")
+    waiting = optuna.trial.TrialState.WAITING
+    for _ in range(10):
+        study.enqueue_trial({})
+        trial_id = study.get_trials(states=(waiting,))[0]._trial_id
+        barrier, wins = threading.Barrier(8), []
+
+        def claim():
+            barrier.wait()
+            wins.append(storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.RUNNING))
+
+        threads = [threading.Thread(target=claim) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wins.count(True) == 1, wins
+        storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+
+
+# ----------------------------------------------------------------------------------------
+# Several workers, one PostgreSQL study: a real server, started for these tests
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL cluster (scripts/postgres.sh): installed from the Debian
+    packages if missing, started on 127.0.0.1 and a free port, removed at the end. In CI a
+    server that cannot be had fails the test; elsewhere a missing PostgreSQL skips it."""
+    script = ROOT / "scripts" / "postgres.sh"
+    missing = pytest.fail if _in_ci() else pytest.skip
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            missing("no PostgreSQL driver: pip install 'makemore[postgres]'")
+    installed = subprocess.run(["bash", str(script), "ensure-installed"], capture_output=True, text=True,
+                               timeout=900)
+    if installed.returncode != 0:
+        missing(f"PostgreSQL is not installed and could not be: {installed.stderr.strip()}")
+    started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, f"PostgreSQL is installed but did not start:\n{started.stderr}"
+    env = dict(line.split("=", 1) for line in started.stdout.split())
+    try:
+        yield env["MAKEMORE_PG_URL"]
+    finally:
+        subprocess.run(["bash", str(script), "stop", env["MAKEMORE_PG_DIR"]], timeout=120)
+
+
+def pg_trials(url: str, study: str) -> list[tuple]:
+    import sqlalchemy as sa
+
+    from makemore.tune import resolve_url
+
+    engine = sa.create_engine(resolve_url(url))
+    try:
+        with engine.connect() as con:
+            rows = con.execute(sa.text(
+                "SELECT t.trial_id, t.number, t.state FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                "WHERE s.study_name = :s ORDER BY t.number"), {"s": study}).fetchall()
+            attrs = con.execute(sa.text("SELECT trial_id, key, value_json FROM trial_user_attributes")).fetchall()
+    finally:
+        engine.dispose()
+    by_id = {}
+    for trial_id, key, value in attrs:
+        by_id.setdefault(trial_id, {})[key] = json.loads(value)
+    return [(number, state.name if hasattr(state, "name") else state, by_id.get(trial_id, {}))
+            for trial_id, number, state in rows]
+
+
+def test_workers_share_one_postgresql_study(words, tmp_path, postgres_url):
+    """Two workers that share nothing but the database URL (each its own --out, as on two
+    machines) finish n trials between them."""
+    n = 6
+    outs = [tmp_path / "machine0", tmp_path / "machine1"]
+    procs = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for i, o in enumerate(outs):
+        log = open(tmp_path / f"worker{i}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, "-m", "makemore", *tune_args(words, o, n, storage=postgres_url),
+                                       "--study", "pg"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+    wait_all(procs, tmp_path)
+    trials = pg_trials(postgres_url, "pg")
+    check_study(trials, n, set(outs))
+    assert len(trials) == n
+
+
+# ----------------------------------------------------------------------------------------
+# In one process: pruning, the report, --from-study, and every bad input as one line
+
+
+@pytest.fixture(scope="module")
+def small_study(words, tmp_path_factory):
+    """A finished 4-trial study in its default SQLite storage."""
+    out = tmp_path_factory.mktemp("small") / "tune"
+    assert main(tune_args(words, out, 4, threads=0)) == 0
+    return out
+
+
+def test_pruned_trials_keep_their_run_directory(words, tmp_path):
+    import optuna
+
+    from makemore.data import load_corpus
+    from makemore.tune import TuneOptions, run_study
+
+    corpus = load_corpus(words)
+    opts = TuneOptions(trials=3, out=tmp_path / "t", steps=200, threads=0, space=SPACE)
+    prune_all = optuna.pruners.ThresholdPruner(upper=0.0)  # every dev loss is above 0: prune at once
+    study, ran = run_study(corpus, str(words), opts, log=lambda line: None, pruner=prune_all)
+    assert ran == 3
+    trials = sqlite_trials(tmp_path / "t" / "study.db")
+    assert [t[1] for t in trials] == ["PRUNED"] * 3
+    check_study(trials, 3, {tmp_path / "t"})
+    for number, _, attrs in trials:
+        run_dir = Path(attrs["run_dir"])
+        assert attrs["steps_done"] == 10  # the first evaluation (every steps/20 = 10 steps)
+        assert json.loads((run_dir / "trial.json").read_text())["state"] == "pruned"
+        assert (run_dir / "best.safetensors").is_file() and not (run_dir / "summary.json").exists()
+
+
+def test_report_table_and_plots(small_study, capsys):
+    capsys.readouterr()
+    assert main(["tune", "--report", "--out", str(small_study)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["rank", "trial", "state", "dev"]
+    assert "study 'makemore': 4 complete" in out
+    for name in ("history.png", "intermediate.png", "importances.png"):
+        assert (small_study / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["tune", "--report", "--out", str(small_study), "--json", "--top", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["top"]) == 2 and result["counts"] == {"complete": 4}
+    devs = [r["dev_loss"] for r in result["top"]]
+    assert devs == sorted(devs) and result["best"]["dev_loss"] == devs[0]
+
+
+def _trial_config(run_dir: Path) -> dict:
+    config = json.loads((run_dir / "config.json").read_text())
+    for key in ("eval_interval", "threads"):  # how a trial ran, not what it trained
+        config["train"].pop(key)
+    return {"model": config["model"], "train": config["train"]}
+
+
+def test_best_command_and_from_study_train_the_best_trial(small_study, words, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["tune", "--report", "--out", str(small_study), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["best"]
+    expected = _trial_config(Path(best["run_dir"]))
+
+    # The printed command line, parsed by the real CLI, builds the trial's exact configs.
+    argv = shlex.split(best["command"])
+    assert argv[:2] == ["makemore", "train"] and argv[argv.index("--data") + 1] == str(words)
+    args = build_parser().parse_args(argv[1:])
+    model_cfg, train_cfg = configs_from_args(args, vocab_size=expected["model"]["vocab_size"])
+    got = {"model": json.loads(json.dumps(model_cfg.__dict__)), "train": json.loads(json.dumps(train_cfg.__dict__))}
+    for part in got.values():
+        part.pop("eval_interval", None), part.pop("threads", None)
+    assert got == expected
+
+    # train --from-study trains the same configuration; flags given still override.
+    run = tmp_path / "best"
+    assert main(["train", "--from-study", "makemore", "--storage", f"sqlite:///{small_study}/study.db",
+                 "--out", str(run), "--quiet"]) == 0
+    assert _trial_config(run) == expected
+    run2 = tmp_path / "best2"
+    assert main(["train", "--from-study", "makemore", "--storage", f"sqlite:///{small_study}/study.db",
+                 "--out", str(run2), "--quiet", "--steps", "7", "--hidden", "9"]) == 0
+    config = _trial_config(run2)
+    assert config["train"]["steps"] == 7 and config["model"]["hidden"] == 9
+    assert config["model"]["emb_dim"] == expected["model"]["emb_dim"]
+
+
+def one_error_line(capsys, code, expected_code=1) -> str:
+    captured = capsys.readouterr()
+    assert code == expected_code, captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("makemore"), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("postgresql://nobody@127.0.0.1:1/none", "cannot use storage postgresql://nobody@127.0.0.1:1/none"),
+    ("postgresql://u:secret@127.0.0.1:1/none", "cannot use storage postgresql://u:***@127.0.0.1:1/none"),
+    ("not a url", "not a database URL"),
+    ("nosuchdb://host/x", "cannot use storage nosuchdb://host/x"),
+])
+def test_unreachable_or_bad_storage_is_one_line(words, tmp_path, capsys, storage, message):
+    code = main(tune_args(words, tmp_path / "t", 2, storage=storage, threads=0))
+    line = one_error_line(capsys, code)
+    assert message in line and "secret" not in line
+
+
+def test_unreachable_storage_from_a_fresh_process(words, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "makemore", *tune_args(words, tmp_path / "t", 2,
+                        storage="postgresql://nobody@127.0.0.1:1/none")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("makemore: error: cannot use storage")
+
+
+def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path, capsys):
+    db = f"sqlite:///{small_study}/study.db"
+    cases = [
+        (["tune", "--report", "--study", "nope", "--storage", db], "no study named 'nope'"),
+        (["tune", "--report", "--out", str(tmp_path / "empty")], "no study database at"),
+        (["train", "--from-study", "nope", "--storage", db, "--out", str(tmp_path / "r")], "no study named 'nope'"),
+        (["train", "--data", str(words), "--storage", db, "--out", str(tmp_path / "r")], "--from-study"),
+        (["tune", "--data", str(words), "--out", str(tmp_path / "t")], "--trials N is required"),
+        (["tune", "--trials", "3", "--out", str(tmp_path / "t")], "--data is required"),
+        (["tune", "--report", "--data", str(words), "--out", str(small_study)], "--report reads an existing study"),
+        (tune_args(words, tmp_path / "t", 0), "trials must be at least 1"),
+        (tune_args(words, tmp_path / "t", 2, steps=0), "steps must be at least 1"),
+        (tune_args(words, tmp_path / "t", 2, heartbeat=-1), "heartbeat must be at least 1"),
+        (tune_args(words, tmp_path / "t", 2) + ["--timeout", "0"], "timeout must be positive"),
+        (tune_args(words, tmp_path / "t", 2, space={"hidden": [64, 8]}), "--space: hidden takes"),
+        (tune_args(words, tmp_path / "t", 2, space={"hidden": [0, 8]}), "--space: hidden must be at least 1"),
+        (tune_args(words, tmp_path / "t", 2, space={"dropout": 1.5}), "--space: dropout must be in [0, 1)"),
+        (tune_args(words, tmp_path / "t", 2, space={"width": 3}), "unknown parameter 'width'"),
+        (tune_args(words, tmp_path / "t", 2)[:-4] + ["--space", "{hidden"], "--space is not valid JSON"),
+        # a study started on other data, or another --out's study, cannot be joined by mistake
+        (tune_args(words.parent / "other.txt", small_study, 2, threads=0), "other data"),
+        (tune_args(words, small_study, 2, threads=0) + ["--study", "other"], "holds the trials of study 'makemore'"),
+    ]
+    (words.parent / "other.txt").write_text("\n".join(make_words(seed=5)))
+    for argv, message in cases:
+        line = one_error_line(capsys, main(argv))
+        assert message in line, (argv, line)
+    assert not (tmp_path / "empty" / "study.db").exists()  # --report created no database
