@@ -10,18 +10,29 @@ In a notebook:
     mm.sample(predictor, corpus.vocab, n=10, seed=1)
     mm.score(predictor, corpus.vocab, ["emma", "xqzt"])
     run = mm.load_run("runs/x")                            # a saved model, ready to use
+
+Several runs of one shape at once (population.py), e.g. a seed ensemble:
+
+    ens = mm.train_ensemble(corpus, model_cfg, train_cfg, seeds=5, out="runs/ens")
+    predictor = mm.ensemble_predictor([r.model for r in ens.results])   # mean of probabilities
+    ens = mm.load_ensemble("runs/ens")                     # later: ens.models, ens.vocab, ens.splits
+    results = mm.train_population(corpus, model_cfg, [train_cfg_a, train_cfg_b])  # any lrs, seeds
 """
 
 from .config import PRESETS, ModelConfig, TrainConfig, make_configs
 from .data import Corpus, Vocab, build_examples, load_corpus, split_words
 from .errors import UserError
 from .model import MLP, count_params, mean_nll
-from .runs import Run, load_run
-from .sample import make_predictor, mlp_predictor, sample, sample_tagged, score, tag_words
+from .population import EnsembleResult, train_ensemble, train_population
+from .runs import Ensemble, Run, load_ensemble, load_run
+from .sample import (ensemble_predictor, make_predictor, mlp_predictor, predictor_nll, sample, sample_tagged,
+                     score, tag_words)
 from .train import TrainResult, resume, train
 
 __all__ = [
     "PRESETS", "ModelConfig", "TrainConfig", "make_configs", "Corpus", "Vocab", "build_examples",
     "load_corpus", "split_words", "UserError", "MLP", "count_params", "mean_nll", "Run", "load_run",
     "make_predictor", "mlp_predictor", "sample", "sample_tagged", "score", "tag_words", "TrainResult", "resume", "train",
+    "EnsembleResult", "train_ensemble", "train_population", "Ensemble", "load_ensemble", "ensemble_predictor",
+    "predictor_nll",
 ]

@@ -119,10 +119,14 @@ def cmd_data(args) -> int:
 def add_train(sub) -> None:
     p = _subparser(sub, "train", "train an MLP language model into a run directory",
                    "makemore train --data names --preset lecture --out runs/lecture\n"
+                   "  makemore train --data names --preset lecture --seeds 5 --out runs/ensemble\n"
                    "  makemore train --resume runs/lecture")
     add_data_flags(p, required=False)
     add_model_flags(p)
     p.add_argument("--out", help="run directory to create (must not exist)")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="train K seeds (--seed, --seed+1, ...) at once as one population, into OUT/seed-<s>/: "
+                        "a seed ensemble, which eval, sample and score average (default 1)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--from-study", metavar="NAME", help="the best configuration of `makemore tune` study NAME "
@@ -145,9 +149,11 @@ def cmd_train(args) -> int:
     from .train import resume, train
 
     progress = False if args.quiet else None
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.resume:
-        if args.out or args.data or args.from_study:
-            raise UserError("--resume RUN continues RUN as it was configured; drop --out/--data/--from-study")
+        if args.out or args.data or args.from_study or args.seeds > 1:
+            raise UserError("--resume RUN continues RUN as it was configured; drop --out/--data/--from-study/--seeds")
         result = resume(args.resume, steps=args.steps, progress=progress)
     else:
         _apply_study(args)
@@ -163,10 +169,12 @@ def cmd_train(args) -> int:
         if corpus.vocab.boundary != ".":
             print(f"note: the data uses '.', so the boundary token is {corpus.vocab.boundary!r}", file=sys.stderr)
         try:
+            if args.seeds > 1:
+                return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress)
             result = train(corpus, model_cfg, train_cfg, out=out, progress=progress)
         except BaseException:
             # a run that never reached its first checkpoint is of no use: leave nothing behind
-            if out.exists() and not (out / "best.safetensors").exists():
+            if out.exists() and not any(out.glob("best.safetensors")) and not any(out.glob("*/best.safetensors")):
                 shutil.rmtree(out, ignore_errors=True)
             raise
     _print_summary(result.summary, result.run_dir)
@@ -179,20 +187,57 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progress) -> int:
+    from .population import train_ensemble
+
+    ens = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress=progress)
+    first = ens.results[0].summary
+    # members of a population share one clock; runs one after another add up
+    seconds = first["seconds"] if ens.population else sum(r.summary["seconds"] for r in ens.results)
+    how = "at once, as one population" if ens.population else "one after another"
+    print(f"parameters  {first['params']:,} per member")
+    print(f"steps       {first['steps']:,}; {len(ens.results)} seeds trained {how} ({first['engine']} engine, "
+          f"{first['device']}, {seconds:.1f} s)")
+    for seed, r in zip(ens.seeds, ens.results):
+        print(f"  seed {seed:<6} train {r.summary['train_loss']:.4f}  dev {r.summary['dev_loss']:.4f}  "
+              f"(best step {r.summary['best_step']:,}, {r.status})")
+    print(f"dev loss    {ens.dev_loss:.4f}  (the ensemble: mean of the {len(ens.members)} members' probabilities)")
+    print(f"run         {out}")
+    statuses = {r.status for r in ens.results}
+    diverged = [r for r in ens.results if r.status == "diverged"]
+    if diverged:
+        print(f"makemore: error: {len(diverged)} of {len(ens.results)} seeds diverged; {diverged[0].run_dir.name}: "
+              f"{diverged[0].message}", file=sys.stderr)
+    if "interrupted" in statuses:
+        print(f"interrupted; each member's progress is saved and resumes on its own "
+              f"(makemore train --resume {out}/seed-<s>)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_ERROR if "diverged" in statuses else 0
+
+
 # ----------------------------------------------------------------------------------------
 # makemore eval / sample / score
 
 
-def _load(run: str):
-    from .runs import load_run
+def _load(run: str, ensemble: bool = False):
+    """RUN as a Run; with `ensemble`, a seed ensemble directory as an Ensemble too."""
+    from .runs import is_ensemble_dir, is_run_dir, load_ensemble, load_run
 
+    if ensemble and is_ensemble_dir(run) and not is_run_dir(run):
+        return load_ensemble(run)
     return load_run(run)
 
 
 def _predictor(run, mix: bool):
-    """The run's MLP, or with --mix its fitted mixture with the n-gram model (RUN/mix.json)."""
-    from .sample import mlp_predictor
+    """The run's MLP, or with --mix its fitted mixture with the n-gram model (RUN/mix.json);
+    for a seed ensemble, the mean of its members' probabilities."""
+    from .runs import Ensemble
+    from .sample import ensemble_predictor, mlp_predictor
 
+    if isinstance(run, Ensemble):
+        if mix:
+            raise UserError(f"{run.path} is a seed ensemble; --mix works on a single run (fit one with `makemore mix`)")
+        return ensemble_predictor(run.models)
     mlp = mlp_predictor(run.model)
     if not mix:
         return mlp
@@ -222,15 +267,27 @@ def cmd_eval(args) -> int:
 
     from .data import build_examples
     from .model import mean_nll
+    from .runs import Ensemble
+    from .sample import ensemble_predictor, predictor_nll
 
-    run = _load(args.run)
+    run = _load(args.run, ensemble=True)
     X, Y = build_examples(run.splits[args.split], run.vocab, run.model_cfg.block_size)
-    loss = mean_nll(run.model, X, Y)
+    members = None
+    if isinstance(run, Ensemble):
+        loss = predictor_nll(ensemble_predictor(run.models), X, Y)
+        members = [{"run": r.path.name, "loss": mean_nll(r.model, X, Y)} for r in run.runs]
+    else:
+        loss = mean_nll(run.model, X, Y)
     result = {"split": args.split, "loss": loss, "perplexity": math.exp(loss), "examples": int(X.shape[0])}
+    if members is not None:
+        result["members"] = members
     if args.json:
         _print_json(result)
-    else:
-        print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({X.shape[0]:,} examples)")
+        return 0
+    what = f", ensemble of {len(members)}: mean of their probabilities" if members is not None else ""
+    print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({X.shape[0]:,} examples{what})")
+    for m in members or []:
+        print(f"  {m['run']:<12} loss {m['loss']:.4f}")
     return 0
 
 
@@ -252,7 +309,7 @@ def add_sample(sub) -> None:
 def cmd_sample(args) -> int:
     from .sample import sample_tagged
 
-    run = _load(args.run)
+    run = _load(args.run, ensemble=True)
     samples = sample_tagged(_predictor(run, args.mix), run.vocab, run.splits, args.n, seed=args.seed, unique=args.unique, new_only=args.new_only,
                             temperature=args.temperature, top_k=args.top_k, prefix=args.prefix)
     if len(samples) < args.n:
@@ -278,7 +335,7 @@ def add_score(sub) -> None:
 def cmd_score(args) -> int:
     from .sample import score
 
-    run = _load(args.run)
+    run = _load(args.run, ensemble=True)
     results = score(_predictor(run, args.mix), run.vocab, args.words)
     if not args.verbose:
         for r in results:
@@ -498,6 +555,8 @@ def add_lr_find(sub) -> None:
     p.add_argument("--lr-max", type=float, default=1.0, help="last learning rate (default 1)")
     p.add_argument("--divide-by", type=float, default=None,
                    help="suggest the rate at the smoothed curve's minimum divided by this (default 2)")
+    p.add_argument("--seeds", type=int, default=1, metavar="K",
+                   help="run K seeds side by side as one population and average their curves (default 1)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for lr_find.png and lr_find.csv")
     p.add_argument("--json", action="store_true", help="print the suggestion as JSON")
 
@@ -515,7 +574,8 @@ def cmd_lr_find(args) -> int:
     corpus = load_corpus(args.data, seed=args.split_seed)
     model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
     divisor = SUGGEST_DIVISOR if args.divide_by is None else args.divide_by
-    result = lr_find(corpus, model_cfg, train_cfg, args.lr_min, args.lr_max, args.steps, divisor=divisor)
+    result = lr_find(corpus, model_cfg, train_cfg, args.lr_min, args.lr_max, args.steps, divisor=divisor,
+                     seeds=args.seeds)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
@@ -532,7 +592,7 @@ def cmd_lr_find(args) -> int:
     data_name = Path(corpus.source).name
     plot_lr_find(result.rows, result.suggested_lr, png_path,
                  f"Learning-rate range test on {data_name}: {args.steps:,} steps, "
-                 f"{args.preset or 'default'} preset",
+                 f"{args.preset or 'default'} preset" + (f", mean of {args.seeds} seeds" if args.seeds > 1 else ""),
                  f"{_settings_line(model_cfg, train_cfg)}; suggested lr {result.suggested_lr:.3g} = "
                  f"lr at the minimum / {divisor:g}")
     report = {"suggested_lr": result.suggested_lr, "rule": result.rule, "lr_at_min": result.lr_at_min,

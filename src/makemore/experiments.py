@@ -10,10 +10,14 @@ and the minibatch loss recorded at each. The loss falls while the rate is useful
 up once it is too large; a good rate lies a little below the bottom of the curve.
 
 sweep trains every combination of a grid of config values, each into its own run directory,
-and tabulates them; a finished configuration is never trained twice.
+and tabulates them; a finished configuration is never trained twice. Points whose models have
+the same shape (only lr, seed, weight decay, ... differ) train together as one population
+(population.py), each still into its own run directory.
 
-Both use train.make_engine for the step and train's minibatch conventions (weights seeded
-with `seed`, minibatch indices drawn from a generator seeded with `seed + 1`).
+Both use train.make_engine (or population.PopulationEngine) for the step and train's
+minibatch conventions (weights seeded with `seed`, minibatch indices drawn from a generator
+seeded with `seed + 1`). lr_find with several seeds runs them as one population and averages
+their curves.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +39,7 @@ from .config import ModelConfig, TrainConfig, configs_to_dict, make_configs
 from .data import SPLITS, Corpus
 from .errors import UserError
 from .model import MLP
+from .population import PopulationEngine, _Minibatches, population_key, population_reason, train_population
 from .train import DIVERGED_LOSS, make_engine, resolve_device, train
 from .utils import atomic_write, atomic_write_json
 
@@ -104,12 +109,17 @@ class LRFindResult:
 
 def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_min: float = 1e-3,
             lr_max: float = 1.0, steps: int = 1000, window: int | None = None,
-            divisor: float = SUGGEST_DIVISOR) -> LRFindResult:
+            divisor: float = SUGGEST_DIVISOR, seeds: int = 1) -> LRFindResult:
     """The lecture's learning-rate sweep: one minibatch step at each rate of lr_schedule.
 
     The loss recorded at step i is the minibatch loss before update i (as in the lecture's
     loop). Once the loss diverges (inf/NaN or above train.DIVERGED_LOSS) the model is beyond
     repair: stepping stops and the remaining rows keep their rate with an empty loss.
+
+    With `seeds` K > 1, K models (seeds train_cfg.seed, +1, ..., +K-1: other weights, other
+    minibatches) take the same rates side by side as one population, and the curve is their
+    mean loss: less noise from any one seed's minibatches. It stops where the first of them
+    diverges.
     """
     if not (lr_min > 0 and lr_max > 0):
         raise UserError(f"lr-min and lr-max must be positive, got {lr_min:g} and {lr_max:g}")
@@ -119,6 +129,8 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
         raise UserError(f"steps must be at least 2 for a range test, got {steps}")
     if not divisor >= 1:
         raise UserError(f"the divisor of the suggested rate must be at least 1, got {divisor:g}")
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}")
     model_cfg.validate()
     train_cfg.validate()
     if model_cfg.vocab_size != corpus.vocab.size:
@@ -127,26 +139,17 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
     Xtr, Ytr = (t.to(device) for t in corpus.examples("train", model_cfg.block_size))
-
-    torch.manual_seed(train_cfg.seed)
-    model = MLP(model_cfg, seed=train_cfg.seed).to(device)
-    model.train()
-    batch_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
-    engine = make_engine(model, train_cfg)
     lrs = lr_schedule(lr_min, lr_max, steps)
-    losses = np.full(steps, np.nan)
-    diverged_at = None
     t0 = time.perf_counter()
-    for i, lr in enumerate(lrs):
-        ix = torch.randint(0, Xtr.shape[0], (train_cfg.batch_size,), generator=batch_rng)
-        if device != "cpu":
-            ix = ix.to(device)
-        loss = engine.step(Xtr[ix], Ytr[ix], float(lr))
-        if not math.isfinite(loss) or loss > DIVERGED_LOSS:
-            diverged_at = i
-            break
-        losses[i] = loss
+    cfgs = [replace(train_cfg, seed=train_cfg.seed + i) for i in range(seeds)]
+    if seeds > 1 and population_reason(model_cfg, cfgs) is None:
+        losses, engine_name = _range_test_population(Xtr, Ytr, model_cfg, cfgs, lrs)
+    else:  # one seed, or seeds that cannot share a population: one after another
+        curves = [_range_test(Xtr, Ytr, model_cfg, cfg, lrs, device) for cfg in cfgs]
+        losses, engine_name = np.mean([c for c, _ in curves], axis=0), curves[0][1]  # NaN from the first divergence
     seconds = time.perf_counter() - t0
+    diverged = np.flatnonzero(np.isnan(losses))
+    diverged_at = int(diverged[0]) if len(diverged) else None
 
     if window is None:
         window = max(1, steps // 20) | 1  # odd: 51 for 1000 steps
@@ -158,9 +161,46 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
             for i, (lr, l, s) in enumerate(zip(lrs, losses, smoothed))]
     return LRFindResult(rows, suggested, rule, float(lrs[i_min]),
                         float(smoothed[i_min]) if np.isfinite(smoothed[i_min]) else math.nan,
-                        diverged_at, window, seconds, engine.name,
-                        settings={"lr_min": lr_min, "lr_max": lr_max, "steps": steps,
+                        diverged_at, window, seconds, engine_name,
+                        settings={"lr_min": lr_min, "lr_max": lr_max, "steps": steps, "seeds": seeds,
                                   "batch_size": train_cfg.batch_size, "optimizer": train_cfg.optimizer})
+
+
+def _range_test(Xtr, Ytr, model_cfg: ModelConfig, train_cfg: TrainConfig, lrs: np.ndarray,
+                device: str) -> tuple[np.ndarray, str]:
+    """One model's minibatch losses at the rates `lrs`, NaN from its divergence on; engine name."""
+    torch.manual_seed(train_cfg.seed)
+    model = MLP(model_cfg, seed=train_cfg.seed).to(device)
+    model.train()
+    batch_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
+    engine = make_engine(model, train_cfg)
+    losses = np.full(len(lrs), np.nan)
+    for i, lr in enumerate(lrs):
+        ix = torch.randint(0, Xtr.shape[0], (train_cfg.batch_size,), generator=batch_rng)
+        if device != "cpu":
+            ix = ix.to(device)
+        loss = engine.step(Xtr[ix], Ytr[ix], float(lr))
+        if not math.isfinite(loss) or loss > DIVERGED_LOSS:
+            break
+        losses[i] = loss
+    return losses, engine.name
+
+
+def _range_test_population(Xtr, Ytr, model_cfg: ModelConfig, cfgs: list[TrainConfig],
+                           lrs: np.ndarray) -> tuple[np.ndarray, str]:
+    """_range_test for K seeds at once: the members' mean loss, NaN from the first divergence."""
+    models = [MLP(model_cfg, seed=cfg.seed) for cfg in cfgs]
+    engine = PopulationEngine(models, cfgs)
+    batches = _Minibatches([cfg.seed for cfg in cfgs], Xtr.shape[0], cfgs[0].batch_size)
+    Xtr_np, Ytr_np = Xtr.numpy(), Ytr.numpy()
+    losses = np.full(len(lrs), np.nan)
+    for i, lr in enumerate(lrs):
+        ix = batches.at(i, len(lrs) - 1)
+        step_losses = engine.step(Xtr_np[ix], Ytr_np[ix], np.full(len(cfgs), lr))
+        if not np.all(step_losses <= DIVERGED_LOSS):  # inf, NaN or blown up, in any member
+            break
+        losses[i] = step_losses.mean()
+    return losses, engine.name
 
 
 # ----------------------------------------------------------------------------------------
@@ -310,6 +350,8 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     `overrides` apply to every point (e.g. steps); a key may not be both in it and the grid.
     A run directory left unfinished by a killed sweep is removed and trained again; one that
     holds a finished run of another config is an error (nothing is deleted).
+    Unfinished points whose models have one shape (population.population_key) train together
+    as one population, when the first of them comes up; the others alone.
     `on_result(i, n, name, row, reused)` is called after each point.
     """
     out = Path(out)
@@ -331,20 +373,35 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
                             f"config, data or steps, or not a run); pick another --out or remove it")
         plans.append((combo, name, model_cfg, train_cfg, state))
 
+    groups: dict[tuple, list[int]] = {}  # unfinished points that may share a population
+    for i, (_, _, model_cfg, train_cfg, state) in enumerate(plans):
+        if state != "finished":
+            groups.setdefault(population_key(model_cfg, train_cfg), []).append(i)
     out.mkdir(parents=True, exist_ok=True)
     table, trained, reused = [], [], []
+    summaries: dict[int, dict] = {}  # points trained ahead of their turn, in a population
     for i, (combo, name, model_cfg, train_cfg, state) in enumerate(plans):
         run_dir = out / name
         if state == "finished":
             summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
             reused.append(name)
         else:
-            if state == "partial":
-                shutil.rmtree(run_dir)
-            result = train(corpus, model_cfg, train_cfg, out=run_dir, progress=False)
-            if result.status == "interrupted":
-                raise KeyboardInterrupt
-            summary = result.summary
+            if i not in summaries:
+                group = groups[population_key(model_cfg, train_cfg)]
+                if len(group) == 1 or population_reason(model_cfg, [plans[j][3] for j in group]) is not None:
+                    group = [i]
+                for j in group:
+                    if plans[j][4] == "partial":
+                        shutil.rmtree(out / plans[j][1])
+                if len(group) > 1:
+                    results = train_population(corpus, model_cfg, [plans[j][3] for j in group],
+                                               [out / plans[j][1] for j in group], progress=False)
+                else:
+                    results = [train(corpus, model_cfg, train_cfg, out=run_dir, progress=False)]
+                if any(r.status == "interrupted" for r in results):
+                    raise KeyboardInterrupt
+                summaries.update({j: r.summary for j, r in zip(group, results)})
+            summary = summaries.pop(i)
             trained.append(name)
         row = table_row(name, combo, summary)
         table.append(row)

@@ -102,84 +102,116 @@ def _torch_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     torch.mm(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
 
 
-def _flat_buffer(cfg: ModelConfig, dtype) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _flat_buffer(cfg: ModelConfig, dtype, members: int | None = None,
+                 align: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One zeroed flat array holding a tensor per parameter, in `param_shapes` order (so each
-    W_l is followed by its b_l, and W_out by b_out), and the name -> view mapping."""
+    W_l is followed by its b_l, and W_out by b_out), and the name -> view mapping.
+
+    With `members` (population.py), one such row per member: a (members, width) array whose
+    views have a leading member axis, each row padded to a multiple of `align` entries."""
     shapes = param_shapes(cfg)
-    flat = np.zeros(sum(math.prod(s) for s in shapes.values()), dtype)
+    lead = () if members is None else (members,)
+    size = sum(math.prod(s) for s in shapes.values())
+    flat = np.zeros(lead + (-(-size // align) * align,), dtype)
     views, offset = {}, 0
     for name, shape in shapes.items():
-        views[name] = flat[offset:offset + math.prod(shape)].reshape(shape)
+        views[name] = flat[..., offset:offset + math.prod(shape)].reshape(lead + shape)
         offset += math.prod(shape)
     return flat, views
 
 
 def _stacked(flat: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[W; b] as one (fan_in + 1, fan_out) array: the view of `flat` from W through b."""
-    if b.ctypes.data != W.ctypes.data + W.nbytes:
+    """[W; b] as one (..., fan_in + 1, fan_out) array: the view of `flat` from W through b."""
+    fan_in, fan_out = W.shape[-2:]
+    if b.ctypes.data != W.ctypes.data + fan_in * fan_out * W.itemsize:
         raise AssertionError("a bias must follow its weight matrix in the flat buffer")
     start = (W.ctypes.data - flat.ctypes.data) // flat.itemsize
-    return flat[start:start + W.size + b.size].reshape(W.shape[0] + 1, W.shape[1])
+    return flat[..., start:start + (fan_in + 1) * fan_out].reshape(flat.shape[:-1] + (fan_in + 1, fan_out))
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    """The transpose of a matrix, or of each matrix of a stack (a view, made once per buffer)."""
+    return a.swapaxes(-1, -2)
 
 
 class _Params:
-    """Parameter (or gradient) arrays, grouped as the forward pass uses them."""
+    """Parameter (or gradient) arrays, grouped as the forward pass uses them.
+
+    Arrays may carry a leading member axis (population.py: K models at once); biases get a
+    unit axis before their last so that they broadcast over the batch either way."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], cfg: ModelConfig, flat: np.ndarray | None = None):
         self.C = arrays["C"]
-        self.layers = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(1, cfg.layers + 1)]
+        self.layers = [(arrays[f"W{i}"], arrays[f"b{i}"][..., None, :]) for i in range(1, cfg.layers + 1)]
+        self.layers_T = [_t(W) for W, _ in self.layers]
         self.W_out = arrays["W_out"]
-        self.b_out = arrays["b_out"]
+        self.W_out_T = _t(self.W_out)
+        self.b_out = arrays["b_out"][..., None, :]
         self.W_direct = arrays["W_direct"] if cfg.direct else None
+        self.W_direct_T = _t(self.W_direct) if cfg.direct else None
         if flat is not None:  # gradients: [dW; db] views for the stacked products
             self.Wb = [_stacked(flat, W, b) for W, b in self.layers]
             self.Wb_out = _stacked(flat, self.W_out, self.b_out)
-            self.C_flat = self.C.reshape(-1)
+            self.C_flat = flat.reshape(-1)  # C comes first in the buffer: dC's flat indices are flat's
+
+
+def _column_major(shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+    """An array of `shape` whose last two axes are column-major (order="F" for a matrix)."""
+    swapped = shape[:-2] + (shape[-1], shape[-2])
+    a = np.empty(swapped, dtype) if fill is None else np.full(swapped, fill, dtype)
+    return _t(a)
 
 
 class _Workspace:
     """Every intermediate of one step, for one batch size B, allocated once.
 
-    Layer inputs have one more column than the layer's fan_in, always 1 (for the bias)."""
+    Layer inputs have one more column than the layer's fan_in, always 1 (for the bias).
+    With `members` (population.py), every buffer gets a leading member axis, and C's rows
+    are those of all the members' tables, `table_rows` in all (see PopulationEngine)."""
 
-    def __init__(self, cfg: ModelConfig, B: int, dtype, dropout: bool):
+    def __init__(self, cfg: ModelConfig, B: int, dtype, dropout: bool, members: int | None = None,
+                 table_rows: int | None = None):
         T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
+        lead = () if members is None else (members,)
         self.B = B
         products = [B * (T * E + 1) * H, B * (H + 1) * H * (L > 1), B * (H + 1) * V, B * T * E * V]
         one_thread = max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
         self.matmul = np.matmul if one_thread else _torch_matmul
-        self.x1 = np.ones((B, T * E + 1), dtype)  # [x, 1]
-        self.x = self.x1[:, :-1]  # the concatenated embeddings, (B, T*E)
-        self.emb = self.x.reshape(B, T, E)  # a view: take() writes C[idx] straight into x
+        self.x1 = np.ones(lead + (B, T * E + 1), dtype)  # [x, 1]
+        self.x = self.x1[..., :-1]  # the concatenated embeddings, (B, T*E)
+        self.emb = self.x.reshape(lead + (B, T, E))  # a view: take() writes C[idx] straight into x
         # Hidden-layer buffers are column-major (order="F"), so that the first H columns of
         # [h, 1] are one contiguous block: elementwise passes over h then run at full speed.
         # (Only the memory layout differs; BLAS takes either layout at no cost.)
-        self.h1 = [np.ones((B, H + 1), dtype, order="F") for _ in range(L)]  # [layer output, 1]
+        self.h1 = [_column_major(lead + (B, H + 1), dtype, 1.0) for _ in range(L)]  # [layer output, 1]
         self.inputs1 = [self.x1] + self.h1[:-1]  # each layer's [input, 1]
-        self.hpre = [np.empty((B, H), dtype, order="F") for _ in range(L)]  # later dhpre
+        self.hpre = [_column_major(lead + (B, H), dtype) for _ in range(L)]  # later dhpre
         # tanh outputs: straight into h1 without dropout; with it, h1 holds h * mask
-        self.h = [np.empty((B, H), dtype, order="F") if dropout else h1[:, :-1] for h1 in self.h1]
-        self.dh = [np.empty((B, H), dtype, order="F") for _ in range(L)]
-        self.one_minus_h2 = np.empty((B, H), dtype, order="F")
-        self.logits = np.empty((B, V), dtype)
+        self.h = [_column_major(lead + (B, H), dtype) if dropout else h1[..., :-1] for h1 in self.h1]
+        self.dh = [_column_major(lead + (B, H), dtype) for _ in range(L)]
+        self.one_minus_h2 = _column_major(lead + (B, H), dtype)
+        # transposed views for the backward products, made once
+        self.x_T, self.h1_T, self.inputs1_T = _t(self.x), [_t(a) for a in self.h1], [_t(a) for a in self.inputs1]
+        self.logits = np.empty(lead + (B, V), dtype)
         self.logits_flat = self.logits.reshape(-1)
-        self.logits_direct = np.empty((B, V), dtype)  # x @ W_direct
-        self.dlogits = np.empty((B, V), dtype)  # first exp(logits), the counts
+        self.logits_direct = np.empty(lead + (B, V), dtype)  # x @ W_direct
+        self.dlogits = np.empty(lead + (B, V), dtype)  # first exp(logits), the counts
         self.dlogits_flat = self.dlogits.reshape(-1)
-        self.counts_sum = np.empty(B, dtype)
-        self.counts_sum_col = self.counts_sum[:, None]
-        self.target_logit = np.empty(B, dtype)  # logits[i, y_i]
-        self.nll = np.empty(B, dtype)  # -log p(y_i), each example's loss
+        self.counts_sum = np.empty(lead + (B,), dtype)
+        self.counts_sum_col = self.counts_sum[..., None]
+        self.target_logit = np.empty(lead + (B,), dtype)  # logits[i, y_i]
+        self.nll = np.empty(lead + (B,), dtype)  # -log p(y_i), each example's loss
         self.ones_v = np.ones((V, 1), dtype)  # sums over the vocabulary as a matrix product
-        self.row_start = np.arange(B, dtype=np.intp) * V  # flat index of logits[i, 0]
-        self.target = np.empty(B, np.intp)  # flat index of logits[i, y_i]
-        self.dx = np.empty((B, T * E), dtype)
-        self.dx_direct = np.empty((B, T * E), dtype)
+        # flat index of logits[i, 0]
+        self.row_start = np.arange(math.prod(lead) * B, dtype=np.intp).reshape(lead + (B,)) * V
+        self.target = np.empty(lead + (B,), np.intp)  # flat index of logits[i, y_i]
+        self.dx = np.empty(lead + (B, T * E), dtype)
+        self.dx_direct = np.empty(lead + (B, T * E), dtype)
         self.demb = self.dx.reshape(-1)  # one entry per (example, position, embedding dim)
         # key_table[c, j] = c*E + j is the flat index of C[c, j], so keys = key_table[idx] says
-        # where each entry of demb lands in dC.
-        self.key_table = np.arange(V * E, dtype=np.intp).reshape(V, E)
-        self.keys = np.empty((B, T, E), np.intp)
+        # where each entry of demb lands in dC (in a population, of row c of all members' C).
+        self.key_table = np.arange((table_rows or V) * E, dtype=np.intp).reshape(-1, E)
+        self.keys = np.empty(lead + (B, T, E), np.intp)
         self.keys_flat = self.keys.reshape(-1)
 
 
@@ -191,6 +223,10 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     (inverted dropout), or None. Each line's comment gives its math; B is the batch size.
     Callers run it under np.errstate(all="ignore"): an overflowing exp is handled below, and
     a diverging run shows as an inf or nan loss, which the training loop checks.
+
+    The same code steps a population of K models (population.py): every array then has a
+    leading member axis, idx indexes the rows of all members' C tables, grad_scale is a
+    (K, 1) array, and the returned loss is the members' summed (their own are in ws.nll).
     """
     B, matmul = ws.B, ws.matmul  # matmul(a, b, out): out = a @ b
     # ---------------- forward ----------------
@@ -201,7 +237,7 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
         matmul(h_in, W, hpre)
         hpre += b  # hpre = h_in @ W + b
         np.tanh(hpre, out=h)  # h = tanh(hpre)
-        h_in = h1[:, :-1]
+        h_in = h1[..., :-1]
         if mask is not None:
             np.multiply(h, mask, out=h_in)  # inverted dropout: zero some units, scale the rest
     logits = ws.logits
@@ -222,11 +258,11 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     counts, counts_sum, target = ws.dlogits, ws.counts_sum, ws.target
     np.add(ws.row_start, y, out=target)  # flat index of logits[i, y_i]
     ws.logits_flat.take(target, out=ws.target_logit)  # logits[i, y_i]
-    logits -= ws.target_logit[:, None]  # logits_ij - logits_i,y_i
+    logits -= ws.target_logit[..., None]  # logits_ij - logits_i,y_i
     np.exp(logits, out=counts)  # counts = exp(shifted logits), 1 at the targets
     matmul(counts, ws.ones_v, ws.counts_sum_col)  # counts_sum = counts summed over the row
     np.log(counts_sum, out=ws.nll)  # -log p(y_i) = -log(counts[i, y_i] / counts_sum_i)
-    loss = float(np.add.reduce(ws.nll)) / B  # the mean negative log-likelihood
+    loss = float(np.add.reduce(ws.nll, axis=None)) / B  # the mean negative log-likelihood (summed over members)
     if not math.isfinite(loss):
         loss = _loss_max_shifted(ws)  # the same, with counts = exp(logits - logit_maxes)
 
@@ -239,29 +275,28 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     dlogits *= ws.counts_sum_col  # c * softmax = c * counts / counts_sum
     ws.dlogits_flat[target] -= c  # - c * onehot(y)
     # output layer, logits = [h, 1] @ [W_out; b_out]
-    matmul(ws.h1[-1].T, dlogits, g.Wb_out)  # [dW_out; db_out] = [h, 1]^T @ dlogits
+    matmul(ws.h1_T[-1], dlogits, g.Wb_out)  # [dW_out; db_out] = [h, 1]^T @ dlogits
     if p.W_direct is not None:
-        matmul(ws.x.T, dlogits, g.W_direct)  # dW_direct = x^T @ dlogits
+        matmul(ws.x_T, dlogits, g.W_direct)  # dW_direct = x^T @ dlogits
     dh = ws.dh[-1]
-    matmul(dlogits, p.W_out.T, dh)  # dh = dlogits @ W_out^T
+    matmul(dlogits, p.W_out_T, dh)  # dh = dlogits @ W_out^T
     for l in range(len(p.layers) - 1, -1, -1):
-        W, _ = p.layers[l]
         h, mask, one_minus_h2, dhpre = ws.h[l], masks[l], ws.one_minus_h2, ws.hpre[l]
         if mask is not None:
             dh *= mask  # through dropout: the same mask and scale
         np.multiply(h, h, out=one_minus_h2)
         np.subtract(1.0, one_minus_h2, out=one_minus_h2)  # tanh'(hpre) = 1 - h^2
         np.multiply(dh, one_minus_h2, out=dhpre)  # dhpre = dh * (1 - h^2), in hpre's buffer
-        matmul(ws.inputs1[l].T, dhpre, g.Wb[l])  # [dW; db] = [h_in, 1]^T @ dhpre
+        matmul(ws.inputs1_T[l], dhpre, g.Wb[l])  # [dW; db] = [h_in, 1]^T @ dhpre
         dh = ws.dh[l - 1] if l > 0 else ws.dx
-        matmul(dhpre, W.T, dh)  # dh_in = dhpre @ W^T (dx for the first layer)
+        matmul(dhpre, p.layers_T[l], dh)  # dh_in = dhpre @ W^T (dx for the first layer)
     if p.W_direct is not None:
-        matmul(dlogits, p.W_direct.T, ws.dx_direct)
+        matmul(dlogits, p.W_direct_T, ws.dx_direct)
         ws.dx += ws.dx_direct  # dx += dlogits @ W_direct^T: x feeds two places, grads add up
     # embedding: emb = C[idx] copies rows of C, so dC[c] sums the rows of demb whose character
     # is c (makemore part 4's loop over the batch; np.add.at adds repeated indices up).
     ws.key_table.take(idx, axis=0, out=ws.keys)  # keys[i, t, j] = idx[i, t]*E + j
-    g.C_flat.fill(0.0)
+    g.C.fill(0.0)
     np.add.at(g.C_flat, ws.keys_flat, ws.demb)  # dC.flat[keys] += demb
     return loss
 
@@ -272,13 +307,13 @@ def _loss_max_shifted(ws: _Workspace) -> float:
     that exp(logits - max) <= 1 cannot overflow."""
     logits, counts, counts_sum, matmul = ws.logits, ws.dlogits, ws.counts_sum, ws.matmul
     logit_maxes = ws.target_logit  # of the logits as shifted so far
-    np.maximum.reduce(logits, axis=1, out=logit_maxes)
-    logits -= logit_maxes[:, None]  # norm_logits = logits - logit_maxes
+    np.maximum.reduce(logits, axis=-1, out=logit_maxes)
+    logits -= logit_maxes[..., None]  # norm_logits = logits - logit_maxes
     np.exp(logits, out=counts)
     matmul(counts, ws.ones_v, ws.counts_sum_col)
     np.log(counts_sum, out=ws.nll)
     ws.nll += logit_maxes  # -log p(y_i) = log counts_sum_i - norm_logits[i, y_i], which is -max_i
-    return float(np.add.reduce(ws.nll)) / ws.B
+    return float(np.add.reduce(ws.nll, axis=None)) / ws.B
 
 
 def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg: ModelConfig,
@@ -365,10 +400,7 @@ class FusedEngine:
             self.updates = [(self.arrays[n], self.step_arrays[n]) for n in self.names]
             self.t = 0  # AdamW's step counter
         self.dropout = float(cfg.dropout)
-        # dropout keeps a unit when its 16 random bits are >= drop_below: keep probability
-        # (2^16 - drop_below) / 2^16, within 2^-17 of 1 - dropout; the scale is its exact inverse
-        self.drop_below = min(round(self.dropout * 2**MASK_BITS), 2**MASK_BITS - 1)
-        self.keep_scale = 2**MASK_BITS / (2**MASK_BITS - self.drop_below)
+        self.drop_below, self.keep_scale = dropout_threshold(self.dropout)
         self.rng = np.random.default_rng(train_cfg.seed)
         self._workspaces: dict[int, _Workspace] = {}
 
@@ -385,17 +417,7 @@ class FusedEngine:
         return ws
 
     def _draw_masks(self, ws: _Workspace) -> None:
-        """Inverted dropout: keep each unit with probability ~1-p and scale it by 1/P(keep).
-
-        Uniform 16-bit integers straight from the generator's raw 64-bit output (a quarter of
-        the draws and a third of the time of `rng.random`); P(keep) = (2^16 - drop_below)/2^16.
-        """
-        scale = self.dtype.type(self.keep_scale)
-        B, H = ws.keep.shape
-        for mask in ws.masks:
-            bits = self.rng.bit_generator.random_raw(-(-B * H // 4)).view(np.uint16)[:B * H]
-            np.greater_equal(bits.reshape(H, B).T, self.drop_below, out=ws.keep)
-            np.multiply(ws.keep, scale, out=mask)
+        draw_masks(self.rng, self.drop_below, self.keep_scale, ws.keep, ws.masks)
 
     def step(self, xb: torch.LongTensor, yb: torch.LongTensor, lr: float) -> float:
         """One minibatch update; returns the minibatch loss computed before the update."""
@@ -424,32 +446,14 @@ class FusedEngine:
         weight decay), for every parameter at once on the flat buffers:
 
             p <- p * (1 - lr*wd)                       (decayed parameters only)
-            m <- m + (1 - beta1) * (g - m)             (torch: exp_avg.lerp_(g, 1 - beta1))
-            v <- beta2 * v + (1 - beta2) * g^2
-            p <- p - lr/(1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-        The last line is computed as Kingma & Ba (2015, end of section 2) suggest, one pass
-        shorter: with s = sqrt(1 - beta2^t), p <- p - (lr*s/(1 - beta1^t)) * m/(sqrt(v) + eps*s).
+            p <- p - adamw_step(...)                   (see there)
         """
         self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        g, m, v, step = self.grad_flat, self.m_flat, self.v_flat, self.step_flat
         if self.weight_decay:
             shrink = 1.0 - lr * self.weight_decay
             for p in self.decayed:
                 p *= shrink
-        np.subtract(g, m, out=step)
-        step *= 1.0 - b1
-        m += step  # m = lerp(m, g, 1 - beta1)
-        v *= b2
-        np.multiply(g, g, out=step)
-        step *= 1.0 - b2
-        v += step  # v = beta2 v + (1 - beta2) g^2
-        s = math.sqrt(1.0 - b2 ** self.t)
-        np.sqrt(v, out=step)
-        step += ADAM_EPS * s
-        np.divide(m, step, out=step)
-        step *= lr * s / (1.0 - b1 ** self.t)  # = lr * m_hat / (sqrt(v_hat) + eps)
+        adamw_step(self.grad_flat, self.m_flat, self.v_flat, self.step_flat, self.beta1, self.beta2, self.t, lr)
         for p, p_step in self.updates:
             p -= p_step
 
@@ -460,15 +464,8 @@ class FusedEngine:
         ('optim.exp_avg.W1', 'optim.exp_avg_sq.W1', 'optim.step.W1', ...), so that a run can
         resume with either engine; with dropout, also the mask generator ('fused.dropout_rng').
         Copies, safe to keep. Plain SGD has no state."""
-        state: dict[str, torch.Tensor] = {}
-        if self.optimizer == "adamw":
-            for n in self.names:
-                state[f"optim.exp_avg.{n}"] = torch.from_numpy(self.m[n].copy())
-                state[f"optim.exp_avg_sq.{n}"] = torch.from_numpy(self.v[n].copy())
-                state[f"optim.step.{n}"] = torch.tensor(float(self.t))  # torch keeps a float tensor
-        if self.dropout > 0:
-            state["fused.dropout_rng"] = _rng_to_tensor(self.rng)
-        return state
+        adamw = (self.m, self.v, self.t) if self.optimizer == "adamw" else None
+        return optimizer_state(self.names, adamw, self.rng if self.dropout > 0 else None)
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Restore `state_dict()` (AutogradEngine's AdamW state too: it has the same names)."""
@@ -485,6 +482,76 @@ class FusedEngine:
                 self.t = int(state[key])
         if "fused.dropout_rng" in state:
             _rng_from_tensor(self.rng, state["fused.dropout_rng"])
+
+
+def dropout_threshold(p: float) -> tuple[int, float]:
+    """(drop_below, keep_scale): dropout keeps a unit when its 16 random bits are >= drop_below,
+    with probability (2^16 - drop_below) / 2^16, within 2^-17 of 1 - p; the scale is its
+    exact inverse."""
+    drop_below = min(round(p * 2**MASK_BITS), 2**MASK_BITS - 1)
+    return drop_below, 2**MASK_BITS / (2**MASK_BITS - drop_below)
+
+
+def draw_masks(rng: np.random.Generator, drop_below: int, keep_scale: float, keep: np.ndarray,
+               masks: Sequence[np.ndarray]) -> None:
+    """Inverted dropout: keep each unit with probability ~1-p and scale it by 1/P(keep).
+
+    Fills each (B, H) mask in turn (and `keep`, a scratch (B, H) bool array), with uniform
+    16-bit integers straight from the generator's raw 64-bit output (a quarter of the draws
+    and a third of the time of `rng.random`); P(keep) = (2^16 - drop_below)/2^16.
+    """
+    B, H = keep.shape
+    for mask in masks:
+        scale = mask.dtype.type(keep_scale)
+        bits = rng.bit_generator.random_raw(-(-B * H // 4)).view(np.uint16)[:B * H]
+        np.greater_equal(bits.reshape(H, B).T, drop_below, out=keep)
+        np.multiply(keep, scale, out=mask)
+
+
+def adamw_step(g: np.ndarray, m: np.ndarray, v: np.ndarray, step: np.ndarray, beta1, beta2, t: int, lr) -> None:
+    """Adam's moments and step (Kingma & Ba 2015, algorithm 1), as torch.optim.AdamW computes
+    them; updates m and v in place and leaves in `step` what to subtract from the parameters:
+
+        m <- m + (1 - beta1) * (g - m)             (torch: exp_avg.lerp_(g, 1 - beta1))
+        v <- beta2 * v + (1 - beta2) * g^2
+        step = lr/(1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    The last line is computed as Kingma & Ba (end of section 2) suggest, one pass shorter:
+    with s = sqrt(1 - beta2^t), step = (lr*s/(1 - beta1^t)) * m/(sqrt(v) + eps*s).
+    beta1, beta2 and lr are numbers, or (K, 1) arrays of one per member of a population
+    (population.py), whose rows g, m, v and step are then.
+    """
+    def c(x):  # a coefficient in the buffers' precision (NumPy casts a Python float so itself)
+        return x if isinstance(x, float) else x.astype(step.dtype)
+
+    np.subtract(g, m, out=step)
+    step *= c(1.0 - beta1)
+    m += step  # m = lerp(m, g, 1 - beta1)
+    v *= c(beta2)
+    np.multiply(g, g, out=step)
+    step *= c(1.0 - beta2)
+    v += step  # v = beta2 v + (1 - beta2) g^2
+    s = (1.0 - beta2 ** t) ** 0.5
+    np.sqrt(v, out=step)
+    step += c(ADAM_EPS * s)
+    np.divide(m, step, out=step)
+    step *= c(lr * s / (1.0 - beta1 ** t))  # = lr * m_hat / (sqrt(v_hat) + eps)
+
+
+def optimizer_state(names: Sequence[str], adamw: tuple[Mapping, Mapping, int] | None,
+                    dropout_rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    """A checkpoint's optimizer entries under train.AutogradEngine's names (see state_dict):
+    adamw = (first moments, second moments, step count) by parameter name, or None."""
+    state: dict[str, torch.Tensor] = {}
+    if adamw is not None:
+        m, v, t = adamw
+        for n in names:
+            state[f"optim.exp_avg.{n}"] = torch.from_numpy(np.array(m[n]))
+            state[f"optim.exp_avg_sq.{n}"] = torch.from_numpy(np.array(v[n]))
+            state[f"optim.step.{n}"] = torch.tensor(float(t))  # torch keeps a float tensor
+    if dropout_rng is not None:
+        state["fused.dropout_rng"] = _rng_to_tensor(dropout_rng)
+    return state
 
 
 def _rng_to_tensor(rng: np.random.Generator) -> torch.Tensor:

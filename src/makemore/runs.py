@@ -8,6 +8,11 @@
     RUN/metrics.csv        step, train_loss, dev_loss, lr, seconds
     RUN/summary.json       final figures
 
+A seed ensemble (`makemore train --seeds K`, population.py) is a directory of such runs:
+
+    ENS/ensemble.json      {"format": "makemore-ensemble/1", "members": ["seed-42", ...], ...}
+    ENS/seed-42/ ...       one run directory per member
+
 Checkpoints are safetensors files: tensors and a string->string header, nothing executable,
 so loading a file from anywhere never runs code (unlike pickled torch.save checkpoints).
 Every write is atomic (utils.atomic_write): a kill mid-write leaves the old file intact.
@@ -30,6 +35,7 @@ from .model import MLP, param_shapes
 from .utils import atomic_write, atomic_write_json
 
 FORMAT = "makemore-run/1"
+ENSEMBLE_FORMAT = "makemore-ensemble/1"
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
@@ -105,10 +111,17 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
+def is_ensemble_dir(path: str | Path) -> bool:
+    return (Path(path) / "ensemble.json").is_file()
+
+
 def read_run_config(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
+    if not is_run_dir(run_dir) and is_ensemble_dir(run_dir):
+        raise UserError(f"{run_dir} is a seed ensemble, not a single run; give one of its members "
+                        f"(the seed-* folders in it) - eval, sample and score take the whole ensemble")
     if not is_run_dir(run_dir):
         raise UserError(f"{run_dir} is not a makemore run directory (no config.json); train one with `makemore train --out {run_dir}`")
     try:
@@ -141,3 +154,72 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     model.to(device).eval()
     return Run(run_dir, model, vocab, model_cfg, train_cfg, splits,
                config.get("data", {}).get("source", ""), config.get("data", {}).get("split_seed", 42))
+
+
+# --------------------------------------------------------------------------------------------
+# Seed ensembles
+
+
+def write_ensemble(path: str | Path, members: list[str], info: dict | None = None) -> None:
+    """ENS/ensemble.json: the member run directories (names inside ENS) and `info`."""
+    atomic_write_json(Path(path) / "ensemble.json", {"format": ENSEMBLE_FORMAT, "members": members, **(info or {})})
+
+
+@dataclass
+class Ensemble:
+    """Runs of one configuration and different seeds, used as one model: the mean of their
+    next-character probabilities (sample.ensemble_predictor)."""
+
+    path: Path
+    runs: list[Run]
+    info: dict  # ensemble.json
+
+    @property
+    def models(self) -> list[MLP]:
+        return [run.model for run in self.runs]
+
+    @property
+    def vocab(self) -> Vocab:
+        return self.runs[0].vocab
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        return self.runs[0].splits
+
+    @property
+    def model_cfg(self) -> ModelConfig:
+        return self.runs[0].model_cfg
+
+
+def load_ensemble(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> Ensemble:
+    """Load every member of ENS (see write_ensemble); a broken ensemble is one UserError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"ensemble directory not found: {path}")
+    broken = f"{path} is a broken seed ensemble"
+    try:
+        info = json.loads((path / "ensemble.json").read_text(encoding="utf-8"))
+    except OSError:
+        raise UserError(f"{path} is not a seed ensemble (no ensemble.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{broken}: ensemble.json is corrupted") from None
+    members = info.get("members") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or info.get("format") != ENSEMBLE_FORMAT:
+        raise UserError(f"{broken}: ensemble.json has no makemore ensemble format tag")
+    if (not isinstance(members, list) or not members
+            or not all(isinstance(m, str) and m and Path(m).name == m and m not in (".", "..") for m in members)):
+        raise UserError(f"{broken}: ensemble.json must list its member run directories by name")
+    runs = []
+    for name in members:
+        try:
+            runs.append(load_run(path / name, checkpoint, device))
+        except UserError as e:
+            raise UserError(f"{broken}: {e}") from None
+    first = runs[0]
+    for run in runs[1:]:
+        if run.vocab.chars != first.vocab.chars or run.splits != first.splits:
+            raise UserError(f"{broken}: {run.path.name} was trained on other data than {first.path.name}")
+        if run.model_cfg.block_size != first.model_cfg.block_size:
+            raise UserError(f"{broken}: {run.path.name} reads {run.model_cfg.block_size} characters of context, "
+                            f"{first.path.name} {first.model_cfg.block_size}")
+    return Ensemble(path, runs, info)

@@ -45,6 +45,39 @@ def mlp_predictor(model) -> Predictor:
     return make_predictor(predict, block_size, next(model.parameters()).device)
 
 
+def ensemble_predictor(models) -> Predictor:
+    """A seed ensemble: the mean of the members' next-character probabilities (not of their
+    logits: averaging probabilities is the mixture of the models, each weighted 1/K, and its
+    log-likelihood can only beat the members' average), log(1/K sum_k softmax(logits_k))."""
+    models = list(models)
+    if not models:
+        raise UserError("an ensemble needs at least one model")
+    block_size = models[0].cfg.block_size
+    if any(m.cfg.block_size != block_size for m in models):
+        raise UserError("the members of an ensemble must read the same context length")
+    log_k = math.log(len(models))
+
+    @torch.no_grad()
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        ctx = ctx[:, ctx.shape[1] - block_size:]
+        logp = torch.stack([F.log_softmax(m(ctx)[0].float(), dim=-1) for m in models])  # (K, N, vocab)
+        return torch.logsumexp(logp, dim=0) - log_k  # log of the mean probability, without underflow
+
+    for m in models:
+        m.eval()
+    return make_predictor(predict, block_size, next(models[0].parameters()).device)
+
+
+@torch.no_grad()
+def predictor_nll(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> float:
+    """Mean negative log-likelihood of Y under any predictor (model.mean_nll for one MLP)."""
+    total = 0.0
+    for i in range(0, X.shape[0], chunk):
+        logp = predictor(X[i:i + chunk].to(predictor.device))
+        total -= logp.gather(1, Y[i:i + chunk].to(logp.device)[:, None]).double().sum().item()
+    return total / X.shape[0]
+
+
 @torch.no_grad()
 def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
            temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64) -> list[str]:

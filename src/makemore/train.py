@@ -141,14 +141,15 @@ class _Progress:
             self.bar.update(n)
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
 
-    def log(self, row: dict, total: int, rate: float) -> None:
+    def log(self, row: dict, total: int, rate: float, label: str = "") -> None:
+        """`label` says whose row it is when several runs train at once (population.py)."""
         if self.quiet or self.bar is not None:
             if self.bar is not None and row.get("dev_loss") is not None:
-                self.bar.write(f"step {row['step']:>7}: dev {row['dev_loss']:.4f}")
+                self.bar.write(f"step {row['step']:>7}: {label}dev {row['dev_loss']:.4f}")
             return
         eta = (total - row["step"]) / rate if rate > 0 else 0.0
         train = f"{row['train_loss']:.4f}" if row.get("train_loss") is not None else "  -   "
-        print(f"step {row['step']:>7}/{total}  train {train}  dev {row['dev_loss']:.4f}  "
+        print(f"step {row['step']:>7}/{total}  {label}train {train}  dev {row['dev_loss']:.4f}  "
               f"lr {row['lr']:.3g}  {rate:,.0f} steps/s  eta {eta:,.0f}s", file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -176,6 +177,91 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     _append_metrics(path, [{k: (v if v != "" else None) for k, v in r.items()} for r in rows])
 
 
+class RunLog:
+    """One run's record as it trains: metrics.csv, the best-on-dev weights and checkpoint, the
+    last checkpoint, and summary.json at the end. train() keeps one; a population
+    (population.py) keeps one per member, so that each member is an ordinary run directory."""
+
+    def __init__(self, model: MLP, run_dir: Path | None, best_dev: float = math.inf, best_step: int = 0):
+        self.model, self.run_dir = model, run_dir
+        self.metrics_path = run_dir / "metrics.csv" if run_dir is not None else None
+        self.best_dev, self.best_step = best_dev, best_step
+        self.best_weights = self.weights_copy()
+        self.history: list[dict] = []  # the rows with a dev loss
+        self.pending: list[dict] = []  # rows not yet in metrics.csv (written at each evaluation)
+
+    def weights_copy(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+
+    def record(self, step: int, train_loss: float | None, dev: float | None, lr: float, seconds: float) -> dict:
+        """A metrics row; with a dev loss, keep the weights if they are the best so far."""
+        row = {"step": step, "train_loss": train_loss, "dev_loss": dev, "lr": lr, "seconds": round(seconds, 3)}
+        self.pending.append(row)
+        if dev is None:
+            return row
+        self.history.append(row)
+        if dev < self.best_dev:
+            self.best_dev, self.best_step = dev, step
+            self.best_weights = self.weights_copy()
+            if self.run_dir is not None:
+                save_checkpoint(self.run_dir / "best.safetensors", self.best_weights, {"step": step, "dev_loss": dev})
+        self.flush()
+        return row
+
+    def flush(self) -> None:
+        if self.metrics_path is not None and self.pending:
+            _append_metrics(self.metrics_path, self.pending)
+        self.pending.clear()
+
+    def save_last(self, step: int, state: dict[str, torch.Tensor], seconds: float, engine: str) -> None:
+        """Weights and `state` (optimizer, RNGs) to resume from."""
+        if self.run_dir is None:
+            return
+        weights = dict(self.model.named_parameters())
+        save_checkpoint(self.run_dir / "last.safetensors", {**weights, **state},
+                        {"step": step, "best_dev": self.best_dev, "best_step": self.best_step,
+                         "seconds": seconds, "engine": engine})
+
+    def finish(self, examples: tuple[torch.Tensor, ...], steps: int, seconds: float, steps_per_second: float,
+               engine: str, device: str, status: str, **extra) -> dict:
+        """Put the best-on-dev weights back in the model and report them, evaluated on the whole
+        of each split (examples = Xtr, Ytr, Xdev, Ydev); writes summary.json (with `extra`)."""
+        Xtr, Ytr, Xdev, Ydev = examples
+        with torch.no_grad():
+            for n, p in self.model.named_parameters():
+                p.copy_(self.best_weights[n])
+        self.model.eval()
+        summary = {
+            "params": self.model.num_params(),
+            "steps": steps,
+            "best_step": self.best_step,
+            "train_loss": mean_nll(self.model, Xtr, Ytr),
+            "dev_loss": mean_nll(self.model, Xdev, Ydev),
+            "seconds": round(seconds, 3),
+            "steps_per_second": round(steps_per_second, 1),
+            "engine": engine,
+            "device": device,
+            "status": status,
+            **extra,
+        }
+        if self.run_dir is not None:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def check_data(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    model_cfg.validate()
+    train_cfg.validate()
+    if model_cfg.vocab_size != corpus.vocab.size:
+        raise UserError(f"model vocab_size {model_cfg.vocab_size} != data vocabulary {corpus.vocab.size}")
+
+
+def diverged_message(step: int, loss: float, lr: float, log: RunLog) -> str:
+    return (f"training stopped at step {step}: the loss became {loss:.4g} - the learning rate "
+            f"({lr:g}) is most likely too high; the best checkpoint (step {log.best_step}, dev "
+            f"{log.best_dev:.4f}) is kept")
+
+
 def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: str | Path | None = None,
           callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool | None = None,
           _resume_from: dict | None = None) -> TrainResult:
@@ -184,10 +270,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
     `callbacks` are called with each evaluation row ({step, train_loss, dev_loss, lr, seconds});
     an exception raised by one (e.g. optuna.TrialPruned) stops training and propagates.
     """
-    model_cfg.validate()
-    train_cfg.validate()
-    if model_cfg.vocab_size != corpus.vocab.size:
-        raise UserError(f"model vocab_size {model_cfg.vocab_size} != data vocabulary {corpus.vocab.size}")
+    check_data(corpus, model_cfg, train_cfg)
     device = resolve_device(train_cfg.device)
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
@@ -215,17 +298,12 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
         run_dir.mkdir(parents=True, exist_ok=False)
         write_run_files(run_dir, model_cfg, train_cfg, corpus.vocab, corpus.splits, corpus.source, corpus.seed)
 
-    def weights() -> dict[str, torch.Tensor]:
-        return {n: p for n, p in model.named_parameters()}
+    log = RunLog(model, run_dir, best_dev, best_step)
 
     def save_last(step: int) -> None:
-        if run_dir is None:
-            return
-        state = {**weights(), **engine.state_dict(), "rng.batch": batch_rng.get_state(),
-                 "rng.torch": torch.get_rng_state()}
-        save_checkpoint(run_dir / "last.safetensors", state,
-                        {"step": step, "best_dev": best_dev, "best_step": best_step,
-                         "seconds": seconds(), "engine": engine.name})
+        if run_dir is not None:
+            state = {**engine.state_dict(), "rng.batch": batch_rng.get_state(), "rng.torch": torch.get_rng_state()}
+            log.save_last(step, state, seconds(), engine.name)
 
     def seconds() -> float:
         """Training time of this run, across resumes."""
@@ -237,36 +315,21 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
         model.train()
         return loss
 
-    metrics_path = run_dir / "metrics.csv" if run_dir is not None else None
-    if metrics_path is not None and _resume_from is not None:
-        _truncate_metrics(metrics_path, start)
-    best_weights = {n: p.detach().clone() for n, p in weights().items()}
-    history: list[dict] = []
+    if log.metrics_path is not None and _resume_from is not None:
+        _truncate_metrics(log.metrics_path, start)
     eval_every = train_cfg.eval_every
     log_every = max(1, min(eval_every, train_cfg.steps // 2000))
     bar = _Progress(train_cfg.steps, start, progress)
     status, message = "completed", ""
-    pending: list[dict] = []
     interval_loss, interval_n, bar_pending = 0.0, 0, 0
     lr = lr_at(train_cfg, start)
 
     def record(step: int, dev: float | None) -> None:
-        nonlocal interval_loss, interval_n, best_dev, best_step, best_weights
-        row = {"step": step, "train_loss": interval_loss / interval_n if interval_n else None,
-               "dev_loss": dev, "lr": lr, "seconds": round(seconds(), 3)}
+        nonlocal interval_loss, interval_n
+        row = log.record(step, interval_loss / interval_n if interval_n else None, dev, lr, seconds())
         interval_loss, interval_n = 0.0, 0
-        pending.append(row)
         if dev is None:
             return
-        history.append(row)
-        if dev < best_dev:
-            best_dev, best_step = dev, step
-            best_weights = {n: p.detach().clone() for n, p in weights().items()}
-            if run_dir is not None:
-                save_checkpoint(run_dir / "best.safetensors", best_weights, {"step": step, "dev_loss": dev})
-        if metrics_path is not None:
-            _append_metrics(metrics_path, pending)
-        pending.clear()
         bar.log(row, train_cfg.steps, (step - start) / max(1e-9, time.perf_counter() - t0))
         for callback in callbacks:
             callback(row)
@@ -288,9 +351,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
             step += 1
             if not math.isfinite(loss) or loss > DIVERGED_LOSS:
                 status = "diverged"
-                message = (f"training stopped at step {step}: the loss became {loss:.4g} - the learning rate "
-                           f"({lr:g}) is most likely too high; the best checkpoint (step {best_step}, dev "
-                           f"{best_dev:.4f}) is kept")
+                message = diverged_message(step, loss, lr, log)
                 break
             interval_loss += loss
             interval_n += 1
@@ -311,29 +372,11 @@ def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: s
     finally:
         bar.close()
     run_seconds = time.perf_counter() - t0
-    if status == "diverged" and metrics_path is not None and pending:
-        _append_metrics(metrics_path, pending)
-
-    # Report the best-on-dev weights, evaluated on the whole of each split.
-    with torch.no_grad():
-        for n, p in weights().items():
-            p.copy_(best_weights[n])
-    model.eval()
-    summary = {
-        "params": model.num_params(),
-        "steps": step,
-        "best_step": best_step,
-        "train_loss": mean_nll(model, Xtr, Ytr),
-        "dev_loss": mean_nll(model, Xdev, Ydev),
-        "seconds": round(elapsed + run_seconds, 3),
-        "steps_per_second": round((step - start) / max(run_seconds, 1e-9), 1),
-        "engine": engine.name,
-        "device": device,
-        "status": status,
-    }
-    if run_dir is not None:
-        atomic_write_json(run_dir / "summary.json", summary)
-    return TrainResult(model, status, summary, run_dir, message, history)
+    if status == "diverged":
+        log.flush()
+    summary = log.finish((Xtr, Ytr, Xdev, Ydev), step, elapsed + run_seconds,
+                         (step - start) / max(run_seconds, 1e-9), engine.name, device, status)
+    return TrainResult(model, status, summary, run_dir, message, log.history)
 
 
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
