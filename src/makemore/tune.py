@@ -61,7 +61,7 @@ def _optuna():
 
 
 # ----------------------------------------------------------------------------------------
-# The search space: ranges for names-like data (see docs/tune.md)
+# The search space: ranges for names-like data (README, "Hyperparameter search")
 
 
 # name -> (low, high, log scale) for numbers, or a list of choices. `steps` is added by
