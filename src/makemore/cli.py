@@ -458,7 +458,7 @@ def add_tune(sub) -> None:
                    help=f"seconds between a running trial's heartbeats; a trial silent for 3 of them is "
                    f"failed and re-run (default {DEFAULT_HEARTBEAT})")
     p.add_argument("--space", metavar="JSON", help="narrow or widen the search ranges, as JSON or a JSON file: "
-                   "'{\"hidden\": [32, 256], \"layers\": 1, \"direct\": [false]}' (see docs/tune.md)")
+                   "'{\"hidden\": [32, 256], \"layers\": 1, \"direct\": [false]}' (see the README, \"Hyperparameter search\")")
     p.add_argument("--report", action="store_true", help="show the study's best trials and draw its plots; trains nothing")
     p.add_argument("--top", type=int, default=10, help="trials in the table (default 10)")
     p.add_argument("--json", action="store_true")
