@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)/names.txt),)
 export MAKEMORE_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install dev demo test bench clean
+.PHONY: install dev demo test bench figures clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: dev
 
 bench: install
 	$(BIN)/python benchmarks/bench.py
+
+# every picture and table of the README (about 15 minutes); TUNE_STORAGE=... adds the tune plots
+figures: install
+	bash scripts/figures.sh
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache
