@@ -96,20 +96,25 @@ def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
     for ix in prefix_ids:
         context = torch.cat([context[:, 1:], torch.full((n, 1), ix, device=device)], dim=1)
     out = torch.zeros((n, max_len), dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
+    # Only the samples still running are fed to the model: names end after ~7 characters on
+    # average but the batch runs as long as its longest, so this does several times less work.
+    active = torch.arange(n, device=device)
     for t in range(max_len):
         logp = predictor(context) / temperature
         if top_k is not None and top_k < logp.shape[1]:
             kth = torch.topk(logp, top_k, dim=1).values[:, -1:]
             logp = logp.masked_fill(logp < kth, -math.inf)
-        probs = torch.softmax(logp, dim=1)
-        ix = torch.multinomial(probs, 1, generator=g).squeeze(1)
-        ix = ix.masked_fill(done, 0)
-        out[:, t] = ix
-        done |= ix == 0
-        if bool(done.all()):
+        # Inverse-CDF draw, one uniform number per sample: the first index whose cumulative
+        # (unnormalised) probability exceeds u * total. Same distribution as torch.multinomial,
+        # several times cheaper on many short rows.
+        cdf = torch.exp(logp - logp.max(dim=1, keepdim=True).values).cumsum_(dim=1)
+        u = torch.rand((cdf.shape[0], 1), generator=g, device=device, dtype=cdf.dtype) * cdf[:, -1:]
+        ix = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+        out[active, t] = ix
+        running = ix != 0
+        if not bool(running.any()):
             break
-        context = torch.cat([context[:, 1:], ix[:, None]], dim=1)
+        active, context = active[running], torch.cat([context[running, 1:], ix[running, None]], dim=1)
     return _decode_rows(out.cpu().numpy(), vocab, prefix)
 
 
