@@ -255,8 +255,22 @@ def test_train_seeds_errors_are_one_line(words_file, ensemble_dir, tmp_path, cap
 
 def test_commands_of_one_run_name_the_ensemble(ensemble_dir, capsys):
     for cmd in (["plot", str(ensemble_dir)], ["embeddings", str(ensemble_dir)],
-                ["train", "--resume", str(ensemble_dir)], ["sample", str(ensemble_dir), "--mix"]):
+                ["train", "--resume", str(ensemble_dir)]):
         assert "seed ensemble" in _one_error_line(capsys, main(cmd))
+
+
+def test_an_ensemble_mixes_with_the_ngram_model(ensemble_dir, capsys):
+    """`mix ENS` fits the Kneser-Ney mixture on the ensemble's averaged prediction; weight 1
+    would give the ensemble's own dev loss, so the tuned mixture can only match or beat it."""
+    assert main(["eval", str(ensemble_dir), "--json"]) == 0
+    ens_loss = json.loads(capsys.readouterr().out)["loss"]
+    assert main(["mix", str(ensemble_dir), "--ngram-context", "3", "--json"]) == 0
+    mix = json.loads(capsys.readouterr().out)
+    assert mix["mlp_dev_loss"] == pytest.approx(ens_loss, abs=1e-6)
+    assert mix["mix_dev_loss"] <= min(mix["mlp_dev_loss"], mix["ngram_dev_loss"]) + 1e-9
+    assert main(["sample", str(ensemble_dir), "--mix", "-n", "5", "--seed", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5
+    (ensemble_dir / "mix.json").unlink()  # the fixture is shared
 
 
 # ----------------------------------------------------------------------------------------

@@ -234,11 +234,7 @@ def _predictor(run, mix: bool):
     from .runs import Ensemble
     from .sample import ensemble_predictor, mlp_predictor
 
-    if isinstance(run, Ensemble):
-        if mix:
-            raise UserError(f"{run.path} is a seed ensemble; --mix works on a single run (fit one with `makemore mix`)")
-        return ensemble_predictor(run.models)
-    mlp = mlp_predictor(run.model)
+    mlp = ensemble_predictor(run.models) if isinstance(run, Ensemble) else mlp_predictor(run.model)
     if not mix:
         return mlp
     from .ngram import mixture_from_settings
@@ -410,13 +406,12 @@ def add_mix(sub) -> None:
 
 def cmd_mix(args) -> int:
     from .ngram import fit_mixture
-    from .sample import mlp_predictor
     from .utils import atomic_write_json
 
     if not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
-    run = _load(args.run)
-    _, result = fit_mixture(mlp_predictor(run.model), run.splits["train"], run.splits["dev"], run.vocab,
+    run = _load(args.run, ensemble=True)
+    _, result = fit_mixture(_predictor(run, mix=False), run.splits["train"], run.splits["dev"], run.vocab,
                             args.ngram_context)
     atomic_write_json(run.path / "mix.json", result)
     if args.json:

@@ -76,6 +76,14 @@ OPENBLAS_ONE_THREAD = 4 * 65536
 OPENBLAS_ONE_THREAD_GEMV = 4 * 2304
 
 
+def small_products(cfg: ModelConfig, B: int) -> bool:
+    """Whether every matrix product of a step at batch size B is small enough for OpenBLAS to
+    run on the calling thread (see OPENBLAS_ONE_THREAD); larger ones go to torch.mm's threads."""
+    T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
+    products = [B * (T * E + 1) * H, B * (H + 1) * H * (L > 1), B * (H + 1) * V, B * T * E * V]
+    return max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
+
+
 def decays(name: str) -> bool:
     """Weight decay applies to C and the weight matrices, never to biases (as in train.py)."""
     return not name.startswith("b")
@@ -174,9 +182,7 @@ class _Workspace:
         T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
         lead = () if members is None else (members,)
         self.B = B
-        products = [B * (T * E + 1) * H, B * (H + 1) * H * (L > 1), B * (H + 1) * V, B * T * E * V]
-        one_thread = max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
-        self.matmul = np.matmul if one_thread else _torch_matmul
+        self.matmul = np.matmul if small_products(cfg, B) else _torch_matmul
         self.x1 = np.ones(lead + (B, T * E + 1), dtype)  # [x, 1]
         self.x = self.x1[..., :-1]  # the concatenated embeddings, (B, T*E)
         self.emb = self.x.reshape(lead + (B, T, E))  # a view: take() writes C[idx] straight into x

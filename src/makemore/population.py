@@ -71,6 +71,11 @@ def population_reason(model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig])
         values = {getattr(cfg, name) for cfg in train_cfgs}
         if len(values) > 1:
             return f"their {name.replace('_', '-')} differs ({', '.join(sorted(map(str, values)))})"
+    if len(train_cfgs) > 1 and not fused.small_products(model_cfg, train_cfgs[0].batch_size):
+        # Batching pays where a step is mostly overhead. Past OpenBLAS's one-thread size a solo
+        # run already keeps every core busy in torch.mm, while the population's per-member
+        # products run on one thread: the `default` preset trained ~5x slower as 3 members.
+        return "the model is large enough that solo runs use every core better"
     return None
 
 
