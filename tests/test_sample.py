@@ -81,3 +81,17 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     words = mm.sample(predictor, vocab, n=100, seed=1, prefix="ab", max_len=8)
     assert all(w.startswith("ab") and vocab.boundary not in w for w in words)
     assert all(len(w) <= 2 + 8 for w in words)
+
+
+@pytest.mark.parametrize("layers,direct,init", [(1, False, "randn"), (2, True, "scaled"), (1, True, "randn")])
+def test_table_logits_equal_the_model(layers, direct, init):
+    """Sampling and scoring read the first layer (and direct connections) from per-position
+    tables; they must give the model's own logits."""
+    from makemore.sample import fast_logits
+
+    model_cfg, _ = mm.make_configs("lecture", vocab_size=27, layers=layers, direct=direct, init=init)
+    model = mm.MLP(model_cfg, seed=5).double().eval()
+    with torch.no_grad():
+        model.W_direct.normal_() if direct else None
+        x = torch.randint(0, 27, (300, model_cfg.block_size), generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(fast_logits(model)(x), model(x)[0], rtol=1e-10, atol=1e-10)

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from .config import ModelConfig, TrainConfig
-from .model import MLP, param_shapes
+from .model import MLP, decays, param_shapes
 
 OPTIMIZERS = ("sgd", "adamw")
 ADAM_EPS = 1e-8  # torch.optim.AdamW's default, as train.AutogradEngine uses it
@@ -82,11 +82,6 @@ def small_products(cfg: ModelConfig, B: int) -> bool:
     T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
     products = [B * (T * E + 1) * H, B * (H + 1) * H * (L > 1), B * (H + 1) * V, B * T * E * V]
     return max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
-
-
-def decays(name: str) -> bool:
-    """Weight decay applies to C and the weight matrices, never to biases (as in train.py)."""
-    return not name.startswith("b")
 
 
 def unsupported_reason(model_cfg: ModelConfig, train_cfg: TrainConfig) -> str | None:

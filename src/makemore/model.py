@@ -40,6 +40,12 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def decays(name: str) -> bool:
+    """Weight decay applies to the embedding table and the weight matrices, never to biases
+    (the usual AdamW practice; Bengio et al. 2003 also decay only the weights)."""
+    return not name.startswith("b")
+
+
 def count_params(cfg: ModelConfig) -> int:
     return sum(math.prod(s) for s in param_shapes(cfg).values())
 

@@ -45,7 +45,7 @@ from . import fused
 from .config import ModelConfig, TrainConfig
 from .data import Corpus
 from .errors import UserError
-from .model import MLP, mean_nll, param_shapes
+from .model import MLP, decays, mean_nll, param_shapes
 from .runs import write_ensemble, write_run_files
 from .train import (DIVERGED_LOSS, RunLog, TrainResult, _Progress, check_data, diverged_message, lr_at,
                     resolve_device, train)
@@ -126,7 +126,7 @@ class PopulationEngine:
         self.grads = fused._Params(grad_arrays, cfg, self.grad_flat)
         self.optimizer = train_cfgs[0].optimizer
         self.weight_decay = np.array([c.weight_decay for c in train_cfgs])
-        self.decayed = [self.arrays[n] for n in self.names if fused.decays(n)]
+        self.decayed = [self.arrays[n] for n in self.names if decays(n)]
         if self.optimizer == "adamw":
             self.beta1 = np.array([[float(c.betas[0])] for c in train_cfgs])  # (K, 1)
             self.beta2 = np.array([[float(c.betas[1])] for c in train_cfgs])

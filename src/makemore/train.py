@@ -23,7 +23,7 @@ import torch
 from .config import ModelConfig, TrainConfig
 from .data import Corpus
 from .errors import UserError
-from .model import MLP, mean_nll
+from .model import MLP, decays, mean_nll
 from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoint, write_run_files
 from .utils import atomic_write_json
 
@@ -46,11 +46,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     floor = cfg.lr * cfg.min_lr_frac
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def decays(name: str) -> bool:
-    """Weight decay applies to the embedding table and weight matrices, never to biases."""
-    return not name.startswith("b")
 
 
 class AutogradEngine:
