@@ -12,6 +12,10 @@ PY=${PY:-.venv/bin/python}
 RUNS=runs/figures
 DOCS=docs
 mkdir -p "$RUNS" "$DOCS/results"
+# as the Makefile does: the lecture's names.txt from the shared folder beside the project
+if [ -z "${MAKEMORE_DATA_DIR:-}" ] && [ -f ../shared/data/names.txt ]; then
+    export MAKEMORE_DATA_DIR=$(cd ../shared/data && pwd)
+fi
 
 step() { echo "== $*" >&2; }
 # train PRESET [flags]: a fresh run of the preset, its summary kept as docs/results/PRESET.json

@@ -1,0 +1,345 @@
+"""`make bench`: every speed figure of the README, each a ratio measured in this one run
+against the baseline it names. Prints a table and writes benchmarks/results.json.
+
+    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling]
+
+The baselines are written out here as the lecture writes them (eager autograd, one name at a
+time), so that they are not accidentally sped up by changes to the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+import makemore as mm
+from makemore.train import make_engine
+
+HERE = Path(__file__).resolve().parent
+TARGET_DEV = 2.17
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+# ----------------------------------------------------------------------------------------
+# The lecture's own code (makemore part 2), kept literal as the reference.
+
+
+class LectureMLP:
+    """C, W1, b1, W2, b2 as plain tensors, trained with loss.backward() and p.data -= lr*grad."""
+
+    def __init__(self, vocab_size=27, block_size=3, emb_dim=10, hidden=200, seed=2147483647):
+        g = torch.Generator().manual_seed(seed)
+        self.block_size, self.emb_dim = block_size, emb_dim
+        self.C = torch.randn((vocab_size, emb_dim), generator=g)
+        self.W1 = torch.randn((block_size * emb_dim, hidden), generator=g)
+        self.b1 = torch.randn(hidden, generator=g)
+        self.W2 = torch.randn((hidden, vocab_size), generator=g)
+        self.b2 = torch.randn(vocab_size, generator=g)
+        self.parameters = [self.C, self.W1, self.b1, self.W2, self.b2]
+        for p in self.parameters:
+            p.requires_grad = True
+
+    def logits(self, X):
+        emb = self.C[X]
+        h = torch.tanh(emb.view(-1, self.block_size * self.emb_dim) @ self.W1 + self.b1)
+        return h @ self.W2 + self.b2
+
+    def step(self, Xb, Yb, lr):
+        loss = F.cross_entropy(self.logits(Xb), Yb)
+        for p in self.parameters:
+            p.grad = None
+        loss.backward()
+        for p in self.parameters:
+            p.data += -lr * p.grad
+        return loss
+
+    @torch.no_grad()
+    def loss(self, X, Y):
+        return F.cross_entropy(self.logits(X), Y).item()
+
+
+def timed(fn, repeats: int = 3) -> float:
+    """Best of `repeats` wall times: the least disturbed by whatever else the machine does."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+# ----------------------------------------------------------------------------------------
+# 1. us per step at the lecture configuration
+
+
+def bench_step(corpus, quick: bool) -> dict:
+    Xtr, Ytr = corpus.examples("train", 3)
+    n = 1000 if quick else 5000
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randint(0, Xtr.shape[0], (32,), generator=g) for _ in range(n)]
+
+    lecture = LectureMLP()
+
+    def eager():
+        for ix in batches:
+            lecture.step(Xtr[ix], Ytr[ix], 0.1)
+
+    model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, engine="fused")
+    engine = make_engine(mm.MLP(model_cfg), train_cfg)
+
+    def fused():
+        for ix in batches:
+            engine.step(Xtr[ix], Ytr[ix], 0.1)
+
+    eager(), fused()  # warm up both
+    eager_us = timed(eager) / n * 1e6
+    fused_us = timed(fused) / n * 1e6
+    return {"eager_us_per_step": eager_us, "fused_us_per_step": fused_us, "speedup": eager_us / fused_us,
+            "target": ">= 4x", "met": eager_us / fused_us >= 4}
+
+
+# ----------------------------------------------------------------------------------------
+# 2. wall time from scratch to dev <= 2.17: the fast preset vs the lecture recipe
+
+
+def bench_time_to_target(corpus, quick: bool) -> dict:
+    Xtr, Ytr = corpus.examples("train", 3)
+    Xdev, Ydev = corpus.examples("dev", 3)
+    lecture = LectureMLP()
+    g = torch.Generator().manual_seed(0)
+    train_seconds, reached_at, dev = 0.0, None, None
+    eval_every = 5000
+    for step in range(200_000):
+        if step % eval_every == 0:
+            t0 = time.perf_counter()
+        ix = torch.randint(0, Xtr.shape[0], (32,), generator=g)
+        lecture.step(Xtr[ix], Ytr[ix], 0.1 if step < 100_000 else 0.01)
+        if (step + 1) % eval_every == 0:
+            train_seconds += time.perf_counter() - t0  # evaluation time is not counted
+            dev = lecture.loss(Xdev, Ydev)
+            if dev <= TARGET_DEV:
+                reached_at = step + 1
+                break
+            if quick and step + 1 >= 20_000:
+                break
+    lecture_result = {"steps": reached_at, "train_seconds": train_seconds, "dev_loss": dev}
+    if quick and reached_at is None:  # extrapolate the time of the full recipe's crossing
+        lecture_result["train_seconds_estimated"] = train_seconds / 20_000 * 110_000
+
+    model_cfg, train_cfg = mm.make_configs("fast", vocab_size=corpus.vocab.size)
+    t0 = time.perf_counter()
+    result = mm.train(corpus, model_cfg, train_cfg, progress=False)
+    fast_wall = time.perf_counter() - t0
+    fast = {"steps": result.summary["steps"], "train_seconds": result.summary["seconds"],
+            "wall_seconds_with_data": fast_wall, "dev_loss": result.summary["dev_loss"]}
+    lecture_seconds = lecture_result.get("train_seconds_estimated", train_seconds) if reached_at is None else train_seconds
+    ratio = lecture_seconds / fast["train_seconds"]
+    return {"lecture_recipe": lecture_result, "fast_preset": fast, "speedup": ratio,
+            "target": "<= 2 s of training and >= 35x",
+            "met": fast["dev_loss"] <= TARGET_DEV and fast["train_seconds"] <= 2 and ratio >= 35}
+
+
+# ----------------------------------------------------------------------------------------
+# 3. sampling throughput: batched vs the lecture's one name at a time
+
+
+def bench_sampling(corpus, quick: bool) -> dict:
+    model_cfg, train_cfg = mm.make_configs("fast", vocab_size=corpus.vocab.size)
+    model = mm.train(corpus, model_cfg, train_cfg, progress=False).model.eval()
+    block = model_cfg.block_size
+
+    @torch.no_grad()
+    def one_at_a_time(n):
+        g = torch.Generator().manual_seed(0)
+        out = []
+        for _ in range(n):
+            context, name = [0] * block, []
+            while True:
+                logits, _ = model(torch.tensor([context]))
+                probs = F.softmax(logits, dim=1)
+                ix = torch.multinomial(probs, num_samples=1, generator=g).item()
+                context = context[1:] + [ix]
+                if ix == 0:
+                    break
+                name.append(corpus.vocab.chars[ix])
+            out.append("".join(name))
+        return out
+
+    n_loop = 200 if quick else 1000
+    loop_s = timed(lambda: one_at_a_time(n_loop), repeats=1)
+    predictor = mm.mlp_predictor(model)
+    n_batch = 20_000 if quick else 200_000
+    batch_s = timed(lambda: mm.sample(predictor, corpus.vocab, n_batch, seed=0))
+    loop_rate, batch_rate = n_loop / loop_s, n_batch / batch_s
+    return {"loop_names_per_s": loop_rate, "batched_names_per_s": batch_rate, "speedup": batch_rate / loop_rate,
+            "batch": n_batch, "target": ">= 200,000 names/s", "met": batch_rate >= 200_000}
+
+
+# ----------------------------------------------------------------------------------------
+# 4. a population of K=16 seeds vs 16 sequential runs of the same steps
+
+
+def bench_population(corpus, quick: bool) -> dict:
+    """16 seeds of the lecture config: mm.train one after another vs one mm.train_population.
+
+    The ratio is of training time (each summary's `seconds`: the training loop, minibatch
+    draws, bookkeeping and all) with the dev evaluations replaced by a constant: they are the
+    same 16 forward passes over dev either way, and a population does not batch them (at the
+    lecture's 200k steps they are a sliver of a run). The end-to-end times of real runs,
+    evaluations included, and the largest gap between a member's dev loss and its solo run's
+    are reported beside it.
+    """
+    K, steps = 16, 500 if quick else 2000
+    model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, steps=steps, eval_interval=steps)
+    cfgs = [replace(train_cfg, seed=seed) for seed in range(K)]
+
+    def sequential(cfgs):
+        return [mm.train(corpus, model_cfg, cfg, progress=False) for cfg in cfgs]
+
+    def together(cfgs):
+        return mm.train_population(corpus, model_cfg, cfgs, progress=False)
+
+    def no_eval(model, X, Y, chunk=65536):
+        return 0.0
+
+    warm = [replace(cfg, steps=50, eval_interval=50) for cfg in cfgs]
+    sequential(warm[:2]), together(warm)  # warm up both
+    with mock.patch("makemore.train.mean_nll", no_eval), mock.patch("makemore.population.mean_nll", no_eval):
+        seq_s = sum(r.summary["seconds"] for r in sequential(cfgs))
+        pop_s = together(cfgs)[0].summary["seconds"]
+    t0 = time.perf_counter()
+    solos = sequential(cfgs)
+    seq_wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    members = together(cfgs)
+    pop_wall = time.perf_counter() - t0
+    gap = max(abs(m.summary["dev_loss"] - s.summary["dev_loss"]) for m, s in zip(members, solos))
+    return {"K": K, "steps": steps, "sequential_seconds": seq_s, "population_seconds": pop_s,
+            "speedup": seq_s / pop_s,
+            "end_to_end": {"sequential_seconds": seq_wall, "population_seconds": pop_wall,
+                           "speedup": seq_wall / pop_wall, "note": "wall time of the calls: data, 2 dev "
+                           "evaluations and the final whole-split evaluation of every member included"},
+            "max_dev_loss_gap_member_vs_solo": gap, "target": ">= 4x", "met": seq_s / pop_s >= 4}
+
+
+# ----------------------------------------------------------------------------------------
+# 5. memory, and how a step's time grows with batch and hidden size
+
+
+def bench_scaling(corpus, quick: bool) -> dict:
+    cmd = [sys.executable, "-m", "makemore", "train", "--data", corpus.source, "--preset", "default",
+           "--steps", "200", "--out", str(HERE / ".rss-run"), "--quiet"]
+    subprocess.run(["rm", "-rf", str(HERE / ".rss-run")], check=True)
+    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(["rm", "-rf", str(HERE / ".rss-run")], check=True)
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+    Xtr, Ytr = corpus.examples("train", 3)
+    rows = []
+    batches = (32, 128, 512, 4096) if quick else (32, 64, 128, 256, 512, 1024, 2048, 4096)
+    hiddens = (100, 400) if quick else (100, 200, 400, 800)
+    for hidden in hiddens:
+        for batch in batches:
+            row = {"hidden": hidden, "batch": batch}
+            for engine_name in ("fused", "autograd"):
+                model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, hidden=hidden,
+                                                       engine=engine_name, batch_size=batch)
+                engine = make_engine(mm.MLP(model_cfg), train_cfg)
+                g = torch.Generator().manual_seed(0)
+                n = max(5, min(300, 20_000 // batch))
+                ixs = [torch.randint(0, Xtr.shape[0], (batch,), generator=g) for _ in range(n)]
+                engine.step(Xtr[ixs[0]], Ytr[ixs[0]], 0.01)
+
+                def run():
+                    for ix in ixs:
+                        engine.step(Xtr[ix], Ytr[ix], 0.01)
+
+                seconds = timed(run, repeats=2) / n
+                row[f"{engine_name}_us"] = seconds * 1e6
+                row[f"{engine_name}_us_per_example"] = seconds * 1e6 / batch
+            rows.append(row)
+    return {"peak_rss_mib_default_run": peak_mib, "step_time": rows}
+
+
+BENCHES = {"step": bench_step, "fast": bench_time_to_target, "sample": bench_sampling,
+           "population": bench_population, "scaling": bench_scaling}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test, not for the README)")
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ",".join(BENCHES))
+    parser.add_argument("--data", default="names")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args()
+    corpus = mm.load_corpus(args.data)
+    results = {"machine": machine(), "date": date.today().isoformat(), "quick": args.quick}
+    for name in args.only.split(","):
+        if name not in BENCHES:
+            sys.exit(f"bench: unknown benchmark {name!r}; choose from {', '.join(BENCHES)}")
+        t0 = time.perf_counter()
+        results[name] = BENCHES[name](corpus, args.quick)
+        print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    report(results)
+    from makemore.utils import atomic_write_json
+
+    atomic_write_json(args.out, results)
+    print(f"wrote {args.out}")
+
+
+def report(r: dict) -> None:
+    print(f"\nmakemore benchmarks - {r['machine']} - {r['date']}\n")
+    print(f"{'benchmark':<46} {'baseline':>14} {'ours':>14} {'ratio':>8}  target")
+    if "step" in r:
+        s = r["step"]
+        print(f"{'1. us/step, lecture config (batch 32)':<46} {s['eager_us_per_step']:>11.0f} us "
+              f"{s['fused_us_per_step']:>11.0f} us {s['speedup']:>7.1f}x  {s['target']} {'met' if s['met'] else 'MISSED'}")
+    if "fast" in r:
+        f = r["fast"]
+        lec = f["lecture_recipe"]
+        lec_s = lec.get("train_seconds_estimated", lec["train_seconds"])
+        print(f"{'2. training time to dev <= 2.17':<46} {lec_s:>12.1f} s {f['fast_preset']['train_seconds']:>12.2f} s "
+              f"{f['speedup']:>7.0f}x  {f['target']} {'met' if f['met'] else 'MISSED'}")
+    if "sample" in r:
+        s = r["sample"]
+        print(f"{'3. sampling, names/s':<46} {s['loop_names_per_s']:>14,.0f} {s['batched_names_per_s']:>14,.0f} "
+              f"{s['speedup']:>7.0f}x  {s['target']} {'met' if s['met'] else 'MISSED'}")
+    if "population" in r:
+        p = r["population"]
+        print(f"{'4. K=16 population vs 16 sequential runs':<46} {p['sequential_seconds']:>12.2f} s "
+              f"{p['population_seconds']:>12.2f} s {p['speedup']:>7.1f}x  {p['target']} {'met' if p['met'] else 'MISSED'}")
+    if "scaling" in r:
+        s = r["scaling"]
+        print(f"\n5. peak resident memory of a default-preset training run: {s['peak_rss_mib_default_run']:.0f} MiB")
+        print(f"   time per step (us) by hidden size and batch; fused / autograd")
+        for row in s["step_time"]:
+            print(f"   hidden {row['hidden']:>4}  batch {row['batch']:>5}: {row['fused_us']:>9.0f} / {row['autograd_us']:>9.0f}"
+                  f"   ({row['fused_us_per_example']:.2f} / {row['autograd_us_per_example']:.2f} us per example)")
+
+
+if __name__ == "__main__":
+    main()
