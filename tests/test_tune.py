@@ -118,11 +118,12 @@ def test_workers_share_one_sqlite_study(words, tmp_path):
 
 def test_worker_killed_mid_trial(words, tmp_path):
     """SIGKILL one of two workers in the middle of its trial: the heartbeat stops, the other
-    worker fails that trial after the grace period (3 s here) and still finishes n trials."""
+    worker fails that trial after the grace period (6 s here: heartbeats every 2 s, so that a
+    live worker slowed by a loaded machine is not taken for dead) and still finishes n trials."""
     n = 4
     out = tmp_path / "study"
     space = {**SPACE, "steps": [8000, 8000]}  # about a second per trial: time to catch one running
-    args = tune_args(words, out, n, steps=8000, space=space, heartbeat=1)
+    args = tune_args(words, out, n, steps=8000, space=space, heartbeat=2)
     victim, survivor = start_workers(2, args, tmp_path)
     db = out / "study.db"
     deadline, killed = time.monotonic() + 60, None
