@@ -314,24 +314,26 @@ def main() -> None:
 def report(r: dict) -> None:
     print(f"\nmakemore benchmarks - {r['machine']} - {r['date']}\n")
     print(f"{'benchmark':<46} {'baseline':>14} {'ours':>14} {'ratio':>8}  target")
+    def ratio_line(label: str, baseline: str, ours: str, b: dict, ratio_format: str) -> None:
+        print(f"{label:<46} {baseline:>14} {ours:>14} {b['speedup']:>7{ratio_format}}x  "
+              f"{b['target']} {'met' if b['met'] else 'MISSED'}")
+
     if "step" in r:
         s = r["step"]
-        print(f"{'1. us/step, lecture config (batch 32)':<46} {s['eager_us_per_step']:>11.0f} us "
-              f"{s['fused_us_per_step']:>11.0f} us {s['speedup']:>7.1f}x  {s['target']} {'met' if s['met'] else 'MISSED'}")
+        ratio_line("1. us/step, lecture config (batch 32)", f"{s['eager_us_per_step']:.0f} us",
+            f"{s['fused_us_per_step']:.0f} us", s, ".1f")
     if "fast" in r:
         f = r["fast"]
         lec = f["lecture_recipe"]
         lec_s = lec.get("train_seconds_estimated", lec["train_seconds"])
-        print(f"{'2. training time to dev <= 2.17':<46} {lec_s:>12.1f} s {f['fast_preset']['train_seconds']:>12.2f} s "
-              f"{f['speedup']:>7.0f}x  {f['target']} {'met' if f['met'] else 'MISSED'}")
+        ratio_line("2. training time to dev <= 2.17", f"{lec_s:.1f} s", f"{f['fast_preset']['train_seconds']:.2f} s", f, ".0f")
     if "sample" in r:
         s = r["sample"]
-        print(f"{'3. sampling, names/s':<46} {s['loop_names_per_s']:>14,.0f} {s['batched_names_per_s']:>14,.0f} "
-              f"{s['speedup']:>7.0f}x  {s['target']} {'met' if s['met'] else 'MISSED'}")
+        ratio_line("3. sampling, names/s", f"{s['loop_names_per_s']:,.0f}", f"{s['batched_names_per_s']:,.0f}", s, ".0f")
     if "population" in r:
         p = r["population"]
-        print(f"{'4. K=16 population vs 16 sequential runs':<46} {p['sequential_seconds']:>12.2f} s "
-              f"{p['population_seconds']:>12.2f} s {p['speedup']:>7.1f}x  {p['target']} {'met' if p['met'] else 'MISSED'}")
+        ratio_line("4. K=16 population vs 16 sequential runs", f"{p['sequential_seconds']:.2f} s",
+            f"{p['population_seconds']:.2f} s", p, ".1f")
     if "scaling" in r:
         s = r["scaling"]
         print(f"\n5. peak resident memory of a default-preset training run: {s['peak_rss_mib_default_run']:.0f} MiB")

@@ -258,6 +258,16 @@ def test_state_dict_round_trip_continues_identically(optimizer, dropout):
         assert [fresh.step(xb, yb, 0.01) for xb, yb in data[30:]] != first
 
 
+def _steps_agree(engine, ref_model, optimizer, batches):
+    """Step the engine and torch.optim side by side; each minibatch loss must agree."""
+    for xb, yb in batches:
+        optimizer.zero_grad()
+        ref_loss = ref_model(xb, yb)[1]
+        ref_loss.backward()
+        optimizer.step()
+        assert engine.step(xb, yb, 0.01) == pytest.approx(ref_loss.item(), rel=1e-5)
+
+
 def test_adamw_state_is_interchangeable_with_torch_optim():
     """The state carries torch.optim.AdamW's names and meaning (as AutogradEngine checkpoints
     it: 'optim.<key>.<param>'), so a run can resume with either engine."""
@@ -284,12 +294,7 @@ def test_adamw_state_is_interchangeable_with_torch_optim():
     engine.load_state_dict({f"optim.{k}.{n}": torch.as_tensor(v).clone()
                             for n, p in ref_model.named_parameters() for k, v in optimizer.state[p].items()})
     assert engine.t == 10
-    for xb, yb in data[10:]:
-        optimizer.zero_grad()
-        ref_loss = ref_model(xb, yb)[1]
-        ref_loss.backward()
-        optimizer.step()
-        assert engine.step(xb, yb, 0.01) == pytest.approx(ref_loss.item(), rel=1e-5)
+    _steps_agree(engine, ref_model, optimizer, data[10:])
 
     # fused -> autograd
     model = MLP(cfg, seed=1)
@@ -300,12 +305,7 @@ def test_adamw_state_is_interchangeable_with_torch_optim():
     optimizer = torch_adamw(ref_model)
     for n, p in ref_model.named_parameters():
         optimizer.state[p] = {k.split(".")[1]: v for k, v in engine.state_dict().items() if k.endswith("." + n)}
-    for xb, yb in data[10:]:
-        optimizer.zero_grad()
-        ref_loss = ref_model(xb, yb)[1]
-        ref_loss.backward()
-        optimizer.step()
-        assert engine.step(xb, yb, 0.01) == pytest.approx(ref_loss.item(), rel=1e-5)
+    _steps_agree(engine, ref_model, optimizer, data[10:])
 
 
 def test_dropout_masks_keep_the_expected_fraction_and_scale():
