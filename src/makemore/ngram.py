@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .data import Corpus, Vocab, build_examples
+from .sample import target_log_probs
 
 METHODS = ("add_alpha", "kneser_ney")
 # Search ranges of the tuned parameters. A discount above 1 would take more than a count of 1
@@ -378,10 +379,7 @@ def mixture_predictor(mlp, ngram, weight: float):
 
 
 def _target_log_probs(predictor, words: list[str], vocab: Vocab) -> torch.Tensor:
-    X, Y = build_examples(words, vocab, predictor.context_size)
-    with torch.no_grad():
-        logp = predictor(X.to(predictor.device)).double().cpu()
-    return logp[torch.arange(len(Y)), Y]
+    return target_log_probs(predictor, *build_examples(words, vocab, predictor.context_size))
 
 
 def tune_mixture_weight(mlp, ngram, words: list[str], vocab: Vocab) -> dict:

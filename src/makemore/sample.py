@@ -115,13 +115,18 @@ def ensemble_predictor(models) -> Predictor:
 
 
 @torch.no_grad()
-def predictor_nll(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> float:
-    """Mean negative log-likelihood of Y under any predictor (model.mean_nll for one MLP)."""
-    total = 0.0
+def target_log_probs(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """log p(Y_i | X_i) for every example, float64 on the CPU, computed in chunks."""
+    parts = [torch.zeros(0, dtype=torch.float64)]
     for i in range(0, X.shape[0], chunk):
         logp = predictor(X[i:i + chunk].to(predictor.device))
-        total -= logp.gather(1, Y[i:i + chunk].to(logp.device)[:, None]).double().sum().item()
-    return total / X.shape[0]
+        parts.append(logp.gather(1, Y[i:i + chunk].to(logp.device)[:, None]).squeeze(1).double().cpu())
+    return torch.cat(parts)
+
+
+def predictor_nll(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> float:
+    """Mean negative log-likelihood of Y under any predictor (model.mean_nll for one MLP)."""
+    return -target_log_probs(predictor, X, Y, chunk).sum().item() / X.shape[0]
 
 
 @torch.no_grad()
@@ -213,9 +218,7 @@ def score(predictor: Predictor, vocab: Vocab, words: list[str]) -> list[dict]:
         vocab.encode(w)  # raises a clear error for characters the model never saw
         if vocab.boundary in w:
             raise UserError(f"{w!r} contains the boundary token {vocab.boundary!r}")
-    X, Y = build_examples(words, vocab, predictor.context_size)
-    logp = predictor(X.to(predictor.device)).cpu()
-    target_logp = logp[torch.arange(len(Y)), Y]
+    target_logp = target_log_probs(predictor, *build_examples(words, vocab, predictor.context_size))
     results, i = [], 0
     for w in words:
         k = len(w) + 1
