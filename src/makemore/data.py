@@ -9,6 +9,8 @@ lecture does, so that our figures compare with its figures.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import os
 import random
@@ -134,7 +136,7 @@ class Vocab:
     def size(self) -> int:
         return len(self.chars)
 
-    @property
+    @functools.cached_property  # encode() runs once per word: build the mapping once
     def stoi(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.chars)}
 
