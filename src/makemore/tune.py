@@ -650,12 +650,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def count_line(study) -> str:
-    counts = _counts(study)
-    parts = [f"{n} {s.name.lower()}" for s, n in counts.items() if n]
-    return f"study {study.study_name!r}: " + (", ".join(parts) if parts else "no trials yet")
-
-
 def best_trial(study):
     optuna = _optuna()
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
