@@ -116,25 +116,34 @@ def test_workers_share_one_sqlite_study(words, tmp_path):
         assert "makemore train --data" in (tmp_path / f"worker{i}.log").read_text()
 
 
-def test_worker_killed_mid_trial(words, tmp_path):
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_worker_killed_mid_trial(words, tmp_path, storage, request):
     """SIGKILL one of two workers in the middle of its trial: the heartbeat stops, the other
     worker fails that trial after the grace period (6 s here: heartbeats every 2 s, so that a
-    live worker slowed by a loaded machine is not taken for dead) and still finishes n trials."""
+    live worker slowed by a loaded machine is not taken for dead) and still finishes n trials.
+    Against the default SQLite file and against a real PostgreSQL server."""
     n = 4
     out = tmp_path / "study"
     space = {**SPACE, "steps": [8000, 8000]}  # about a second per trial: time to catch one running
-    args = tune_args(words, out, n, steps=8000, space=space, heartbeat=2)
+    if storage == "sqlite":
+        url, study, db = None, "kill", out / "study.db"
+
+        def read_trials():
+            return sqlite_trials(db) if db.exists() else []  # connecting would create the file
+    else:
+        url, study = request.getfixturevalue("postgres_url"), "kill"
+
+        def read_trials():
+            return pg_trials(url, study)
+    args = [*tune_args(words, out, n, steps=8000, space=space, heartbeat=2, storage=url), "--study", study]
     victim, survivor = start_workers(2, args, tmp_path)
-    db = out / "study.db"
     deadline, killed = time.monotonic() + 60, None
     while killed is None and time.monotonic() < deadline:
         time.sleep(0.05)
-        if not db.exists():
-            continue
         try:
-            trials = sqlite_trials(db)
-        except sqlite3.OperationalError:
-            continue  # tables not created yet
+            trials = read_trials()
+        except Exception:  # the storage's tables are not created yet
+            continue
         for number, state, attrs in trials:
             if state == "RUNNING" and attrs.get("worker", "").endswith(f":{victim.pid}") \
                     and (out / f"trial-{number:04d}" / "metrics.csv").exists():
@@ -145,7 +154,7 @@ def test_worker_killed_mid_trial(words, tmp_path):
     victim.wait(timeout=10)
     assert victim.returncode == -signal.SIGKILL
     wait_all([survivor], tmp_path)
-    trials = sqlite_trials(db)
+    trials = read_trials()
     states = {number: state for number, state, _ in trials}
     assert states[killed] == "FAIL"
     check_study(trials, n, {out})
