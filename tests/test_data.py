@@ -2,9 +2,10 @@ import hashlib
 import http.server
 import threading
 
+import numpy as np
 import pytest
 
-from makemore.data import (NAMES_SHA256, Vocab, build_examples, load_corpus, read_words, resolve_data,
+from makemore.data import (NAMES_SHA256, Examples, Vocab, build_examples, load_corpus, read_words, resolve_data,
                            split_words)
 from makemore.errors import UserError
 
@@ -124,3 +125,83 @@ def test_data_dir_is_used_first(names_path, monkeypatch, tmp_path):
     monkeypatch.setenv("MAKEMORE_DATA_DIR", str(names_path.parent))
     monkeypatch.setenv("MAKEMORE_NAMES_URL", "http://127.0.0.1:9/never")
     assert resolve_data("names") == names_path
+
+
+# --- the compact data path -----------------------------------------------------------------
+
+def lecture_build_dataset(words, stoi, block_size):
+    """makemore part 2's build_dataset, literally (lists of ints, one context per example)."""
+    X, Y = [], []
+    for w in words:
+        context = [0] * block_size
+        for ch in w + ".":
+            ix = stoi[ch]
+            X.append(context)
+            Y.append(ix)
+            context = context[1:] + [ix]
+    return X, Y
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 8])
+def test_compact_examples_are_the_lectures_examples(names_path, block_size):
+    corpus = load_corpus(names_path)
+    stoi = {c: i for i, c in enumerate(corpus.vocab.chars)}
+    for split in ("train", "dev"):
+        X, Y = lecture_build_dataset(corpus.splits[split], stoi, block_size)
+        examples = corpus.encoded(split)
+        assert len(examples) == len(Y) and examples.ids.dtype == np.uint16
+        Xc, Yc = examples.tensors(block_size)
+        assert Xc.tolist() == X and Yc.tolist() == Y
+        # any subset of positions, in any order, gathers the same rows
+        pos = np.random.default_rng(0).integers(0, len(Y), 500)
+        Xp, Yp = examples.batch(pos, block_size)
+        assert Xp.tolist() == [X[i] for i in pos] and Yp.tolist() == [Y[i] for i in pos]
+
+
+def test_examples_of_words_longer_than_the_context_and_of_one_character():
+    vocab = Vocab.from_words(["abcdefgh", "z"])
+    X, Y = build_examples(["abcdefgh", "z"], vocab, 3)
+    rows = ["".join(vocab.chars[i] for i in r) for r in X.tolist()]
+    assert rows == ["...", "..a", ".ab", "abc", "bcd", "cde", "def", "efg", "fgh", "...", "..z"]
+    assert vocab.decode(Y.tolist()) == "abcdefgh.z."
+
+
+def test_the_dev_subset_is_fixed_and_covers_small_splits_whole():
+    vocab = Vocab.from_words(["ab", "cd"])
+    examples = Examples.from_words(["ab", "cd"] * 500, vocab)
+    assert len(examples) == 3000
+    a, b = examples.subset(100), examples.subset(100)
+    assert np.array_equal(a, b) and len(set(a.tolist())) == 100 and np.all(np.diff(a) > 0)
+    assert not np.array_equal(examples.subset(100, seed=1), a)
+    assert np.array_equal(examples.subset(5000), np.arange(3000))
+
+
+def test_rare_characters_fold_into_one_unknown_token(tmp_path):
+    # 'x' appears 3 times in training words, 'q' once, 'ж' never in train (only in another split)
+    words = ["ab", "ba", "aab"] * 40 + ["xab", "bxa", "abx", "qa"]
+    vocab = Vocab.from_words(words + ["жa"], min_count=3, count_in=words)
+    assert vocab.unk is not None and vocab.chars[1] == vocab.unk and vocab.unk_id == 1
+    assert set(vocab.chars[2:]) == {"a", "b", "x"}
+    assert vocab.encode("qжab") == [1, 1, vocab.stoi["a"], vocab.stoi["b"]]
+    ids = vocab.encode_array("qжab" + vocab.boundary)
+    assert ids.tolist() == [1, 1, vocab.stoi["a"], vocab.stoi["b"], 0]
+    # without min_count every character keeps its own id, and an unseen one is an error
+    plain = Vocab.from_words(words)
+    assert plain.unk is None and "q" in plain.chars
+    with pytest.raises(UserError, match="not in the model's vocabulary"):
+        plain.encode_array("ж")
+
+
+def test_min_char_count_reports_what_it_folds(tmp_path):
+    path = tmp_path / "w.txt"
+    path.write_text("\n".join(["anna", "bob", "carl", "dave"] * 30 + ["zoë", "ñu"]) + "\n", encoding="utf-8")
+    corpus = load_corpus(path, min_char_count=2)
+    stats = corpus.stats(3)
+    folded = {c for c in "zoëñu" if c not in corpus.vocab.chars}
+    assert "ë" in folded and "ñ" in folded and "a" in corpus.vocab.chars
+    assert stats["folded_chars"] == len(folded)
+    total = sum(len(w) for w in corpus.words)
+    expected = sum(1 for w in corpus.words for c in w if c in folded) / total
+    assert stats["folded_share"] == pytest.approx(expected)
+    with pytest.raises(UserError, match="min-char-count"):
+        load_corpus(path, min_char_count=0)

@@ -17,9 +17,10 @@ import random
 import urllib.error
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import UserError
@@ -111,26 +112,52 @@ def read_words(path: str | os.PathLike) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------
-# Vocabulary and examples
+# Vocabulary
+
+
+# Tried in order for the unknown-character token (`--min-char-count`): printable, and unlikely
+# to be in a list of words.
+UNK_CANDIDATES = "\ufffd\u2427\u2426\u2425"
 
 
 @dataclass(frozen=True)
 class Vocab:
-    """Characters by index; index 0 is the boundary token that starts and ends every word."""
+    """Characters by index; index 0 is the boundary token that starts and ends every word.
+
+    With an unknown-character token (`unk`, at index 1), every character the vocabulary does not
+    hold is read as that token: `--min-char-count K` folds the characters seen fewer than K
+    times in the training split into it, so that a list in many scripts does not spend a row of
+    every embedding and output table on a character seen twice.
+    """
 
     chars: str
+    unk: str | None = None  # the unknown-character token's character (chars[1]), if any
 
     @classmethod
-    def from_words(cls, words: list[str]) -> "Vocab":
+    def from_words(cls, words: list[str], min_count: int = 1, count_in: list[str] | None = None) -> "Vocab":
+        """Every character of `words`; with min_count > 1, only those seen at least min_count
+        times in `count_in` (the training split), the others folded into one unknown token."""
         used = set("".join(words))
         boundary = next((c for c in BOUNDARY_CANDIDATES if c not in used), None)
         if boundary is None:  # every candidate is used: take the first code point that is not
             boundary = next(chr(i) for i in range(0x2400, 0x10FFFF) if chr(i) not in used)
-        return cls(boundary + "".join(sorted(used)))
+        if min_count <= 1:
+            return cls(boundary + "".join(sorted(used)))
+        counts = char_counts(count_in if count_in is not None else words)
+        kept = sorted(c for c in used if counts.get(c, 0) >= min_count)
+        taken = used | {boundary}
+        unk = next((c for c in UNK_CANDIDATES if c not in taken), None)
+        if unk is None:
+            unk = next(chr(i) for i in range(0xE000, 0x10FFFF) if chr(i) not in taken)
+        return cls(boundary + unk + "".join(kept), unk)
 
     @property
     def boundary(self) -> str:
         return self.chars[0]
+
+    @property
+    def unk_id(self) -> int | None:
+        return 1 if self.unk is not None else None
 
     @property
     def size(self) -> int:
@@ -140,32 +167,123 @@ class Vocab:
     def stoi(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.chars)}
 
-    def encode(self, text: str) -> list[int]:
+    def missing(self, text: str) -> list[str]:
+        """The characters of `text` this vocabulary cannot encode (none when it has `unk`)."""
+        if self.unk is not None:
+            return []
         stoi = self.stoi
-        missing = sorted({c for c in text if c not in stoi})
+        return sorted({c for c in text if c not in stoi})
+
+    def encode(self, text: str) -> list[int]:
+        missing = self.missing(text)
         if missing:
             raise UserError(f"character(s) {''.join(missing)!r} in {text!r} are not in the model's vocabulary")
-        return [stoi[c] for c in text]
+        stoi, unk = self.stoi, self.unk_id
+        return [stoi.get(c, unk) for c in text]
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
 
+    @functools.cached_property
+    def _code_point_ids(self) -> np.ndarray:
+        """ids by Unicode code point (unk, or -1 where there is no unk, for every other one)."""
+        fill = -1 if self.unk is None else 1
+        table = np.full(max(map(ord, self.chars)) + 1, fill, dtype=np.int32)
+        table[[ord(c) for c in self.chars]] = np.arange(self.size, dtype=np.int32)
+        return table
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode() for a long text at once, vectorised: int32 ids, one per character."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        table = self._code_point_ids
+        fill = -1 if self.unk is None else 1
+        ids = np.full(codes.shape, fill, dtype=np.int32)
+        inside = codes < table.shape[0]
+        ids[inside] = table[codes[inside]]
+        if fill == -1 and (ids < 0).any():
+            self.encode(text)  # names the characters it cannot encode
+        return ids
+
+
+def char_counts(words: list[str]) -> Counter:
+    return Counter("".join(words))
+
+
+# ----------------------------------------------------------------------------------------
+# Examples: a split as one flat array of character ids
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The examples of the lecture's build_dataset, stored compactly.
+
+    A split's words are kept as one flat array of character ids, each word followed by the
+    boundary token: `ids` = e m m a . o l i v i a . ...  Every position p of `ids` is one
+    example, its target ids[p] and its context the `block_size` ids before p *within the same
+    word*, padded on the left with the boundary token (id 0), exactly the lecture's
+
+        context = [0] * block_size; for ch in w + '.': X.append(context); Y.append(ix); ...
+
+    so example i here is row i of the lecture's (X, Y). Contexts are gathered when asked for
+    (a minibatch, a chunk of an evaluation), so memory grows with the characters of the split
+    (2 bytes each for a vocabulary up to 65,536), never with block_size x examples x 8 bytes.
+    """
+
+    ids: np.ndarray  # uint16 (or int32 for a vocabulary past 65,536), one per character + one per word end
+    starts: np.ndarray  # int64, index in ids of each word's first character (ascending)
+
+    @classmethod
+    def from_words(cls, words: list[str], vocab: Vocab) -> "Examples":
+        boundary = vocab.boundary
+        ids = vocab.encode_array("".join(w + boundary for w in words))
+        lengths = np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))
+        starts = np.zeros(len(words), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def words(self) -> int:
+        return int(self.starts.shape[0])
+
+    def targets(self, positions: np.ndarray) -> np.ndarray:
+        return self.ids[positions].astype(np.int64)
+
+    def contexts(self, positions: np.ndarray, block_size: int) -> np.ndarray:
+        """(len(positions), block_size) int64: the block_size ids before each position, within
+        its word, boundary-padded on the left."""
+        positions = np.asarray(positions, dtype=np.int64)
+        word_start = self.starts[np.searchsorted(self.starts, positions, side="right") - 1]
+        before = positions[:, None] + np.arange(-block_size, 0, dtype=np.int64)  # (n, T)
+        ctx = self.ids[np.maximum(before, 0)].astype(np.int64)
+        ctx[before < word_start[:, None]] = 0  # before the word: padding
+        return ctx
+
+    def batch(self, positions: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(contexts, targets) of these examples, as int64 arrays."""
+        return self.contexts(positions, block_size), self.targets(positions)
+
+    def subset(self, size: int, seed: int = 0) -> np.ndarray:
+        """A fixed random sample of `size` example positions (all of them when there are fewer),
+        ascending; the same for the same data, size and seed, so estimates compare across runs."""
+        n = len(self)
+        if size >= n:
+            return np.arange(n, dtype=np.int64)
+        return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False)).astype(np.int64)
+
+    def tensors(self, block_size: int, positions: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X, Y) as the lecture's torch tensors, for these positions (default all): for small
+        splits, tests and notebooks; training and evaluation gather per minibatch or chunk."""
+        positions = np.arange(len(self), dtype=np.int64) if positions is None else positions
+        X, Y = self.batch(positions, block_size)
+        return torch.from_numpy(X), torch.from_numpy(Y)
+
 
 def build_examples(words: list[str], vocab: Vocab, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The lecture's build_dataset: X[i] holds `block_size` character ids, Y[i] the next one."""
-    stoi = vocab.stoi
-    xs: list[list[int]] = []
-    ys: list[int] = []
-    for w in words:
-        context = [0] * block_size
-        for ch in w + vocab.boundary:
-            ix = stoi[ch]
-            xs.append(context)
-            ys.append(ix)
-            context = context[1:] + [ix]
-    X = torch.tensor(xs, dtype=torch.long).view(-1, block_size)
-    Y = torch.tensor(ys, dtype=torch.long)
-    return X, Y
+    return Examples.from_words(words, vocab).tensors(block_size)
 
 
 # The published part-2 notebook shows 182,441 / 22,902 / 22,803 training/dev/test examples.
@@ -198,12 +316,27 @@ class Corpus:
     vocab: Vocab
     splits: dict[str, list[str]]
     seed: int = 42
+    min_char_count: int = 1
+    _encoded: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def encoded(self, split: str) -> Examples:
+        """The split's examples in compact form, encoded once."""
+        if split not in self._encoded:
+            self._encoded[split] = Examples.from_words(self.splits[split], self.vocab)
+        return self._encoded[split]
 
     def examples(self, split: str, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return build_examples(self.splits[split], self.vocab, block_size)
+        """All of the split's examples as the lecture's (X, Y) tensors (materialised: for small
+        data and for tests; training gathers contexts per minibatch from `encoded`)."""
+        return self.encoded(split).tensors(block_size)
 
     def stats(self, block_size: int) -> dict:
         counts = Counter(self.words)
+        train_chars = char_counts(self.splits["train"])
+        all_chars = char_counts(self.words)
+        total = sum(all_chars.values())
+        stoi = self.vocab.stoi
+        folded = {c: n for c, n in all_chars.items() if c not in stoi}
         return {
             "source": self.source,
             "words": len(self.words),
@@ -212,6 +345,15 @@ class Corpus:
             "vocab": self.vocab.chars,
             "vocab_size": self.vocab.size,
             "boundary": self.vocab.boundary,
+            "unk": self.vocab.unk,
+            "min_char_count": self.min_char_count,
+            "distinct_chars": len(all_chars),
+            "chars": total,
+            # characters read as the unknown token (rare in train, or never seen there)
+            "folded_chars": len(folded),
+            "folded_share": (sum(folded.values()) / total) if total else 0.0,
+            "char_counts_train": dict(train_chars.most_common()),
+            "scripts": script_counts(all_chars),
             "longest_word": max(self.words, key=len),
             "longest_length": max(len(w) for w in self.words),
             "block_size": block_size,
@@ -222,9 +364,41 @@ class Corpus:
         }
 
 
-def load_corpus(spec: str | os.PathLike, seed: int = 42) -> Corpus:
-    """Read `--data` (a path or `names`) into a Corpus with its vocabulary and split."""
+def script_of(char: str) -> str:
+    """A character's script, read off its Unicode name ('CYRILLIC SMALL LETTER A' -> Cyrillic)."""
+    import unicodedata
+
+    name = unicodedata.name(char, "")
+    if not name:
+        return "other"
+    first = name.split()[0]
+    if first in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL"):
+        return {"CJK": "CJK", "HIRAGANA": "Kana", "KATAKANA": "Kana", "HANGUL": "Hangul"}[first]
+    if unicodedata.category(char)[0] not in "LM":
+        return "digits, punctuation, symbols" if not char.isspace() else "space"
+    return first.capitalize()
+
+
+def script_counts(counts: Counter) -> dict[str, dict]:
+    """Distinct characters and occurrences per script, most frequent script first."""
+    scripts: dict[str, dict] = {}
+    for char, n in counts.items():
+        entry = scripts.setdefault(script_of(char), {"chars": 0, "count": 0})
+        entry["chars"] += 1
+        entry["count"] += n
+    return dict(sorted(scripts.items(), key=lambda kv: -kv[1]["count"]))
+
+
+def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1) -> Corpus:
+    """Read `--data` (a path or `names`) into a Corpus with its vocabulary and split.
+
+    min_char_count K > 1 folds the characters seen fewer than K times in the training split
+    into one unknown-character token (see Vocab)."""
+    if min_char_count < 1:
+        raise UserError(f"min-char-count must be at least 1, got {min_char_count}")
     path = resolve_data(spec)
     words = read_words(path)
-    return Corpus(source=str(path), words=words, vocab=Vocab.from_words(words),
-                  splits=split_words(words, seed), seed=seed)
+    splits = split_words(words, seed)
+    vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"])
+    return Corpus(source=str(path), words=words, vocab=vocab, splits=splits, seed=seed,
+                  min_char_count=min_char_count)
