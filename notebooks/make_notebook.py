@@ -315,12 +315,12 @@ CELLS = [
 
     To generate a name, start from the context `...`, draw the next character from the
     model's distribution, slide the window and repeat until `.` comes out. `mm.sample` works
-    on a *predictor* (contexts to log-probabilities), which `mm.mlp_predictor` makes from a
+    on a *predictor* (contexts to log-probabilities), which `mm.model_predictor` makes from a
     model; a seed makes the draw repeatable. Dividing the logits by a temperature below 1
     sharpens the distribution (safer, more common names), above 1 flattens it (stranger ones).
     """),
     code("""
-    predictor = mm.mlp_predictor(result.model)
+    predictor = mm.model_predictor(result.model)
     print(mm.sample(predictor, vocab, n=10, seed=2147483647))
     print("same seed, same names:",
           mm.sample(predictor, vocab, n=10, seed=2147483647) == mm.sample(predictor, vocab, n=10, seed=2147483647))

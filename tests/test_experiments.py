@@ -155,13 +155,13 @@ def sweep_args(data_file, out, steps="30"):
 def test_sweep_table_is_sorted_and_a_rerun_trains_nothing(data_file, tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep"
     calls = []
-    real_train = experiments.train
+    real_members = experiments.train_members
 
-    def counting_train(*args, **kwargs):
-        calls.append(kwargs["out"])
-        return real_train(*args, **kwargs)
+    def counting_members(corpus, model_cfg, cfgs, dirs, **kwargs):
+        calls.extend(dirs)
+        return real_members(corpus, model_cfg, cfgs, dirs, **kwargs)
 
-    monkeypatch.setattr(experiments, "train", counting_train)
+    monkeypatch.setattr(experiments, "train_members", counting_members)
     assert main(sweep_args(data_file, out) + ["--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     assert len(calls) == 4 and len(table) == 4
@@ -214,7 +214,7 @@ def test_sweep_refuses_to_overwrite_a_finished_run_of_other_settings(data_file, 
     ("hidden=", "empty value"),
     ("hidden=8 hidden=16", "given twice"),
     ("hidden=0", "hidden must be at least 1"),
-    ("optimizer=sgd,rmsprop", "optimizer must be one of"),
+    ("optimizer=sgd,rmsprop", "unknown optimizer 'rmsprop'"),
 ])
 def test_sweep_bad_grid_is_one_line(data_file, tmp_path, capsys, grid, message):
     code = main(["sweep", "--data", str(data_file), "--grid", grid, "--out", str(tmp_path / "s")])

@@ -6,10 +6,30 @@ import numpy as np
 import pytest
 import torch
 
-import makemore.model
+import makemore.models.mlp
+from makemore import fused
 from makemore.config import make_configs
 from makemore.fused import FusedEngine, loss_and_grads, unsupported_reason
-from makemore.model import MLP, param_shapes
+from makemore.models.mlp import MLP, param_shapes
+
+
+class Solo:
+    """A one-member FusedEngine seen as one model's engine: step(xb, yb, lr) -> loss."""
+
+    def __init__(self, model, train_cfg):
+        self.engine = FusedEngine([model], [train_cfg])
+
+    def step(self, xb, yb, lr):
+        return float(self.engine.step(np.asarray(xb)[None], np.asarray(yb)[None], np.array([lr]))[0])
+
+    def state_dict(self):
+        return self.engine.member_state(0)
+
+    def load_state_dict(self, state):
+        self.engine.load_member_state(0, state)
+
+    def grads(self):
+        return {n: g[0] for n, g in fused._views(self.engine.cfg, self.engine.grad_flat).items()}
 
 
 def small_cfg(**overrides):
@@ -89,7 +109,7 @@ def test_gradients_with_a_given_dropout_mask(layers, monkeypatch):
         assert training and p == 0.3
         return h * remaining.pop(0) / (1 - p)
 
-    monkeypatch.setattr(makemore.model.F, "dropout", dropout_with_our_mask)
+    monkeypatch.setattr(makemore.models.mlp.F, "dropout", dropout_with_our_mask)
     model.train()
     loss, grads = autograd_loss_and_grads(model, xb, yb)
     assert not remaining  # one mask per hidden layer was used
@@ -128,9 +148,9 @@ def test_extreme_logits(dtype, case):
         if dtype == torch.float64:
             our_loss, our_grads = loss_and_grads(dict(model.named_parameters()), xb, yb, cfg)
         else:
-            engine = FusedEngine(model, train_cfg)
+            engine = Solo(model, train_cfg)
             our_loss = engine.step(xb, yb, 0.5)  # SGD's gradient buffers hold lr * gradient
-            our_grads = {n: g / 0.5 for n, g in engine.grad_arrays.items()}
+            our_grads = {n: g / 0.5 for n, g in engine.grads().items()}
     assert np.isfinite(our_loss) and our_loss == pytest.approx(loss, rel=1e-6 if dtype == torch.float32 else 1e-12)
     assert_grads_close(our_grads, grads, rtol=1e-5 if dtype == torch.float32 else 1e-9)
 
@@ -172,7 +192,7 @@ def test_loss_curve_matches_the_autograd_loop(optimizer, lr, arch):
     X, Y = random_batch(cfg, 2000, seed=9)
     Y = (X[:, -1] + 1) % cfg.vocab_size  # something learnable: the next letter after the last
     ref_model, our_model = MLP(cfg, seed=1), MLP(cfg, seed=1)
-    ref_step, engine = reference_step_fn(ref_model, train_cfg), FusedEngine(our_model, train_cfg)
+    ref_step, engine = reference_step_fn(ref_model, train_cfg), Solo(our_model, train_cfg)
     ref_losses, our_losses = [], []
     for i, (xb, yb) in enumerate(batches(X, Y, 200, 32, seed=10)):
         step_lr = lr * (0.5 if i >= 100 else 1.0)  # the caller's schedule
@@ -196,7 +216,7 @@ def test_weight_decay_shrinks_weights_but_not_biases(optimizer):
         model = MLP(cfg, seed=1).double()
         xb, yb = random_batch(cfg, 8, seed=2)
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        FusedEngine(model, train_cfg).step(xb, yb, 0.1)
+        Solo(model, train_cfg).step(xb, yb, 0.1)
         results[wd] = {n: p.detach().clone() for n, p in model.named_parameters()}
     for name in before:
         shrink = 0.0 if name.startswith("b") else 0.1 * 0.5 * before[name]
@@ -209,13 +229,13 @@ def test_step_updates_the_model_tensors_in_place():
     model = MLP(cfg, seed=1)
     tensors = dict(model.named_parameters())
     before = {n: t.detach().clone() for n, t in tensors.items()}
-    engine = FusedEngine(model, train_cfg)
+    engine = Solo(model, train_cfg)
     loss = engine.step(*random_batch(cfg, 16, seed=2), 0.1)
     assert isinstance(loss, float) and np.isfinite(loss)
     assert dict(model.named_parameters()) == tensors  # the same Parameter objects
     for name, t in tensors.items():
         assert not torch.equal(t, before[name]), name
-        assert engine.arrays[name].ctypes.data == t.data_ptr()
+        assert engine.engine.arrays[name][0].ctypes.data == t.data_ptr()
 
 
 @pytest.mark.parametrize("optimizer, dropout", [("sgd", 0.0), ("adamw", 0.25)])
@@ -224,7 +244,7 @@ def test_state_dict_round_trip_continues_identically(optimizer, dropout):
     X, Y = random_batch(cfg, 500, seed=3)
     data = list(batches(X, Y, 60, 16, seed=4))
     model = MLP(cfg, seed=1)
-    engine = FusedEngine(model, train_cfg)
+    engine = Solo(model, train_cfg)
     for xb, yb in data[:30]:
         engine.step(xb, yb, 0.01)
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -240,7 +260,7 @@ def test_state_dict_round_trip_continues_identically(optimizer, dropout):
     with torch.no_grad():
         for n, p in resumed_model.named_parameters():
             p.copy_(weights[n])
-    resumed = FusedEngine(resumed_model, train_cfg)
+    resumed = Solo(resumed_model, train_cfg)
     resumed.load_state_dict(state)
     second = [resumed.step(xb, yb, 0.01) for xb, yb in data[30:]]
     assert first == second
@@ -251,7 +271,7 @@ def test_state_dict_round_trip_continues_identically(optimizer, dropout):
     with torch.no_grad():
         for n, p in fresh_model.named_parameters():
             p.copy_(weights[n])
-    fresh = FusedEngine(fresh_model, train_cfg)
+    fresh = Solo(fresh_model, train_cfg)
     if optimizer == "sgd":  # SGD has no state: only a different dropout stream could differ
         assert [fresh.step(xb, yb, 0.01) for xb, yb in data[30:]] == first
     else:
@@ -290,15 +310,15 @@ def test_adamw_state_is_interchangeable_with_torch_optim():
         optimizer.zero_grad()
         ref_model(xb, yb)[1].backward()
         optimizer.step()
-    engine = FusedEngine(copy_of(ref_model), train_cfg)
+    engine = Solo(copy_of(ref_model), train_cfg)
     engine.load_state_dict({f"optim.{k}.{n}": torch.as_tensor(v).clone()
                             for n, p in ref_model.named_parameters() for k, v in optimizer.state[p].items()})
-    assert engine.t == 10
+    assert engine.engine.optimizer.t == 10
     _steps_agree(engine, ref_model, optimizer, data[10:])
 
     # fused -> autograd
     model = MLP(cfg, seed=1)
-    engine = FusedEngine(model, train_cfg)
+    engine = Solo(model, train_cfg)
     for xb, yb in data[:10]:
         engine.step(xb, yb, 0.01)
     ref_model = copy_of(model)
@@ -310,16 +330,20 @@ def test_adamw_state_is_interchangeable_with_torch_optim():
 
 def test_dropout_masks_keep_the_expected_fraction_and_scale():
     cfg, train_cfg = small_cfg(hidden=200, dropout=0.3)
-    engine = FusedEngine(MLP(cfg), train_cfg)
+    engine = FusedEngine([MLP(cfg)], [train_cfg])
     ws = engine._workspace(256)
-    engine._draw_masks(ws)
+
+    def draw():
+        fused.draw_masks(engine.rngs[0], engine.drop_below, engine.keep_scale, ws.keep, ws.masks)
+
+    draw()
     mask = ws.masks[0]
     kept = mask > 0
     assert abs(kept.mean() - 0.7) < 0.01
     assert np.all(mask[kept] == np.float32(engine.keep_scale))
     assert abs(engine.keep_scale - 1 / 0.7) < 1e-4
     assert abs((1 - engine.drop_below / 2**16) * engine.keep_scale - 1) < 1e-12  # E[mask] = 1
-    engine._draw_masks(ws)
+    draw()
     assert not np.array_equal(ws.masks[0] > 0, kept)  # a fresh mask each step
 
 
@@ -327,11 +351,11 @@ def test_dropout_step_equals_the_pure_function_with_the_engine_mask():
     """With dropout 0.25 the engine's mask scale 2^16/(2^16 - 16384) is exactly 1/(1 - 0.25)."""
     cfg, train_cfg = small_cfg(layers=2, dropout=0.25, optimizer="sgd", lr=0.1)
     model = MLP(cfg, seed=1).double()
-    engine = FusedEngine(model, train_cfg)
+    engine = Solo(model, train_cfg)
     xb, yb = random_batch(cfg, 24, seed=2)
     before = {n: p.detach().numpy().copy() for n, p in model.named_parameters()}
     loss = engine.step(xb, yb, 0.1)
-    keep = [m > 0 for m in engine._workspace(24).masks]
+    keep = [m > 0 for m in engine.engine._workspace(24).masks]
     expected_loss, grads = loss_and_grads(before, xb, yb, cfg, dropout_mask=keep)
     assert loss == pytest.approx(expected_loss, rel=1e-12)
     for name, p in model.named_parameters():
@@ -346,7 +370,10 @@ def test_unsupported_reason():
     _, auto = make_configs("lecture", device="auto")
     assert (unsupported_reason(model_cfg, auto) is None) == (not torch.cuda.is_available())
     with pytest.raises(ValueError, match="cuda"):
-        FusedEngine(MLP(model_cfg), cuda)
+        FusedEngine([MLP(model_cfg)], [cuda])
+    gru_cfg, gru_train = make_configs(model="gru") if "gru" in makemore.models.REGISTRY else (None, None)
+    if gru_cfg is not None:
+        assert "MLP only" in unsupported_reason(gru_cfg, gru_train)
 
 
 def test_loss_and_grads_checks_shapes_and_masks():

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from makemore.config import make_configs
-from makemore.model import MLP, count_params, mean_nll
+from makemore.data import Examples, Vocab
+from makemore.models.mlp import MLP, count_params
+from makemore.predict import model_predictor, split_nll
 
 
 def test_parameter_counts_of_the_lecture_presets():
@@ -68,11 +70,23 @@ def test_same_seed_same_weights_and_different_seed_differs():
 
 
 def test_mean_nll_of_a_uniform_model_is_log_vocab():
-    cfg, _ = make_configs("default", vocab_size=27)
+    vocab = Vocab.from_words(["abcdefghijklmnopqrstuvwxyz"])
+    cfg, _ = make_configs("default", vocab_size=vocab.size)
     model = MLP(cfg)
     with torch.no_grad():
         model.W_out.zero_()
         model.b_out.zero_()
-    X = torch.zeros(1000, cfg.block_size, dtype=torch.long)
-    Y = torch.randint(0, 27, (1000,))
-    assert abs(mean_nll(model, X, Y) - torch.log(torch.tensor(27.0)).item()) < 1e-5
+    examples = Examples.from_words(["emma", "olivia", "ava", "zz"], vocab)
+    assert abs(split_nll(model_predictor(model), examples) - torch.log(torch.tensor(27.0)).item()) < 1e-5
+
+
+def test_the_inference_tables_compute_the_forward_pass():
+    """logits_fn (per-position tables C @ W1_t) equals forward() for every shape option."""
+    for overrides in ({}, {"layers": 2, "direct": True}):
+        cfg, _ = make_configs("lecture", vocab_size=11, emb_dim=4, hidden=16, init="scaled", **overrides)
+        model = MLP(cfg, seed=5).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1 * torch.randn_like(p))
+            ctx = torch.randint(0, 11, (50, cfg.block_size), generator=torch.Generator().manual_seed(0))
+            torch.testing.assert_close(model.logits_fn()(ctx), model(ctx)[0], rtol=1e-5, atol=1e-5)

@@ -21,7 +21,7 @@ def setup():
     model = mm.MLP(model_cfg, seed=3)
     with torch.no_grad():  # a lopsided distribution (p from ~0.3% to ~20%) with every bin well filled
         model.b_out.copy_(torch.linspace(-3.0, 3.0, vocab.size))
-    return vocab, mm.mlp_predictor(model)
+    return vocab, mm.model_predictor(model)
 
 
 def chi_square_critical(df: int, z: float = 3.72) -> float:
@@ -87,11 +87,10 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
 def test_table_logits_equal_the_model(layers, direct, init):
     """Sampling and scoring read the first layer (and direct connections) from per-position
     tables; they must give the model's own logits."""
-    from makemore.sample import fast_logits
 
     model_cfg, _ = mm.make_configs("lecture", vocab_size=27, layers=layers, direct=direct, init=init)
     model = mm.MLP(model_cfg, seed=5).double().eval()
     with torch.no_grad():
         model.W_direct.normal_() if direct else None
         x = torch.randint(0, 27, (300, model_cfg.block_size), generator=torch.Generator().manual_seed(0))
-        torch.testing.assert_close(fast_logits(model)(x), model(x)[0], rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(model.logits_fn()(x), model(x)[0], rtol=1e-10, atol=1e-10)

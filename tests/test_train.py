@@ -6,8 +6,8 @@ import torch
 from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.runs import load_checkpoint, load_run
+from makemore.predict import model_predictor, split_nll
 from makemore.train import lr_at, resume, train
-from makemore.model import mean_nll
 
 
 def small(corpus, **overrides):
@@ -59,8 +59,7 @@ def test_training_lowers_dev_loss_and_writes_a_run(corpus, tmp_path):
 def test_checkpoint_round_trip_gives_identical_loss(corpus, tmp_path):
     result = train(corpus, *small(corpus), out=tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
-    X, Y = corpus.examples("dev", 3)
-    assert mean_nll(run.model, X, Y) == result.summary["dev_loss"]
+    assert split_nll(model_predictor(run.model), corpus.encoded("dev")) == result.summary["dev_loss"]
     for (n, p), (_, q) in zip(result.model.named_parameters(), run.model.named_parameters()):
         assert torch.equal(p, q), n
 

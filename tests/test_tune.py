@@ -20,6 +20,7 @@ import pytest
 
 from conftest import make_words
 from makemore.cli import build_parser, configs_from_args, main
+from makemore.config import configs_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small models: each trial trains in well under a second on one core.
@@ -332,7 +333,7 @@ def test_best_command_and_from_study_train_the_best_trial(small_study, words, tm
     assert argv[:2] == ["makemore", "train"] and argv[argv.index("--data") + 1] == str(words)
     args = build_parser().parse_args(argv[1:])
     model_cfg, train_cfg = configs_from_args(args, vocab_size=expected["model"]["vocab_size"])
-    got = {"model": json.loads(json.dumps(model_cfg.__dict__)), "train": json.loads(json.dumps(train_cfg.__dict__))}
+    got = json.loads(json.dumps(configs_to_dict(model_cfg, train_cfg)))
     for part in got.values():
         part.pop("eval_interval", None), part.pop("threads", None)
     assert got == expected

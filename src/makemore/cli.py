@@ -13,10 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import DEVICES, ENGINES, OPTIMIZERS, PRESETS, SCHEDULES, make_configs
 from .errors import UserError
 
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,74 +36,122 @@ def _print_json(obj) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# shared flags
+# shared flags: one per config field (config.TrainConfig, and every model's config in models/)
 
-MODEL_FLAGS = {  # flag -> (config field, type, help)
-    "--block-size": ("block_size", int, "characters of context"),
-    "--emb-dim": ("emb_dim", int, "embedding size per character"),
-    "--hidden": ("hidden", int, "units per tanh hidden layer"),
-    "--layers": ("layers", int, "number of tanh hidden layers"),
-    "--dropout": ("dropout", float, "dropout on hidden outputs while training"),
-    "--init": ("init", str, "randn (the lecture) or scaled"),
-    "--batch-size": ("batch_size", int, "examples per minibatch"),
-    "--steps": ("steps", int, "training steps (minibatch updates)"),
-    "--lr": ("lr", float, "peak learning rate"),
-    "--optimizer": ("optimizer", str, "|".join(OPTIMIZERS)),
-    "--schedule": ("schedule", str, "|".join(SCHEDULES)),
-    "--weight-decay": ("weight_decay", float, "weight decay on C and weight matrices"),
-    "--warmup": ("warmup", int, "linear warm-up steps (cosine schedule)"),
-    "--decay-rate": ("decay_rate", float, "r in lr/(1+r*t) (inverse schedule)"),
-    "--seed": ("seed", int, "seed for weights and minibatches"),
-    "--eval-interval": ("eval_interval", int, "steps between dev evaluations (0: 20 per run)"),
-    "--engine": ("engine", str, "|".join(ENGINES)),
-    "--device": ("device", str, "|".join(DEVICES) + " (default cpu)"),
-    "--threads": ("threads", int, "torch threads (0: torch's default)"),
-}
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field_flag(group, name: str, f, help: str) -> None:
+    default = f.default
+    if isinstance(default, bool):
+        group.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=help)
+        return
+    kind = type(default) if isinstance(default, (int, float, str)) else str
+    metavar = {int: "N", float: "X", str: "NAME"}[kind]
+    group.add_argument(_flag(name), dest=name, type=kind, default=None, metavar=metavar, help=help)
+
+
+def setting_flags() -> dict[str, list[str]]:
+    """Every model setting's field name -> the models that have it, in registry order."""
+    from . import models
+
+    owners: dict[str, list[str]] = {}
+    for model in models.REGISTRY:
+        for name in models.config_fields(model):
+            owners.setdefault(name, []).append(model)
+    return owners
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--model, --preset, and a flag for every setting: training ones, then the models' own."""
+    from . import models
+    from .config import PRESETS, TRAIN_FIELDS
+
+    p.add_argument("--model", default=None, choices=models.REGISTRY, metavar="NAME",
+                   help=f"which model: {', '.join(models.REGISTRY)} (default: the preset's, else mlp)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help=f"named recipe: {', '.join(PRESETS)} (default: the model's own recipe; for mlp, default)")
+    train = p.add_argument_group("training settings (any model)")
+    for name, f in TRAIN_FIELDS.items():
+        if name != "betas":
+            _add_field_flag(train, name, f, f.metadata.get("help", ""))
+    group = p.add_argument_group("model settings (each applies to the models named after it)")
+    for name, owners in setting_flags().items():
+        f = models.config_fields(owners[0])[name]
+        where = "every model" if len(owners) == len(models.REGISTRY) else ", ".join(owners)
+        _add_field_flag(group, name, f, f"{f.metadata.get('help', '')} [{where}]")
+
+
+def configs_from_args(args, vocab_size: int, **extra):
+    from .config import TRAIN_FIELDS, make_configs
+
+    names = [n for n in TRAIN_FIELDS if n != "betas"] + list(setting_flags())
+    overrides = {n: getattr(args, n, None) for n in names}
+    return make_configs(getattr(args, "preset", None), getattr(args, "model", None), vocab_size=vocab_size,
+                        **{**overrides, **extra})
 
 
 def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", required=required, help="text file with one item per line, or `names`")
     p.add_argument("--split-seed", type=int, default=42, help="seed of the 80/10/10 split (default 42)")
+    p.add_argument("--min-char-count", type=int, default=1, metavar="K",
+                   help="characters seen fewer than K times in the training split become one "
+                        "unknown-character token (default 1: keep every character)")
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=None, help=f"named settings: {', '.join(PRESETS)} (default: default)")
-    for flag, (dest, typ, help) in MODEL_FLAGS.items():
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help)
-    p.add_argument("--direct", action="store_true", default=None, help="Bengio's direct embedding->output links")
+def _load_corpus(args):
+    from .data import load_corpus
 
-
-def configs_from_args(args, vocab_size: int, **extra):
-    overrides = {dest: getattr(args, dest, None) for dest, _, _ in MODEL_FLAGS.values()}
-    overrides["direct"] = getattr(args, "direct", None)
-    return make_configs(args.preset, vocab_size=vocab_size, **{**overrides, **extra})
+    return load_corpus(args.data, seed=args.split_seed, min_char_count=args.min_char_count)
 
 
 # ----------------------------------------------------------------------------------------
 # makemore data
 
+VOCAB_SHOWN = 120  # a vocabulary up to this size is printed whole; larger ones are summarised
+
 
 def add_data(sub) -> None:
     p = _subparser(sub, "data", "describe a data file: words, vocabulary, split sizes",
-                   "makemore data --data names --block-size 3")
-    p.add_argument("--data", required=True, help="text file with one item per line, or `names`")
+                   "makemore data --data names --block-size 3\n  makemore data --data big.txt --min-char-count 5")
+    add_data_flags(p)
     p.add_argument("--block-size", type=int, default=3)
-    p.add_argument("--seed", type=int, default=42, help="seed of the 80/10/10 split")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # older spelling of --split-seed
+    p.add_argument("--json", action="store_true", help="everything, the whole vocabulary and character counts included")
 
 
 def cmd_data(args) -> int:
-    from .data import load_corpus
-
     if args.block_size < 1:
         raise UserError(f"block-size must be at least 1, got {args.block_size}")
-    stats = load_corpus(args.data, seed=args.seed).stats(args.block_size)
+    if args.seed is not None:
+        args.split_seed = args.seed
+    stats = _load_corpus(args).stats(args.block_size)
     if args.json:
         _print_json(stats)
         return 0
     print(f"source        {stats['source']}")
     print(f"words         {stats['words']:,} ({stats['distinct_words']:,} distinct, {stats['duplicates']:,} duplicates)")
-    print(f"vocabulary    {stats['vocab_size']} characters: {stats['vocab']!r} (boundary token {stats['boundary']!r} at index 0)")
+    print(f"characters    {stats['chars']:,} in all, {stats['distinct_chars']:,} distinct")
+    if stats["vocab_size"] <= VOCAB_SHOWN:
+        print(f"vocabulary    {stats['vocab_size']} characters: {stats['vocab']!r} (boundary token "
+              f"{stats['boundary']!r} at index 0{_unk_note(stats)})")
+    else:
+        counts = stats["char_counts_train"]
+        common = "".join(list(counts)[:40])
+        rare = sum(1 for n in counts.values() if n < 5)
+        print(f"vocabulary    {stats['vocab_size']:,} characters (boundary token {stats['boundary']!r} at index 0"
+              f"{_unk_note(stats)}); `--json` lists them all")
+        print(f"  most common {common!r}")
+        print(f"  rare        {rare:,} characters are seen fewer than 5 times in the training split")
+        scripts = stats["scripts"]
+        shown = list(scripts.items())[:12]
+        print("  by script   " + ", ".join(f"{k} {v['chars']:,} ({v['count'] / stats['chars']:.1%})" for k, v in shown)
+              + (f", {len(scripts) - len(shown)} more" if len(scripts) > len(shown) else ""))
+    if stats["min_char_count"] > 1:
+        print(f"rare chars    --min-char-count {stats['min_char_count']}: {stats['folded_chars']:,} characters, "
+              f"{stats['folded_share']:.3%} of the text, are read as the unknown token {stats['unk']!r}")
     print(f"longest word  {stats['longest_word']!r} ({stats['longest_length']} characters)")
     sw, ex = stats["split_words"], stats["examples"]
     print(f"split (seed {stats['seed']})  train {sw['train']:,} / dev {sw['dev']:,} / test {sw['test']:,} words")
@@ -112,20 +159,25 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _unk_note(stats: dict) -> str:
+    return f"; unknown-character token {stats['unk']!r} at index 1" if stats.get("unk") else ""
+
+
 # ----------------------------------------------------------------------------------------
 # makemore train
 
 
 def add_train(sub) -> None:
-    p = _subparser(sub, "train", "train an MLP language model into a run directory",
+    p = _subparser(sub, "train", "train a language model (the MLP unless --model says otherwise) into a run directory",
                    "makemore train --data names --preset lecture --out runs/lecture\n"
+                   "  makemore train --data names --model gru --out runs/gru\n"
                    "  makemore train --data names --preset lecture --seeds 5 --out runs/ensemble\n"
                    "  makemore train --resume runs/lecture")
     add_data_flags(p, required=False)
     add_model_flags(p)
     p.add_argument("--out", help="run directory to create (must not exist)")
     p.add_argument("--seeds", type=int, default=1, metavar="K",
-                   help="train K seeds (--seed, --seed+1, ...) at once as one population, into OUT/seed-<s>/: "
+                   help="train K seeds (--seed, --seed+1, ...) together, into OUT/seed-<s>/: "
                         "a seed ensemble, which eval, sample and score average (default 1)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -135,17 +187,25 @@ def add_train(sub) -> None:
 
 
 def _print_summary(summary: dict, run_dir) -> None:
-    print(f"parameters  {summary['params']:,}")
+    print(f"model       {summary.get('model', 'mlp')}, {summary['params']:,} parameters")
     print(f"steps       {summary['steps']:,} ({summary['engine']} engine, {summary['device']}, "
           f"{summary['seconds']:.1f} s)")
-    print(f"train loss  {summary['train_loss']:.4f}")
+    estimate = summary.get("train_loss_examples")
+    print(f"train loss  {summary['train_loss']:.4f}" + (f"  (on {estimate:,} training examples)" if estimate else ""))
     print(f"dev loss    {summary['dev_loss']:.4f}  (best checkpoint, step {summary['best_step']:,})")
     if run_dir is not None:
         print(f"run         {run_dir}")
 
 
+def _exit_status(results) -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (128 + the signal), 1 if a run diverged, else 0."""
+    interrupted = [r for r in results if r.status == "interrupted"]
+    if interrupted:
+        return EXIT_TERMINATED if interrupted[0].signal == "SIGTERM" else EXIT_INTERRUPTED
+    return EXIT_ERROR if any(r.status == "diverged" for r in results) else 0
+
+
 def cmd_train(args) -> int:
-    from .data import load_corpus
     from .train import resume, train
 
     progress = False if args.quiet else None
@@ -162,42 +222,31 @@ def cmd_train(args) -> int:
         if not args.out:
             raise UserError("--out RUN is required: the run directory to create")
         out = Path(args.out)
-        if out.exists():
+        if out.exists():  # checked again, atomically, when the run creates it
             raise UserError(f"{out} already exists; pick another --out, or continue it with --resume {out}")
-        corpus = load_corpus(args.data, seed=args.split_seed)
+        corpus = _load_corpus(args)
         model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
         if corpus.vocab.boundary != ".":
             print(f"note: the data uses '.', so the boundary token is {corpus.vocab.boundary!r}", file=sys.stderr)
-        try:
-            if args.seeds > 1:
-                return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress)
-            result = train(corpus, model_cfg, train_cfg, out=out, progress=progress)
-        except BaseException:
-            # a run that never reached its first checkpoint is of no use: leave nothing behind
-            if out.exists() and not any(out.glob("best.safetensors")) and not any(out.glob("*/best.safetensors")):
-                shutil.rmtree(out, ignore_errors=True)
-            raise
+        if args.seeds > 1:
+            return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress)
+        result = train(corpus, model_cfg, train_cfg, out=out, progress=progress)
     _print_summary(result.summary, result.run_dir)
     if result.status == "interrupted":
         print(result.message, file=sys.stderr)
-        return EXIT_INTERRUPTED
     if result.status == "diverged":
         print(f"makemore: error: {result.message}", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+    return _exit_status([result])
 
 
 def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progress) -> int:
-    from .population import train_ensemble
+    from .train import train_ensemble
 
     ens = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress=progress)
     first = ens.results[0].summary
-    # members of a population share one clock; runs one after another add up
-    seconds = first["seconds"] if ens.population else sum(r.summary["seconds"] for r in ens.results)
-    how = "at once, as one population" if ens.population else "one after another"
-    print(f"parameters  {first['params']:,} per member")
-    print(f"steps       {first['steps']:,}; {len(ens.results)} seeds trained {how} ({first['engine']} engine, "
-          f"{first['device']}, {seconds:.1f} s)")
+    print(f"model       {first.get('model', 'mlp')}, {first['params']:,} parameters per member")
+    print(f"steps       {first['steps']:,}; {len(ens.results)} seeds trained together ({first['engine']} engine, "
+          f"{first['device']}, {first['seconds']:.1f} s)")
     for seed, r in zip(ens.seeds, ens.results):
         print(f"  seed {seed:<6} train {r.summary['train_loss']:.4f}  dev {r.summary['dev_loss']:.4f}  "
               f"(best step {r.summary['best_step']:,}, {r.status})")
@@ -211,8 +260,7 @@ def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progres
     if "interrupted" in statuses:
         print(f"interrupted; each member's progress is saved and resumes on its own "
               f"(makemore train --resume {out}/seed-<s>)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_ERROR if "diverged" in statuses else 0
+    return _exit_status(ens.results)
 
 
 # ----------------------------------------------------------------------------------------
@@ -229,24 +277,9 @@ def _load(run: str, ensemble: bool = False):
 
 
 def _predictor(run, mix: bool):
-    """The run's MLP, or with --mix its fitted mixture with the n-gram model (RUN/mix.json);
-    for a seed ensemble, the mean of its members' probabilities."""
-    from .runs import Ensemble
-    from .sample import ensemble_predictor, mlp_predictor
+    from .predict import run_predictor
 
-    mlp = ensemble_predictor(run.models) if isinstance(run, Ensemble) else mlp_predictor(run.model)
-    if not mix:
-        return mlp
-    from .ngram import mixture_from_settings
-
-    path = run.path / "mix.json"
-    if not path.is_file():
-        raise UserError(f"{run.path} has no fitted mixture; run `makemore mix {run.path} --ngram-context 5` first")
-    try:
-        settings = json.loads(path.read_text())
-        return mixture_from_settings(mlp, run.splits["train"], run.vocab, settings)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise UserError(f"{path} is corrupted; fit it again with `makemore mix {run.path}`") from None
+    return run_predictor(run, mix)
 
 
 def add_eval(sub) -> None:
@@ -261,27 +294,26 @@ def add_eval(sub) -> None:
 def cmd_eval(args) -> int:
     import math
 
-    from .data import build_examples
-    from .model import mean_nll
+    from .data import Examples
+    from .predict import model_predictor, split_nll
     from .runs import Ensemble
-    from .sample import ensemble_predictor, predictor_nll
 
     run = _load(args.run, ensemble=True)
-    X, Y = build_examples(run.splits[args.split], run.vocab, run.model_cfg.block_size)
+    examples = Examples.from_words(run.splits[args.split], run.vocab)
+    progress = None if not args.json else False
+    loss = split_nll(_predictor(run, mix=False), examples, progress=progress, desc=f"{args.split} loss")
     members = None
     if isinstance(run, Ensemble):
-        loss = predictor_nll(ensemble_predictor(run.models), X, Y)
-        members = [{"run": r.path.name, "loss": mean_nll(r.model, X, Y)} for r in run.runs]
-    else:
-        loss = mean_nll(run.model, X, Y)
-    result = {"split": args.split, "loss": loss, "perplexity": math.exp(loss), "examples": int(X.shape[0])}
+        members = [{"run": r.path.name, "loss": split_nll(model_predictor(r.model), examples, progress=progress)}
+                   for r in run.runs]
+    result = {"split": args.split, "loss": loss, "perplexity": math.exp(loss), "examples": len(examples)}
     if members is not None:
         result["members"] = members
     if args.json:
         _print_json(result)
         return 0
     what = f", ensemble of {len(members)}: mean of their probabilities" if members is not None else ""
-    print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({X.shape[0]:,} examples{what})")
+    print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({len(examples):,} examples{what})")
     for m in members or []:
         print(f"  {m['run']:<12} loss {m['loss']:.4f}")
     return 0
@@ -362,23 +394,22 @@ def add_ngram(sub) -> None:
 
 
 def cmd_ngram(args) -> int:
-    from .data import load_corpus
     from .ngram import ngram_table
 
     if not 1 <= args.max_context <= 12:
         raise UserError(f"max-context must be between 1 and 12, got {args.max_context}")
-    corpus = load_corpus(args.data, seed=args.split_seed)
+    corpus = _load_corpus(args)
     compare = None
     if args.compare:
-        from .data import build_examples
-        from .model import mean_nll
+        from .data import Examples
+        from .predict import model_predictor, split_nll
 
         run = _load(args.compare)
         if run.splits["dev"] != corpus.splits["dev"]:
             raise UserError(f"{args.compare} was trained on another data file or split; its dev NLL would not compare")
-        X, Y = build_examples(run.splits["dev"], run.vocab, run.model_cfg.block_size)
-        compare = {"run": args.compare, "params": run.model.num_params(),
-                   "block_size": run.model_cfg.block_size, "dev_loss": mean_nll(run.model, X, Y)}
+        dev = Examples.from_words(run.splits["dev"], run.vocab)
+        compare = {"run": args.compare, "model": run.model_cfg.name, "params": run.model.num_params(),
+                   "block_size": run.model_cfg.block_size, "dev_loss": split_nll(model_predictor(run.model), dev)}
     rows = ngram_table(corpus, args.max_context)
     if args.json:
         _print_json(rows if compare is None else {"ngram": rows, "mlp": compare})
@@ -390,14 +421,14 @@ def cmd_ngram(args) -> int:
               f"{r['add_alpha']['dev_loss']:>9.4f} {r['add_alpha']['alpha']:>8.3f}  "
               f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}")
     if compare:
-        print(f"MLP {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
+        print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
               f"dev {compare['dev_loss']:.4f}")
     print("dev NLL in nats per character on the dev split; smoothing tuned on dev")
     return 0
 
 
 def add_mix(sub) -> None:
-    p = _subparser(sub, "mix", "mix the MLP with a Kneser-Ney model (Bengio et al. 2003, sec. 4), weight tuned on dev",
+    p = _subparser(sub, "mix", "mix a trained model with a Kneser-Ney model (Bengio et al. 2003, sec. 4), weight tuned on dev",
                    "makemore mix runs/lecture --ngram-context 5\n  makemore sample runs/lecture --mix")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--ngram-context", type=int, default=5, help="context length of the n-gram model")
@@ -489,14 +520,13 @@ def cmd_tune(args) -> int:
     if args.threads > 0:  # before torch and NumPy start their thread pools
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, str(args.threads))
-    from .data import load_corpus
     from .tune import TuneOptions, default_storage, parse_space, print_summary, run_study, summary
 
     opts = TuneOptions(trials=args.trials, out=Path(args.out), study=args.study, storage=args.storage,
                        steps=args.steps, timeout=args.timeout, seed=args.seed, threads=args.threads,
                        heartbeat=args.heartbeat, space=parse_space(args.space))
     opts.validate()
-    corpus = load_corpus(args.data, seed=args.split_seed)
+    corpus = _load_corpus(args)
     study, _ = run_study(corpus, args.data, opts)
     result = summary(study, args.top, args.storage or default_storage(args.out))
     if args.json:
@@ -531,9 +561,15 @@ def _apply_study(args) -> None:
 
 
 def _settings_line(model_cfg, train_cfg) -> str:
-    return (f"block {model_cfg.block_size}, emb {model_cfg.emb_dim}, hidden {model_cfg.hidden}"
-            f"{f' x{model_cfg.layers}' if model_cfg.layers > 1 else ''}, init {model_cfg.init}; "
-            f"{train_cfg.optimizer}, batch {train_cfg.batch_size}")
+    from dataclasses import asdict
+
+    if model_cfg.name == "mlp":
+        shape = (f"block {model_cfg.block_size}, emb {model_cfg.emb_dim}, hidden {model_cfg.hidden}"
+                 f"{f' x{model_cfg.layers}' if model_cfg.layers > 1 else ''}, init {model_cfg.init}")
+    else:
+        shape = f"{model_cfg.name}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(model_cfg).items()
+                                                  if k != "vocab_size")
+    return f"{shape}; {train_cfg.optimizer}, batch {train_cfg.batch_size}"
 
 
 def add_lr_find(sub) -> None:
@@ -551,7 +587,7 @@ def add_lr_find(sub) -> None:
     p.add_argument("--divide-by", type=float, default=None,
                    help="suggest the rate at the smoothed curve's minimum divided by this (default 2)")
     p.add_argument("--seeds", type=int, default=1, metavar="K",
-                   help="run K seeds side by side as one population and average their curves (default 1)")
+                   help="run K seeds side by side (one batched step where that pays) and average their curves (default 1)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for lr_find.png and lr_find.csv")
     p.add_argument("--json", action="store_true", help="print the suggestion as JSON")
 
@@ -559,14 +595,13 @@ def add_lr_find(sub) -> None:
 def cmd_lr_find(args) -> int:
     import csv
 
-    from .data import load_corpus
     from .experiments import LR_FIND_FIELDS, SUGGEST_DIVISOR, lr_find
     from .plots import plot_lr_find
     from .utils import atomic_write
 
     if args.lr is not None:
         raise UserError("lr-find sweeps the learning rate itself; give the range with --lr-min/--lr-max, not --lr")
-    corpus = load_corpus(args.data, seed=args.split_seed)
+    corpus = _load_corpus(args)
     model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
     divisor = SUGGEST_DIVISOR if args.divide_by is None else args.divide_by
     result = lr_find(corpus, model_cfg, train_cfg, args.lr_min, args.lr_max, args.steps, divisor=divisor,
@@ -624,21 +659,23 @@ def add_sweep(sub) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .data import load_corpus
     from .experiments import parse_grid, sweep, table_fields
     from .plots import plot_sweep
 
-    grid = parse_grid(args.grid)
-    corpus = load_corpus(args.data, seed=args.split_seed)
-    overrides = {dest: getattr(args, dest, None) for dest, _, _ in MODEL_FLAGS.values()}
-    overrides["direct"] = getattr(args, "direct", None)
+    from .config import TRAIN_FIELDS, preset_model
+
+    model = args.model or (preset_model(args.preset) if args.preset else "mlp")
+    grid = parse_grid(args.grid, model)
+    corpus = _load_corpus(args)
+    overrides = {n: getattr(args, n, None) for n in [n for n in TRAIN_FIELDS if n != "betas"] + list(setting_flags())}
 
     def on_result(i: int, n: int, name: str, row: dict, reused: bool) -> None:
         how = "finished earlier, skipped" if reused else f"{row['seconds']:.1f} s"
         print(f"[{i + 1}/{n}] {name}: dev {row['dev_loss']:.4f}  train {row['train_loss']:.4f}  "
               f"{row['params']:,} params  ({how})", file=sys.stderr, flush=True)
 
-    result = sweep(corpus, grid, args.out, preset=args.preset, overrides=overrides, on_result=on_result)
+    result = sweep(corpus, grid, args.out, preset=args.preset, model=args.model, overrides=overrides,
+                   on_result=on_result)
     out = Path(args.out)
     steps = sorted({r["steps"] for r in result.table})
     steps_text = f"{steps[0]:,} steps" if len(steps) == 1 else "steps " + "/".join(f"{s:,}" for s in steps)
@@ -681,7 +718,7 @@ def add_plot(sub) -> None:
 
 def cmd_plot(args) -> int:
     from .config import configs_from_dict
-    from .model import count_params
+    from .models import count_params
     from .plots import plot_loss, read_metrics
     from .runs import read_run_config
 
@@ -722,7 +759,10 @@ def cmd_embeddings(args) -> int:
     if args.neighbours < 1:
         raise UserError(f"--neighbours must be at least 1, got {args.neighbours}")
     run = _load(args.run)
-    C = run.model.C.detach().cpu().double().numpy()
+    table = run.model.embedding_table()
+    if table is None:
+        raise UserError(f"--model {run.model_cfg.name} has no table of character embeddings to draw")
+    C = table.detach().cpu().double().numpy()
     chars = run.vocab.chars
     dim = C.shape[1]
     xy, share, shares = embedding_projection(C)

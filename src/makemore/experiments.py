@@ -11,13 +11,13 @@ up once it is too large; a good rate lies a little below the bottom of the curve
 
 sweep trains every combination of a grid of config values, each into its own run directory,
 and tabulates them; a finished configuration is never trained twice. Points whose models have
-the same shape (only lr, seed, weight decay, ... differ) train together as one population
-(population.py), each still into its own run directory.
+the same shape (only lr, seed, weight decay, ... differ) train together as members of one
+training loop (train.train_members; one batched step where that pays), each still into its
+own run directory.
 
-Both use train.make_engine (or population.PopulationEngine) for the step and train's
-minibatch conventions (weights seeded with `seed`, minibatch indices drawn from a generator
-seeded with `seed + 1`). lr_find with several seeds runs them as one population and averages
-their curves.
+Both use engines.make_engine for the step and train's minibatches (weights seeded with
+`seed`, minibatch indices drawn from a generator seeded with `seed + 1`). lr_find with several
+seeds runs them as members of one engine and averages their curves.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import ModelConfig, TrainConfig, configs_to_dict, make_configs
+from . import models
+from .config import TRAIN_FIELDS, TrainConfig, configs_to_dict, make_configs
 from .data import SPLITS, Corpus
+from .engines import make_engine, resolve_device
 from .errors import UserError
-from .model import MLP
-from .population import PopulationEngine, _Minibatches, population_key, population_reason, train_population
-from .train import DIVERGED_LOSS, make_engine, resolve_device, train
+from .models import ModelConfig
+from .train import DIVERGED_LOSS, SHARED, Minibatches, train_members
 from .utils import atomic_write, atomic_write_json
 
 # ----------------------------------------------------------------------------------------
@@ -138,15 +139,10 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
     device = resolve_device(train_cfg.device)
     if train_cfg.threads > 0:
         torch.set_num_threads(train_cfg.threads)
-    Xtr, Ytr = (t.to(device) for t in corpus.examples("train", model_cfg.block_size))
     lrs = lr_schedule(lr_min, lr_max, steps)
     t0 = time.perf_counter()
     cfgs = [replace(train_cfg, seed=train_cfg.seed + i) for i in range(seeds)]
-    if seeds > 1 and population_reason(model_cfg, cfgs) is None:
-        losses, engine_name = _range_test_population(Xtr, Ytr, model_cfg, cfgs, lrs)
-    else:  # one seed, or seeds that cannot share a population: one after another
-        curves = [_range_test(Xtr, Ytr, model_cfg, cfg, lrs, device) for cfg in cfgs]
-        losses, engine_name = np.mean([c for c, _ in curves], axis=0), curves[0][1]  # NaN from the first divergence
+    losses, engine_name = _range_test(corpus, model_cfg, cfgs, lrs, device)
     seconds = time.perf_counter() - t0
     diverged = np.flatnonzero(np.isnan(losses))
     diverged_at = int(diverged[0]) if len(diverged) else None
@@ -166,37 +162,20 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
                                   "batch_size": train_cfg.batch_size, "optimizer": train_cfg.optimizer})
 
 
-def _range_test(Xtr, Ytr, model_cfg: ModelConfig, train_cfg: TrainConfig, lrs: np.ndarray,
+def _range_test(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig], lrs: np.ndarray,
                 device: str) -> tuple[np.ndarray, str]:
-    """One model's minibatch losses at the rates `lrs`, NaN from its divergence on; engine name."""
-    torch.manual_seed(train_cfg.seed)
-    model = MLP(model_cfg, seed=train_cfg.seed).to(device)
-    model.train()
-    batch_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
-    engine = make_engine(model, train_cfg)
+    """K seeds' minibatch losses at the rates `lrs`, as the members of one engine (a population
+    where it pays): their mean loss, NaN from the first divergence of any of them on."""
+    members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in cfgs]
+    for model in members:
+        model.train()
+    engine = make_engine(members, cfgs)
+    batches = Minibatches(corpus.encoded("train"), model_cfg.block_size, [cfg.seed for cfg in cfgs],
+                          cfgs[0].batch_size)
     losses = np.full(len(lrs), np.nan)
     for i, lr in enumerate(lrs):
-        ix = torch.randint(0, Xtr.shape[0], (train_cfg.batch_size,), generator=batch_rng)
-        if device != "cpu":
-            ix = ix.to(device)
-        loss = engine.step(Xtr[ix], Ytr[ix], float(lr))
-        if not math.isfinite(loss) or loss > DIVERGED_LOSS:
-            break
-        losses[i] = loss
-    return losses, engine.name
-
-
-def _range_test_population(Xtr, Ytr, model_cfg: ModelConfig, cfgs: list[TrainConfig],
-                           lrs: np.ndarray) -> tuple[np.ndarray, str]:
-    """_range_test for K seeds at once: the members' mean loss, NaN from the first divergence."""
-    models = [MLP(model_cfg, seed=cfg.seed) for cfg in cfgs]
-    engine = PopulationEngine(models, cfgs)
-    batches = _Minibatches([cfg.seed for cfg in cfgs], Xtr.shape[0], cfgs[0].batch_size)
-    Xtr_np, Ytr_np = Xtr.numpy(), Ytr.numpy()
-    losses = np.full(len(lrs), np.nan)
-    for i, lr in enumerate(lrs):
-        ix = batches.at(i, len(lrs) - 1)
-        step_losses = engine.step(Xtr_np[ix], Ytr_np[ix], np.full(len(cfgs), lr))
+        idx, y = batches.at(i, len(lrs) - 1)
+        step_losses = engine.step(idx, y, np.full(len(cfgs), lr))
         if not np.all(step_losses <= DIVERGED_LOSS):  # inf, NaN or blown up, in any member
             break
         losses[i] = step_losses.mean()
@@ -206,21 +185,20 @@ def _range_test_population(Xtr, Ytr, model_cfg: ModelConfig, cfgs: list[TrainCon
 # ----------------------------------------------------------------------------------------
 # Grid sweeps
 
-_MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
-_TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
-GRID_KEYS = sorted((set(_MODEL_FIELDS) | set(_TRAIN_FIELDS)) - {"vocab_size", "betas"})
 TABLE_FIELDS = ("name", "params", "train_loss", "dev_loss", "gap", "seconds", "steps", "status")
 # a run with one of these statuses is done: retraining it with the same seed gives the same run
 FINISHED = ("completed", "diverged")
 
 
-def _default(name: str):
-    f = _MODEL_FIELDS.get(name) or _TRAIN_FIELDS[name]
-    return f.default
+def grid_fields(model: str) -> dict:
+    """The settings a sweep of `model` may vary: its config fields and the training ones
+    (vocab_size comes from the data; betas is not a grid key)."""
+    keys = {**models.config_fields(model), **TRAIN_FIELDS}
+    return {k: f for k, f in sorted(keys.items()) if k not in ("vocab_size", "betas")}
 
 
-def _parse_value(key: str, text: str):
-    default = _default(key)
+def _parse_value(key: str, text: str, field):
+    default = field.default
     try:
         if isinstance(default, bool):
             low = text.lower()
@@ -245,12 +223,13 @@ def _parse_value(key: str, text: str):
     return text
 
 
-def parse_grid(spec: str) -> dict[str, list]:
+def parse_grid(spec: str, model: str = models.DEFAULT_MODEL) -> dict[str, list]:
     """'emb_dim=2,10 hidden=100,200' -> {'emb_dim': [2, 10], 'hidden': [100, 200]}.
 
-    Keys are ModelConfig/TrainConfig fields, with dashes or underscores; values are parsed to
-    the field's type. vocab_size comes from the data and betas is not a grid key.
+    Keys are the model's config fields and TrainConfig's, with dashes or underscores; values
+    are parsed to the field's type (see grid_fields).
     """
+    keys = grid_fields(model)
     grid: dict[str, list] = {}
     tokens = spec.split()
     if not tokens:
@@ -260,14 +239,14 @@ def parse_grid(spec: str) -> dict[str, list]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise UserError(f"grid: {token!r} is not KEY=V1,V2,...; e.g. \"emb_dim=2,10 hidden=100,200\"")
-        if key not in GRID_KEYS:
-            raise UserError(f"grid: unknown key {key!r}; use one of {', '.join(GRID_KEYS)}")
+        if key not in keys:
+            raise UserError(f"grid: unknown key {key!r} for --model {model}; use one of {', '.join(keys)}")
         if key in grid:
             raise UserError(f"grid: {key} is given twice")
         items = [v.strip() for v in values.split(",")]
         if not values or any(not v for v in items):
             raise UserError(f"grid: {token!r} has an empty value; give values as {key}=V1,V2,...")
-        parsed = [_parse_value(key, v) for v in items]
+        parsed = [_parse_value(key, v, keys[key]) for v in items]
         if len(set(parsed)) != len(parsed):
             raise UserError(f"grid: {key} repeats a value ({values})")
         grid[key] = parsed
@@ -343,15 +322,15 @@ class SweepResult:
 
 
 def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | None = None,
-          overrides: dict | None = None,
+          model: str | None = None, overrides: dict | None = None,
           on_result: Callable[[int, int, str, dict, bool], None] | None = None) -> SweepResult:
     """Train each grid point into out/<config_name> as a normal run; skip the finished ones.
 
     `overrides` apply to every point (e.g. steps); a key may not be both in it and the grid.
     A run directory left unfinished by a killed sweep is removed and trained again; one that
     holds a finished run of another config is an error (nothing is deleted).
-    Unfinished points whose models have one shape (population.population_key) train together
-    as one population, when the first of them comes up; the others alone.
+    Unfinished points whose models have one config and share train.SHARED settings train
+    together as members of one loop, when the first of them comes up; the others alone.
     `on_result(i, n, name, row, reused)` is called after each point.
     """
     out = Path(out)
@@ -363,7 +342,7 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     plans = []
     for combo in points:  # check every point first: a bad value fails before any training
         try:
-            model_cfg, train_cfg = make_configs(preset, vocab_size=corpus.vocab.size, **{**overrides, **combo})
+            model_cfg, train_cfg = make_configs(preset, model, vocab_size=corpus.vocab.size, **{**overrides, **combo})
         except UserError as e:
             raise UserError(f"grid point {config_name(combo)}: {e}") from None
         name = config_name(combo)
@@ -373,13 +352,13 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
                             f"config, data or steps, or not a run); pick another --out or remove it")
         plans.append((combo, name, model_cfg, train_cfg, state))
 
-    groups: dict[tuple, list[int]] = {}  # unfinished points that may share a population
+    groups: dict[tuple, list[int]] = {}  # unfinished points that may train as members of one loop
     for i, (_, _, model_cfg, train_cfg, state) in enumerate(plans):
         if state != "finished":
-            groups.setdefault(population_key(model_cfg, train_cfg), []).append(i)
+            groups.setdefault(member_key(model_cfg, train_cfg), []).append(i)
     out.mkdir(parents=True, exist_ok=True)
     table, trained, reused = [], [], []
-    summaries: dict[int, dict] = {}  # points trained ahead of their turn, in a population
+    summaries: dict[int, dict] = {}  # points trained ahead of their turn, as members of one loop
     for i, (combo, name, model_cfg, train_cfg, state) in enumerate(plans):
         run_dir = out / name
         if state == "finished":
@@ -387,17 +366,12 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
             reused.append(name)
         else:
             if i not in summaries:
-                group = groups[population_key(model_cfg, train_cfg)]
-                if len(group) == 1 or population_reason(model_cfg, [plans[j][3] for j in group]) is not None:
-                    group = [i]
+                group = groups[member_key(model_cfg, train_cfg)]
                 for j in group:
                     if plans[j][4] == "partial":
                         shutil.rmtree(out / plans[j][1])
-                if len(group) > 1:
-                    results = train_population(corpus, model_cfg, [plans[j][3] for j in group],
-                                               [out / plans[j][1] for j in group], progress=False)
-                else:
-                    results = [train(corpus, model_cfg, train_cfg, out=run_dir, progress=False)]
+                results = train_members(corpus, model_cfg, [plans[j][3] for j in group],
+                                        [out / plans[j][1] for j in group], progress=False)
                 if any(r.status == "interrupted" for r in results):
                     raise KeyboardInterrupt
                 summaries.update({j: r.summary for j, r in zip(group, results)})
@@ -410,6 +384,11 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     table.sort(key=lambda r: (math.isnan(r["dev_loss"]), r["dev_loss"]))
     write_table(table, grid, out / "sweep.csv", out / "sweep.json")
     return SweepResult(table, grid, trained, reused)
+
+
+def member_key(model_cfg: ModelConfig, train_cfg: TrainConfig) -> tuple:
+    """Runs with equal keys can be members of one training loop (train.SHARED)."""
+    return (model_cfg.name, tuple(sorted(vars(model_cfg).items())), *(getattr(train_cfg, n) for n in SHARED))
 
 
 def table_fields(grid: dict[str, list]) -> list[str]:

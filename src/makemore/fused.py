@@ -28,8 +28,8 @@ bookkeeping (recording the graph, allocating every intermediate, dispatching ~60
 kernels). Here a step is ~35 NumPy calls on preallocated buffers, with no graph and no
 allocation:
 
-* the parameters stay the model's own torch tensors; we work on NumPy views of them
-  (`p.detach().numpy()` shares memory on the CPU), so after each step the model holds the
+* the parameters live in one flat NumPy buffer and the model's tensors are views of it
+  (torch.from_numpy shares memory on the CPU), so after each step the model holds the
   updated weights and checkpoints, evaluation and sampling simply use the model;
 * every intermediate (emb, hpre, h, logits, dlogits, dh, ...) lives in a buffer allocated
   once per batch size and is written with `out=`;
@@ -38,10 +38,10 @@ allocation:
   live in one flat buffer in which each W is followed by its b);
 * the embedding gradient is a 1-D `np.add.at` over precomputed flat indices (ufunc.at's fast
   path) rather than the slow 2-D one;
-* SGD folds its learning rate into dlogits (the backward pass is linear in dlogits, so every
-  gradient comes out already multiplied by lr) and updates each tensor with one
-  subtraction; AdamW keeps gradients and moments in flat buffers and updates the whole model
-  with ten array operations;
+* the update is the optimizer's `Flat` form (optimizers/): SGD folds its learning rate into
+  dlogits (the backward pass is linear in dlogits, so every gradient comes out already
+  multiplied by lr) and updates the whole model with one subtraction; AdamW keeps its moments
+  in flat buffers and updates the whole model with ten array operations;
 * one pool of BLAS threads: small matrix products (the lecture's) go to NumPy's OpenBLAS,
   which runs them on the calling thread, large ones to torch.mm, whose OpenMP threads the
   rest of the training loop uses too (see OPENBLAS_ONE_THREAD).
@@ -58,12 +58,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .model import MLP, decays, param_shapes
+from . import optimizers
+from .config import TrainConfig
+from .models.mlp import MLP, MLPConfig, param_shapes
 
-OPTIMIZERS = ("sgd", "adamw")
-ADAM_EPS = 1e-8  # torch.optim.AdamW's default, as train.AutogradEngine uses it
-MASK_BITS = 16  # dropout draws 16 random bits per unit (see FusedEngine._draw_masks)
+MASK_BITS = 16  # dropout draws 16 random bits per unit (see draw_masks)
 # Which BLAS multiplies the matrices. NumPy's OpenBLAS and torch's MKL each keep a pool of
 # worker threads that spin for a while after each call; in a training loop that also calls
 # torch (minibatch indexing, evaluation) the two pools fight over the cores: with OpenBLAS, a
@@ -76,7 +75,7 @@ OPENBLAS_ONE_THREAD = 4 * 65536
 OPENBLAS_ONE_THREAD_GEMV = 4 * 2304
 
 
-def small_products(cfg: ModelConfig, B: int) -> bool:
+def small_products(cfg: MLPConfig, B: int) -> bool:
     """Whether every matrix product of a step at batch size B is small enough for OpenBLAS to
     run on the calling thread (see OPENBLAS_ONE_THREAD); larger ones go to torch.mm's threads."""
     T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
@@ -84,15 +83,17 @@ def small_products(cfg: ModelConfig, B: int) -> bool:
     return max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
 
 
-def unsupported_reason(model_cfg: ModelConfig, train_cfg: TrainConfig) -> str | None:
+def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig) -> str | None:
     """None if FusedEngine supports these options, else a short reason (e.g. 'device cuda')."""
+    if model_cfg.name != "mlp":
+        return f"it computes the MLP only, not --model {model_cfg.name}"
     device = train_cfg.device
-    if device == "auto":  # decided as train.resolve_device decides it
+    if device == "auto":  # decided as engines.resolve_device decides it
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu":
         return f"device {device}"
-    if train_cfg.optimizer not in OPTIMIZERS:
-        return f"optimizer {train_cfg.optimizer}"
+    if not hasattr(optimizers.get(train_cfg.optimizer), "Flat"):
+        return f"optimizer {train_cfg.optimizer} has no fused update"
     return None
 
 
@@ -105,12 +106,12 @@ def _torch_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     torch.mm(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
 
 
-def _flat_buffer(cfg: ModelConfig, dtype, members: int | None = None,
+def _flat_buffer(cfg: MLPConfig, dtype, members: int | None = None,
                  align: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One zeroed flat array holding a tensor per parameter, in `param_shapes` order (so each
     W_l is followed by its b_l, and W_out by b_out), and the name -> view mapping.
 
-    With `members` (population.py), one such row per member: a (members, width) array whose
+    With `members` (K models: FusedEngine's population), one such row per member: a (members, width) array whose
     views have a leading member axis, each row padded to a multiple of `align` entries."""
     shapes = param_shapes(cfg)
     lead = () if members is None else (members,)
@@ -140,10 +141,10 @@ def _t(a: np.ndarray) -> np.ndarray:
 class _Params:
     """Parameter (or gradient) arrays, grouped as the forward pass uses them.
 
-    Arrays may carry a leading member axis (population.py: K models at once); biases get a
+    Arrays may carry a leading member axis (K models at once, see FusedEngine); biases get a
     unit axis before their last so that they broadcast over the batch either way."""
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], cfg: ModelConfig, flat: np.ndarray | None = None):
+    def __init__(self, arrays: Mapping[str, np.ndarray], cfg: MLPConfig, flat: np.ndarray | None = None):
         self.C = arrays["C"]
         self.layers = [(arrays[f"W{i}"], arrays[f"b{i}"][..., None, :]) for i in range(1, cfg.layers + 1)]
         self.layers_T = [_t(W) for W, _ in self.layers]
@@ -169,10 +170,10 @@ class _Workspace:
     """Every intermediate of one step, for one batch size B, allocated once.
 
     Layer inputs have one more column than the layer's fan_in, always 1 (for the bias).
-    With `members` (population.py), every buffer gets a leading member axis, and C's rows
+    With `members` (K models, see FusedEngine), every buffer gets a leading member axis, and C's rows
     are those of all the members' tables, `table_rows` in all (see PopulationEngine)."""
 
-    def __init__(self, cfg: ModelConfig, B: int, dtype, dropout: bool, members: int | None = None,
+    def __init__(self, cfg: MLPConfig, B: int, dtype, dropout: bool, members: int | None = None,
                  table_rows: int | None = None):
         T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
         lead = () if members is None else (members,)
@@ -225,7 +226,7 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     Callers run it under np.errstate(all="ignore"): an overflowing exp is handled below, and
     a diverging run shows as an inf or nan loss, which the training loop checks.
 
-    The same code steps a population of K models (population.py): every array then has a
+    The same code steps a population of K models (FusedEngine with K > 1): every array then has a
     leading member axis, idx indexes the rows of all members' C tables, grad_scale is a
     (K, 1) array, and the returned loss is the members' summed (their own are in ws.nll).
     """
@@ -317,7 +318,7 @@ def _loss_max_shifted(ws: _Workspace) -> float:
     return float(np.add.reduce(ws.nll, axis=None)) / ws.B
 
 
-def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg: ModelConfig,
+def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg: MLPConfig,
                    dropout_mask=None) -> tuple[float, dict[str, np.ndarray]]:
     """The fused engine's forward and backward pass as a pure function, in float64.
 
@@ -353,136 +354,172 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
 # --------------------------------------------------------------------------------------------
 
 class FusedEngine:
-    """Forward, hand-written backward and SGD/AdamW update, on the model's own tensors.
+    """Forward, hand-written backward and optimizer update for K >= 1 MLPs of one shape.
 
-    The interface and the math of train.AutogradEngine (torch.optim.SGD without momentum, or
-    torch.optim.AdamW; weight decay on C and the W's, never on biases), with two differences:
-    dropout masks come from a NumPy generator seeded with `train_cfg.seed` (they cannot equal
-    torch's), and results agree with autograd to float rounding, not bit for bit.
+    The engine interface (engines.py): step(idx (K, B, T), y (K, B), lrs (K,)) -> the K
+    minibatch losses before the update. The math of engines.AutogradEngine (the same
+    optimizers, weight decay on C and the W's), with two differences: dropout masks come from a
+    NumPy generator seeded with each member's seed (they cannot equal torch's), and results
+    agree with autograd to float rounding, not bit for bit.
 
-    The model's parameters must keep their storage while the engine lives (in-place changes
-    such as `copy_` or `load_state_dict` are fine; assigning `p.data` is not).
+    The members' parameters live in one (K, P) buffer, row k holding member k's flat layout
+    (W_l followed by b_l, so [dW; db] is one product); each model's tensors are re-pointed at
+    views of its row, so the models see their weights change as the engine steps (evaluation
+    and checkpoints use them as they are). They must not be replaced while the engine lives.
+
+    K > 1 is a *population* (a seed ensemble, an lr sweep): the same ~35 NumPy calls a step
+    takes for one model, made K times larger instead of K times more numerous, and each matrix
+    product a batched one, (K, B, n) @ (K, n, m). What it saves is the fixed cost per call,
+    not arithmetic (benchmarks/bench.py, item 4), so engines.make_engine uses it only while
+    every product is small (`small_products`); rows are then padded to a multiple of emb_dim
+    so that the K embedding tables form one (K*P/E, E) table, and one take() gathers every
+    member's embeddings, one np.add.at scatters every member's dC. Member k computes exactly
+    what a solo run with its seed computes (tests/test_population.py).
     """
 
     name = "fused"
 
-    def __init__(self, model: MLP, train_cfg: TrainConfig):
-        reason = unsupported_reason(model.cfg, train_cfg)
-        if reason is not None:
-            raise ValueError(f"FusedEngine does not support this run: {reason}")
-        cfg = model.cfg
-        self.model, self.cfg = model, cfg
+    def __init__(self, models: Sequence[MLP], train_cfgs: Sequence[TrainConfig]):
+        if len(models) != len(train_cfgs) or not models:
+            raise ValueError(f"need one train config per model, got {len(models)} models and {len(train_cfgs)} configs")
+        cfg = models[0].cfg
+        for model, train_cfg in zip(models, train_cfgs):
+            reason = unsupported_reason(model.cfg, train_cfg)
+            if reason is not None:
+                raise ValueError(f"FusedEngine does not support this run: {reason}")
+            if model.cfg != cfg:
+                raise ValueError("the members of one engine must share one model config")
+        if len({c.optimizer for c in train_cfgs}) != 1:
+            raise ValueError("the members of one engine must share one optimizer")
+        K, E = len(models), cfg.emb_dim
+        self.models, self.K, self.cfg = list(models), K, cfg
         self.names = list(param_shapes(cfg))
-        tensors = dict(model.named_parameters())
-        if sorted(tensors) != sorted(self.names):
-            raise ValueError(f"model parameters {sorted(tensors)} do not match its config {self.names}")
-        dtypes = {t.dtype for t in tensors.values()}
-        for name, t in tensors.items():
-            if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64) or not t.is_contiguous():
-                raise ValueError(f"FusedEngine needs contiguous float32/float64 CPU tensors; {name} is "
-                                 f"{t.dtype} on {t.device}")
+        dtypes = set()
+        for model in models:
+            tensors = dict(model.named_parameters())
+            if sorted(tensors) != sorted(self.names):
+                raise ValueError(f"model parameters {sorted(tensors)} do not match its config {self.names}")
+            for name, t in tensors.items():
+                if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
+                    raise ValueError(f"FusedEngine needs float32/float64 CPU tensors; {name} is {t.dtype} on {t.device}")
+                dtypes.add(t.dtype)
         if len(dtypes) != 1:
             raise ValueError(f"FusedEngine needs one dtype for all parameters, got {dtypes}")
-        # NumPy views sharing memory with the model's tensors: updating them updates the model
-        self.arrays = {n: tensors[n].detach().numpy() for n in self.names}
-        self.dtype = self.arrays["C"].dtype
-        self.params = _Params(self.arrays, cfg)
-        self.grad_flat, self.grad_arrays = _flat_buffer(cfg, self.dtype)
-        self.grads = _Params(self.grad_arrays, cfg, self.grad_flat)
-        self.optimizer = train_cfg.optimizer
-        self.weight_decay = float(train_cfg.weight_decay)
-        self.decayed = [self.arrays[n] for n in self.names if decays(n)]
-        self.pairs = [(self.arrays[n], self.grad_arrays[n]) for n in self.names]
-        if self.optimizer == "adamw":
-            self.beta1, self.beta2 = (float(b) for b in train_cfg.betas)
-            self.m_flat, self.m = _flat_buffer(cfg, self.dtype)  # first moment (torch: exp_avg)
-            self.v_flat, self.v = _flat_buffer(cfg, self.dtype)  # second moment (exp_avg_sq)
-            self.step_flat, self.step_arrays = _flat_buffer(cfg, self.dtype)
-            self.updates = [(self.arrays[n], self.step_arrays[n]) for n in self.names]
-            self.t = 0  # AdamW's step counter
+        self.dtype = torch.empty(0, dtype=dtypes.pop()).numpy().dtype
+        align = E if K > 1 else 1
+        self.flat, self.arrays = _flat_buffer(cfg, self.dtype, members=K, align=align)
+        with torch.no_grad():
+            for k, model in enumerate(models):
+                for n, p in model.named_parameters():
+                    self.arrays[n][k] = p.detach().numpy()
+                    p.data = torch.from_numpy(self.arrays[n][k])  # the model now reads row k
+        self.grad_flat, grad_arrays = _flat_buffer(cfg, self.dtype, members=K, align=align)
+        if K == 1:  # 2-D arrays: NumPy's matmul or torch.mm on plain matrices
+            self.params = _Params({n: a[0] for n, a in self.arrays.items()}, cfg)
+            self.grads = _Params({n: a[0] for n, a in grad_arrays.items()}, cfg, self.grad_flat[0])
+        else:
+            self.params = _Params(self.arrays, cfg)
+            self.rows = self.flat.shape[1] // E  # rows of the C table per member
+            self.params.C = self.flat.reshape(-1, E)  # every member's C, one table (see the class doc)
+            self.row_offset = (np.arange(K, dtype=np.intp) * self.rows).reshape(K, 1, 1)
+            self.grads = _Params(grad_arrays, cfg, self.grad_flat)
+        optimizer = optimizers.get(train_cfgs[0].optimizer)
+        self.optimizer = optimizer.Flat(lambda buf: _views(cfg, buf), self.flat.shape, self.dtype, train_cfgs)
+        self.weight_decay = np.array([c.weight_decay for c in train_cfgs])
+        model_params = dict(models[0].named_parameters())
+        self.decayed = [self.arrays[n] for n in self.names if models[0].decays(n, model_params[n])]
         self.dropout = float(cfg.dropout)
         self.drop_below, self.keep_scale = dropout_threshold(self.dropout)
-        self.rng = np.random.default_rng(train_cfg.seed)
+        self.rngs = [np.random.default_rng(c.seed) for c in train_cfgs]
         self._workspaces: dict[int, _Workspace] = {}
+        # Called with the (K, P) gradient buffer between the backward pass and the update: the
+        # data-parallel trainer averages it across processes there.
+        self.grad_hook = None
 
     def _workspace(self, B: int) -> _Workspace:
         ws = self._workspaces.get(B)
         if ws is None:
-            ws = self._workspaces[B] = _Workspace(self.cfg, B, self.dtype, dropout=self.dropout > 0)
-            shape = (B, self.cfg.hidden)
-            if self.dropout > 0:  # column-major like the layers' buffers
-                ws.keep = np.empty(shape, np.bool_, order="F")
-                ws.masks = [np.empty(shape, self.dtype, order="F") for _ in range(self.cfg.layers)]
+            K, H, L = self.K, self.cfg.hidden, self.cfg.layers
+            dropout = self.dropout > 0
+            if K == 1:
+                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout)
+                lead = ()
             else:
-                ws.masks = [None] * self.cfg.layers
+                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout, members=K, table_rows=K * self.rows)
+                # np.matmul on (K, B, n) stacks: one OpenBLAS product per member, on this thread.
+                # At the lecture's size it beat torch.matmul and torch.bmm (see bench item 4).
+                ws.matmul = np.matmul
+                ws.table_idx = np.empty((K, B, self.cfg.block_size), np.intp)
+                lead = (K,)
+            ws.masks = [None] * L
+            if dropout:  # column-major per member, like the layers' buffers
+                ws.keep = _column_major(lead + (B, H), np.bool_)
+                ws.masks = [_column_major(lead + (B, H), self.dtype) for _ in range(L)]
+                ws.member_masks = [ws.masks] if K == 1 else [[mask[k] for mask in ws.masks] for k in range(K)]
+                ws.member_keep = [ws.keep] if K == 1 else list(ws.keep)
+            self._workspaces[B] = ws
         return ws
 
-    def _draw_masks(self, ws: _Workspace) -> None:
-        draw_masks(self.rng, self.drop_below, self.keep_scale, ws.keep, ws.masks)
-
-    def step(self, xb: torch.LongTensor, yb: torch.LongTensor, lr: float) -> float:
-        """One minibatch update; returns the minibatch loss computed before the update."""
-        idx, y = xb.numpy(), yb.numpy()
-        ws = self._workspace(idx.shape[0])
+    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray) -> np.ndarray:
+        """One minibatch update of every member; row k of idx (K, B, block_size), y (K, B) and
+        lrs (K,) is member k's. Returns each member's minibatch loss before the update."""
+        K, B = y.shape
+        ws = self._workspace(B)
         if self.dropout > 0:
-            self._draw_masks(ws)
+            for rng, keep, masks in zip(self.rngs, ws.member_keep, ws.member_masks):
+                draw_masks(rng, self.drop_below, self.keep_scale, keep, masks)
+        lrs = np.asarray(lrs, dtype=np.float64)
+        folds_lr = self.optimizer.folds_lr  # SGD: every gradient comes out multiplied by its lr
         with np.errstate(all="ignore"):  # see _forward_backward
-            if self.optimizer == "sgd":
-                # p <- p - lr * (g + wd * p) = p * (1 - lr*wd) - lr*g, with lr*g straight out of
-                # the backward pass (grad_scale=lr): one subtraction per tensor.
-                loss = _forward_backward(self.params, self.grads, ws, idx, y, ws.masks, lr)
-                if self.weight_decay:
-                    shrink = 1.0 - lr * self.weight_decay
-                    for p in self.decayed:
-                        p *= shrink
-                for p, lr_times_g in self.pairs:
-                    p -= lr_times_g
+            if K == 1:
+                loss = _forward_backward(self.params, self.grads, ws, idx[0], y[0], ws.masks,
+                                         float(lrs[0]) if folds_lr else 1.0)
+                losses = np.array([loss])
             else:
-                loss = _forward_backward(self.params, self.grads, ws, idx, y, ws.masks, 1.0)
-                self._adamw(lr)
-        return loss
+                np.add(idx, self.row_offset, out=ws.table_idx)  # member k's characters are its rows of C
+                scale = lrs.astype(self.dtype).reshape(K, 1) if folds_lr else 1.0
+                _forward_backward(self.params, self.grads, ws, ws.table_idx, y, ws.masks, scale)
+                losses = np.add.reduce(ws.nll, axis=1).astype(np.float64) / B
+            if self.grad_hook is not None:
+                self.grad_hook(self.grad_flat)
+            if self.weight_decay.any():  # decoupled: p <- p * (1 - lr*wd), on C and the W's
+                shrink = (1.0 - lrs * self.weight_decay).astype(self.dtype).reshape(K, 1, 1)
+                for p in self.decayed:
+                    p *= shrink
+            self.optimizer.update(self.flat, self.grad_flat, lrs)
+        return losses
 
-    def _adamw(self, lr: float) -> None:
-        """torch.optim.AdamW's update (Kingma & Ba's Adam, Loshchilov & Hutter's decoupled
-        weight decay), for every parameter at once on the flat buffers:
-
-            p <- p * (1 - lr*wd)                       (decayed parameters only)
-            p <- p - adamw_step(...)                   (see there)
-        """
-        self.t += 1
-        if self.weight_decay:
-            shrink = 1.0 - lr * self.weight_decay
-            for p in self.decayed:
-                p *= shrink
-        adamw_step(self.grad_flat, self.m_flat, self.v_flat, self.step_flat, self.beta1, self.beta2, self.t, lr)
-        for p, p_step in self.updates:
-            p -= p_step
+    def freeze(self, k: int, weights: Mapping[str, torch.Tensor]) -> None:
+        """Put `weights` in member k and keep them there (the loop steps it with lr 0): what a
+        diverged member gets, so that its inf/NaN do not stay in the buffers."""
+        for n in self.names:
+            self.arrays[n][k] = weights[n].detach().cpu().numpy()
+        if hasattr(self.optimizer, "reset"):
+            self.optimizer.reset(k)
 
     # ---- checkpoints ----
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """AdamW's state under the names train.AutogradEngine uses for torch.optim.AdamW's
-        ('optim.exp_avg.W1', 'optim.exp_avg_sq.W1', 'optim.step.W1', ...), so that a run can
-        resume with either engine; with dropout, also the mask generator ('fused.dropout_rng').
-        Copies, safe to keep. Plain SGD has no state."""
-        adamw = (self.m, self.v, self.t) if self.optimizer == "adamw" else None
-        return optimizer_state(self.names, adamw, self.rng if self.dropout > 0 else None)
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's optimizer state under the autograd engine's names (so that a run resumes
+        with either engine) and, with dropout, its mask generator ('fused.dropout_rng')."""
+        state = self.optimizer.state(k)
+        if self.dropout > 0:
+            state["fused.dropout_rng"] = _rng_to_tensor(self.rngs[k])
+        return state
 
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Restore `state_dict()` (AutogradEngine's AdamW state too: it has the same names)."""
-        if self.optimizer == "adamw":
-            for n in self.names:
-                for moment, key in ((self.m, f"optim.exp_avg.{n}"), (self.v, f"optim.exp_avg_sq.{n}")):
-                    if key in state:
-                        value = state[key]
-                        if tuple(value.shape) != moment[n].shape:
-                            raise ValueError(f"{key} has shape {tuple(value.shape)}, expected {moment[n].shape}")
-                        moment[n][...] = value.detach().cpu().numpy()
-            key = f"optim.step.{self.names[0]}"
-            if key in state:
-                self.t = int(state[key])
+    def load_member_state(self, k: int, state: Mapping[str, torch.Tensor]) -> None:
+        self.optimizer.load(k, state)
         if "fused.dropout_rng" in state:
-            _rng_from_tensor(self.rng, state["fused.dropout_rng"])
+            _rng_from_tensor(self.rngs[k], state["fused.dropout_rng"])
+
+
+def _views(cfg: MLPConfig, buffer: np.ndarray) -> dict[str, np.ndarray]:
+    """name -> (K, *shape) view of a (K, P) buffer laid out as _flat_buffer lays it out."""
+    views, offset = {}, 0
+    for name, shape in param_shapes(cfg).items():
+        views[name] = buffer[:, offset:offset + math.prod(shape)].reshape((buffer.shape[0],) + shape)
+        offset += math.prod(shape)
+    return views
 
 
 def dropout_threshold(p: float) -> tuple[int, float]:
@@ -507,52 +544,6 @@ def draw_masks(rng: np.random.Generator, drop_below: int, keep_scale: float, kee
         bits = rng.bit_generator.random_raw(-(-B * H // 4)).view(np.uint16)[:B * H]
         np.greater_equal(bits.reshape(H, B).T, drop_below, out=keep)
         np.multiply(keep, scale, out=mask)
-
-
-def adamw_step(g: np.ndarray, m: np.ndarray, v: np.ndarray, step: np.ndarray, beta1, beta2, t: int, lr) -> None:
-    """Adam's moments and step (Kingma & Ba 2015, algorithm 1), as torch.optim.AdamW computes
-    them; updates m and v in place and leaves in `step` what to subtract from the parameters:
-
-        m <- m + (1 - beta1) * (g - m)             (torch: exp_avg.lerp_(g, 1 - beta1))
-        v <- beta2 * v + (1 - beta2) * g^2
-        step = lr/(1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-
-    The last line is computed as Kingma & Ba (end of section 2) suggest, one pass shorter:
-    with s = sqrt(1 - beta2^t), step = (lr*s/(1 - beta1^t)) * m/(sqrt(v) + eps*s).
-    beta1, beta2 and lr are numbers, or (K, 1) arrays of one per member of a population
-    (population.py), whose rows g, m, v and step are then.
-    """
-    def c(x):  # a coefficient in the buffers' precision (NumPy casts a Python float so itself)
-        return x if isinstance(x, float) else x.astype(step.dtype)
-
-    np.subtract(g, m, out=step)
-    step *= c(1.0 - beta1)
-    m += step  # m = lerp(m, g, 1 - beta1)
-    v *= c(beta2)
-    np.multiply(g, g, out=step)
-    step *= c(1.0 - beta2)
-    v += step  # v = beta2 v + (1 - beta2) g^2
-    s = (1.0 - beta2 ** t) ** 0.5
-    np.sqrt(v, out=step)
-    step += c(ADAM_EPS * s)
-    np.divide(m, step, out=step)
-    step *= c(lr * s / (1.0 - beta1 ** t))  # = lr * m_hat / (sqrt(v_hat) + eps)
-
-
-def optimizer_state(names: Sequence[str], adamw: tuple[Mapping, Mapping, int] | None,
-                    dropout_rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-    """A checkpoint's optimizer entries under train.AutogradEngine's names (see state_dict):
-    adamw = (first moments, second moments, step count) by parameter name, or None."""
-    state: dict[str, torch.Tensor] = {}
-    if adamw is not None:
-        m, v, t = adamw
-        for n in names:
-            state[f"optim.exp_avg.{n}"] = torch.from_numpy(np.array(m[n]))
-            state[f"optim.exp_avg_sq.{n}"] = torch.from_numpy(np.array(v[n]))
-            state[f"optim.step.{n}"] = torch.tensor(float(t))  # torch keeps a float tensor
-    if dropout_rng is not None:
-        state["fused.dropout_rng"] = _rng_to_tensor(dropout_rng)
-    return state
 
 
 def _rng_to_tensor(rng: np.random.Generator) -> torch.Tensor:

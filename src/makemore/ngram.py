@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import Corpus, Vocab, build_examples
-from .sample import target_log_probs
+from .data import Corpus, Examples, Vocab, build_examples
+from .predict import make_predictor, target_log_probs
 
 METHODS = ("add_alpha", "kneser_ney")
 # Search ranges of the tuned parameters. A discount above 1 would take more than a count of 1
@@ -354,20 +354,16 @@ def add_one_bigram_nll(words: list[str], vocab: Vocab | None = None) -> float:
 
 def ngram_predictor(model: NGramModel):
     """The n-gram model as a sampling/scoring predictor (contexts -> log-probs)."""
-    from .sample import make_predictor
-
     k = model.context
 
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         return model.probs(ctx[:, ctx.shape[1] - k:].cpu()).log().to(ctx.device)
 
-    return make_predictor(predict, k)
+    return make_predictor(predict, k, vocab_size=model.vocab_size)
 
 
 def mixture_predictor(mlp, ngram, weight: float):
     """P(c | h) = weight * P_mlp(c | h) + (1 - weight) * P_ngram(c | h), in log space."""
-    from .sample import make_predictor
-
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"mixture weight must be in [0, 1], got {weight}")
     log_w, log_1mw = math.log(weight) if weight > 0 else -math.inf, math.log1p(-weight) if weight < 1 else -math.inf
@@ -375,11 +371,11 @@ def mixture_predictor(mlp, ngram, weight: float):
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         return torch.logaddexp(mlp(ctx) + log_w, ngram(ctx).to(ctx.device) + log_1mw)
 
-    return make_predictor(predict, max(mlp.context_size, ngram.context_size), mlp.device)
+    return make_predictor(predict, max(mlp.context_size, ngram.context_size), mlp.device, mlp.vocab_size)
 
 
 def _target_log_probs(predictor, words: list[str], vocab: Vocab) -> torch.Tensor:
-    return target_log_probs(predictor, *build_examples(words, vocab, predictor.context_size))
+    return target_log_probs(predictor, Examples.from_words(words, vocab))
 
 
 def tune_mixture_weight(mlp, ngram, words: list[str], vocab: Vocab) -> dict:

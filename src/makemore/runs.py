@@ -1,14 +1,14 @@
 """A run directory: everything one training run leaves behind, and loading it back.
 
-    RUN/config.json        model + training config, data source and split seed
-    RUN/vocab.json         the vocabulary (index 0 = boundary token)
+    RUN/config.json        model (its name and config) + training config, data source and split seed
+    RUN/vocab.json         the vocabulary (index 0 = boundary token; 1 = unknown-character token, if any)
     RUN/words.json         the train/dev/test words, so eval and sample tagging need no data file
     RUN/best.safetensors   weights with the best dev loss seen so far
     RUN/last.safetensors   weights, optimizer and RNG state of the last save (for --resume)
     RUN/metrics.csv        step, train_loss, dev_loss, lr, seconds
     RUN/summary.json       final figures
 
-A seed ensemble (`makemore train --seeds K`, population.py) is a directory of such runs:
+A seed ensemble (`makemore train --seeds K`, train.train_ensemble) is a directory of such runs:
 
     ENS/ensemble.json      {"format": "makemore-ensemble/1", "members": ["seed-42", ...], ...}
     ENS/seed-42/ ...       one run directory per member
@@ -28,10 +28,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, TrainConfig, configs_from_dict, configs_to_dict
-from .data import SPLITS, Vocab
+from . import models
+from .config import TrainConfig, configs_from_dict, configs_to_dict
+from .data import SPLITS, Corpus, Vocab
 from .errors import UserError
-from .model import MLP, param_shapes
+from .models import Model, ModelConfig
 from .utils import atomic_write, atomic_write_json
 
 FORMAT = "makemore-run/1"
@@ -64,9 +65,10 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def load_weights(model: MLP, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+def load_weights(model: Model, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
     """Copy checkpoint tensors into `model`, checking every name and shape first."""
-    expected = param_shapes(model.cfg)
+    params = dict(model.named_parameters())
+    expected = {name: tuple(p.shape) for name, p in params.items()}
     for name, shape in expected.items():
         if name not in tensors:
             raise UserError(f"{source} lacks parameter {name}: it was not written for this run's model")
@@ -77,15 +79,16 @@ def load_weights(model: MLP, tensors: dict[str, torch.Tensor], source: str | Pat
             value = tensors[name]
             if not torch.isfinite(value).all():
                 raise UserError(f"{source}: parameter {name} holds NaN or inf")
-            getattr(model, name).copy_(value)
+            params[name].copy_(value)
 
 
 def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                    vocab: Vocab, splits: dict[str, list[str]], data_source: str, split_seed: int) -> None:
+                    vocab: Vocab, splits: dict[str, list[str]], data_source: str, split_seed: int,
+                    min_char_count: int = 1) -> None:
     config = {"format": FORMAT, **configs_to_dict(model_cfg, train_cfg),
-              "data": {"source": data_source, "split_seed": split_seed}}
+              "data": {"source": data_source, "split_seed": split_seed, "min_char_count": min_char_count}}
     atomic_write_json(run_dir / "config.json", config)
-    atomic_write_json(run_dir / "vocab.json", {"chars": vocab.chars, "boundary": vocab.boundary})
+    atomic_write_json(run_dir / "vocab.json", {"chars": vocab.chars, "boundary": vocab.boundary, "unk": vocab.unk})
     atomic_write_json(run_dir / "words.json", {s: splits[s] for s in SPLITS})
 
 
@@ -94,17 +97,23 @@ class Run:
     """A trained model with what it needs to be used: vocabulary, configs and split words."""
 
     path: Path
-    model: MLP
+    model: Model
     vocab: Vocab
     model_cfg: ModelConfig
     train_cfg: TrainConfig
     splits: dict[str, list[str]]
     data_source: str
     split_seed: int
+    min_char_count: int = 1
 
     def summary(self) -> dict:
         path = self.path / "summary.json"
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def corpus(self) -> Corpus:
+        """The data the run was trained on, from the run directory alone."""
+        return Corpus(self.data_source, [w for s in SPLITS for w in self.splits[s]], self.vocab, self.splits,
+                      self.split_seed, self.min_char_count)
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -139,7 +148,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     config = read_run_config(run_dir)
     try:
         model_cfg, train_cfg = configs_from_dict(config)
-        vocab = Vocab(json.loads((run_dir / "vocab.json").read_text(encoding="utf-8"))["chars"])
+        vocab_json = json.loads((run_dir / "vocab.json").read_text(encoding="utf-8"))
+        vocab = Vocab(vocab_json["chars"], vocab_json.get("unk"))
         words = json.loads((run_dir / "words.json").read_text(encoding="utf-8"))
         splits = {s: list(words[s]) for s in SPLITS}
     except (OSError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -149,11 +159,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         raise UserError(f"{run_dir}: vocab.json has {vocab.size} characters, config.json says {model_cfg.vocab_size}")
     ckpt = run_dir / f"{checkpoint}.safetensors"
     tensors, _ = load_checkpoint(ckpt)
-    model = MLP(model_cfg)
+    model = models.build(model_cfg)
     load_weights(model, tensors, ckpt)
     model.to(device).eval()
-    return Run(run_dir, model, vocab, model_cfg, train_cfg, splits,
-               config.get("data", {}).get("source", ""), config.get("data", {}).get("split_seed", 42))
+    data = config.get("data", {})
+    return Run(run_dir, model, vocab, model_cfg, train_cfg, splits, data.get("source", ""),
+               data.get("split_seed", 42), data.get("min_char_count", 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +186,7 @@ class Ensemble:
     info: dict  # ensemble.json
 
     @property
-    def models(self) -> list[MLP]:
+    def models(self) -> list[Model]:
         return [run.model for run in self.runs]
 
     @property
@@ -219,7 +230,4 @@ def load_ensemble(path: str | Path, checkpoint: str = "best", device: str = "cpu
     for run in runs[1:]:
         if run.vocab.chars != first.vocab.chars or run.splits != first.splits:
             raise UserError(f"{broken}: {run.path.name} was trained on other data than {first.path.name}")
-        if run.model_cfg.block_size != first.model_cfg.block_size:
-            raise UserError(f"{broken}: {run.path.name} reads {run.model_cfg.block_size} characters of context, "
-                            f"{first.path.name} {first.model_cfg.block_size}")
     return Ensemble(path, runs, info)

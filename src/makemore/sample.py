@@ -1,9 +1,9 @@
 """Using a trained model: sampling new words and scoring given ones.
 
-Both work on a *predictor*: a function from contexts (N, predictor.context_size) of character
-ids to log-probabilities (N, vocab) of the next character. An MLP is one predictor; an n-gram model,
-a mixture of the two (Bengio et al. 2003, section 4) or a seed ensemble are others, and
-sampling and scoring do not care which.
+Both work on a *predictor* (predict.py): a function from contexts (N, predictor.context_size)
+of character ids to log-probabilities (N, vocab) of the next character. A trained model is one
+predictor; an n-gram model, a mixture of the two (Bengio et al. 2003, section 4) or a seed
+ensemble are others, and sampling and scoring do not care which.
 
 Sampling is the lecture's loop, batched: all samples advance one character at a time
 together, so the per-step cost is one forward pass for the whole batch, not one per name.
@@ -14,120 +14,13 @@ that split, else `new`.
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Vocab, build_examples
+from .data import Examples, Vocab
 from .errors import UserError
-
-Predictor = Callable[[torch.Tensor], torch.Tensor]
-
-
-def make_predictor(fn: Callable[[torch.Tensor], torch.Tensor], context_size: int, device="cpu") -> Predictor:
-    """Tag a contexts -> log-probs function with the context length it reads (its last columns)."""
-    fn.context_size = context_size
-    fn.device = torch.device(device)
-    return fn
-
-
-def fast_logits(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model's logits for contexts (N, block_size), computed for inference by tables.
-
-    The first layer reads x = [C[c_1], ..., C[c_T]], so x @ W1 = sum_t C[c_t] @ W1_t, where W1_t
-    is W1's rows for position t. With the table P[t, c] = C[c] @ W1_t (block_size x vocab x
-    hidden, computed once) the first layer is T row lookups and adds (one embedding_bag) instead
-    of a (T*emb_dim x hidden) product: ~10x less arithmetic for the lecture's sizes. Direct
-    connections get the same treatment. A snapshot: build it again after more training.
-    """
-    cfg = model.cfg
-    T, E, V = cfg.block_size, cfg.emb_dim, cfg.vocab_size
-    with torch.no_grad():
-        def table(W):  # (T*E, out) -> (T*V, out): row t*V + c is C[c] @ W_t
-            return torch.einsum("ve,teo->tvo", model.C, W.view(T, E, -1)).reshape(T * V, -1).contiguous()
-
-        (W1, b1), *deeper = model.hidden_weights
-        first, direct = table(W1), table(model.W_direct) if cfg.direct else None
-        deeper = [(W.detach(), b.detach()) for W, b in deeper]
-        W_out, b_out, b1 = model.W_out.detach(), model.b_out.detach(), b1.detach()
-    offsets = torch.arange(T, device=first.device) * V
-
-    def logits(ctx: torch.Tensor) -> torch.Tensor:
-        rows = ctx + offsets
-        # in place: a fresh large tensor per operation costs more in page faults than the math
-        h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
-        for W, b in deeper:
-            h = _tanh_(torch.addmm(b, h, W))
-        out = torch.addmm(b_out, h, W_out)
-        if direct is not None:
-            out += F.embedding_bag(rows, direct, mode="sum")
-        return out
-
-    return logits
-
-
-def _tanh_(h: torch.Tensor) -> torch.Tensor:
-    """tanh in place; on the CPU by NumPy, whose vectorised tanh ran ~5x faster than torch's here."""
-    if h.device.type == "cpu":
-        a = h.numpy()
-        np.tanh(a, out=a)
-        return h
-    return h.tanh_()
-
-
-def mlp_predictor(model) -> Predictor:
-    """The model as a predictor (in eval mode: no dropout), by `fast_logits`."""
-    block_size = model.cfg.block_size
-    model.eval()
-    logits = fast_logits(model)
-
-    @torch.no_grad()
-    def predict(ctx: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(logits(ctx[:, ctx.shape[1] - block_size:]).float(), dim=-1)
-
-    return make_predictor(predict, block_size, next(model.parameters()).device)
-
-
-def ensemble_predictor(models) -> Predictor:
-    """A seed ensemble: the mean of the members' next-character probabilities (not of their
-    logits: averaging probabilities is the mixture of the models, each weighted 1/K, and its
-    log-likelihood can only beat the members' average), log(1/K sum_k softmax(logits_k))."""
-    models = list(models)
-    if not models:
-        raise UserError("an ensemble needs at least one model")
-    block_size = models[0].cfg.block_size
-    if any(m.cfg.block_size != block_size for m in models):
-        raise UserError("the members of an ensemble must read the same context length")
-    log_k = math.log(len(models))
-    for m in models:
-        m.eval()
-    member_logits = [fast_logits(m) for m in models]
-
-    @torch.no_grad()
-    def predict(ctx: torch.Tensor) -> torch.Tensor:
-        ctx = ctx[:, ctx.shape[1] - block_size:]
-        logp = torch.stack([F.log_softmax(f(ctx).float(), dim=-1) for f in member_logits])  # (K, N, vocab)
-        return torch.logsumexp(logp, dim=0) - log_k  # log of the mean probability, without underflow
-
-    return make_predictor(predict, block_size, next(models[0].parameters()).device)
-
-
-@torch.no_grad()
-def target_log_probs(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    """log p(Y_i | X_i) for every example, float64 on the CPU, computed in chunks."""
-    parts = [torch.zeros(0, dtype=torch.float64)]
-    for i in range(0, X.shape[0], chunk):
-        logp = predictor(X[i:i + chunk].to(predictor.device))
-        parts.append(logp.gather(1, Y[i:i + chunk].to(logp.device)[:, None]).squeeze(1).double().cpu())
-    return torch.cat(parts)
-
-
-def predictor_nll(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk: int = 65536) -> float:
-    """Mean negative log-likelihood of Y under any predictor (model.mean_nll for one MLP)."""
-    return -target_log_probs(predictor, X, Y, chunk).sum().item() / X.shape[0]
-
+from .predict import Predictor, target_log_probs
 
 @torch.no_grad()
 def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
@@ -152,6 +45,8 @@ def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
     active = torch.arange(n, device=device)
     for t in range(max_len):
         logp = predictor(context) / temperature
+        if vocab.unk_id is not None:  # the unknown-character token stands for rare characters: never draw it
+            logp[:, vocab.unk_id] = -math.inf
         if top_k is not None and top_k < logp.shape[1]:
             kth = torch.topk(logp, top_k, dim=1).values[:, -1:]
             logp = logp.masked_fill(logp < kth, -math.inf)
@@ -218,7 +113,7 @@ def score(predictor: Predictor, vocab: Vocab, words: list[str]) -> list[dict]:
         vocab.encode(w)  # raises a clear error for characters the model never saw
         if vocab.boundary in w:
             raise UserError(f"{w!r} contains the boundary token {vocab.boundary!r}")
-    target_logp = target_log_probs(predictor, *build_examples(words, vocab, predictor.context_size))
+    target_logp = target_log_probs(predictor, Examples.from_words(words, vocab))
     results, i = [], 0
     for w in words:
         k = len(w) + 1

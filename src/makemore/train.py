@@ -1,36 +1,59 @@
-"""The training loop of makemore part 2: minibatch SGD (or AdamW) on the training split,
-with the learning rate on a schedule, periodic evaluation on the dev split, checkpoints.
+"""The training loop of makemore part 2: minibatch SGD (or AdamW) on the training split, with
+the learning rate on a schedule, periodic evaluation on the dev split, checkpoints.
 
-The loop knows nothing of how a step is computed: an *engine* does forward, backward and
-update. `AutogradEngine` is the lecture's loop (loss.backward(), then the optimizer);
-`fused.FusedEngine` computes the same step with a hand-written backward pass, faster.
-Callbacks see every evaluation, so a caller (the tuner, a notebook) can watch or stop a run
-without the trainer growing flags.
+One loop trains K >= 1 *members* at once: K = 1 is a plain run; K seeds of one config are a
+seed ensemble; K learning rates are a sweep's population. The loop knows nothing of how a step
+is computed: an engine (engines.py) does forward, backward and update for all members, and
+each member keeps its own run directory, metrics, best checkpoint and fate (a member that
+diverges stops alone). Member k computes what a solo run with its config computes.
+
+Minibatches are the lecture's `ix = torch.randint(0, Xtr.shape[0], (32,))` from a generator
+seeded seed + 1; their contexts are gathered from the compact examples (data.Examples) a chunk
+of steps at a time. The dev loss during training is estimated on a fixed random subset of the
+dev split (`eval_examples`, the same subset for every run on the same data, so that runs
+compare); the final figures in summary.json are the whole dev split and a fixed subset of at
+most FINAL_TRAIN_EXAMPLES training examples. Callbacks see every evaluation, so a caller (the
+tuner, a notebook) can watch or stop a run without the trainer growing flags.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
-from .config import ModelConfig, TrainConfig
-from .data import Corpus
+from . import models
+from .config import TrainConfig
+from .data import Corpus, Examples
+from .engines import make_engine, resolve_device
 from .errors import UserError
-from .model import MLP, decays, mean_nll
-from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoint, write_run_files
+from .models import Model, ModelConfig
+from .predict import ensemble_predictor, model_predictor, split_nll
+from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoint, write_ensemble, write_run_files
 from .utils import atomic_write_json
 
 METRIC_FIELDS = ("step", "train_loss", "dev_loss", "lr", "seconds")
 # A uniform guess costs log(vocab) ~ 3.3 nats per character on names. A minibatch loss past this
 # means the weights have blown up even if float32 has not overflowed to inf/NaN yet.
 DIVERGED_LOSS = 1e4
+# The summary's train loss is over at most this many training examples (a fixed random subset;
+# all of them for the lecture's 182,441): ten times the estimates' examples during training.
+FINAL_TRAIN_EXAMPLES = 250_000
+# Settings every member of one loop shares: the shape of a step (batch size), the loop itself
+# (steps, evaluations) and where it runs; anything else (lr, schedule, seed, weight decay,
+# betas, optimizer) may differ from member to member.
+SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threads", "engine")
+# Minibatch contexts are gathered this many examples at a time (a chunk of steps).
+GATHER_EXAMPLES = 1 << 16
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -48,75 +71,61 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class AutogradEngine:
-    """The lecture's step: forward, loss.backward(), optimizer update, all by PyTorch."""
+class Minibatches:
+    """Each member's minibatches, drawn as the lecture draws them: torch.randint(0, n, (B,))
+    from a generator seeded seed + 1, once per step. The CPU generator draws serially, so one
+    draw of c*B indices equals c draws of B: we draw (and gather the contexts of) a chunk of
+    steps at a time."""
 
-    name = "autograd"
+    def __init__(self, examples: Examples, block_size: int, seeds: Sequence[int], B: int,
+                 states: Sequence[torch.Tensor | None] | None = None):
+        self.examples, self.block_size, self.n, self.B = examples, block_size, len(examples), B
+        self.generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
+        for g, state in zip(self.generators, states or []):
+            if state is not None:
+                g.set_state(state)
+        self.chunk_steps = max(1, GATHER_EXAMPLES // B)
+        self.first, self.steps_held, self.states = 0, 0, []
+        self.idx = self.y = None
 
-    def __init__(self, model: MLP, cfg: TrainConfig):
-        self.model = model
-        named = list(model.named_parameters())
-        groups = [{"params": [p for n, p in named if decays(n)], "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in named if not decays(n)], "weight_decay": 0.0}]
-        self.names = [n for n, _ in named]
-        if cfg.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=cfg.lr)
-        else:
-            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8)
+    def at(self, step: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """(K, B, block_size) contexts and (K, B) targets of update `step` (0-based); chunks
+        never reach past update `last`."""
+        i = step - self.first
+        if self.idx is None or i >= self.steps_held:
+            self.first, i = step, 0
+            c = min(self.chunk_steps, last - step + 1)
+            self.states = [g.get_state() for g in self.generators]
+            positions = torch.stack([torch.randint(0, self.n, (c * self.B,), generator=g)
+                                     for g in self.generators]).numpy()  # (K, c*B)
+            X, Y = self.examples.batch(positions.reshape(-1), self.block_size)
+            K = len(self.generators)
+            self.idx = X.reshape(K, c, self.B, self.block_size)
+            self.y = Y.reshape(K, c, self.B)
+            self.steps_held = c
+        return self.idx[:, i], self.y[:, i]
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> float:
-        _, loss = self.model(xb, yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        return loss.item()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, p in self.model.named_parameters():
-            for key, value in self.optimizer.state.get(p, {}).items():
-                out[f"optim.{key}.{name}"] = torch.as_tensor(value).detach().clone().cpu()
-        return out
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name, p in self.model.named_parameters():
-            entries = {k.split(".")[1]: v for k, v in state.items() if k.startswith("optim.") and k.endswith("." + name)}
-            if entries:
-                self.optimizer.state[p] = {k: v.to(p.device) if k != "step" else v.cpu() for k, v in entries.items()}
-
-
-def make_engine(model: MLP, cfg: TrainConfig):
-    """`auto` takes the fused engine whenever it supports the options, else autograd."""
-    if cfg.engine == "autograd":
-        return AutogradEngine(model, cfg)
-    from . import fused
-
-    reason = fused.unsupported_reason(model.cfg, cfg)
-    if reason is None:
-        return fused.FusedEngine(model, cfg)
-    if cfg.engine == "fused":
-        raise UserError(f"--engine fused does not support this run ({reason}); use --engine autograd")
-    return AutogradEngine(model, cfg)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU here; use --device cpu")
-    return device
+    def state(self, k: int, steps: int) -> torch.Tensor:
+        """Member k's generator state after `steps` updates, as a solo run saves it (rng.batch)."""
+        used = steps - self.first
+        if self.idx is None or used >= self.steps_held:
+            return self.generators[k].get_state()
+        g = torch.Generator()
+        g.set_state(self.states[k])
+        if used > 0:
+            torch.randint(0, self.n, (used * self.B,), generator=g)
+        return g.get_state()
 
 
 @dataclass
 class TrainResult:
-    model: MLP
+    model: Model
     status: str  # "completed", "interrupted" or "diverged"
     summary: dict
     run_dir: Path | None = None
     message: str = ""
     history: list[dict] = field(default_factory=list)
+    signal: str | None = None  # "SIGINT" or "SIGTERM" when interrupted
 
 
 class _Progress:
@@ -137,7 +146,7 @@ class _Progress:
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}", refresh=False)
 
     def log(self, row: dict, total: int, rate: float, label: str = "") -> None:
-        """`label` says whose row it is when several runs train at once (population.py)."""
+        """`label` says whose row it is when several members train at once."""
         if self.quiet or self.bar is not None:
             if self.bar is not None and row.get("dev_loss") is not None:
                 self.bar.write(f"step {row['step']:>7}: {label}dev {row['dev_loss']:.4f}")
@@ -173,11 +182,10 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 
 class RunLog:
-    """One run's record as it trains: metrics.csv, the best-on-dev weights and checkpoint, the
-    last checkpoint, and summary.json at the end. train() keeps one; a population
-    (population.py) keeps one per member, so that each member is an ordinary run directory."""
+    """One member's record as it trains: metrics.csv, the best-on-dev weights and checkpoint,
+    the last checkpoint, and summary.json at the end: an ordinary run directory per member."""
 
-    def __init__(self, model: MLP, run_dir: Path | None, best_dev: float = math.inf, best_step: int = 0):
+    def __init__(self, model: Model, run_dir: Path | None, best_dev: float = math.inf, best_step: int = 0):
         self.model, self.run_dir = model, run_dir
         self.metrics_path = run_dir / "metrics.csv" if run_dir is not None else None
         self.best_dev, self.best_step = best_dev, best_step
@@ -217,21 +225,27 @@ class RunLog:
                         {"step": step, "best_dev": self.best_dev, "best_step": self.best_step,
                          "seconds": seconds, "engine": engine})
 
-    def finish(self, examples: tuple[torch.Tensor, ...], steps: int, seconds: float, steps_per_second: float,
-               engine: str, device: str, status: str, **extra) -> dict:
-        """Put the best-on-dev weights back in the model and report them, evaluated on the whole
-        of each split (examples = Xtr, Ytr, Xdev, Ydev); writes summary.json (with `extra`)."""
-        Xtr, Ytr, Xdev, Ydev = examples
+    def finish(self, corpus: Corpus, steps: int, seconds: float, steps_per_second: float,
+               engine: str, device: str, status: str, progress: bool | None, **extra) -> dict:
+        """Put the best-on-dev weights back in the model and report them: the dev loss over
+        the whole dev split, the train loss over a fixed subset of the training split (all of
+        it up to FINAL_TRAIN_EXAMPLES); writes summary.json (with `extra`)."""
         with torch.no_grad():
             for n, p in self.model.named_parameters():
                 p.copy_(self.best_weights[n])
         self.model.eval()
+        predictor = model_predictor(self.model)
+        train_ex, dev_ex = corpus.encoded("train"), corpus.encoded("dev")
+        train_pos = train_ex.subset(FINAL_TRAIN_EXAMPLES)
         summary = {
+            "model": self.model.cfg.name,
             "params": self.model.num_params(),
             "steps": steps,
             "best_step": self.best_step,
-            "train_loss": mean_nll(self.model, Xtr, Ytr),
-            "dev_loss": mean_nll(self.model, Xdev, Ydev),
+            "train_loss": split_nll(predictor, train_ex, train_pos, progress, "train loss"),
+            "train_loss_examples": int(len(train_pos)),
+            "dev_loss": split_nll(predictor, dev_ex, None, progress, "dev loss"),
+            "dev_loss_examples": len(dev_ex),
             "seconds": round(seconds, 3),
             "steps_per_second": round(steps_per_second, 1),
             "engine": engine,
@@ -257,140 +271,279 @@ def diverged_message(step: int, loss: float, lr: float, log: RunLog) -> str:
             f"{log.best_dev:.4f}) is kept")
 
 
-def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: str | Path | None = None,
-          callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool | None = None,
-          _resume_from: dict | None = None) -> TrainResult:
-    """Train an MLP on corpus' training split; with `out`, keep a run directory there.
+class StopSignals:
+    """While training, SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler, a container stop)
+    ask the loop to stop at the end of the current step; it then saves and reports, the same
+    way for both. A second Ctrl-C interrupts at once. Only the main thread can set signal
+    handlers; elsewhere the loop stops on KeyboardInterrupt alone."""
 
-    `callbacks` are called with each evaluation row ({step, train_loss, dev_loss, lr, seconds});
-    an exception raised by one (e.g. optuna.TrialPruned) stops training and propagates.
+    NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+    def __enter__(self):
+        self.received: str | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.NAMES:
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = self.received or self.NAMES[signum]
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create a new run directory; one that exists (another run, perhaps started a moment ago
+    with the same --out) is a UserError, and is left as it is."""
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except FileExistsError:
+        raise UserError(f"{run_dir} already exists; pick another --out, or continue it with --resume {run_dir}") from None
+    except OSError as e:
+        raise UserError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+
+
+def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig],
+                  out_dirs: Sequence[str | Path | None] | None = None, progress: bool | None = None,
+                  callbacks: tuple[Callable[[dict], None], ...] = (), resumed: Sequence[dict] | None = None,
+                  extra_summary: dict | None = None) -> list[TrainResult]:
+    """The training loop: one model per train config, trained together; with `out_dirs`,
+    member k keeps an ordinary run directory at out_dirs[k].
+
+    `callbacks` are called with each evaluation row ({step, train_loss, dev_loss, lr, seconds,
+    member}); an exception raised by one (e.g. optuna.TrialPruned) stops training and
+    propagates. `resumed` (from `resume`) holds each member's last checkpoint to continue from.
     """
-    check_data(corpus, model_cfg, train_cfg)
-    device = resolve_device(train_cfg.device)
-    if train_cfg.threads > 0:
-        torch.set_num_threads(train_cfg.threads)
-    run_dir = Path(out) if out is not None else None
+    train_cfgs = list(train_cfgs)
+    K = len(train_cfgs)
+    if K == 0:
+        raise UserError("a run needs at least one member")
+    for cfg in train_cfgs:
+        check_data(corpus, model_cfg, cfg)
+    for name in SHARED:
+        values = {getattr(cfg, name) for cfg in train_cfgs}
+        if len(values) > 1:
+            raise UserError(f"the members of one run must share {name.replace('_', '-')} "
+                            f"(got {', '.join(sorted(map(str, values)))})")
+    run_dirs = [None] * K if out_dirs is None else [None if d is None else Path(d) for d in out_dirs]
+    named = [d for d in run_dirs if d is not None]
+    if len(run_dirs) != K or len(set(named)) != len(named):
+        raise UserError(f"need {K} distinct run directories, one per member, got {len(run_dirs)}")
+    first = train_cfgs[0]
+    device = resolve_device(first.device)
+    if first.threads > 0:
+        torch.set_num_threads(first.threads)
 
-    Xtr, Ytr = (t.to(device) for t in corpus.examples("train", model_cfg.block_size))
-    Xdev, Ydev = (t.to(device) for t in corpus.examples("dev", model_cfg.block_size))
+    members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in train_cfgs]
+    for model in members:
+        model.train()
+    engine = make_engine(members, train_cfgs)
+    starts = [0] * K
+    logs = []
+    for k, (model, run_dir) in enumerate(zip(members, run_dirs)):
+        if resumed is not None:
+            tensors, meta = resumed[k]["tensors"], resumed[k]["meta"]
+            load_weights(model, tensors, resumed[k]["path"])
+            engine.load_member_state(k, tensors)
+            starts[k] = meta["step"]
+            if meta.get("engine") and meta["engine"] != engine.name:
+                print(f"note: resuming a {meta['engine']} run with the {engine.name} engine", file=sys.stderr)
+            logs.append(RunLog(model, run_dir, meta["best_dev"], meta["best_step"]))
+            if run_dir is not None:
+                _truncate_metrics(run_dir / "metrics.csv", starts[k])
+        else:
+            if run_dir is not None:
+                make_run_dir(run_dir)
+                write_run_files(run_dir, model_cfg, train_cfgs[k], corpus.vocab, corpus.splits, corpus.source,
+                                corpus.seed, corpus.min_char_count)
+            logs.append(RunLog(model, run_dir))
+    if len(set(starts)) > 1:
+        raise UserError("the members of one run must resume from the same step")
+    start = starts[0]
+    elapsed = resumed[0]["meta"]["seconds"] if resumed is not None else 0.0
 
-    torch.manual_seed(train_cfg.seed)  # dropout in the autograd engine draws from torch's global RNG
-    model = MLP(model_cfg, seed=train_cfg.seed).to(device)
-    batch_rng = torch.Generator().manual_seed(train_cfg.seed + 1)
-    engine = make_engine(model, train_cfg)
-    start, best_dev, best_step, elapsed = 0, math.inf, 0, 0.0
-    if _resume_from is not None:
-        tensors, meta = _resume_from["tensors"], _resume_from["meta"]
-        load_weights(model, tensors, _resume_from["path"])
-        engine.load_state_dict({k: v for k, v in tensors.items()
-                                if not k.startswith("rng.") and k not in dict(model.named_parameters())})
-        batch_rng.set_state(tensors["rng.batch"])
-        torch.set_rng_state(tensors["rng.torch"])
-        start, best_dev, best_step, elapsed = meta["step"], meta["best_dev"], meta["best_step"], meta["seconds"]
-        if meta.get("engine") and meta["engine"] != engine.name:
-            print(f"note: resuming a {meta['engine']} run with the {engine.name} engine", file=sys.stderr)
-    elif run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=False)
-        write_run_files(run_dir, model_cfg, train_cfg, corpus.vocab, corpus.splits, corpus.source, corpus.seed)
-
-    log = RunLog(model, run_dir, best_dev, best_step)
-
-    def save_last(step: int) -> None:
-        if run_dir is not None:
-            state = {**engine.state_dict(), "rng.batch": batch_rng.get_state(), "rng.torch": torch.get_rng_state()}
-            log.save_last(step, state, seconds(), engine.name)
+    train_ex, dev_ex = corpus.encoded("train"), corpus.encoded("dev")
+    dev_pos = dev_ex.subset(first.eval_examples)
+    batches = Minibatches(train_ex, model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
+                          [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None)
+    steps, eval_every = first.steps, first.eval_every
+    log_every = max(1, min(eval_every, steps // 2000))
+    bar = _Progress(steps, start, progress)
+    active = np.ones(K, dtype=bool)  # not diverged
+    status, messages, last_step = ["completed"] * K, [""] * K, [start] * K
+    interrupted_by = None
+    interval_loss, interval_n, bar_pending = np.zeros(K), 0, 0
+    lrs = np.array([lr_at(cfg, start) for cfg in train_cfgs])
+    t0 = time.perf_counter()
 
     def seconds() -> float:
         """Training time of this run, across resumes."""
         return elapsed + time.perf_counter() - t0
 
-    def evaluate_dev() -> float:
-        model.eval()
-        loss = mean_nll(model, Xdev, Ydev)
+    def save_last(k: int, step: int) -> None:
+        if run_dirs[k] is not None:
+            state = {**engine.member_state(k), "rng.batch": batches.state(k, step)}
+            logs[k].save_last(step, state, seconds(), engine.name)
+
+    def evaluate_dev(k: int) -> float:
+        model = members[k]
+        loss = split_nll(model_predictor(model), dev_ex, dev_pos)
         model.train()
         return loss
 
-    if log.metrics_path is not None and _resume_from is not None:
-        _truncate_metrics(log.metrics_path, start)
-    eval_every = train_cfg.eval_every
-    log_every = max(1, min(eval_every, train_cfg.steps // 2000))
-    bar = _Progress(train_cfg.steps, start, progress)
-    status, message = "completed", ""
-    interval_loss, interval_n, bar_pending = 0.0, 0, 0
-    lr = lr_at(train_cfg, start)
-
-    def record(step: int, dev: float | None) -> None:
-        nonlocal interval_loss, interval_n
-        row = log.record(step, interval_loss / interval_n if interval_n else None, dev, lr, seconds())
-        interval_loss, interval_n = 0.0, 0
-        if dev is None:
+    def record(step: int, is_eval: bool) -> None:
+        nonlocal interval_n
+        rows = {}
+        for k in np.flatnonzero(active):
+            dev = evaluate_dev(k) if is_eval else None
+            train_loss = float(interval_loss[k]) / interval_n if interval_n else None
+            rows[k] = logs[k].record(step, train_loss, dev, float(lrs[k]), seconds())
+            if is_eval:
+                save_last(k, step)
+        interval_loss[:], interval_n = 0.0, 0
+        if not is_eval or not rows:
             return
-        bar.log(row, train_cfg.steps, (step - start) / max(1e-9, time.perf_counter() - t0))
+        best = min(rows, key=lambda k: rows[k]["dev_loss"])
+        label = ""
+        if K > 1:
+            name = run_dirs[best].name if run_dirs[best] is not None else f"#{best}"
+            label = f"best of {len(rows)} ({name}): "
+        bar.log(rows[best], steps, (step - start) / max(1e-9, time.perf_counter() - t0), label=label)
         for callback in callbacks:
-            callback(row)
+            for k, row in rows.items():
+                callback({**row, "member": int(k)})
 
-    model.train()
-    t0 = time.perf_counter()
+    def stop_all(how: str) -> None:
+        nonlocal interrupted_by
+        interrupted_by = how
+        for k in np.flatnonzero(active):
+            status[k] = "interrupted"
+            messages[k] = f"interrupted at step {step}; progress saved"
+            save_last(k, step)
+            if run_dirs[k] is not None:
+                messages[k] += f". Continue with: makemore train --resume {run_dirs[k]}"
+
     step = start
-    try:
-        if start == 0:
-            record(0, evaluate_dev())
-            save_last(0)
-        n_train = Xtr.shape[0]
-        while step < train_cfg.steps:
-            lr = lr_at(train_cfg, step)
-            ix = torch.randint(0, n_train, (train_cfg.batch_size,), generator=batch_rng)
-            if device != "cpu":
-                ix = ix.to(device)
-            loss = engine.step(Xtr[ix], Ytr[ix], lr)
-            step += 1
-            if not math.isfinite(loss) or loss > DIVERGED_LOSS:
-                status = "diverged"
-                message = diverged_message(step, loss, lr, log)
-                break
-            interval_loss += loss
-            interval_n += 1
-            bar_pending += 1
-            if step % log_every == 0 or step == train_cfg.steps or step % eval_every == 0:
-                bar.update(bar_pending, loss, lr)
-                bar_pending = 0
-                is_eval = step % eval_every == 0 or step == train_cfg.steps
-                record(step, evaluate_dev() if is_eval else None)
-                if is_eval:
-                    save_last(step)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        save_last(step)
-        message = f"interrupted at step {step}; progress saved"
-        if run_dir is not None:
-            message += f". Continue with: makemore train --resume {run_dir}"
-    finally:
-        bar.close()
+    with StopSignals() as stop:
+        try:
+            if start == 0:
+                record(0, True)
+            while step < steps and active.any() and stop.received is None:
+                lrs = np.array([lr_at(cfg, step) if on else 0.0 for cfg, on in zip(train_cfgs, active)])
+                idx, y = batches.at(step, steps - 1)
+                losses = engine.step(idx, y, lrs)
+                step += 1
+                bad = active & ~(losses <= DIVERGED_LOSS)  # inf, NaN or blown up
+                for k in np.flatnonzero(bad):
+                    status[k], last_step[k] = "diverged", step
+                    messages[k] = diverged_message(step, float(losses[k]), float(lrs[k]), logs[k])
+                    logs[k].flush()
+                    engine.freeze(k, logs[k].best_weights)
+                    active[k] = False
+                interval_loss += np.where(active, losses, 0.0)
+                interval_n += 1
+                bar_pending += 1
+                if step % log_every == 0 or step == steps or step % eval_every == 0:
+                    if active.any():  # the bar shows the members' mean loss
+                        bar.update(bar_pending, float(losses[active].mean()), float(lrs[active].max()))
+                    bar_pending = 0
+                    record(step, step % eval_every == 0 or step == steps)
+            if stop.received is not None:
+                stop_all(stop.received)
+        except KeyboardInterrupt:  # a second Ctrl-C, or Ctrl-C outside the main thread
+            stop_all("SIGINT")
+        finally:
+            bar.close()
     run_seconds = time.perf_counter() - t0
-    if status == "diverged":
+    results = []
+    for k, (model, log) in enumerate(zip(members, logs)):
+        done = step if status[k] != "diverged" else last_step[k]
         log.flush()
-    summary = log.finish((Xtr, Ytr, Xdev, Ydev), step, elapsed + run_seconds,
-                         (step - start) / max(run_seconds, 1e-9), engine.name, device, status)
-    return TrainResult(model, status, summary, run_dir, message, log.history)
+        summary = log.finish(corpus, done, elapsed + run_seconds, (done - start) / max(run_seconds, 1e-9),
+                             engine.name, device, status[k], progress,
+                             **({"members": K} if K > 1 else {}), **(extra_summary or {}))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.data = p.data.clone()  # its own storage, free of the engine's buffers
+        results.append(TrainResult(model, status[k], summary, run_dirs[k], messages[k], log.history, interrupted_by))
+    return results
+
+
+def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: str | Path | None = None,
+          callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool | None = None) -> TrainResult:
+    """Train one model on corpus' training split; with `out`, keep a run directory there."""
+    return train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks)[0]
+
+
+def train_population(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig],
+                     out_dirs: Sequence[str | Path] | None = None, progress: bool | None = None) -> list[TrainResult]:
+    """Train one model per train config, all at once (see train_members)."""
+    return train_members(corpus, model_cfg, train_cfgs, out_dirs, progress)
 
 
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
            callbacks: tuple[Callable[[dict], None], ...] = ()) -> TrainResult:
     """Continue RUN from its last checkpoint (weights, optimizer and RNG state)."""
-    from dataclasses import replace
-
     from .runs import load_run
 
     run_dir = Path(run_dir)
     read_run_config(run_dir)
     tensors, meta = load_checkpoint(run_dir / "last.safetensors")
-    for key in ("rng.batch", "rng.torch"):
-        if key not in tensors:
-            raise UserError(f"{run_dir}/last.safetensors lacks {key}: it cannot be resumed")
+    if "rng.batch" not in tensors:
+        raise UserError(f"{run_dir}/last.safetensors lacks rng.batch: it cannot be resumed")
     run = load_run(run_dir, checkpoint="last")
     train_cfg = run.train_cfg if steps is None else replace(run.train_cfg, steps=steps)
-    corpus = Corpus(run.data_source, [w for s in run.splits.values() for w in s], run.vocab, run.splits, run.split_seed)
+    corpus = run.corpus()
     if meta["step"] >= train_cfg.steps:
         raise UserError(f"{run_dir} already finished its {train_cfg.steps} steps; pass --steps N to train further")
-    return train(corpus, run.model_cfg, train_cfg, out=run_dir, progress=progress, callbacks=callbacks,
-                 _resume_from={"tensors": tensors, "meta": meta, "path": run_dir / "last.safetensors"})
+    return train_members(corpus, run.model_cfg, [train_cfg], [run_dir], progress, callbacks,
+                         resumed=[{"tensors": tensors, "meta": meta, "path": run_dir / "last.safetensors"}])[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Seed ensembles: K seeds of one config, trained as K members of the loop, averaged when used
+
+
+@dataclass
+class EnsembleResult:
+    results: list[TrainResult]  # one per seed, in order
+    seeds: list[int]
+    dev_loss: float  # of the ensemble: mean over dev of -log(mean over members of p(y))
+    run_dir: Path | None = None
+    engine: str = ""
+    members: list[str] = field(default_factory=list)  # ensemble.json's members: run directories in run_dir
+
+
+def member_name(seed: int) -> str:
+    return f"seed-{seed}"
+
+
+def train_ensemble(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, seeds: int | Sequence[int],
+                   out: str | Path | None = None, progress: bool | None = None) -> EnsembleResult:
+    """Train `seeds` (a count K: train_cfg.seed, +1, ..., +K-1; or a list) of one config as
+    the K members of one loop, into out/seed-<s>/ and out/ensemble.json, which eval, sample
+    and score read as one averaged model."""
+    seeds = [train_cfg.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise UserError(f"an ensemble needs distinct seeds, got {seeds}")
+    out = Path(out) if out is not None else None
+    if out is not None:
+        make_run_dir(out)
+    cfgs = [replace(train_cfg, seed=s) for s in seeds]
+    names = [member_name(s) for s in seeds]
+    dirs = None if out is None else [out / n for n in names]
+    results = train_members(corpus, model_cfg, cfgs, dirs, progress)
+    # members that have a best checkpoint (all, unless interrupted before one)
+    kept = [i for i, r in enumerate(results) if r.run_dir is None or (r.run_dir / "best.safetensors").is_file()]
+    dev_loss = (split_nll(ensemble_predictor([results[i].model for i in kept]), corpus.encoded("dev"), None, progress)
+                if kept else math.nan)
+    if out is not None and kept:
+        write_ensemble(out, [names[i] for i in kept], {"seeds": [seeds[i] for i in kept], "dev_loss": dev_loss})
+    return EnsembleResult(results, seeds, dev_loss, out, results[0].summary["engine"], [names[i] for i in kept])

@@ -459,7 +459,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
               pruner=None):
     """Join (or create) the study and run trials until it has `opts.trials` finished ones."""
     optuna = _optuna()
-    from .model import count_params
+    from .models import count_params
     from .train import train
 
     opts.validate()

@@ -1,5 +1,6 @@
-"""Population training (K models at once) against solo runs, seed ensembles end to end, and
-the sweep and lr-find that use populations. Tiny data and a few dozen steps throughout."""
+"""K members of one training loop (a population, a seed ensemble) against solo runs, seed
+ensembles end to end, and the sweep and lr-find that train members together. Tiny data and a
+few dozen steps throughout."""
 
 import json
 import math
@@ -11,15 +12,16 @@ import torch
 import torch.nn.functional as F
 
 import makemore.experiments as experiments
-import makemore.population as population
 from makemore.cli import main
 from makemore.config import make_configs
-from makemore.data import build_examples, load_corpus
+from makemore.data import Examples, build_examples, load_corpus
+from makemore.engines import AutogradEngine, Stack, make_engine
 from makemore.errors import UserError
 from makemore.experiments import lr_find
-from makemore.population import PopulationEngine, _Minibatches, train_population
+from makemore.fused import FusedEngine
+from makemore.models.mlp import MLP
 from makemore.runs import load_ensemble, load_run
-from makemore.train import resume, train
+from makemore.train import Minibatches, resume, train, train_members, train_population
 
 TINY = ["--preset", "lecture", "--emb-dim", "4", "--hidden", "16", "--batch-size", "8", "--steps", "60", "--quiet"]
 
@@ -67,7 +69,7 @@ def test_member_equals_a_solo_run(corpus, tmp_path, optimizer, extra):
     for i, (cfg, member) in enumerate(zip(cfgs, members)):
         solo = train(corpus, model_cfg, cfg, out=tmp_path / f"solo{i}", progress=False)
         assert_same_run(member, solo)
-        assert member.summary["engine"] == "population" and member.summary["population"] == 3
+        assert member.summary["engine"] == "fused" and member.summary["members"] == 3
         # each member is an ordinary run directory
         assert {p.name for p in dirs[i].iterdir()} == {p.name for p in (tmp_path / f"solo{i}").iterdir()}
         assert load_run(dirs[i]).train_cfg == cfg
@@ -100,7 +102,7 @@ def test_a_member_resumes_as_a_solo_run(corpus, tmp_path):
 def test_an_interrupted_population_saves_every_member_to_resume_alone(corpus, tmp_path, monkeypatch):
     model_cfg, base = small(corpus, dropout=0.1)
     cfgs = [replace(base, seed=s) for s in (1, 2)]
-    real_step, calls = PopulationEngine.step, []
+    real_step, calls = FusedEngine.step, []
 
     def step_then_interrupt(self, *args):
         calls.append(1)
@@ -108,10 +110,10 @@ def test_an_interrupted_population_saves_every_member_to_resume_alone(corpus, tm
             raise KeyboardInterrupt
         return real_step(self, *args)
 
-    monkeypatch.setattr(PopulationEngine, "step", step_then_interrupt)
+    monkeypatch.setattr(FusedEngine, "step", step_then_interrupt)
     dirs = [tmp_path / "a", tmp_path / "b"]
     members = train_population(corpus, model_cfg, cfgs, dirs, progress=False)
-    monkeypatch.setattr(PopulationEngine, "step", real_step)
+    monkeypatch.setattr(FusedEngine, "step", real_step)
     assert [m.status for m in members] == ["interrupted"] * 2
     assert "makemore train --resume" in members[1].message and members[1].summary["steps"] == 25
     resumed = resume(dirs[1], progress=False)
@@ -119,28 +121,47 @@ def test_an_interrupted_population_saves_every_member_to_resume_alone(corpus, tm
 
 
 def test_minibatch_state_mid_chunk_equals_a_generator_that_drew_as_many():
-    batches = _Minibatches([11, 12], n=1000, B=4)
-    first = batches.at(0, 99)
+    # one word whose ids are 1, 2, ..., 999 (and the end token): example p's target is p + 1
+    examples = Examples(np.append(np.arange(1, 1000), 0).astype(np.uint16), np.array([0]))
+    batches = Minibatches(examples, 3, [11, 12], B=4)
+    first_idx, first_y = batches.at(0, 99)
     for step in range(1, 30):
         batches.at(step, 99)
     g = torch.Generator().manual_seed(13)  # seed 12 + 1: member 1's generator
     expected = [torch.randint(0, 1000, (4,), generator=g) for _ in range(30)]
     assert torch.equal(batches.state(1, 30), g.get_state())
     g0 = torch.Generator().manual_seed(12)
-    assert np.array_equal(first[0], torch.randint(0, 1000, (4,), generator=g0).numpy())
-    assert np.array_equal(batches.at(29, 99)[1], expected[29].numpy())
+    positions = torch.randint(0, 1000, (4,), generator=g0).numpy()
+    np.testing.assert_array_equal(first_y[0], np.where(positions < 999, positions + 1, 0))
+    np.testing.assert_array_equal(first_idx[0], examples.contexts(positions, 3))
+    np.testing.assert_array_equal(batches.at(29, 99)[1][1], examples.targets(expected[29].numpy()))
 
 
-def test_runs_of_other_shapes_or_engines_are_refused(corpus):
+def test_members_must_share_the_loop_and_an_engine_one_model_shape(corpus):
     model_cfg, base = small(corpus)
-    for other, message in [(replace(base, batch_size=16), "batch-size differs"),
-                           (replace(base, steps=30), "steps differs"),
-                           (replace(base, optimizer="adamw"), "optimizer differs"),
-                           (replace(base, engine="autograd"), "engine autograd")]:
+    for other, message in [(replace(base, batch_size=16), "share batch-size"),
+                           (replace(base, steps=30), "share steps"),
+                           (replace(base, engine="autograd"), "share engine")]:
         with pytest.raises(UserError, match=message):
             train_population(corpus, model_cfg, [base, other], progress=False)
     with pytest.raises(ValueError, match="one model config"):
-        PopulationEngine([population.MLP(model_cfg), population.MLP(replace(model_cfg, init="scaled"))], [base, base])
+        FusedEngine([MLP(model_cfg), MLP(replace(model_cfg, init="scaled"))], [base, base])
+
+
+@pytest.mark.parametrize("engine, extra", [
+    ("autograd", {"dropout": 0.2, "optimizer": "adamw", "lr": 0.01}),   # torch's RNG, swapped per member
+    ("fused", {"hidden": 600, "batch_size": 600}),                        # too large to share a step: stacked
+    ("fused", {"optimizer": "adamw", "lr": 0.01}),                        # members with other optimizers
+])
+def test_members_of_any_engine_equal_solo_runs(corpus, engine, extra):
+    model_cfg, base = small(corpus, engine=engine, **extra)
+    cfgs = [replace(base, seed=3), replace(base, seed=4, optimizer="sgd", lr=0.1)]
+    members = [MLP(model_cfg, seed=c.seed) for c in cfgs]
+    chosen = make_engine(members, cfgs)
+    assert isinstance(chosen, AutogradEngine if engine == "autograd" else Stack)
+    results = train_population(corpus, model_cfg, cfgs, progress=False)
+    for cfg, member in zip(cfgs, results):
+        assert_same_run(member, train(corpus, model_cfg, cfg, progress=False))
 
 
 # ----------------------------------------------------------------------------------------
@@ -278,43 +299,38 @@ def test_an_ensemble_mixes_with_the_ngram_model(ensemble_dir, capsys):
 
 
 def test_sweep_trains_equal_shapes_as_one_population_and_a_rerun_skips(words_file, tmp_path, capsys, monkeypatch):
-    calls = {"population": [], "train": []}
-    real_population, real_train = experiments.train_population, experiments.train
+    calls = {"population": []}
+    real_members = experiments.train_members
 
-    def counting_population(corpus, model_cfg, cfgs, dirs, **kw):
+    def counting_members(corpus, model_cfg, cfgs, dirs, **kw):
         calls["population"].append([d.name for d in dirs])
-        return real_population(corpus, model_cfg, cfgs, dirs, **kw)
+        return real_members(corpus, model_cfg, cfgs, dirs, **kw)
 
-    def counting_train(*args, **kwargs):
-        calls["train"].append(kwargs["out"].name)
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(experiments, "train_population", counting_population)
-    monkeypatch.setattr(experiments, "train", counting_train)
+    monkeypatch.setattr(experiments, "train_members", counting_members)
     out = tmp_path / "sweep"
     args = ["sweep", "--data", str(words_file), "--preset", "lecture", "--emb-dim", "4", "--batch-size", "8",
             "--steps", "30", "--grid", "hidden=8,16 lr=0.05,0.2 seed=1,2", "--out", str(out), "--json"]
     assert main(args) == 0
     table = json.loads(capsys.readouterr().out)
-    assert len(table) == 8 and calls["train"] == []
+    assert len(table) == 8
     # one population per hidden size, each of its 4 (lr, seed) points
     assert sorted(len(g) for g in calls["population"]) == [4, 4]
     assert {frozenset(g) for g in calls["population"]} == {
         frozenset(r["name"] for r in table if r["hidden"] == h) for h in (8, 16)}
     for r in table:
         summary = json.loads((out / r["name"] / "summary.json").read_text())
-        assert summary["engine"] == "population" and summary["dev_loss"] == r["dev_loss"]
+        assert summary["engine"] == "fused" and summary["members"] == 4 and summary["dev_loss"] == r["dev_loss"]
     # a member equals its point trained alone
     corpus = load_corpus(words_file)
     point = next(r for r in table if (r["hidden"], r["lr"], r["seed"]) == (16, 0.2, 2))
     model_cfg, train_cfg = make_configs("lecture", vocab_size=corpus.vocab.size, emb_dim=4, batch_size=8, steps=30,
                                         hidden=16, lr=0.2, seed=2)
-    assert real_train(corpus, model_cfg, train_cfg, progress=False).summary["dev_loss"] == pytest.approx(
+    assert train(corpus, model_cfg, train_cfg, progress=False).summary["dev_loss"] == pytest.approx(
         point["dev_loss"], abs=1e-4)
 
     calls["population"].clear()
     assert main(args) == 0
-    assert calls == {"population": [], "train": []}  # nothing trained again
+    assert calls == {"population": []}  # nothing trained again
     assert json.loads(capsys.readouterr().out) == table
 
     # two killed runs of one shape are trained again together, the other points kept
@@ -323,7 +339,6 @@ def test_sweep_trains_equal_shapes_as_one_population_and_a_rerun_skips(words_fil
         (out / name / "summary.json").unlink()
     assert main(args) == 0
     assert [sorted(g) for g in calls["population"]] == [sorted(victims)]
-    assert calls["train"] == []
 
 
 def test_lr_find_with_seeds_averages_the_solo_curves(corpus):
@@ -331,7 +346,7 @@ def test_lr_find_with_seeds_averages_the_solo_curves(corpus):
     together = lr_find(corpus, model_cfg, train_cfg, 0.01, 0.5, steps=40, seeds=3)
     solos = [lr_find(corpus, model_cfg, replace(train_cfg, seed=train_cfg.seed + i), 0.01, 0.5, steps=40)
              for i in range(3)]
-    assert together.engine == "population" and together.settings["seeds"] == 3
+    assert together.engine == "fused" and together.settings["seeds"] == 3
     mean = np.mean([[r["loss"] for r in s.rows] for s in solos], axis=0)
     assert [r["loss"] for r in together.rows] == pytest.approx(list(mean), rel=1e-5)
     assert not np.allclose([r["loss"] for r in solos[0].rows], mean)  # the seeds differ
@@ -349,5 +364,5 @@ def test_lr_find_cli_seeds(words_file, tmp_path, capsys):
     out = tmp_path / "lr"
     assert main(["lr-find", "--data", str(words_file), "--preset", "lecture", "--emb-dim", "4", "--hidden", "16",
                  "--steps", "30", "--seeds", "2", "--out", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["engine"] == "population"
+    assert json.loads(capsys.readouterr().out)["engine"] == "fused"
     assert (out / "lr_find.png").is_file()

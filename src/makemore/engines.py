@@ -1,0 +1,209 @@
+"""Engines: how one training step of K >= 1 models is computed.
+
+The training loop (train.py) knows nothing of how a step is computed; an engine does forward,
+backward and update for the K members of a run (K = 1 for a plain run, K seeds for a seed
+ensemble, K learning rates for a sweep), behind one interface:
+
+    engine.models                          the K models (nn.Modules), updated in place
+    engine.step(idx, y, lrs) -> losses     idx (K, B, block_size), y (K, B) int64 arrays,
+                                           lrs (K,): one update of every member; returns the
+                                           K minibatch losses computed before it
+    engine.member_state(k) -> dict         member k's optimizer (and RNG) state, for checkpoints
+    engine.load_member_state(k, state)     ... and back, on --resume
+    engine.freeze(k, weights)              a diverged member keeps `weights` (stepped at lr 0)
+    engine.grad_hook                       None, or a function called with the gradients
+                                           between backward and update (data parallelism)
+
+AutogradEngine is the lecture's step (loss.backward(), then a torch optimizer) and runs every
+model; fused.FusedEngine computes the MLP's step with a hand-written backward pass, faster.
+make_engine picks one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import optimizers
+from .config import TrainConfig
+from .errors import UserError
+from .models import Model
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU here; use --device cpu")
+    return device
+
+
+class AutogradEngine:
+    """The lecture's step for each member in turn: forward, loss.backward(), optimizer step.
+
+    Each member has its own torch optimizer and its own torch random state (dropout draws from
+    torch's global generator): the state is swapped in around the member's step, so that
+    member k draws what a solo run with its seed draws.
+    """
+
+    name = "autograd"
+
+    def __init__(self, models: Sequence[Model], train_cfgs: Sequence[TrainConfig]):
+        if len(models) != len(train_cfgs) or not models:
+            raise ValueError(f"need one train config per model, got {len(models)} models and {len(train_cfgs)} configs")
+        self.models, self.cfgs = list(models), list(train_cfgs)
+        self.device = next(models[0].parameters()).device
+        self.optimizers, self.decayed, self.rng_states = [], [], []
+        for model, cfg in zip(models, train_cfgs):
+            named = list(model.named_parameters())
+            decays = [p for n, p in named if model.decays(n, p)]
+            keeps = [p for n, p in named if not model.decays(n, p)]
+            groups = [g for g in ({"params": decays}, {"params": keeps}) if g["params"]]
+            self.optimizers.append(optimizers.get(cfg.optimizer).torch_optimizer(groups, cfg))
+            self.decayed.append(decays)
+            self.rng_states.append(self._seeded_state(cfg.seed))
+        self.grad_hook = None
+
+    def _seeded_state(self, seed: int) -> dict:
+        state = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+        if self.device.type == "cuda":
+            with torch.random.fork_rng(devices=[self.device]):
+                torch.cuda.manual_seed(seed)
+                state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _swap_rng(self, k: int):
+        """Install member k's random state; return a function that saves it back."""
+        state = self.rng_states[k]
+        torch.set_rng_state(state["cpu"])
+        if "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+        def save() -> None:
+            state["cpu"] = torch.get_rng_state()
+            if "cuda" in state:
+                state["cuda"] = torch.cuda.get_rng_state(self.device)
+
+        return save
+
+    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray) -> np.ndarray:
+        idx_t = torch.from_numpy(np.ascontiguousarray(idx)).to(self.device)
+        y_t = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
+        losses = np.empty(len(self.models))
+        for k, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
+            save_rng = self._swap_rng(k)
+            _, loss = model(idx_t[k], y_t[k])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            save_rng()
+            if self.grad_hook is not None:
+                self.grad_hook([p.grad for p in model.parameters() if p.grad is not None])
+            lr, wd = float(lrs[k]), self.cfgs[k].weight_decay
+            if wd:  # decoupled weight decay, p <- p * (1 - lr*wd), as the fused engine does it
+                with torch.no_grad():
+                    for p in self.decayed[k]:
+                        p.mul_(1.0 - lr * wd)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.step()
+            losses[k] = loss.item()
+        return losses
+
+    def freeze(self, k: int, weights) -> None:
+        with torch.no_grad():
+            for n, p in self.models[k].named_parameters():
+                p.copy_(weights[n])
+        self.optimizers[k].state.clear()
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Optimizer state as 'optim.<key>.<parameter>' tensors, and the torch random state."""
+        out = {}
+        optimizer = self.optimizers[k]
+        for name, p in self.models[k].named_parameters():
+            for key, value in optimizer.state.get(p, {}).items():
+                out[f"optim.{key}.{name}"] = torch.as_tensor(value).detach().clone().cpu()
+        out["rng.torch"] = self.rng_states[k]["cpu"].clone()
+        if "cuda" in self.rng_states[k]:
+            out["rng.cuda"] = self.rng_states[k]["cuda"].clone()
+        return out
+
+    def load_member_state(self, k: int, state) -> None:
+        optimizer = self.optimizers[k]
+        for name, p in self.models[k].named_parameters():
+            prefix_entries = {key.split(".")[1]: v for key, v in state.items()
+                              if key.startswith("optim.") and key.endswith("." + name)}
+            if prefix_entries:
+                optimizer.state[p] = {key: v.to(p.device) if key != "step" else v.cpu()
+                                      for key, v in prefix_entries.items()}
+        if "rng.torch" in state:
+            self.rng_states[k]["cpu"] = state["rng.torch"].clone()
+        if "rng.cuda" in state and "cuda" in self.rng_states[k]:
+            self.rng_states[k]["cuda"] = state["rng.cuda"].clone()
+
+
+class Stack:
+    """K single-member engines stepped one after another: members that gain nothing from
+    sharing one batched step (models past OpenBLAS's one-thread size, see fused.py)."""
+
+    def __init__(self, engines: Sequence):
+        self.engines = list(engines)
+        self.name = self.engines[0].name
+        self.models = [e.models[0] for e in self.engines]
+
+    @property
+    def grad_hook(self):
+        return self.engines[0].grad_hook
+
+    @grad_hook.setter
+    def grad_hook(self, hook) -> None:
+        for e in self.engines:
+            e.grad_hook = hook
+
+    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray) -> np.ndarray:
+        return np.concatenate([e.step(idx[k:k + 1], y[k:k + 1], lrs[k:k + 1]) for k, e in enumerate(self.engines)])
+
+    def freeze(self, k: int, weights) -> None:
+        self.engines[k].freeze(0, weights)
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        return self.engines[k].member_state(0)
+
+    def load_member_state(self, k: int, state) -> None:
+        self.engines[k].load_member_state(0, state)
+
+
+def fused_reason(models: Sequence[Model], train_cfgs: Sequence[TrainConfig]) -> str | None:
+    """None if the fused engine can train these members, else why not."""
+    from . import fused
+
+    for model, cfg in zip(models, train_cfgs):
+        reason = fused.unsupported_reason(model.cfg, cfg)
+        if reason is not None:
+            return reason
+    return None
+
+
+def make_engine(models: Sequence[Model], train_cfgs: Sequence[TrainConfig]):
+    """The engine for these members: `auto` takes the fused engine whenever it supports the
+    run, else autograd. Members share one fused step (a population) while every product is
+    small enough to gain from it; larger ones step one after another."""
+    from . import fused
+
+    engine = train_cfgs[0].engine
+    if any(c.engine != engine for c in train_cfgs):
+        raise UserError("the members of one run must use one engine")
+    if engine == "autograd":
+        return AutogradEngine(models, train_cfgs)
+    reason = fused_reason(models, train_cfgs)
+    if reason is not None:
+        if engine == "fused":
+            raise UserError(f"--engine fused does not support this run ({reason}); use --engine autograd")
+        return AutogradEngine(models, train_cfgs)
+    if len(models) == 1:
+        return fused.FusedEngine(models, train_cfgs)
+    one_optimizer = len({c.optimizer for c in train_cfgs}) == 1
+    if one_optimizer and fused.small_products(models[0].cfg, train_cfgs[0].batch_size):
+        return fused.FusedEngine(models, train_cfgs)
+    return Stack([fused.FusedEngine([m], [c]) for m, c in zip(models, train_cfgs)])

@@ -1,0 +1,156 @@
+"""What every makemore model is: a config dataclass and an nn.Module with one interface.
+
+The interface is that of Karpathy's makemore.py, for our examples: a model reads the
+`block_size` characters before a position (boundary-padded on the left, as the lecture builds
+its contexts) and returns logits for the character at that position:
+
+    logits, loss = model(idx, targets)     idx (B, block_size) int64, logits (B, vocab_size)
+
+so training, evaluation, sampling and scoring never ask which model they run. A model may
+compute its *training* loss over more predictions than the last one (a sequence model predicts
+every position of its window at once, as makemore.py and nanoGPT train); in eval mode the loss
+is always the mean NLL of the targets given, the figure every model is compared on.
+
+A new model is one module in this package defining `Config` (a dataclass subclass of
+ModelConfig with the model's own fields, each with a `help` in its metadata: the CLI makes
+them flags), `Model` (a subclass of Model) and `PRESETS` (named recipes), plus one line in
+models/__init__.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, fields
+from typing import Callable, ClassVar
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+
+def setting(default, help: str, **kwargs):
+    """A config field with the help text of its command-line flag."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class ModelConfig:
+    """Settings every model has: the vocabulary (from the data) and the context it reads."""
+
+    name: ClassVar[str] = ""
+    vocab_size: int = setting(27, "characters in the vocabulary, boundary token included (from the data)")
+    block_size: int = setting(3, "characters of context")
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int) and not isinstance(value, bool) and f.metadata.get("min") is not None:
+                if value < f.metadata["min"]:
+                    raise UserError(f"{f.name.replace('_', '-')} must be at least {f.metadata['min']}, got {value}")
+        for name in ("vocab_size", "block_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        dropout = getattr(self, "dropout", 0.0)
+        if not 0.0 <= dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {dropout}")
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Run the body with torch's global generator seeded, then restore it: modules that draw
+    their initial weights from it (nn.Linear, nn.Embedding) start the same for the same seed,
+    and the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class Model(nn.Module):
+    """Base of every model: forward(idx, targets=None) -> (logits, loss); see the module doc."""
+
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def decays(self, name: str, p: torch.Tensor) -> bool:
+        """Whether weight decay applies to this parameter: matrices and embedding tables do,
+        biases and normalisation gains do not (nanoGPT's rule: by rank, not by name)."""
+        return p.dim() >= 2
+
+    def logits_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """contexts (N, block_size) -> logits (N, vocab_size) for inference (eval mode, no
+        gradient). A model may return a faster function than its forward (see mlp.py); it is a
+        snapshot of the current weights."""
+        def logits(ctx: torch.Tensor) -> torch.Tensor:
+            return self(ctx)[0]
+
+        return logits
+
+    def embedding_table(self) -> torch.Tensor | None:
+        """The (vocab_size, d) table of character embeddings, for `makemore embeddings`."""
+        return None
+
+
+def last_position_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
+    return None if targets is None else F.cross_entropy(logits, targets)
+
+
+# ----------------------------------------------------------------------------------------
+# Sequence models (rnn, gru, bow, transformer): windows as makemore.py's sequences
+
+
+def window_layout(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each context row, where its sequence starts, and each position's index in it.
+
+    A context is the word so far, left-padded with the boundary token (id 0), which never
+    occurs inside a word: a row's padding is its zeros. makemore.py feeds a sequence model
+    <START> c1 c2 ... at positions 0, 1, 2, ...; the last padding token plays <START>, so a
+    row with P padding tokens starts at column max(P - 1, 0) and column t is position
+    t - start (negative: before the sequence, to be ignored). Returns (start (B,), pos (B, T)).
+    """
+    T = idx.shape[1]
+    padding = (idx == 0).sum(dim=1)
+    start = (padding - 1).clamp_(min=0)
+    pos = torch.arange(T, device=idx.device)[None, :] - start[:, None]
+    return start, pos
+
+
+def dense_targets(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The next character at every column of the window: idx shifted left, then the target;
+    -1 (ignored by cross_entropy) where the next character is still padding."""
+    nxt = torch.cat([idx[:, 1:], targets[:, None]], dim=1).clone()
+    nxt[:, :-1][idx[:, 1:] == 0] = -1
+    return nxt
+
+
+def sequence_loss(all_logits: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor | None,
+                  training: bool) -> torch.Tensor | None:
+    """Training: mean NLL over every position of the window (makemore.py's and nanoGPT's
+    objective, many predictions per example); eval: the last position's, as every model."""
+    if targets is None:
+        return None
+    if not training:
+        return F.cross_entropy(all_logits[:, -1], targets)
+    V = all_logits.shape[-1]
+    return F.cross_entropy(all_logits.reshape(-1, V), dense_targets(idx, targets).reshape(-1), ignore_index=-1)
+
+
+def init_normal_(module: nn.Module, std: float = 0.02) -> None:
+    """GPT-2's initialisation, as minGPT/nanoGPT use it: N(0, 0.02) weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+__all__ = ["ModelConfig", "Model", "setting", "seeded", "window_layout", "dense_targets", "sequence_loss",
+           "last_position_loss", "init_normal_"]

@@ -1,0 +1,176 @@
+"""The neural probabilistic language model of Bengio et al. (2003), as in makemore part 2.
+
+    emb    = C[idx]                            (B, block_size, emb_dim)  embedding lookup
+    x      = emb.view(B, block_size*emb_dim)                             concatenation
+    h      = tanh(x @ W1 + b1)  (repeated for each hidden layer)
+    logits = h @ W_out + b_out  [+ x @ W_direct]                         Bengio's direct links
+    loss   = F.cross_entropy(logits, targets)
+
+Weights are (fan_in, fan_out) tensors named as in the lecture (C, W1, b1, ...) rather than
+nn.Linear modules, so that `x @ W + b` reads as on the blackboard and the fused engine
+(fused.py) can share the very same tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .base import Model, ModelConfig, last_position_loss, setting
+
+TANH_GAIN = 5.0 / 3.0  # torch.nn.init.calculate_gain("tanh")
+INITS = ("randn", "scaled")
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    """Embeddings -> tanh hidden layer(s) -> logits (Bengio et al. 2003)."""
+
+    name = "mlp"
+    emb_dim: int = setting(10, "size of each character's embedding (the lecture's C has 10 columns)", min=1)
+    hidden: int = setting(200, "units per tanh hidden layer", min=1)
+    layers: int = setting(1, "tanh hidden layers", min=1)
+    direct: bool = setting(False, "Bengio's direct connections from the embeddings to the output")
+    dropout: float = setting(0.0, "dropout on each hidden layer's output while training")
+    # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
+    # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
+    init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.init not in INITS:
+            raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+
+def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
+    """Every parameter's name and shape, in a fixed order (the checkpoint format)."""
+    concat = cfg.block_size * cfg.emb_dim
+    shapes: dict[str, tuple[int, ...]] = {"C": (cfg.vocab_size, cfg.emb_dim)}
+    fan_in = concat
+    for i in range(1, cfg.layers + 1):
+        shapes[f"W{i}"] = (fan_in, cfg.hidden)
+        shapes[f"b{i}"] = (cfg.hidden,)
+        fan_in = cfg.hidden
+    shapes["W_out"] = (cfg.hidden, cfg.vocab_size)
+    shapes["b_out"] = (cfg.vocab_size,)
+    if cfg.direct:
+        shapes["W_direct"] = (concat, cfg.vocab_size)
+    return shapes
+
+
+class MLP(Model):
+    """forward(idx, targets=None) -> (logits, loss), the interface of Karpathy's makemore."""
+
+    Config = MLPConfig
+
+    def __init__(self, cfg: MLPConfig, seed: int = 42):
+        super().__init__(cfg)
+        g = torch.Generator().manual_seed(seed)
+        for name, shape in param_shapes(cfg).items():
+            self.register_parameter(name, nn.Parameter(self._init(name, shape, g)))
+
+    def _init(self, name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+        w = torch.randn(shape, generator=g)
+        if self.cfg.init == "randn" or name == "C":
+            return w  # the lecture: every tensor starts as torch.randn
+        if name.startswith("W") and name not in ("W_out", "W_direct"):
+            return w * (TANH_GAIN / math.sqrt(shape[0]))  # keeps tanh out of saturation
+        if name in ("W_out",):
+            return w * 0.01  # near-uniform first prediction: loss starts at log(vocab)
+        return torch.zeros(shape)  # biases and direct connections
+
+    @property
+    def hidden_weights(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
+        return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.cfg.layers + 1)]
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        emb = self.C[idx]  # (B, block_size, emb_dim): indexing is a one-hot matmul, cheaper
+        x = emb.view(emb.shape[0], -1)
+        h = x
+        for W, b in self.hidden_weights:
+            h = torch.tanh(h @ W + b)
+            if self.cfg.dropout > 0 and self.training:
+                h = F.dropout(h, self.cfg.dropout, training=True)
+        logits = h @ self.W_out + self.b_out
+        if self.cfg.direct:
+            logits = logits + x @ self.W_direct
+        return logits, last_position_loss(logits, targets)
+
+    def embedding_table(self) -> torch.Tensor:
+        return self.C
+
+    def logits_fn(self):
+        """The model's logits for contexts (N, block_size), computed for inference by tables.
+
+        The first layer reads x = [C[c_1], ..., C[c_T]], so x @ W1 = sum_t C[c_t] @ W1_t, where
+        W1_t is W1's rows for position t. With the table P[t, c] = C[c] @ W1_t (block_size x
+        vocab x hidden, computed once) the first layer is T row lookups and adds (one
+        embedding_bag) instead of a (T*emb_dim x hidden) product: ~10x less arithmetic for the
+        lecture's sizes. Direct connections get the same treatment. A snapshot: build it again
+        after more training.
+        """
+        cfg = self.cfg
+        T, E, V = cfg.block_size, cfg.emb_dim, cfg.vocab_size
+        with torch.no_grad():
+            def table(W):  # (T*E, out) -> (T*V, out): row t*V + c is C[c] @ W_t
+                return torch.einsum("ve,teo->tvo", self.C, W.view(T, E, -1)).reshape(T * V, -1).contiguous()
+
+            (W1, b1), *deeper = self.hidden_weights
+            first, direct = table(W1), table(self.W_direct) if cfg.direct else None
+            deeper = [(W.detach(), b.detach()) for W, b in deeper]
+            W_out, b_out, b1 = self.W_out.detach(), self.b_out.detach(), b1.detach()
+        offsets = torch.arange(T, device=first.device) * V
+
+        def logits(ctx: torch.Tensor) -> torch.Tensor:
+            rows = ctx + offsets
+            # in place: a fresh large tensor per operation costs more in page faults than the math
+            h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
+            for W, b in deeper:
+                h = _tanh_(torch.addmm(b, h, W))
+            out = torch.addmm(b_out, h, W_out)
+            if direct is not None:
+                out += F.embedding_bag(rows, direct, mode="sum")
+            return out
+
+        return logits
+
+
+def _tanh_(h: torch.Tensor) -> torch.Tensor:
+    """tanh in place; on the CPU by NumPy, whose vectorised tanh ran ~5x faster than torch's here."""
+    if h.device.type == "cpu":
+        a = h.numpy()
+        np.tanh(a, out=a)
+        return h
+    return h.tanh_()
+
+
+def count_params(cfg: MLPConfig) -> int:
+    return sum(math.prod(s) for s in param_shapes(cfg).values())
+
+
+MODEL = MLP
+DEFAULT_PRESET = "default"
+PRESETS: dict[str, dict] = {
+    # makemore part 2, end of the lecture: 11,897 parameters, dev 2.17 in the video.
+    "lecture": dict(block_size=3, emb_dim=10, hidden=200, init="randn", batch_size=32,
+                    steps=200_000, lr=0.1, optimizer="sgd", schedule="step",
+                    decay_at=0.5, decay_factor=0.1),
+    # The lecture's 2-D embedding experiment: 3,481 parameters, small enough to plot C.
+    "tiny2d": dict(block_size=3, emb_dim=2, hidden=100, init="randn", batch_size=32,
+                   steps=50_000, lr=0.1, optimizer="sgd", schedule="step"),
+    # Least wall time to dev <= 2.17 on 2 CPU cores (see README, `make bench`).
+    "fast": dict(block_size=4, emb_dim=12, hidden=128, batch_size=128, steps=1_000,
+                 lr=0.03, optimizer="adamw", schedule="cosine", weight_decay=0.01),
+    # Best dev loss in about 3 minutes on 2 CPU cores (see README): the best trial of a
+    # 30-minute `makemore tune` study on names (dev 1.9386 with hidden 922 in 274 s), narrowed
+    # to hidden 768 and 5,500 steps to fit the time.
+    "default": dict(block_size=10, emb_dim=48, hidden=768, layers=2, batch_size=676, steps=5_500,
+                    lr=2.4e-3, optimizer="adamw", schedule="cosine", dropout=0.278,
+                    weight_decay=0.0517, init="scaled"),
+}

@@ -1,0 +1,25 @@
+"""The optimizers makemore trains with, registered by name in one place.
+
+Each optimizer is one module here defining NAME, `torch_optimizer(param_groups, train_cfg)`
+(what the autograd engine steps) and, if the fused engine (fused.py) can run it, `Flat`: the
+same update on flat NumPy buffers holding every parameter of K models, one row per model,
+each row with its own learning rate and settings. Adding an optimizer is writing that module
+and adding its name to REGISTRY.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import UserError
+
+REGISTRY = ("sgd", "adamw")
+
+MODULES: dict[str, ModuleType] = {name: importlib.import_module(f"{__name__}.{name}") for name in REGISTRY}
+
+
+def get(name: str) -> ModuleType:
+    if name not in MODULES:
+        raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(MODULES)}")
+    return MODULES[name]

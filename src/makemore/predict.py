@@ -1,0 +1,150 @@
+"""Predictors, and the one way makemore computes a loss over a split.
+
+A *predictor* is a function from contexts (N, predictor.context_size) of character ids to the
+log-probabilities (N, vocab) of the next character. A trained model is one (`model_predictor`:
+any model of the registry, through its `logits_fn`); a seed ensemble (`ensemble_predictor`),
+an n-gram model and the mixture of the two (ngram.py, Bengio et al. 2003, section 4) are
+others. Sampling, scoring and evaluation take any predictor and do not care which.
+
+`split_nll` is the mean negative log-likelihood of a split (or of a fixed subset of it) under
+a predictor: the lecture's `F.cross_entropy(model(Xdev), Ydev)`, computed in chunks whose
+contexts are gathered from the compact examples (data.Examples) as they are needed, so that
+memory stays bounded whatever the size of the split or of the vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Examples
+from .errors import UserError
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+# Rows of an evaluation chunk: about 2^22 logits (16 MiB of float32) at a time, so that a
+# vocabulary of thousands of characters evaluates in bounded memory and a small one in few calls.
+CHUNK_LOGITS = 1 << 22
+MAX_CHUNK_ROWS = 16_384
+
+
+def chunk_rows(vocab_size: int | None) -> int:
+    if vocab_size is None:
+        return 4096
+    return int(min(MAX_CHUNK_ROWS, max(256, CHUNK_LOGITS // max(1, vocab_size))))
+
+
+def make_predictor(fn: Callable[[torch.Tensor], torch.Tensor], context_size: int, device="cpu",
+                   vocab_size: int | None = None) -> Predictor:
+    """Tag a contexts -> log-probs function with the context length it reads (its last
+    columns), where it computes, and how many characters it predicts (for chunk sizes)."""
+    fn.context_size = context_size
+    fn.device = torch.device(device)
+    fn.vocab_size = vocab_size
+    return fn
+
+
+def model_predictor(model) -> Predictor:
+    """A trained model as a predictor (in eval mode: no dropout), by its `logits_fn`."""
+    block_size = model.cfg.block_size
+    model.eval()
+    logits = model.logits_fn()
+
+    @torch.no_grad()
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(logits(ctx[:, ctx.shape[1] - block_size:]).float(), dim=-1)
+
+    return make_predictor(predict, block_size, next(model.parameters()).device, model.cfg.vocab_size)
+
+
+def ensemble_predictor(models) -> Predictor:
+    """A seed ensemble: the mean of the members' next-character probabilities (not of their
+    logits: averaging probabilities is the mixture of the models, each weighted 1/K, and its
+    log-likelihood can only beat the members' average), log(1/K sum_k softmax(logits_k)).
+    The members may be different models, as long as they share a vocabulary; each reads its
+    own context length (the longest is asked for)."""
+    models = list(models)
+    if not models:
+        raise UserError("an ensemble needs at least one model")
+    members = [model_predictor(m) for m in models]
+    if len(members) == 1:
+        return members[0]
+    log_k = math.log(len(members))
+    context_size = max(p.context_size for p in members)
+
+    @torch.no_grad()
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([p(ctx) for p in members])  # (K, N, vocab)
+        return torch.logsumexp(logp, dim=0) - log_k  # log of the mean probability, without underflow
+
+    return make_predictor(predict, context_size, members[0].device, members[0].vocab_size)
+
+
+def _progress(total: int, enabled: bool | None, desc: str):
+    """A progress bar on a terminal for an evaluation that takes more than 2 seconds."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="ex", unit_scale=True, delay=2.0, leave=False, desc=desc, dynamic_ncols=True)
+
+
+@torch.no_grad()
+def target_log_probs(predictor: Predictor, examples: Examples, positions: np.ndarray | None = None,
+                     progress: bool | None = False, desc: str = "evaluating") -> torch.Tensor:
+    """log p(target | context) of each example at `positions` (default all), float64 on the CPU,
+    computed a chunk at a time."""
+    n = len(examples) if positions is None else len(positions)
+    out = torch.empty(n, dtype=torch.float64)
+    rows = chunk_rows(getattr(predictor, "vocab_size", None))
+    bar = _progress(n, progress, desc)
+    try:
+        for i in range(0, n, rows):
+            pos = np.arange(i, min(n, i + rows), dtype=np.int64) if positions is None else positions[i:i + rows]
+            X, Y = examples.batch(pos, predictor.context_size)
+            logp = predictor(torch.from_numpy(X).to(predictor.device))
+            out[i:i + len(pos)] = logp.gather(1, torch.from_numpy(Y).to(logp.device)[:, None]).squeeze(1).double().cpu()
+            if bar is not None:
+                bar.update(len(pos))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+def split_nll(predictor: Predictor, examples: Examples, positions: np.ndarray | None = None,
+              progress: bool | None = False, desc: str = "evaluating") -> float:
+    """Mean negative log-likelihood (nats per character) of the examples at `positions`."""
+    logp = target_log_probs(predictor, examples, positions, progress, desc)
+    return -logp.sum().item() / max(1, logp.shape[0])
+
+
+def words_nll(predictor: Predictor, words: list[str], vocab) -> float:
+    """Mean NLL per character (end token included) of these words: for small lists."""
+    return split_nll(predictor, Examples.from_words(words, vocab))
+
+
+def run_predictor(run, mix: bool = False) -> Predictor:
+    """A loaded run's predictor (runs.load_run / load_ensemble): its model, the mean of a seed
+    ensemble's members, or with `mix` the fitted mixture with an n-gram model (RUN/mix.json,
+    written by `makemore mix`)."""
+    import json
+
+    from .ngram import mixture_from_settings
+    from .runs import Ensemble
+
+    model = ensemble_predictor(run.models) if isinstance(run, Ensemble) else model_predictor(run.model)
+    if not mix:
+        return model
+    path = run.path / "mix.json"
+    if not path.is_file():
+        raise UserError(f"{run.path} has no fitted mixture; run `makemore mix {run.path} --ngram-context 5` first")
+    try:
+        settings = json.loads(path.read_text())
+        return mixture_from_settings(model, run.splits["train"], run.vocab, settings)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is corrupted; fit it again with `makemore mix {run.path}`") from None
