@@ -177,3 +177,91 @@ def test_subprocess_smoke(run_dir, tmp_path):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     ok = subprocess.run([*exe, "sample", str(run_dir), "-n", "3", "--seed", "0"], capture_output=True, text=True)
     assert ok.returncode == 0 and len(ok.stdout.splitlines()) == 3
+
+
+# --- faults found when tried as a new user would (issue 8) ----------------------------------
+
+LONG = ["--preset", "lecture", "--emb-dim", "4", "--hidden", "16", "--steps", "2000000", "--eval-interval", "50"]
+
+
+def _start(args, tmp_path, name):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    err = open(tmp_path / f"{name}.err", "w")
+    return subprocess.Popen([sys.executable, "-m", "makemore", *args], stdout=subprocess.PIPE, stderr=err,
+                            text=True, env=env), tmp_path / f"{name}.err"
+
+
+def _wait_for(path, rows=1, timeout=60):
+    """Until `path` exists with more than `rows` lines."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists() or len(path.read_text().splitlines()) <= rows:
+        assert time.monotonic() < deadline, f"{path} never got {rows} rows"
+        time.sleep(0.05)
+
+
+def test_two_trainings_started_at_once_with_one_out(tmp_path):
+    """Whichever starts second gets one error line; the first run is left whole."""
+    from conftest import make_words
+
+    data = tmp_path / "words.txt"
+    data.write_text("\n".join(make_words()))
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), *TRAIN[:-3], "--steps", "200", "--quiet"]
+    procs = [_start(args, tmp_path, f"p{i}") for i in range(2)]
+    codes = [p.wait(timeout=120) for p, _ in procs]
+    errs = [e.read_text() for _, e in procs]
+    assert sorted(codes) == [0, 1], errs
+    loser = errs[codes.index(1)].strip().splitlines()
+    assert len(loser) == 1 and "already exists" in loser[0] and "Traceback" not in loser[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 200
+
+
+def test_a_directory_made_between_the_check_and_the_start_is_refused_and_kept(tmp_path, capsys, monkeypatch):
+    import importlib
+
+    from conftest import make_words
+
+    train_module = importlib.import_module("makemore.train")  # (the package's `train` is the function)
+    data = tmp_path / "words.txt"
+    data.write_text("\n".join(make_words()))
+    out = tmp_path / "run"
+    real = train_module.make_run_dir
+
+    def someone_else_first(run_dir):
+        run_dir.mkdir()
+        (run_dir / "theirs.txt").write_text("another run's file")
+        real(run_dir)
+
+    monkeypatch.setattr(train_module, "make_run_dir", someone_else_first)
+    code = main(["train", "--data", str(data), "--out", str(out), *TRAIN])
+    assert "already exists" in one_error_line(capsys, code)
+    assert (out / "theirs.txt").read_text() == "another run's file"
+
+
+@pytest.mark.parametrize("sig, code", [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_saves_and_prints_the_resume_command(tmp_path, sig, code):
+    """kill (SIGTERM) as Ctrl-C (SIGINT): the run stops at a step, saves, says how to resume."""
+    import signal
+
+    from conftest import make_words
+    from makemore.runs import load_checkpoint
+
+    data = tmp_path / "words.txt"
+    data.write_text("\n".join(make_words()))
+    out = tmp_path / "run"
+    proc, err_path = _start(["train", "--data", str(data), "--out", str(out), *LONG], tmp_path, "t")
+    _wait_for(out / "metrics.csv", rows=2)  # header, step 0, and a row of steps done
+    proc.send_signal(getattr(signal, sig))
+    assert proc.wait(timeout=60) == code
+    err = err_path.read_text()
+    assert "Traceback" not in err
+    note = [line for line in err.splitlines() if "interrupted at step" in line]
+    assert len(note) == 1 and note[0].endswith(f"progress saved. Continue with: makemore train --resume {out}")
+    step = int(note[0].split("interrupted at step ")[1].split(";")[0])
+    _, meta = load_checkpoint(out / "last.safetensors")
+    assert meta["step"] == step > 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
+    assert main(["train", "--resume", str(out), "--steps", str(step + 20), "--quiet"]) == 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -345,8 +346,25 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
     for model in members:
         model.train()
     engine = make_engine(members, train_cfgs)
-    starts = [0] * K
-    logs = []
+    created: list[Path] = []
+    try:
+        return _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device, progress, callbacks,
+                           resumed, extra_summary, created)
+    except BaseException:
+        # a run directory this call created that never reached its first checkpoint is of no
+        # use: leave nothing behind (one that has a checkpoint is kept: it can be resumed)
+        for run_dir in created:
+            if not (run_dir / "best.safetensors").exists():
+                shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device, progress, callbacks, resumed,
+                extra_summary, created: list[Path]) -> list[TrainResult]:
+    """train_members' loop, once its members and engine are made; the run directories it
+    creates are appended to `created`."""
+    K, first = len(train_cfgs), train_cfgs[0]
+    starts, logs = [0] * K, []
     for k, (model, run_dir) in enumerate(zip(members, run_dirs)):
         if resumed is not None:
             tensors, meta = resumed[k]["tensors"], resumed[k]["meta"]
@@ -361,6 +379,7 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         else:
             if run_dir is not None:
                 make_run_dir(run_dir)
+                created.append(run_dir)
                 write_run_files(run_dir, model_cfg, train_cfgs[k], corpus.vocab, corpus.splits, corpus.source,
                                 corpus.seed, corpus.min_char_count)
             logs.append(RunLog(model, run_dir))
