@@ -113,8 +113,8 @@ class AutogradEngine:
 
     def freeze(self, k: int, weights) -> None:
         with torch.no_grad():
-            for n, p in self.models[k].named_parameters():
-                p.copy_(weights[n])
+            for n, t in self.models[k].state_dict().items():
+                t.copy_(weights[n])
         self.optimizers[k].state.clear()
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:

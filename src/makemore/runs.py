@@ -67,7 +67,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def load_weights(model: Model, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
     """Copy checkpoint tensors into `model`, checking every name and shape first."""
-    params = dict(model.named_parameters())
+    params = model.state_dict()  # parameters and buffers (e.g. BatchNorm's running statistics)
     expected = {name: tuple(p.shape) for name, p in params.items()}
     for name, shape in expected.items():
         if name not in tensors:
@@ -77,7 +77,7 @@ def load_weights(model: Model, tensors: dict[str, torch.Tensor], source: str | P
     with torch.no_grad():
         for name in expected:
             value = tensors[name]
-            if not torch.isfinite(value).all():
+            if value.is_floating_point() and not torch.isfinite(value).all():
                 raise UserError(f"{source}: parameter {name} holds NaN or inf")
             params[name].copy_(value)
 

@@ -195,7 +195,7 @@ class RunLog:
         self.pending: list[dict] = []  # rows not yet in metrics.csv (written at each evaluation)
 
     def weights_copy(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters()}
+        return {n: t.detach().clone() for n, t in self.model.state_dict().items()}  # buffers too
 
     def record(self, step: int, train_loss: float | None, dev: float | None, lr: float, seconds: float) -> dict:
         """A metrics row; with a dev loss, keep the weights if they are the best so far."""
@@ -221,7 +221,7 @@ class RunLog:
         """Weights and `state` (optimizer, RNGs) to resume from."""
         if self.run_dir is None:
             return
-        weights = dict(self.model.named_parameters())
+        weights = self.model.state_dict()
         save_checkpoint(self.run_dir / "last.safetensors", {**weights, **state},
                         {"step": step, "best_dev": self.best_dev, "best_step": self.best_step,
                          "seconds": seconds, "engine": engine})
@@ -232,8 +232,8 @@ class RunLog:
         the whole dev split, the train loss over a fixed subset of the training split (all of
         it up to FINAL_TRAIN_EXAMPLES); writes summary.json (with `extra`)."""
         with torch.no_grad():
-            for n, p in self.model.named_parameters():
-                p.copy_(self.best_weights[n])
+            for n, t in self.model.state_dict().items():
+                t.copy_(self.best_weights[n])
         self.model.eval()
         predictor = model_predictor(self.model)
         train_ex, dev_ex = corpus.encoded("train"), corpus.encoded("dev")
