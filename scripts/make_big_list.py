@@ -178,13 +178,15 @@ def accumulate(ws):
 
 
 def script_of(ch: str) -> str:
-    """The script of a letter as the first word of its Unicode name (LATIN, CJK, HANGUL...);
-    digits, punctuation and spaces are 'common'. Close enough to Unicode's Script property,
-    which the standard library does not expose."""
-    if unicodedata.category(ch)[0] not in "LM":
+    """The script of a letter from its Unicode name (LATIN, CYRILLIC, CJK, HANGUL...), close
+    to Unicode's Script property, which the standard library does not expose; digits,
+    punctuation, spaces and the marks shared by scripts are 'common'."""
+    name = unicodedata.name(ch, "").split()
+    if not name or unicodedata.category(ch)[0] not in "LM" or name[0] in ("MODIFIER", "KATAKANA-HIRAGANA"):
         return "common"
-    name = unicodedata.name(ch, "")
-    return name.split()[0] if name else "unnamed"
+    if name[0] == "FULLWIDTH":  # FULLWIDTH LATIN CAPITAL LETTER J
+        return name[1]
+    return "CJK" if name[0] == "IDEOGRAPHIC" else name[0]  # IDEOGRAPHIC ITERATION MARK: Han
 
 
 def statistics(lines: list[str]) -> dict:
