@@ -544,9 +544,10 @@ def target_text(t: dict) -> str:
 def report_big(b: dict) -> None:
     info = b["list"]
     scripts = b["scripts"] or {}
+    gen = f", built in {info['generation_seconds']:.1f} s" if "generation_seconds" in info else ""
     print(f"\n6. the CLI on a big list: {info['lines']:,} lines ({info['distinct_lines']:,} distinct), "
           f"{info['distinct_characters']:,} distinct characters in {len(scripts.keys() - {'common'})} scripts "
-          f"(Faker {info['faker']}), "
+          f"(Faker {info['faker']}{gen}), "
           f"and on names.txt; one process per command, whole-process wall time and peak memory")
     print(f"   {'command':<44} {'data':<6} {'wall s':>8} {'peak MiB':>9} {'result':>18}  target")
     for row in b["rows"]:
