@@ -6,9 +6,8 @@ thousands of lines in many scripts and thousands of distinct characters, most of
 The words come from Faker (pypi `faker`, pinned in the `bench` extra): for every locale it
 ships, the lists its providers draw from -- given names, family names, places, companies,
 occupations and its lorem words. We read those lists and draw from them ourselves instead of
-calling `Faker(locale).first_name()` once per line: that path costs 1 to 170 us per item
-(the weighted lists rebuild their cumulative weights on every call), this one well under
-1 us. The file then holds
+calling `Faker(locale).first_name()` once per line, a path several times slower (its
+weighted lists rebuild their cumulative weights on every call). The file then holds
 
 - every item of every list once (when --lines leaves room for them): this is what gives the
   list its long tail of characters seen a handful of times, as a real list of the world's
@@ -28,6 +27,7 @@ import argparse
 import functools
 import hashlib
 import importlib
+import itertools
 import json
 import random
 import re
@@ -131,7 +131,7 @@ def make_lines(n_lines: int, seed: int) -> tuple[list[str], Counter]:
     pools = {}
     for key in sorted(lists):
         items, ws = lists[key]
-        pools[key] = (items, list(accumulate(ws if ws is not None else zipf_weights(len(items), rng))))
+        pools[key] = (items, list(itertools.accumulate(ws if ws is not None else zipf_weights(len(items), rng))))
 
     every = [item for key in sorted(pools) for item in pools[key][0]]
     kinds = Counter({"every item once": 0})
@@ -167,14 +167,6 @@ def make_lines(n_lines: int, seed: int) -> tuple[list[str], Counter]:
             lines += [g + " " + f for g, f in zip(given, family)]
     rng.shuffle(lines)
     return lines, kinds
-
-
-def accumulate(ws):
-    total, out = 0.0, []
-    for w in ws:
-        total += w
-        out.append(total)
-    return out
 
 
 def script_of(ch: str) -> str:
