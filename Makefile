@@ -24,6 +24,11 @@ $(VENV)/.dev-installed: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# the bench extra (Faker, for the big list of `bench.py --only big`) over the pinned torch above
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
@@ -36,7 +41,7 @@ test: dev
 	bash scripts/postgres.sh ensure-installed
 	$(BIN)/python -m pytest
 
-bench: install
+bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench.py
 
 # every picture and table of the README (about 15 minutes); TUNE_STORAGE=... adds the tune plots
