@@ -29,11 +29,12 @@ from datetime import date
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import makemore as mm
-from makemore.train import make_engine
+from makemore.engines import make_engine
 
 HERE = Path(__file__).resolve().parent
 TARGET_DEV = 2.17
@@ -116,11 +117,13 @@ def bench_step(corpus, quick: bool) -> dict:
             lecture.step(Xtr[ix], Ytr[ix], 0.1)
 
     model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, engine="fused")
-    engine = make_engine(mm.MLP(model_cfg), train_cfg)
+    engine = make_engine([mm.MLP(model_cfg)], [train_cfg])
+    X_np, Y_np, lr = Xtr.numpy(), Ytr.numpy(), np.array([0.1])
 
-    def fused():
+    def fused():  # engines take (K, B, block_size) arrays: one member here
         for ix in batches:
-            engine.step(Xtr[ix], Ytr[ix], 0.1)
+            ix = ix.numpy()
+            engine.step(X_np[ix][None], Y_np[ix][None], lr)
 
     eager(), fused()  # warm up both
     eager_us = timed(eager) / n * 1e6
@@ -198,7 +201,7 @@ def bench_sampling(corpus, quick: bool) -> dict:
 
     n_loop = 200 if quick else 1000
     loop_s = timed(lambda: one_at_a_time(n_loop), repeats=1)
-    predictor = mm.mlp_predictor(model)
+    predictor = mm.model_predictor(model)
     n_batch = 20_000 if quick else 200_000
     batch_s = timed(lambda: mm.sample(predictor, corpus.vocab, n_batch, seed=0))
     loop_rate, batch_rate = n_loop / loop_s, n_batch / batch_s
@@ -230,12 +233,12 @@ def bench_population(corpus, quick: bool) -> dict:
     def together(cfgs):
         return mm.train_population(corpus, model_cfg, cfgs, progress=False)
 
-    def no_eval(model, X, Y, chunk=65536):
+    def no_eval(*args, **kwargs):
         return 0.0
 
     warm = [replace(cfg, steps=50, eval_interval=50) for cfg in cfgs]
     sequential(warm[:2]), together(warm)  # warm up both
-    with mock.patch("makemore.train.mean_nll", no_eval), mock.patch("makemore.population.mean_nll", no_eval):
+    with mock.patch("makemore.train.split_nll", no_eval):
         seq_s = sum(r.summary["seconds"] for r in sequential(cfgs))
         pop_s = together(cfgs)[0].summary["seconds"]
     t0 = time.perf_counter()
@@ -275,15 +278,16 @@ def bench_scaling(corpus, quick: bool) -> dict:
             for engine_name in ("fused", "autograd"):
                 model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, hidden=hidden,
                                                        engine=engine_name, batch_size=batch)
-                engine = make_engine(mm.MLP(model_cfg), train_cfg)
+                engine = make_engine([mm.MLP(model_cfg)], [train_cfg])
                 g = torch.Generator().manual_seed(0)
                 n = max(5, min(300, 20_000 // batch))
-                ixs = [torch.randint(0, Xtr.shape[0], (batch,), generator=g) for _ in range(n)]
-                engine.step(Xtr[ixs[0]], Ytr[ixs[0]], 0.01)
+                X_np, Y_np, lr = Xtr.numpy(), Ytr.numpy(), np.array([0.01])
+                ixs = [torch.randint(0, Xtr.shape[0], (batch,), generator=g).numpy() for _ in range(n)]
+                engine.step(X_np[ixs[0]][None], Y_np[ixs[0]][None], lr)
 
                 def run():
                     for ix in ixs:
-                        engine.step(Xtr[ix], Ytr[ix], 0.01)
+                        engine.step(X_np[ix][None], Y_np[ix][None], lr)
 
                 seconds = timed(run, repeats=2) / n
                 row[f"{engine_name}_us"] = seconds * 1e6
