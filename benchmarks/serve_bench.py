@@ -71,9 +71,11 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def load(url: str, requests: int = REQUESTS, clients: int = CLIENTS) -> dict:
+def load(url: str, requests: int = REQUESTS, clients: int = CLIENTS, seeded: bool = False) -> dict:
     """`requests` sample requests spread over `clients` threads, each sending its share in turn,
-    while one more thread asks GET /api/runs every 50 ms."""
+    while one more thread asks GET /api/runs every 50 ms. Unseeded requests (as the page sends
+    them) may be drawn together by the server; `seeded` gives each its own seed, so each is a
+    draw of its own."""
     done = threading.Event()
     side: list[float] = []
 
@@ -87,7 +89,8 @@ def load(url: str, requests: int = REQUESTS, clients: int = CLIENTS) -> dict:
 
     def client(k: int) -> list[tuple[int, float]]:
         share = requests // clients + (k < requests % clients)
-        return [post(url + "api/sample", {"n": N, "seed": k * 1000 + i}) for i in range(share)]
+        return [post(url + "api/sample", {"n": N, **({"seed": k * 1000 + i} if seeded else {})})
+                for i in range(share)]
 
     watcher = threading.Thread(target=side_client, daemon=True)
     t0 = time.perf_counter()
@@ -99,7 +102,7 @@ def load(url: str, requests: int = REQUESTS, clients: int = CLIENTS) -> dict:
     watcher.join()
     ms = sorted(1000 * s for _, s in results)
     return {
-        "requests": len(results), "clients": clients, "n": N,
+        "requests": len(results), "clients": clients, "n": N, "seeded": seeded,
         "failures": sum(status != 200 for status, _ in results),
         "p50_ms": round(statistics.median(ms), 1),
         "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 1),
@@ -112,7 +115,9 @@ def load(url: str, requests: int = REQUESTS, clients: int = CLIENTS) -> dict:
 
 def bench_serve(corpus, quick: bool, run: Path | None = None, repeats: int | None = None) -> dict:
     """The item for bench.py: a fresh lecture-size run (unless `run`), one server, a warm-up,
-    then the load `repeats` times (3; 1 with quick); the figures of the median run by p95."""
+    then the load `repeats` times (3; 1 with quick) unseeded, as the page asks, and as many
+    times seeded; for each, the figures of the round with the median p95. `ok` is the issue's
+    target on the unseeded load; the peak RSS is over all rounds."""
     with tempfile.TemporaryDirectory() as tmp:
         if run is None:
             run = train_lecture_run(corpus, Path(tmp) / "lecture", steps=1000 if quick else 5000)
@@ -120,14 +125,18 @@ def bench_serve(corpus, quick: bool, run: Path | None = None, repeats: int | Non
         try:
             for _ in range(5):
                 post(url + "api/sample", {"n": N})
-            rounds = [load(url) for _ in range(repeats or (1 if quick else 3))]
+            result = {}
+            for seeded in (False, True):
+                rounds = [load(url, seeded=seeded) for _ in range(repeats or (1 if quick else 3))]
+                median = sorted(rounds, key=lambda r: r["p95_ms"])[len(rounds) // 2]
+                result["seeded" if seeded else "unseeded"] = {**median, "p95_all_ms": [r["p95_ms"] for r in rounds]}
             rss = peak_rss_mb(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
-    median = sorted(rounds, key=lambda r: r["p95_ms"])[len(rounds) // 2]
-    return {**median, "p95_all_ms": [r["p95_ms"] for r in rounds], "peak_rss_mb": round(rss, 1),
-            "ok": median["failures"] == 0 and median["p95_ms"] <= P95_TARGET_MS and rss < RSS_TARGET_MB}
+    first = result["unseeded"]
+    return {**result, "peak_rss_mb": round(rss, 1), "p95_target_ms": P95_TARGET_MS, "rss_target_mb": RSS_TARGET_MB,
+            "ok": first["failures"] == 0 and first["p95_ms"] <= P95_TARGET_MS and rss < RSS_TARGET_MB}
 
 
 def main() -> None:

@@ -180,8 +180,9 @@ def _decode_rows(ids: np.ndarray, vocab: Vocab, prefix: str) -> list[str]:
 
 
 def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
-    """makemore's novelty tags: the first split the word appears in, else `new`."""
-    sets = {name: set(ws) for name, ws in splits.items()}
+    """makemore's novelty tags: the first split the word appears in, else `new`. Splits given
+    as (frozen)sets are used as they are (a server tags many batches against the same words)."""
+    sets = {name: ws if isinstance(ws, (set, frozenset)) else set(ws) for name, ws in splits.items()}
     return [next((name for name in ("train", "dev", "test") if w in sets[name]), "new") for w in words]
 
 

@@ -25,13 +25,13 @@ but the named runs and the package's own files can be read through the server.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import secrets
 import socket
 import sys
 import threading
-import traceback
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -55,6 +55,7 @@ SAMPLE_MAX_LEN = 64  # characters a sample may grow after its prefix (sample()'s
 TOP_DEFAULT = 5
 NEIGHBOURS = 5
 MODEL_THREADS = 2  # sampling/scoring at once; the rest wait their turn (2 cores here: more only adds GIL churn)
+BATCH_CAP = 2000  # names drawn at once for merged requests (SampleBatcher)
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ class ServedModel:
     path: Path
     kind: str                        # "run" or "ensemble of K", "+ n-gram mixture" when mixed
     vocab: object                    # data.Vocab: .chars (index 0 = boundary), .boundary, .encode
-    splits: dict[str, list[str]]     # train/dev/test words, for the novelty tags
+    splits: dict[str, frozenset]     # train/dev/test words as sets, for the novelty tags
     predictor: object                # contexts (N, T) -> log-probs (N, vocab); see sample.py
     embeddings: np.ndarray | None    # (vocab, emb_dim) character embeddings C, or None
     embeddings_of: str               # which model's C it is (an ensemble's first member)
@@ -103,7 +104,8 @@ def load_model(path: str | Path, mix: bool = False) -> ServedModel:
         config["mix"] = settings
     label = (lambda r: r.path.name) if len(members) > 1 else (lambda r: "run")
     return ServedModel(
-        path=Path(path), kind=kind, vocab=run.vocab, splits=run.splits, predictor=predictor,
+        path=Path(path), kind=kind, vocab=run.vocab, predictor=predictor,
+        splits={name: frozenset(words) for name, words in run.splits.items()},  # built once, not per request
         embeddings=first.model.C.detach().cpu().double().numpy(),
         embeddings_of=first.path.name if len(members) > 1 else "",
         metrics={label(r): r.path / "metrics.csv" for r in members},
@@ -112,10 +114,12 @@ def load_model(path: str | Path, mix: bool = False) -> ServedModel:
         dev_loss=float(dev_loss) if isinstance(dev_loss, (int, float)) else None)
 
 
-def draw_samples(model: ServedModel, n: int, seed: int, temperature: float, top_k: int | None,
+def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
                  prefix: str, new_only: bool) -> list[dict]:
     from .sample import sample_tagged
 
+    if seed is None:  # not torch.seed(), which would reseed torch's global generator from a thread
+        seed = secrets.randbelow(2**62)
     return sample_tagged(model.predictor, model.vocab, model.splits, n, seed=seed, new_only=new_only,
                          temperature=temperature, top_k=top_k, prefix=prefix, max_len=SAMPLE_MAX_LEN)
 
@@ -162,21 +166,28 @@ MAX_POINTS = 4000  # rows per curve sent to the page; longer logs are thinned ev
 
 def read_metrics_rows(path: Path) -> dict[str, list]:
     """metrics.csv as columns (None for blank cells). Training appends to the file while we
-    read it, so a row that is cut off or unparsable (the one being written) is skipped."""
+    read it, so a last line without its newline (being written) and a row that does not parse
+    are skipped."""
     columns: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                try:
-                    values = [None if row.get(c) in ("", None) else float(row[c]) for c in METRIC_COLUMNS]
-                except (TypeError, ValueError):
-                    continue
-                if values[0] is None:
-                    continue
-                for c, v in zip(METRIC_COLUMNS, values):
-                    columns[c].append(v if v is None or math.isfinite(v) else None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return {c: [] for c in METRIC_COLUMNS}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return columns
+    text = text[:text.rfind("\n") + 1]
+    try:
+        for row in csv.DictReader(io.StringIO(text)):
+            if any(row.get(c) is None for c in METRIC_COLUMNS):  # fields missing: a cut row
+                continue
+            try:
+                values = [None if row[c] == "" else float(row[c]) for c in METRIC_COLUMNS]
+            except ValueError:
+                continue
+            if values[0] is None:
+                continue
+            for c, v in zip(METRIC_COLUMNS, values):
+                columns[c].append(v if v is None or math.isfinite(v) else None)
+    except csv.Error:
+        pass
     n = len(columns["step"])
     if n > MAX_POINTS:  # keep every row with a dev loss, thin the rest
         stride = math.ceil(n / MAX_POINTS)
@@ -264,7 +275,7 @@ def parse_sample(model: ServedModel, body: dict) -> dict:
     top_k = _int(body, "top_k", None, 1, len(model.vocab.chars))
     return {
         "n": _int(body, "n", 20, 1, LIMITS["n_max"]),
-        "seed": secrets.randbelow(2**31) if seed is None else seed,  # returned, so a draw can be repeated
+        "seed": seed,
         "temperature": _number(body, "temperature", 1.0, 0.0, LIMITS["temperature_max"]),
         "top_k": top_k,
         "prefix": _text(model, body.get("prefix", ""), "prefix", allow_empty=True),
@@ -280,6 +291,88 @@ def parse_score(model: ServedModel, body: dict) -> tuple[list[str], int]:
         raise BadRequest(f"at most {LIMITS['words_max']} words per request, got {len(words)}")
     words = [_text(model, w, f"word {i + 1}", allow_empty=False) for i, w in enumerate(words)]
     return words, _int(body, "top", TOP_DEFAULT, 0, LIMITS["top_max"])
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing concurrent requests together
+
+
+@dataclass(eq=False)
+class _Waiting:
+    n: int
+    wake: object  # anyio.Event: set when the samples are in, or when this one is to lead the next batch
+    samples: list | None = None
+    error: BaseException | None = None
+    leads: bool = False
+
+
+class SampleBatcher:
+    """Unseeded sample requests with the same settings that arrive while the model threads are
+    busy are drawn as one batch and shared out.
+
+    A batched draw costs about what one request's does (sample() advances all names together,
+    one forward pass per character, and on these small models a step's cost is mostly fixed),
+    so under load the server does several times less work per request. Only unseeded requests
+    are merged: a seeded one must give the same names whatever else is being asked, so it is
+    drawn alone. A merged draw gives each request independent draws from the same distribution
+    as a solo draw would, so no request can tell. At most `cap` names are drawn at once.
+
+    The first request of a key leads: it waits for a model thread (`gate`), takes every request
+    of its key queued by then, draws for all of them in a thread and wakes them. A request left
+    in the queue (beyond `cap`) is woken to lead the next batch.
+    """
+
+    def __init__(self, gate, run_sync, cap: int):
+        self.gate, self.run_sync, self.cap = gate, run_sync, cap
+        self.queues: dict[tuple, list[_Waiting]] = {}
+
+    def _pass_lead(self, key: tuple, queue: list[_Waiting]) -> None:
+        if queue:
+            queue[0].leads = True
+            queue[0].wake.set()
+        elif self.queues.get(key) is queue:
+            del self.queues[key]
+
+    async def draw(self, key: tuple, n: int, draw) -> list[dict]:
+        """draw(total) -> `total` samples; it runs in a worker thread, once for the whole batch."""
+        import anyio
+
+        me = _Waiting(n, anyio.Event())
+        queue = self.queues.setdefault(key, [])
+        queue.append(me)
+        if len(queue) > 1:
+            await me.wake.wait()
+            if not me.leads:
+                if me.error is not None:
+                    raise me.error
+                return me.samples
+        try:
+            await self.gate.acquire()
+        except BaseException:  # cancelled while waiting: the next in line leads instead
+            queue.remove(me)
+            self._pass_lead(key, queue)
+            raise
+        try:
+            batch, total = [], 0
+            while queue and (not batch or total + queue[0].n <= self.cap):
+                batch.append(queue.pop(0))
+                total += batch[-1].n
+            self._pass_lead(key, queue)
+            try:
+                with anyio.CancelScope(shield=True):  # the others wait on this draw: finish it
+                    samples = await self.run_sync(draw, total)
+            except Exception as e:
+                for w in batch:
+                    w.error = e
+                    w.wake.set()
+                raise
+        finally:
+            self.gate.release()
+        i = 0
+        for w in batch:
+            w.samples, i = samples[i:i + w.n], i + w.n
+            w.wake.set()
+        return me.samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +405,9 @@ class App:
 
         if not self.models:
             raise UserError("serve needs at least one run")
-        self.limiter = anyio.CapacityLimiter(self.model_threads)
+        self.gate = anyio.CapacityLimiter(self.model_threads)  # taken on the event loop
+        self.threads = anyio.CapacityLimiter(self.model_threads)  # for to_thread; never the bottleneck
+        self.batcher = SampleBatcher(self.gate, self._run_sync, cap=BATCH_CAP)
         self.asgi = self._build()
 
     # -- helpers ------------------------------------------------------------------------------
@@ -346,16 +441,21 @@ class App:
             raise BadRequest("the body must be a JSON object")
         return body
 
-    async def _in_thread(self, fn, *args, model_work: bool = True, **kwargs):
-        """Work off the event loop: model work at most model_threads at once, other work (reading
-        files) in Starlette's shared thread pool, so that it never queues behind sampling."""
+    async def _run_sync(self, fn, *args, model_work: bool = True, **kwargs):
+        """fn in a worker thread, off the event loop: model work on threads of its own, other
+        work (reading files) in Starlette's shared pool, so neither waits for the other."""
         import anyio
 
         try:
             return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs),
-                                                  limiter=self.limiter if model_work else None)
+                                                  limiter=self.threads if model_work else None)
         except UserError as e:  # the core's own checks (a character not in the vocabulary, ...)
             raise BadRequest(str(e)) from None
+
+    async def _model_work(self, fn, *args, **kwargs):
+        """fn in a model thread, at most model_threads at once; the others wait their turn."""
+        async with self.gate:
+            return await self._run_sync(fn, *args, **kwargs)
 
     # -- endpoints ----------------------------------------------------------------------------
 
@@ -376,7 +476,12 @@ class App:
         body = await self._body(request)
         run_id, model = self._model(body.get("run"))
         opts = parse_sample(model, body)
-        samples = await self._in_thread(draw_samples, model, **opts)
+        if opts["seed"] is None:
+            key = (run_id, opts["temperature"], opts["top_k"], opts["prefix"], opts["new_only"])
+            samples = await self.batcher.draw(key, opts["n"], partial(draw_samples, model, seed=None, **{
+                k: v for k, v in opts.items() if k not in ("n", "seed")}))
+        else:
+            samples = await self._model_work(draw_samples, model, **opts)
         return JSONResponse({"run": run_id, "seed": opts["seed"], "samples": samples})
 
     async def score(self, request):
@@ -385,7 +490,7 @@ class App:
         body = await self._body(request)
         run_id, model = self._model(body.get("run"))
         words, top = parse_score(model, body)
-        scores = await self._in_thread(score_words, model, words, top)
+        scores = await self._model_work(score_words, model, words, top)
         return JSONResponse({"run": run_id, "scores": scores})
 
     async def embeddings(self, request):
@@ -393,14 +498,14 @@ class App:
 
         run_id, model = self._model(request.query_params.get("run"))
         if run_id not in self._embeddings:  # computed once per run: C does not change while served
-            self._embeddings[run_id] = await self._in_thread(embedding_view, model, model_work=False)
+            self._embeddings[run_id] = await self._run_sync(embedding_view, model, model_work=False)
         return JSONResponse({"run": run_id, **self._embeddings[run_id]})
 
     async def metrics(self, request):
         from starlette.responses import JSONResponse
 
         run_id, model = self._model(request.query_params.get("run"))
-        view = await self._in_thread(metrics_view, model, model_work=False)
+        view = await self._run_sync(metrics_view, model, model_work=False)
         return JSONResponse({"run": run_id, **view}, headers={"Cache-Control": "no-store"})
 
     async def index(self, request):
@@ -425,8 +530,7 @@ class App:
             return JSONResponse({"error": f"{message}: {request.method} {request.url.path}"[:300]},
                                 status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-        async def server_error(request, exc: Exception):
-            traceback.print_exception(exc, file=sys.stderr)
+        async def server_error(request, exc: Exception):  # uvicorn logs the traceback to stderr
             return JSONResponse({"error": "internal error (the server's log has the details)"}, status_code=500)
 
         routes = [
@@ -556,7 +660,7 @@ class Server:
     def __init__(self, app: App, sock: socket.socket):
         import uvicorn
 
-        self.sock, self.url = sock, url_of(sock)
+        self.app, self.sock, self.url = app, sock, url_of(sock)
         config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=3, server_header=False)
         self.server = uvicorn.Server(config)

@@ -28,7 +28,10 @@ function showError(node, err) {
 }
 
 function pct(p) {
-  return p >= 0.1 ? `${(100 * p).toFixed(0)}%` : p >= 0.001 ? `${(100 * p).toFixed(1)}%` : `${(100 * p).toExponential(0)}%`;
+  if (p >= 0.1) return `${(100 * p).toFixed(0)}%`;
+  if (p >= 0.01) return `${(100 * p).toFixed(1)}%`;
+  if (p >= 0.0001) return `${(100 * p).toPrecision(1)}%`;
+  return p.toExponential(0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -122,7 +125,8 @@ async function drawSamples() {
     for (const s of data.samples) counts[s.tag] = (counts[s.tag] || 0) + 1;
     const summary = Object.entries(counts).map(([t, c]) => `${c} ${t}`).join(", ");
     const short = data.samples.length < body.n ? ` (only ${data.samples.length} of ${body.n} met the conditions)` : "";
-    status.textContent = `${data.samples.length} samples from ${data.run}, seed ${data.seed}: ${summary}${short}`;
+    const how = data.seed === null ? "random draw (give a seed to repeat one)" : `seed ${data.seed}`;
+    status.textContent = `${data.samples.length} samples from ${data.run}, ${how}: ${summary}${short}`;
   } catch (err) {
     showError(status, err);
   }
