@@ -150,11 +150,21 @@ def test_scatter_and_curves_render(page, url):
     page.wait_for_selector("#scatter svg g.point")
     _, emb = Client(url).get("/api/embeddings")
     assert page.locator("#scatter g.point").count() == len(emb["chars"])
-    page.hover("#scatter g.point[data-char='a']")
-    nearest = ", ".join(n["char"] for n in emb["neighbours"][emb["chars"].index("a")])
+    # hover a dot that no other dot covers (two characters may sit on one spot)
+    char = page.evaluate("""() => [...document.querySelectorAll('#scatter g.point')].map((g) => {
+        const r = g.getBoundingClientRect();
+        const top = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+        return top && top.closest('g.point') === g ? g.dataset.char : null; }).find((c) => c && c !== '.')""")
+    page.hover(f"#scatter svg > g.point[data-char='{char}']")
+    i = emb["chars"].index(char)
     text = page.inner_text("#neighbours")
-    assert text.startswith("a: nearest") and [p.split(" (")[0] for p in text.split("nearest ")[1].split("), ")] == nearest.split(", ")
-    assert page.locator("#scatter g.point.neighbour").count() == len(emb["neighbours"][0])
+    assert text.startswith(f"{char}: nearest ")
+    shown = [part.split(" (")[0] for part in text.split("nearest ", 1)[1].split("), ")]
+    assert shown == [n["char"] for n in emb["neighbours"][i]]
+    assert page.locator("#scatter svg > g.point.neighbour").count() == len(emb["neighbours"][i])
+    assert page.locator("#scatter svg > g.point.active").get_attribute("data-char") == char
+    page.mouse.move(1, 1)
+    assert page.locator("#scatter svg > g.point.neighbour").count() == 0
     page.wait_for_selector("#curves svg path.curve")
     paths = page.locator("#curves path.curve")
     assert paths.count() == 2  # train and dev

@@ -85,38 +85,51 @@
 
     const links = el("g", { class: "links" }, svg);
     const index = new Map(opts.labels.map((c, i) => [c, i]));
-    const dots = pts.map((p, i) => {
-      const g = el("g", { class: "point", "data-char": opts.labels[i], transform: `translate(${sx(p[0])},${sy(p[1])})`, tabindex: 0 }, svg);
-      el("circle", { r: 11 }, g);
+    const dot = (i, parent, cls) => {
+      const g = el("g", { class: cls, "data-char": opts.labels[i], transform: `translate(${sx(pts[i][0])},${sy(pts[i][1])})` }, parent);
+      el("circle", { r: 10 }, g);
       el("text", { y: 4, "text-anchor": "middle" }, g, opts.labels[i]);
       return g;
+    };
+    const dots = pts.map((p, i) => {
+      const g = dot(i, svg, "point");
+      g.setAttribute("tabindex", 0);
+      return g;
     });
+    // the hovered dot and its neighbours are drawn again on top, so that none hides under another
+    const overlay = el("g", { class: "overlay" }, svg);
     function clear() {
       links.textContent = "";
+      overlay.textContent = "";
       dots.forEach((d) => d.classList.remove("active", "neighbour"));
     }
     dots.forEach((g, i) => {
       const enter = () => {
         clear();
         g.classList.add("active");
+        const near = [];
         for (const nb of opts.neighbours[i] || []) {
           const j = index.get(nb.char);
           if (j === undefined) continue;
           dots[j].classList.add("neighbour");
+          near.push(j);
           el("line", { x1: sx(pts[i][0]), y1: sy(pts[i][1]), x2: sx(pts[j][0]), y2: sy(pts[j][1]) }, links);
         }
-        svg.appendChild(g); // on top of the others
+        for (const j of near.reverse()) dot(j, overlay, "point neighbour");
+        dot(i, overlay, "point active");
         if (opts.onHover) opts.onHover(i);
       };
       g.addEventListener("mouseenter", enter);
       g.addEventListener("focus", enter);
-      g.addEventListener("mouseleave", () => { clear(); if (opts.onHover) opts.onHover(null); });
+      const leave = () => { clear(); if (opts.onHover) opts.onHover(null); };
+      g.addEventListener("mouseleave", leave);
+      g.addEventListener("blur", leave);
     });
   }
 
   // Loss curves against steps. series: [{label, x: [...], y: [...] (null = no value), cls,
   // dots}]. The y range ignores the top 2% of values (the first steps of a randomly initialised
-  // net sit far above the rest); lines above it are clipped at the frame.
+  // net sit far above the rest, up to log(vocab) and beyond); lines above it are clipped.
   function lines(container, opts) {
     const { svg, width, height } = frame(container, opts.height || 320);
     const box = { left: 52, right: width - 14, top: 28, bottom: height - 44 };
@@ -129,7 +142,7 @@
       return;
     }
     all.sort((a, b) => a - b);
-    let y0 = all[0], y1 = Math.max(quantile(all, 0.98), ...opts.series.filter((s) => s.dots).flatMap((s) => s.y.filter((v) => v !== null)));
+    let y0 = all[0], y1 = quantile(all, 0.98);
     if (!(y1 > y0)) { y0 -= 0.5; y1 += 0.5; }
     const ypad = 0.05 * (y1 - y0);
     y0 -= ypad; y1 += ypad;
