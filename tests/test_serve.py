@@ -10,6 +10,7 @@ import http.client
 import json
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -402,6 +403,77 @@ def server_queues(server) -> list:
     return list(server.app.batcher.queues.values())
 
 
+@pytest.mark.parametrize("cap, expected", [(5, [3, 3, 3]), (6, [6, 3]), (100, [9])])
+def test_batcher_cap_and_order(cap, expected):
+    import anyio
+
+    draws, got = [], {}
+
+    async def run_sync(fn, *args):
+        return fn(*args)
+
+    def draw(total):
+        draws.append(total)
+        return [{"text": f"{len(draws)}-{i}", "tag": "new"} for i in range(total)]
+
+    async def main():
+        gate = anyio.CapacityLimiter(1)
+        batcher = serve.SampleBatcher(gate, run_sync, cap)
+        await gate.acquire()  # the model thread is busy: requests queue
+
+        async def ask(name):
+            got[name] = await batcher.draw(("k",), 3, draw)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for name in "ABC":
+                    tg.start_soon(ask, name)
+                await anyio.wait_all_tasks_blocked()
+                gate.release()
+        assert batcher.queues == {}
+
+    anyio.run(main)
+    assert draws == expected
+    texts = [s["text"] for name in "ABC" for s in got[name]]
+    assert all(len(got[name]) == 3 for name in "ABC") and len(set(texts)) == 9  # each its own names
+
+
+def test_batcher_hands_on_the_lead_when_the_leader_is_cancelled():
+    import anyio
+
+    draws, got = [], {}
+
+    async def run_sync(fn, *args):
+        return fn(*args)
+
+    def draw(total):
+        draws.append(total)
+        return [{"text": str(i), "tag": "new"} for i in range(total)]
+
+    async def main():
+        gate = anyio.CapacityLimiter(1)
+        batcher = serve.SampleBatcher(gate, run_sync, cap=100)
+        await gate.acquire()
+
+        async def ask(name, n):
+            got[name] = await batcher.draw(("k",), n, draw)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as leader:
+                    leader.start_soon(ask, "A", 2)
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(ask, "B", 3)
+                    tg.start_soon(ask, "C", 4)
+                    await anyio.wait_all_tasks_blocked()
+                    leader.cancel_scope.cancel()  # A gives up while waiting for the model thread
+                gate.release()
+        assert batcher.queues == {}
+
+    anyio.run(main)
+    assert "A" not in got and draws == [7] and len(got["B"]) == 3 and len(got["C"]) == 4
+
+
 # ------------------------------------------------------------------------------------------
 # the command
 
@@ -434,9 +506,13 @@ def test_cli_serves_a_mixture_and_prints_its_url(runs, tmp_path):
 
         run = _load(str(mixed), ensemble=True)
         assert scored["scores"][0]["nll"] == pytest.approx(score(_predictor(run, True), run.vocab, ["mana"])[0]["nll"])
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the way to stop it, so a clean exit
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "Traceback" not in err and err.strip().endswith("makemore serve: stopped")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_an_unexpected_failure_is_a_json_500_without_traceback(client, monkeypatch, capfd):

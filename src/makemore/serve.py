@@ -341,7 +341,14 @@ class SampleBatcher:
         queue = self.queues.setdefault(key, [])
         queue.append(me)
         if len(queue) > 1:
-            await me.wake.wait()
+            try:
+                await me.wake.wait()
+            except BaseException:  # cancelled while waiting: drop out, handing on the lead if given it
+                if me in queue:
+                    queue.remove(me)
+                    if me.leads:
+                        self._pass_lead(key, queue)
+                raise
             if not me.leads:
                 if me.error is not None:
                     raise me.error
@@ -413,7 +420,7 @@ class App:
     # -- helpers ------------------------------------------------------------------------------
 
     def _model(self, run_id) -> tuple[str, ServedModel]:
-        if run_id is None:
+        if run_id is None or run_id == "":  # no run named: the first
             run_id = next(iter(self.models))
         if not isinstance(run_id, str):
             raise BadRequest(f"run must be a string (a run id from /api/runs), got {json.dumps(run_id)}")
@@ -651,7 +658,11 @@ def serve(runs: list[str], host: str = "127.0.0.1", port: int = 8000, mix: bool 
     server = Server(app, bind(host, port))
     print(f"makemore serve: {len(app.models)} run(s) ({', '.join(app.models)}) at {server.url}", flush=True)
     print("press Ctrl-C to stop", file=sys.stderr, flush=True)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: the normal way to stop
+        pass
+    print("makemore serve: stopped", file=sys.stderr)
 
 
 class Server:
