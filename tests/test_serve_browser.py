@@ -123,7 +123,7 @@ def test_a_bad_setting_shows_the_servers_error(page):
     page.click("#draw")
     page.wait_for_selector("#sample-status.error")
     assert "vocabulary" in page.inner_text("#sample-status")
-    assert page.console_errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    assert len(page.console_errors) == 1 and "400" in page.console_errors[0]  # the browser logs the 400
     page.console_errors.clear()
 
 
