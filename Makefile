@@ -39,6 +39,7 @@ demo: install
 
 test: dev
 	bash scripts/postgres.sh ensure-installed
+	bash scripts/chromium.sh ensure-installed
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.bench-installed

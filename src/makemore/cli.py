@@ -269,11 +269,9 @@ def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progres
 
 def _load(run: str, ensemble: bool = False):
     """RUN as a Run; with `ensemble`, a seed ensemble directory as an Ensemble too."""
-    from .runs import is_ensemble_dir, is_run_dir, load_ensemble, load_run
+    from .runs import load_any, load_run
 
-    if ensemble and is_ensemble_dir(run) and not is_run_dir(run):
-        return load_ensemble(run)
-    return load_run(run)
+    return load_any(run) if ensemble else load_run(run)
 
 
 def _predictor(run, mix: bool):
@@ -797,6 +795,31 @@ def cmd_embeddings(args) -> int:
 
 
 # ----------------------------------------------------------------------------------------
+# makemore serve: a web page and JSON API over trained runs (serve.py)
+
+
+def add_serve(sub) -> None:
+    p = _subparser(sub, "serve", "a local web page over trained runs: sample, explain a name, embeddings, "
+                   "training curves; and its JSON API (see the README)",
+                   "makemore serve runs/lecture runs/ensemble --port 8000")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run or seed-ensemble directories; the first opens")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
+                        "server to the network: see the README first)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--mix", action="store_true", help="serve each RUN's MLP + n-gram mixture (see `mix`)")
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
+    serve(args.runs, host=args.host, port=args.port, mix=args.mix)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
 
 # name -> (declare flags, run); the help lists them in this order
 COMMANDS = {
@@ -812,6 +835,7 @@ COMMANDS = {
     "sweep": (add_sweep, cmd_sweep),
     "plot": (add_plot, cmd_plot),
     "embeddings": (add_embeddings, cmd_embeddings),
+    "serve": (add_serve, cmd_serve),
 }
 
 

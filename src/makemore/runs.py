@@ -231,3 +231,10 @@ def load_ensemble(path: str | Path, checkpoint: str = "best", device: str = "cpu
         if run.vocab.chars != first.vocab.chars or run.splits != first.splits:
             raise UserError(f"{broken}: {run.path.name} was trained on other data than {first.path.name}")
     return Ensemble(path, runs, info)
+
+
+def load_any(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run | Ensemble:
+    """A run directory as a Run, a seed-ensemble directory as an Ensemble."""
+    if is_ensemble_dir(path) and not is_run_dir(path):
+        return load_ensemble(path, checkpoint, device)
+    return load_run(path, checkpoint, device)

@@ -75,8 +75,9 @@ def _decode_rows(ids: np.ndarray, vocab: Vocab, prefix: str) -> list[str]:
 
 
 def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
-    """makemore's novelty tags: the first split the word appears in, else `new`."""
-    sets = {name: set(ws) for name, ws in splits.items()}
+    """makemore's novelty tags: the first split the word appears in, else `new`. Splits given
+    as (frozen)sets are used as they are (a server tags many batches against the same words)."""
+    sets = {name: ws if isinstance(ws, (set, frozenset)) else set(ws) for name, ws in splits.items()}
     return [next((name for name in ("train", "dev", "test") if w in sets[name]), "new") for w in words]
 
 
@@ -105,27 +106,41 @@ def sample_tagged(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str
 
 
 @torch.no_grad()
-def score(predictor: Predictor, vocab: Vocab, words: list[str]) -> list[dict]:
-    """Each word's NLL under the model: total, per character (end token counted), perplexity."""
+def score(predictor: Predictor, vocab: Vocab, words: list[str], top: int = 0) -> list[dict]:
+    """Each word's NLL under the model: total, per character (end token counted), perplexity.
+    With `top` > 0, each position also lists the `top` most likely next characters (what the
+    model expected instead), from the same forward pass."""
     for w in words:
         if not w:
             raise UserError("cannot score an empty word")
         vocab.encode(w)  # raises a clear error for characters the model never saw
         if vocab.boundary in w:
             raise UserError(f"{w!r} contains the boundary token {vocab.boundary!r}")
-    target_logp = target_log_probs(predictor, Examples.from_words(words, vocab))
+    examples = Examples.from_words(words, vocab)
+    if top > 0:
+        X, Y = examples.tensors(predictor.context_size)
+        logp = torch.cat([predictor(X[i:i + 65536].to(predictor.device)).double().cpu()  # (positions, vocab)
+                          for i in range(0, X.shape[0], 65536)])
+        target_logp = logp.gather(1, Y[:, None]).squeeze(1)
+        top_p, top_ix = logp.topk(min(top, vocab.size), dim=1)
+        top_p, top_ix = top_p.exp().tolist(), top_ix.tolist()
+    else:
+        target_logp = target_log_probs(predictor, examples)
+
+    def shown(c: str) -> str:
+        return c if c != vocab.boundary else "<end>"
+
     results, i = [], 0
     for w in words:
         k = len(w) + 1
         lp = target_logp[i:i + k]
         nll = float(-lp.sum())
-        results.append({
-            "word": w,
-            "nll": nll,
-            "nll_per_char": nll / k,
-            "perplexity": math.exp(nll / k),
-            "chars": [{"char": c if c != vocab.boundary else "<end>", "prob": float(p)}
-                      for c, p in zip(w + vocab.boundary, lp.exp().tolist())],
-        })
+        chars = [{"char": shown(c), "prob": float(p)} for c, p in zip(w + vocab.boundary, lp.exp().tolist())]
+        if top > 0:
+            for j, entry in enumerate(chars):
+                entry["top"] = [{"char": shown(vocab.chars[ix]), "prob": p}
+                                for ix, p in zip(top_ix[i + j], top_p[i + j])]
+        results.append({"word": w, "nll": nll, "nll_per_char": nll / k, "perplexity": math.exp(nll / k),
+                        "chars": chars})
         i += k
     return results

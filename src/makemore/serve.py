@@ -1,0 +1,697 @@
+"""`makemore serve`: a local web page and JSON API over trained runs.
+
+One page (src/makemore/static/: index.html, app.js, charts.js, style.css, served by the package,
+nothing from elsewhere) and a JSON API that the page uses and nothing else:
+
+    GET  /api/runs                     the served runs: config, parameters, dev loss; the limits
+    POST /api/sample                   {"run"?, "n", "seed"?, "temperature"?, "top_k"?, "prefix"?, "new_only"?}
+    POST /api/score                    {"run"?, "words": [...], "top"?}
+    GET  /api/embeddings?run=ID        the character embeddings C in 2-D (PCA when wider) + neighbours
+    GET  /api/metrics?run=ID           metrics.csv as columns; "training": true while it grows
+
+It is Starlette (routing, requests, static files) on uvicorn (the HTTP server): no HTTP is
+parsed here. Sampling and scoring are the package's own `sample_tagged` and `score`, run in
+worker threads with a limit of their own (MODEL_THREADS), so that a burst of sampling neither
+stalls the event loop nor starves the threads Starlette uses to send static files.
+
+Every request a client can get wrong (bad JSON, wrong types, values out of range, characters
+outside the vocabulary, an unknown run) is a 4xx with {"error": "..."}; an unexpected failure
+is a 500 with {"error": "internal error"} and its traceback on the server's stderr only.
+The API takes run *ids* (looked up in a dict), never paths, and static files are served by
+Starlette's StaticFiles from one folder, which refuses `..` and symlinks out of it: nothing
+but the named runs and the package's own files can be read through the server.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import secrets
+import socket
+import sys
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+STATIC = Path(__file__).with_name("static")
+
+# Limits on one request, stated in the README and returned by GET /api/runs.
+LIMITS = {
+    "n_max": 500,              # samples per /api/sample request
+    "word_max": 32,            # characters in a scored word or a sampling prefix
+    "words_max": 100,          # words per /api/score request
+    "top_max": 10,             # alternatives per position in /api/score
+    "temperature_max": 100.0,  # temperature is in (0, temperature_max]
+    "body_max": 64 * 1024,     # bytes of a request body
+}
+SAMPLE_MAX_LEN = 64  # characters a sample may grow after its prefix (sample()'s max_len)
+TOP_DEFAULT = 5
+NEIGHBOURS = 5
+MODEL_THREADS = 2  # sampling/scoring at once; the rest wait their turn (2 cores here: more only adds GIL churn)
+BATCH_CAP = 2000  # names drawn at once for merged requests (SampleBatcher)
+
+
+# --------------------------------------------------------------------------------------------
+# Adapter: the ONLY code in this file that knows how runs are stored, loaded and turned into a
+# predictor. When the core's run format or model classes change, change this section only.
+
+
+@dataclass
+class ServedModel:
+    """What the server needs of one run (or seed ensemble, or --mix mixture)."""
+
+    path: Path
+    kind: str                        # "run" or "ensemble of K", "+ n-gram mixture" when mixed
+    vocab: object                    # data.Vocab: .chars (index 0 = boundary), .boundary, .encode
+    splits: dict[str, frozenset]     # train/dev/test words as sets, for the novelty tags
+    predictor: object                # contexts (N, T) -> log-probs (N, vocab); see sample.py
+    embeddings: np.ndarray | None    # (vocab, emb_dim) character embeddings C, or None
+    embeddings_of: str               # which model's C it is (an ensemble's first member)
+    metrics: dict[str, Path]         # curve label -> metrics.csv (one per ensemble member)
+    summaries: dict[str, Path]       # curve label -> summary.json (written when training ends)
+    config: dict                     # config.json, as written by train
+    params: int                      # parameters (all members of an ensemble together)
+    dev_loss: float | None           # the model's dev loss as training reported it
+
+
+def load_model(path: str | Path, mix: bool = False) -> ServedModel:
+    """A run directory or seed-ensemble directory, ready to serve; a bad one is a UserError."""
+    from .predict import run_predictor  # the same loading and --mix logic as sample/score
+    from .runs import Ensemble, load_any
+
+    run = load_any(path)
+    predictor = run_predictor(run, mix)
+    members = run.runs if isinstance(run, Ensemble) else [run]
+    first = members[0]
+    config = json.loads((first.path / "config.json").read_text(encoding="utf-8"))
+    config.pop("format", None)
+    if isinstance(run, Ensemble):
+        kind, dev_loss = f"ensemble of {len(members)}", run.info.get("dev_loss")
+        config["members"] = [m.path.name for m in members]
+    else:
+        kind, dev_loss = "run", run.summary().get("dev_loss")
+    if mix:
+        kind += " + n-gram mixture"
+        settings = json.loads((run.path / "mix.json").read_text(encoding="utf-8"))
+        dev_loss = settings.get("mix_dev_loss", dev_loss)
+        config["mix"] = settings
+    label = (lambda r: r.path.name) if len(members) > 1 else (lambda r: "run")
+    return ServedModel(
+        path=Path(path), kind=kind, vocab=run.vocab, predictor=predictor,
+        splits={name: frozenset(words) for name, words in run.splits.items()},  # built once, not per request
+        embeddings=_embeddings(first.model),
+        embeddings_of=first.path.name if len(members) > 1 else "",
+        metrics={label(r): r.path / "metrics.csv" for r in members},
+        summaries={label(r): r.path / "summary.json" for r in members},
+        config=config, params=sum(r.model.num_params() for r in members),
+        dev_loss=float(dev_loss) if isinstance(dev_loss, (int, float)) else None)
+
+
+def _embeddings(model) -> np.ndarray | None:
+    table = model.embedding_table()
+    return None if table is None else table.detach().cpu().double().numpy()
+
+
+def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
+                 prefix: str, new_only: bool) -> list[dict]:
+    from .sample import sample_tagged
+
+    if seed is None:  # not torch.seed(), which would reseed torch's global generator from a thread
+        seed = secrets.randbelow(2**62)
+    return sample_tagged(model.predictor, model.vocab, model.splits, n, seed=seed, new_only=new_only,
+                         temperature=temperature, top_k=top_k, prefix=prefix, max_len=SAMPLE_MAX_LEN)
+
+
+def score_words(model: ServedModel, words: list[str], top: int) -> list[dict]:
+    from .sample import score
+
+    return score(model.predictor, model.vocab, words, top=top)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run for the page: embeddings, metrics
+
+
+def embedding_view(model: ServedModel) -> dict:
+    """The character embeddings as the page draws them: 2-D points (C itself, or its first two
+    principal components) and each character's nearest neighbours in the full space."""
+    from .experiments import embedding_projection, nearest_neighbours
+
+    chars = list(model.vocab.chars)
+    if model.embeddings is None:
+        return {"chars": chars, "points": None, "note": "this model has no character embedding table"}
+    C = model.embeddings
+    xy, share, shares = embedding_projection(C)
+    dim = C.shape[1]
+    if dim == 2:
+        axes = ["C[:, 0]", "C[:, 1]"]
+    elif dim == 1:
+        axes = ["C[:, 0]", ""]
+    else:
+        axes = [f"PC 1 ({shares[0]:.0%} of the variance)", f"PC 2 ({shares[1]:.0%} of the variance)"]
+    neighbours = nearest_neighbours(C, NEIGHBOURS)
+    return {
+        "chars": chars, "boundary": model.vocab.boundary, "emb_dim": dim, "variance_share": share,
+        "axes": axes, "of_member": model.embeddings_of,
+        "points": [[float(x), float(y)] for x, y in xy],
+        "neighbours": [[{"char": chars[j], "distance": d} for j, d in nn] for nn in neighbours],
+    }
+
+
+METRIC_COLUMNS = ("step", "train_loss", "dev_loss", "lr", "seconds")
+MAX_POINTS = 4000  # rows per curve sent to the page; longer logs are thinned evenly
+
+
+def read_metrics_rows(path: Path) -> dict[str, list]:
+    """metrics.csv as columns (None for blank cells). Training appends to the file while we
+    read it, so a last line without its newline (being written) and a row that does not parse
+    are skipped."""
+    columns: dict[str, list] = {c: [] for c in METRIC_COLUMNS}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return columns
+    text = text[:text.rfind("\n") + 1]
+    try:
+        for row in csv.DictReader(io.StringIO(text)):
+            if any(row.get(c) is None for c in METRIC_COLUMNS):  # fields missing: a cut row
+                continue
+            try:
+                values = [None if row[c] == "" else float(row[c]) for c in METRIC_COLUMNS]
+            except ValueError:
+                continue
+            if values[0] is None:
+                continue
+            for c, v in zip(METRIC_COLUMNS, values):
+                columns[c].append(v if v is None or math.isfinite(v) else None)
+    except csv.Error:
+        pass
+    n = len(columns["step"])
+    if n > MAX_POINTS:  # keep every row with a dev loss, thin the rest
+        stride = math.ceil(n / MAX_POINTS)
+        keep = [i for i in range(n) if i % stride == 0 or columns["dev_loss"][i] is not None or i == n - 1]
+        columns = {c: [v[i] for i in keep] for c, v in columns.items()}
+    return columns
+
+
+def is_training(metrics: Path, summary: Path) -> bool:
+    """Still training: metrics.csv exists and summary.json (written at the end) does not, or is
+    older than the metrics (a resumed run)."""
+    try:
+        grown = metrics.stat().st_mtime
+    except OSError:
+        return False
+    try:
+        return summary.stat().st_mtime < grown
+    except OSError:
+        return True
+
+
+def metrics_view(model: ServedModel) -> dict:
+    curves = [{"label": label, "training": is_training(path, model.summaries[label]), **read_metrics_rows(path)}
+              for label, path in model.metrics.items()]
+    return {"curves": curves, "training": any(c["training"] for c in curves)}
+
+
+# --------------------------------------------------------------------------------------------
+# Validating requests: each check names the field and what was expected
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _int(body: dict, key: str, default, lo: int, hi: int):
+    value = body.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key} must be an integer, got {json.dumps(value)}")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _number(body: dict, key: str, default: float, lo_exclusive: float, hi: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{key} must be a number, got {json.dumps(value)}")
+    if not (lo_exclusive < value <= hi):
+        raise BadRequest(f"{key} must be greater than {lo_exclusive:g} and at most {hi:g}, got {value}")
+    return float(value)
+
+
+def _bool(body: dict, key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, got {json.dumps(value)}")
+    return value
+
+
+def _text(model: ServedModel, value, what: str, allow_empty: bool) -> str:
+    """A word or prefix: a string of the model's characters, not too long."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string, got {json.dumps(value)}")
+    if not value and not allow_empty:
+        raise BadRequest(f"{what} is empty")
+    if len(value) > LIMITS["word_max"]:
+        raise BadRequest(f"{what} is {len(value)} characters long; at most {LIMITS['word_max']} are allowed")
+    boundary = model.vocab.boundary
+    if boundary in value:
+        raise BadRequest(f"{what} {value!r} contains the boundary token {boundary!r}")
+    missing = sorted({c for c in value if c not in model.vocab.chars})
+    if missing:
+        raise BadRequest(f"{what} {value!r} has character(s) {''.join(missing)!r} that are not in the "
+                         f"model's vocabulary {model.vocab.chars[1:]!r}")
+    return value
+
+
+def parse_sample(model: ServedModel, body: dict) -> dict:
+    seed = _int(body, "seed", None, 0, 2**63 - 1)
+    top_k = _int(body, "top_k", None, 1, len(model.vocab.chars))
+    return {
+        "n": _int(body, "n", 20, 1, LIMITS["n_max"]),
+        "seed": seed,
+        "temperature": _number(body, "temperature", 1.0, 0.0, LIMITS["temperature_max"]),
+        "top_k": top_k,
+        "prefix": _text(model, body.get("prefix", ""), "prefix", allow_empty=True),
+        "new_only": _bool(body, "new_only", False),
+    }
+
+
+def parse_score(model: ServedModel, body: dict) -> tuple[list[str], int]:
+    words = body.get("words")
+    if not isinstance(words, list) or not words:
+        raise BadRequest(f"words must be a non-empty list of strings, got {json.dumps(words)[:80]}")
+    if len(words) > LIMITS["words_max"]:
+        raise BadRequest(f"at most {LIMITS['words_max']} words per request, got {len(words)}")
+    words = [_text(model, w, f"word {i + 1}", allow_empty=False) for i, w in enumerate(words)]
+    return words, _int(body, "top", TOP_DEFAULT, 0, LIMITS["top_max"])
+
+
+# --------------------------------------------------------------------------------------------
+# Drawing concurrent requests together
+
+
+@dataclass(eq=False)
+class _Waiting:
+    n: int
+    wake: object  # anyio.Event: set when the samples are in, or when this one is to lead the next batch
+    samples: list | None = None
+    error: BaseException | None = None
+    leads: bool = False
+
+
+class SampleBatcher:
+    """Unseeded sample requests with the same settings that arrive while the model threads are
+    busy are drawn as one batch and shared out.
+
+    A batched draw costs about what one request's does (sample() advances all names together,
+    one forward pass per character, and on these small models a step's cost is mostly fixed),
+    so under load the server does several times less work per request. Only unseeded requests
+    are merged: a seeded one must give the same names whatever else is being asked, so it is
+    drawn alone. A merged draw gives each request independent draws from the same distribution
+    as a solo draw would, so no request can tell. At most `cap` names are drawn at once.
+
+    The first request of a key leads: it waits for a model thread (`gate`), takes every request
+    of its key queued by then, draws for all of them in a thread and wakes them. A request left
+    in the queue (beyond `cap`) is woken to lead the next batch.
+    """
+
+    def __init__(self, gate, run_sync, cap: int):
+        self.gate, self.run_sync, self.cap = gate, run_sync, cap
+        self.queues: dict[tuple, list[_Waiting]] = {}
+
+    def _pass_lead(self, key: tuple, queue: list[_Waiting]) -> None:
+        if queue:
+            queue[0].leads = True
+            queue[0].wake.set()
+        elif self.queues.get(key) is queue:
+            del self.queues[key]
+
+    async def draw(self, key: tuple, n: int, draw) -> list[dict]:
+        """draw(total) -> `total` samples; it runs in a worker thread, once for the whole batch."""
+        import anyio
+
+        me = _Waiting(n, anyio.Event())
+        queue = self.queues.setdefault(key, [])
+        queue.append(me)
+        if len(queue) > 1:
+            try:
+                await me.wake.wait()
+            except BaseException:  # cancelled while waiting: drop out, handing on the lead if given it
+                if me in queue:
+                    queue.remove(me)
+                    if me.leads:
+                        self._pass_lead(key, queue)
+                raise
+            if not me.leads:
+                if me.error is not None:
+                    raise me.error
+                return me.samples
+        try:
+            await self.gate.acquire()
+        except BaseException:  # cancelled while waiting: the next in line leads instead
+            queue.remove(me)
+            self._pass_lead(key, queue)
+            raise
+        try:
+            batch, total = [], 0
+            while queue and (not batch or total + queue[0].n <= self.cap):
+                batch.append(queue.pop(0))
+                total += batch[-1].n
+            self._pass_lead(key, queue)
+            try:
+                with anyio.CancelScope(shield=True):  # the others wait on this draw: finish it
+                    samples = await self.run_sync(draw, total)
+            except Exception as e:
+                for w in batch:
+                    w.error = e
+                    w.wake.set()
+                raise
+        finally:
+            self.gate.release()
+        i = 0
+        for w in batch:
+            w.samples, i = samples[i:i + w.n], i + w.n
+            w.wake.set()
+        return me.samples
+
+
+# --------------------------------------------------------------------------------------------
+# The application
+
+
+def _run_ids(paths: list[str | Path]) -> list[str]:
+    """A short id per run for the API: its folder name, made unique with -2, -3, ..."""
+    ids: list[str] = []
+    for p in paths:
+        base = Path(p).resolve().name or "run"
+        name, k = base, 2
+        while name in ids:
+            name, k = f"{base}-{k}", k + 1
+        ids.append(name)
+    return ids
+
+
+@dataclass
+class App:
+    """The served models by id, and the Starlette application over them."""
+
+    models: dict[str, ServedModel]
+    allowed_hosts: list[str] | None = None  # Host headers accepted; None: any
+    model_threads: int = MODEL_THREADS
+    _embeddings: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        import anyio
+
+        if not self.models:
+            raise UserError("serve needs at least one run")
+        self.gate = anyio.CapacityLimiter(self.model_threads)  # taken on the event loop
+        self.threads = anyio.CapacityLimiter(self.model_threads)  # for to_thread; never the bottleneck
+        self.batcher = SampleBatcher(self.gate, self._run_sync, cap=BATCH_CAP)
+        self.asgi = self._build()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _model(self, run_id) -> tuple[str, ServedModel]:
+        if run_id is None or run_id == "":  # no run named: the first
+            run_id = next(iter(self.models))
+        if not isinstance(run_id, str):
+            raise BadRequest(f"run must be a string (a run id from /api/runs), got {json.dumps(run_id)}")
+        if run_id not in self.models:
+            raise BadRequest(f"unknown run {run_id[:100]!r}; served runs: {', '.join(self.models)}", 404)
+        return run_id, self.models[run_id]
+
+    async def _body(self, request) -> dict:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise BadRequest("the body must be JSON, sent with Content-Type: application/json", 415)
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > LIMITS["body_max"]):
+            raise BadRequest(f"the body must be at most {LIMITS['body_max']} bytes", 413)
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > LIMITS["body_max"]:
+                raise BadRequest(f"the body must be at most {LIMITS['body_max']} bytes", 413)
+        try:
+            body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+            raise BadRequest(f"the body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    async def _run_sync(self, fn, *args, model_work: bool = True, **kwargs):
+        """fn in a worker thread, off the event loop: model work on threads of its own, other
+        work (reading files) in Starlette's shared pool, so neither waits for the other."""
+        import anyio
+
+        try:
+            return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs),
+                                                  limiter=self.threads if model_work else None)
+        except UserError as e:  # the core's own checks (a character not in the vocabulary, ...)
+            raise BadRequest(str(e)) from None
+
+    async def _model_work(self, fn, *args, **kwargs):
+        """fn in a model thread, at most model_threads at once; the others wait their turn."""
+        async with self.gate:
+            return await self._run_sync(fn, *args, **kwargs)
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def runs(self, request):
+        from starlette.responses import JSONResponse
+
+        runs = []
+        for run_id, m in self.models.items():
+            runs.append({"id": run_id, "name": m.path.resolve().name, "kind": m.kind, "params": m.params,
+                         "dev_loss": m.dev_loss, "config": m.config, "vocab": m.vocab.chars,
+                         "boundary": m.vocab.boundary,
+                         "training": any(is_training(p, m.summaries[k]) for k, p in m.metrics.items())})
+        return JSONResponse({"runs": runs, "limits": {**LIMITS, "sample_max_len": SAMPLE_MAX_LEN}})
+
+    async def sample(self, request):
+        from starlette.responses import JSONResponse
+
+        body = await self._body(request)
+        run_id, model = self._model(body.get("run"))
+        opts = parse_sample(model, body)
+        if opts["seed"] is None:
+            key = (run_id, opts["temperature"], opts["top_k"], opts["prefix"], opts["new_only"])
+            samples = await self.batcher.draw(key, opts["n"], partial(draw_samples, model, seed=None, **{
+                k: v for k, v in opts.items() if k not in ("n", "seed")}))
+        else:
+            samples = await self._model_work(draw_samples, model, **opts)
+        return JSONResponse({"run": run_id, "seed": opts["seed"], "samples": samples})
+
+    async def score(self, request):
+        from starlette.responses import JSONResponse
+
+        body = await self._body(request)
+        run_id, model = self._model(body.get("run"))
+        words, top = parse_score(model, body)
+        scores = await self._model_work(score_words, model, words, top)
+        return JSONResponse({"run": run_id, "scores": scores})
+
+    async def embeddings(self, request):
+        from starlette.responses import JSONResponse
+
+        run_id, model = self._model(request.query_params.get("run"))
+        if run_id not in self._embeddings:  # computed once per run: C does not change while served
+            self._embeddings[run_id] = await self._run_sync(embedding_view, model, model_work=False)
+        return JSONResponse({"run": run_id, **self._embeddings[run_id]})
+
+    async def metrics(self, request):
+        from starlette.responses import JSONResponse
+
+        run_id, model = self._model(request.query_params.get("run"))
+        view = await self._run_sync(metrics_view, model, model_work=False)
+        return JSONResponse({"run": run_id, **view}, headers={"Cache-Control": "no-store"})
+
+    async def index(self, request):
+        from starlette.responses import FileResponse
+
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # -- assembly -----------------------------------------------------------------------------
+
+    def _build(self):
+        from starlette.applications import Starlette
+        from starlette.exceptions import HTTPException
+        from starlette.responses import JSONResponse
+        from starlette.routing import Mount, Route
+        from starlette.staticfiles import StaticFiles
+
+        async def bad_request(request, exc: BadRequest):
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+        async def http_error(request, exc: HTTPException):
+            message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+            return JSONResponse({"error": f"{message}: {request.method} {request.url.path}"[:300]},
+                                status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+        async def server_error(request, exc: Exception):  # uvicorn logs the traceback to stderr
+            return JSONResponse({"error": "internal error (the server's log has the details)"}, status_code=500)
+
+        routes = [
+            Route("/", self.index, methods=["GET", "HEAD"]),
+            Route("/api/runs", self.runs, methods=["GET"]),
+            Route("/api/sample", self.sample, methods=["POST"]),
+            Route("/api/score", self.score, methods=["POST"]),
+            Route("/api/embeddings", self.embeddings, methods=["GET"]),
+            Route("/api/metrics", self.metrics, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC, follow_symlink=False), name="static"),
+        ]
+        app = Starlette(routes=routes, exception_handlers={
+            BadRequest: bad_request, HTTPException: http_error, Exception: server_error})
+        return _SecurityHeaders(_HostCheck(app, self.allowed_hosts) if self.allowed_hosts else app)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; JSON does not
+
+
+class _SecurityHeaders:
+    """Every response: no scripts, styles, fonts or connections but the server's own (the page
+    works offline and cannot be made to load anything else), no framing, no MIME sniffing."""
+
+    HEADERS = [
+        (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; object-src 'none'; "
+                                     b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *self.HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class _HostCheck:
+    """Refuse a Host header that is not this server's name. A server on 127.0.0.1 is reachable
+    from any web page the user opens through DNS rebinding (a hostile name that resolves to
+    127.0.0.1); such requests carry the hostile name in Host, so they are turned away here."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app, self.allowed = app, {h.lower() for h in allowed}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            name = host[1:host.find("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+            if name not in self.allowed:
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse({"error": f"Host {host[:100]!r} is not this server's name"}, status_code=421)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1"]
+
+
+def allowed_hosts_for(host: str) -> list[str] | None:
+    """Host names a browser may use to reach a server bound to `host`; None (any) when it is
+    bound beyond the loopback interface, where the user picks the name."""
+    if host in LOOPBACK_NAMES or host.startswith("127."):
+        return sorted({*LOOPBACK_NAMES, host})
+    return None
+
+
+def create_app(runs: list[str | Path], mix: bool = False, host: str = "127.0.0.1",
+               model_threads: int = MODEL_THREADS) -> App:
+    models = {run_id: load_model(p, mix) for run_id, p in zip(_run_ids(runs), runs)}
+    return App(models, allowed_hosts_for(host), model_threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Running it
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: a free one), so the URL printed is the real one
+    and a client may connect as soon as it is printed."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+    except (OSError, UnicodeError) as e:
+        raise UserError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(runs: list[str], host: str = "127.0.0.1", port: int = 8000, mix: bool = False) -> None:
+    """`makemore serve`: load the runs, listen, print the URL, serve until Ctrl-C."""
+    import torch
+
+    # One torch thread per request instead of several per operation: on small batches the
+    # intra-op threads cost more in synchronisation than they save (sampling 20 names took
+    # ~3x longer with 2 threads than with 1 on the 2-core machine of benchmarks/serve_bench.py),
+    # and concurrent requests already keep the cores busy.
+    torch.set_num_threads(1)
+    app = create_app(runs, mix=mix, host=host)
+    server = Server(app, bind(host, port))
+    print(f"makemore serve: {len(app.models)} run(s) ({', '.join(app.models)}) at {server.url}", flush=True)
+    print("press Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: the normal way to stop
+        pass
+    print("makemore serve: stopped", file=sys.stderr)
+
+
+class Server:
+    """uvicorn serving an App on a bound socket, in this thread (run) or a background one (start)."""
+
+    def __init__(self, app: App, sock: socket.socket):
+        import uvicorn
+
+        self.app, self.sock, self.url = app, sock, url_of(sock)
+        config = uvicorn.Config(app.asgi, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=3, server_header=False)
+        self.server = uvicorn.Server(config)
+        self.thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        self.server.run(sockets=[self.sock])
+
+    def start(self) -> "Server":
+        self.thread = threading.Thread(target=self.run, name="makemore-serve", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.sock.close()

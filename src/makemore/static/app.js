@@ -1,0 +1,240 @@
+// The makemore page: everything it shows comes from the JSON API (/api/...), the same one the
+// README documents. Text from the server goes into the page through textContent only.
+"use strict";
+
+const state = { runs: [], limits: {}, run: null, metricsTimer: null, metricsRun: null };
+const $ = (id) => document.getElementById(id);
+
+function make(tag, attrs, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+async function api(path, body) {
+  const init = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  const response = await fetch(path, init);
+  let data;
+  try { data = await response.json(); } catch (e) { data = { error: `${response.status} ${response.statusText}` }; }
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+function showError(node, err) {
+  node.textContent = err.message || String(err);
+  node.classList.add("error");
+}
+
+function pct(p) {
+  if (p >= 0.1) return `${(100 * p).toFixed(0)}%`;
+  if (p >= 0.01) return `${(100 * p).toFixed(1)}%`;
+  if (p >= 0.0001) return `${(100 * p).toPrecision(1)}%`;
+  return p.toExponential(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// runs
+
+function describeRun(run) {
+  const info = $("run-info");
+  info.textContent = "";
+  const dev = run.dev_loss === null ? "dev loss not known yet" : `dev loss ${run.dev_loss.toFixed(4)}`;
+  info.appendChild(make("span", { class: "kind" }, run.kind));
+  info.appendChild(make("span", { id: "run-params" }, `${run.params.toLocaleString("en")} parameters`));
+  info.appendChild(make("span", { id: "run-dev" }, dev));
+  if (run.training) info.appendChild(make("span", { class: "live" }, "training"));
+  const details = make("details", { id: "run-config" });
+  details.appendChild(make("summary", {}, "config"));
+  const table = make("table");
+  const flat = [];
+  (function walk(prefix, obj) {
+    for (const [k, v] of Object.entries(obj)) {
+      if (v !== null && typeof v === "object" && !Array.isArray(v)) walk(`${prefix}${k}.`, v);
+      else flat.push([prefix + k, Array.isArray(v) ? v.join(", ") : String(v)]);
+    }
+  })("", run.config);
+  for (const [k, v] of flat) {
+    const tr = make("tr");
+    tr.appendChild(make("th", {}, k));
+    tr.appendChild(make("td", {}, v));
+    table.appendChild(tr);
+  }
+  details.appendChild(table);
+  info.appendChild(details);
+}
+
+async function loadRuns() {
+  const data = await api("/api/runs");
+  state.runs = data.runs;
+  state.limits = data.limits;
+  const picker = $("run-picker");
+  picker.textContent = "";
+  for (const run of data.runs) picker.appendChild(make("option", { value: run.id }, `${run.id} (${run.kind})`));
+  $("run-label").hidden = data.runs.length < 2;
+  $("n").max = data.limits.n_max;
+  $("temperature").max = data.limits.temperature_max;
+  $("prefix").maxLength = data.limits.word_max;
+  $("explain-word").maxLength = data.limits.word_max;
+  picker.addEventListener("change", () => selectRun(picker.value));
+  await selectRun(data.runs[0].id);
+}
+
+async function selectRun(id) {
+  state.run = state.runs.find((r) => r.id === id);
+  $("run-picker").value = id;
+  describeRun(state.run);
+  $("top-k").max = state.run.vocab.length;
+  $("explain-table").hidden = true;
+  $("explain-summary").textContent = "";
+  await Promise.all([drawSamples(), loadEmbeddings(), loadMetrics()]);
+  const word = $("explain-word").value.trim();
+  if (word) await explain(word);
+}
+
+// ---------------------------------------------------------------------------------------
+// samples
+
+function numberField(id) {
+  const v = $(id).value.trim();
+  return v === "" ? undefined : Number(v);
+}
+
+async function drawSamples() {
+  const status = $("sample-status");
+  status.classList.remove("error");
+  status.textContent = "drawing…";
+  const body = { run: state.run.id, n: numberField("n") ?? 20, temperature: numberField("temperature") ?? 1,
+                 prefix: $("prefix").value, new_only: $("new-only").checked };
+  const topK = numberField("top-k"), seed = numberField("seed");
+  if (topK !== undefined) body.top_k = topK;
+  if (seed !== undefined) body.seed = seed;
+  const list = $("samples");
+  try {
+    const data = await api("/api/sample", body);
+    list.textContent = "";
+    for (const s of data.samples) {
+      const li = make("li", { class: "sample", "data-tag": s.tag, title: "explain this name" });
+      li.appendChild(make("span", { class: "text" }, s.text || "(empty)"));
+      li.appendChild(make("span", { class: "tag", "data-tag": s.tag }, s.tag));
+      li.addEventListener("click", () => { $("explain-word").value = s.text; explain(s.text); });
+      list.appendChild(li);
+    }
+    const counts = {};
+    for (const s of data.samples) counts[s.tag] = (counts[s.tag] || 0) + 1;
+    const summary = Object.entries(counts).map(([t, c]) => `${c} ${t}`).join(", ");
+    const short = data.samples.length < body.n ? ` (only ${data.samples.length} of ${body.n} met the conditions)` : "";
+    const how = data.seed === null ? "random draw (give a seed to repeat one)" : `seed ${data.seed}`;
+    status.textContent = `${data.samples.length} samples from ${data.run}, ${how}: ${summary}${short}`;
+  } catch (err) {
+    showError(status, err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// explain a name
+
+async function explain(word) {
+  const summary = $("explain-summary"), table = $("explain-table");
+  summary.classList.remove("error");
+  try {
+    const data = await api("/api/score", { run: state.run.id, words: [word], top: 5 });
+    const s = data.scores[0];
+    summary.textContent = `${s.word}: NLL ${s.nll.toFixed(3)} nats over ${s.chars.length} predictions ` +
+      `(the end counts), ${s.nll_per_char.toFixed(3)} per character, perplexity ${s.perplexity.toFixed(2)}`;
+    const body = table.tBodies[0];
+    body.textContent = "";
+    s.chars.forEach((c, i) => {
+      const tr = make("tr", { class: "char-row" });
+      tr.appendChild(make("td", { class: "context" }, (word.slice(0, i) || "(start)")));
+      tr.appendChild(make("td", { class: "next" }, c.char));
+      const cell = make("td", { class: "prob" });
+      const bar = make("span", { class: "bar" });
+      bar.style.width = `${Math.max(1, Math.round(100 * c.prob))}%`;
+      cell.appendChild(bar);
+      cell.appendChild(make("span", { class: "value" }, pct(c.prob)));
+      tr.appendChild(cell);
+      const alts = make("td", { class: "top" });
+      for (const t of c.top) {
+        alts.appendChild(make("span", { class: t.char === c.char ? "alt chosen" : "alt" }, `${t.char} ${pct(t.prob)}`));
+      }
+      tr.appendChild(alts);
+      body.appendChild(tr);
+    });
+    table.hidden = false;
+  } catch (err) {
+    table.hidden = true;
+    showError(summary, err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// embeddings and curves
+
+async function loadEmbeddings() {
+  const note = $("embeddings-note");
+  note.classList.remove("error");
+  try {
+    const data = await api(`/api/embeddings?run=${encodeURIComponent(state.run.id)}`);
+    if (!data.points) {
+      $("scatter").textContent = "";
+      note.textContent = data.note;
+      return;
+    }
+    const how = data.emb_dim > 2
+      ? `${data.emb_dim}-D embeddings by PCA: the two axes keep ${(100 * data.variance_share).toFixed(0)}% of the variance`
+      : `the ${data.emb_dim}-D embeddings as they are`;
+    note.textContent = `${how}${data.of_member ? ` (member ${data.of_member})` : ""}; ` +
+      `'${data.boundary}' is the start/end token. Close characters are interchangeable to the network.`;
+    const labels = data.chars;
+    Charts.scatter($("scatter"), {
+      points: data.points, labels, neighbours: data.neighbours, axes: data.axes,
+      onHover: (i) => {
+        $("neighbours").textContent = i === null ? "Hover a character to see its nearest neighbours."
+          : `${labels[i]}: nearest ${data.neighbours[i].map((n) => `${n.char} (${n.distance.toFixed(2)})`).join(", ")}` +
+            ` (distance in the full ${data.emb_dim}-D space)`;
+      },
+    });
+  } catch (err) {
+    showError(note, err);
+  }
+}
+
+async function loadMetrics() {
+  clearTimeout(state.metricsTimer);
+  const runId = state.run.id;
+  const note = $("curves-note");
+  note.classList.remove("error");
+  try {
+    const data = await api(`/api/metrics?run=${encodeURIComponent(runId)}`);
+    if (state.run.id !== runId) return; // another run was picked meanwhile
+    const series = [];
+    data.curves.forEach((c, k) => {
+      const who = data.curves.length > 1 ? `${c.label} ` : "";
+      series.push({ label: `${who}train`, x: c.step, y: c.train_loss, cls: `train m${k % 6}` });
+      series.push({ label: `${who}dev`, x: c.step, y: c.dev_loss, cls: `dev m${k % 6}`, dots: true });
+    });
+    Charts.lines($("curves"), { series, xLabel: "step", yLabel: "loss (nats)" });
+    const last = data.curves[0] && data.curves[0].step.length ? data.curves[0].step[data.curves[0].step.length - 1] : 0;
+    $("live").hidden = !data.training;
+    note.textContent = data.training
+      ? `still training: step ${last.toLocaleString("en")} so far; the curves follow it (the served model is the one loaded at start)`
+      : `${last.toLocaleString("en")} steps; train loss per logging interval, dev loss at each evaluation`;
+    if (data.training) state.metricsTimer = setTimeout(loadMetrics, 2000);
+  } catch (err) {
+    showError(note, err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sample-form").addEventListener("submit", (e) => { e.preventDefault(); drawSamples(); });
+  $("explain-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const word = $("explain-word").value.trim();
+    if (word) explain(word);
+  });
+  loadRuns().catch((err) => { $("page-error").hidden = false; showError($("page-error"), err); });
+});

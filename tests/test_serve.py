@@ -1,0 +1,527 @@
+"""`makemore serve`'s JSON API against a real server on a free port: what it answers, checked
+against the package's own functions and the run's files; every bad request a 4xx with
+{"error"}; nothing outside the runs and the package's static files readable; sampling that
+does not hold up other requests. The page itself is tested in a browser
+(test_serve_browser.py)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from makemore import serve
+from makemore.cli import main
+
+TRAIN = ["--block-size", "3", "--emb-dim", "8", "--hidden", "32", "--batch-size", "32",
+         "--steps", "300", "--preset", "lecture", "--lr", "0.1", "--quiet"]
+
+
+def make_serve_runs(base: Path) -> dict[str, Path]:
+    """A tiny run and a 2-seed ensemble on generated words, trained once per test session
+    (the browser tests reuse them)."""
+    from conftest import make_words
+
+    base = base / "serve-runs"
+    runs = {"run": base / "tiny", "ensemble": base / "ens"}
+    if all((p / ("summary.json" if k == "run" else "ensemble.json")).is_file() for k, p in runs.items()):
+        return runs
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    data = base / "words.txt"
+    data.write_text("\n".join(make_words()) + "\n")
+    assert main(["train", "--data", str(data), "--out", str(runs["run"]), *TRAIN]) == 0
+    assert main(["train", "--data", str(data), "--out", str(runs["ensemble"]), "--seeds", "2", *TRAIN]) == 0
+    return runs
+
+
+class Client:
+    """A few requests to a server at host:port, raw enough to send paths as written."""
+
+    def __init__(self, url: str):
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+
+    def request(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            if isinstance(body, str):
+                body = body.encode()
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            raw = r.read()
+            return r.status, dict((k.lower(), v) for k, v in r.getheaders()), raw
+        finally:
+            conn.close()
+
+    def get(self, path: str):
+        status, _, raw = self.request("GET", path)
+        return status, json.loads(raw)
+
+    def post(self, path: str, obj=None, raw: bytes | str | None = None, content_type: str = "application/json"):
+        body = raw if raw is not None else json.dumps(obj)
+        status, _, data = self.request("POST", path, body, {"Content-Type": content_type})
+        return status, json.loads(data)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return make_serve_runs(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+    app = serve.create_app([runs["run"], runs["ensemble"]])
+    srv = serve.Server(app, serve.bind("127.0.0.1", 0)).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.url)
+
+
+# ------------------------------------------------------------------------------------------
+# what the API answers
+
+
+def test_runs_lists_both_with_their_files_figures(client, runs):
+    from makemore.models import count_params
+    from makemore.runs import load_run
+
+    status, data = client.get("/api/runs")
+    assert status == 200
+    by_id = {r["id"]: r for r in data["runs"]}
+    assert list(by_id) == ["tiny", "ens"]
+    tiny, ens = by_id["tiny"], by_id["ens"]
+    run = load_run(runs["run"])
+    assert tiny["params"] == count_params(run.model_cfg) == run.model.num_params()
+    assert tiny["dev_loss"] == json.loads((runs["run"] / "summary.json").read_text())["dev_loss"]
+    assert tiny["config"]["model"]["emb_dim"] == 8 and tiny["kind"] == "run" and tiny["training"] is False
+    assert ens["kind"] == "ensemble of 2" and ens["params"] == 2 * tiny["params"]
+    assert ens["dev_loss"] == json.loads((runs["ensemble"] / "ensemble.json").read_text())["dev_loss"]
+    assert data["limits"]["n_max"] == serve.LIMITS["n_max"] and data["limits"]["word_max"] == serve.LIMITS["word_max"]
+
+
+def test_sample_is_the_packages_sample_with_true_tags(client, runs):
+    from makemore.runs import load_run
+    from makemore.predict import model_predictor as mlp_predictor
+    from makemore.sample import sample_tagged
+
+    status, data = client.post("/api/sample", {"n": 30, "seed": 7})
+    assert status == 200 and data["run"] == "tiny" and data["seed"] == 7
+    run = load_run(runs["run"])
+    expected = sample_tagged(mlp_predictor(run.model), run.vocab, run.splits, 30, seed=7, max_len=serve.SAMPLE_MAX_LEN)
+    assert data["samples"] == expected  # same seed: the very names `makemore sample --seed 7` prints
+    splits = json.loads((runs["run"] / "words.json").read_text())
+    for s in data["samples"]:  # each tag checked against words.json, not against tag_words
+        want = next((k for k in ("train", "dev", "test") if s["text"] in splits[k]), "new")
+        assert s["tag"] == want
+
+
+def test_sample_options(client):
+    status, data = client.post("/api/sample", {"n": 15, "prefix": "ma", "temperature": 0.7, "top_k": 3, "seed": 1})
+    assert status == 200 and len(data["samples"]) == 15
+    assert all(s["text"].startswith("ma") for s in data["samples"])
+    status, data = client.post("/api/sample", {"n": 10, "new_only": True, "run": "ens"})
+    assert status == 200 and data["run"] == "ens" and data["seed"] is None
+    assert data["samples"] and all(s["tag"] == "new" for s in data["samples"])
+    # top_k=1 and a low temperature: every draw is the single most likely name
+    status, data = client.post("/api/sample", {"n": 5, "top_k": 1})
+    assert status == 200 and len({s["text"] for s in data["samples"]}) == 1
+
+
+def test_score_with_alternatives_against_the_model_itself(client, runs):
+    from makemore.runs import load_run
+
+    status, data = client.post("/api/score", {"words": ["mana", "ka"], "top": 4})
+    assert status == 200
+    run = load_run(runs["run"])
+    for result, word in zip(data["scores"], ["mana", "ka"]):
+        # reference: the model's own forward pass (not the fast tables sampling uses), softmaxed
+        ids = [0] * 3 + run.vocab.encode(word)
+        X = torch.tensor([ids[i:i + 3] for i in range(len(word) + 1)])
+        with torch.no_grad():
+            probs = torch.softmax(run.model(X)[0].double(), dim=1)
+        targets = run.vocab.encode(word) + [0]
+        p = probs[torch.arange(len(targets)), targets]
+        assert [c["char"] for c in result["chars"]] == list(word) + ["<end>"]
+        assert [c["prob"] for c in result["chars"]] == pytest.approx(p.tolist(), rel=1e-4)
+        assert result["nll"] == pytest.approx(-p.log().sum().item(), rel=1e-4)
+        assert result["nll_per_char"] == pytest.approx(result["nll"] / (len(word) + 1))
+        assert result["perplexity"] == pytest.approx(math.exp(result["nll_per_char"]))
+        for row, c in zip(probs, result["chars"]):
+            top = torch.topk(row, 4)
+            names = [run.vocab.chars[i] if i else "<end>" for i in top.indices.tolist()]
+            assert [t["char"] for t in c["top"]] == names
+            assert [t["prob"] for t in c["top"]] == pytest.approx(top.values.tolist(), rel=1e-4)
+
+
+def test_embeddings_are_C_by_pca_with_true_neighbours(client, runs):
+    from makemore.runs import load_run
+
+    status, data = client.get("/api/embeddings?run=tiny")
+    assert status == 200
+    run = load_run(runs["run"])
+    C = run.model.C.detach().double().numpy()
+    assert data["chars"] == list(run.vocab.chars) and data["emb_dim"] == 8
+    xy = np.array(data["points"])
+    # PCA reference: the top two eigenvectors of the covariance (up to sign)
+    centred = C - C.mean(axis=0)
+    _, vecs = np.linalg.eigh(centred.T @ centred)
+    for k, v in enumerate([vecs[:, -1], vecs[:, -2]]):
+        proj = centred @ v
+        assert np.allclose(np.abs(xy[:, k]), np.abs(proj), atol=1e-6)
+    dist = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    for i, nn in enumerate(data["neighbours"]):
+        order = [j for j in np.argsort(dist[i], kind="stable") if j != i][:serve.NEIGHBOURS]
+        assert [n["char"] for n in nn] == [run.vocab.chars[j] for j in order]
+
+
+def test_metrics_are_the_csv(client, runs):
+    import csv
+
+    status, data = client.get("/api/metrics?run=tiny")
+    assert status == 200 and data["training"] is False
+    [curve] = data["curves"]
+    with open(runs["run"] / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert curve["step"] == [float(r["step"]) for r in rows]
+    assert curve["dev_loss"] == [float(r["dev_loss"]) if r["dev_loss"] else None for r in rows]
+    status, data = client.get("/api/metrics?run=ens")
+    assert [c["label"] for c in data["curves"]] == json.loads((runs["ensemble"] / "ensemble.json").read_text())["members"]
+
+
+def test_metrics_follow_a_run_that_is_still_training(runs, tmp_path):
+    live = tmp_path / "live"
+    shutil.copytree(runs["run"], live)
+    (live / "summary.json").unlink()  # written only when training ends
+    app = serve.create_app([live])
+    srv = serve.Server(app, serve.bind("127.0.0.1", 0)).start()
+    try:
+        c = Client(srv.url)
+        _, before = c.get("/api/metrics")
+        assert before["training"] is True
+        last = before["curves"][0]["step"][-1]
+        with open(live / "metrics.csv", "a") as f:
+            f.write(f"{int(last) + 1},1.5,,0.01,9.0\n{int(last) + 2},1.4")  # the second row half-written
+        _, after = c.get("/api/metrics")
+        assert after["curves"][0]["step"][-2:] == [last, last + 1]  # the new row; the cut one skipped
+        _, listed = c.get("/api/runs")
+        assert listed["runs"][0]["training"] is True and listed["runs"][0]["dev_loss"] is None
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------------------------------------
+# bad requests: every one a 4xx with {"error": "..."}
+
+
+BAD_SAMPLES = [
+    {"n": 0}, {"n": serve.LIMITS["n_max"] + 1}, {"n": -3}, {"n": "5"}, {"n": True}, {"n": 2.5}, {"n": None},
+    {"temperature": 0}, {"temperature": -1}, {"temperature": "hot"}, {"temperature": 1e9},
+    {"top_k": 0}, {"top_k": 1.5}, {"top_k": 10_000},
+    {"prefix": "ma!"}, {"prefix": "A"}, {"prefix": "."}, {"prefix": "a" * (serve.LIMITS["word_max"] + 1)},
+    {"prefix": 3}, {"seed": -1}, {"seed": "x"}, {"seed": 2**64}, {"new_only": "yes"},
+    {"run": "nope"}, {"run": "../tiny"}, {"run": 3},
+]
+BAD_SCORES = [
+    {}, {"words": "mana"}, {"words": []}, {"words": [""]}, {"words": [3]}, {"words": ["mana", None]},
+    {"words": ["MANA"]}, {"words": ["ma na"]}, {"words": ["ma.na"]}, {"words": ["a" * (serve.LIMITS["word_max"] + 1)]},
+    {"words": ["ma"] * (serve.LIMITS["words_max"] + 1)}, {"words": ["mana"], "top": 11}, {"words": ["mana"], "top": -1},
+    {"words": ["mana"], "run": "nope"},
+]
+
+
+def assert_error(status: int, data, expected: int | None = None):
+    assert 400 <= status < 500, (status, data)
+    assert expected is None or status == expected, (status, data)
+    assert isinstance(data, dict) and set(data) == {"error"} and isinstance(data["error"], str) and data["error"]
+    assert "Traceback" not in data["error"]
+
+
+@pytest.mark.parametrize("body", BAD_SAMPLES, ids=json.dumps)
+def test_bad_sample_requests(client, body):
+    assert_error(*client.post("/api/sample", {"n": 5, **body}))
+
+
+@pytest.mark.parametrize("body", BAD_SCORES, ids=json.dumps)
+def test_bad_score_requests(client, body):
+    assert_error(*client.post("/api/score", body))
+
+
+@pytest.mark.parametrize("raw", ["", "not json", "{\"n\": 5", "[1, 2]", "\"n\"", "{\"n\": NaN}",
+                                 "{\"n\": Infinity}", b"\xff\xfe{}"], ids=repr)
+def test_bodies_that_are_not_a_json_object(client, raw):
+    for path in ("/api/sample", "/api/score"):
+        assert_error(*client.post(path, raw=raw), expected=400)
+
+
+def test_wrong_content_type_and_oversized_body(client):
+    assert_error(*client.post("/api/sample", raw='{"n": 5}', content_type="text/plain"), expected=415)
+    big = json.dumps({"words": ["a" * 1000] * 100})
+    assert len(big) > serve.LIMITS["body_max"]
+    assert_error(*client.post("/api/score", raw=big), expected=413)
+
+
+def test_unknown_runs_routes_and_methods(client):
+    assert_error(*client.get("/api/embeddings?run=nope"), expected=404)
+    assert_error(*client.get("/api/metrics?run=..%2F..%2Fetc"), expected=404)
+    assert_error(*client.get("/api/nothing"), expected=404)
+    status, _, raw = client.request("GET", "/api/sample")
+    assert_error(status, json.loads(raw), expected=405)
+    status, _, raw = client.request("DELETE", "/api/runs")
+    assert_error(status, json.loads(raw), expected=405)
+
+
+TRAVERSALS = [
+    "/static/../serve.py", "/static/..%2fserve.py", "/static/..%2Fserve.py", "/static/%2e%2e/serve.py",
+    "/static/%2e%2e%2fserve.py", "/static/..%5cserve.py", "/static/....//serve.py", "/static//etc/passwd",
+    "/static/%2fetc%2fpasswd", "/static/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd", "/../../etc/passwd",
+    "/static/%252e%252e/serve.py", "/static/.%2e/cli.py", "/static/..;/serve.py", "/static/%00",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_no_file_outside_the_static_folder(client, path):
+    status, _, raw = client.request("GET", path)
+    assert 400 <= status < 500, (path, status)
+    assert b"def " not in raw and b"root:" not in raw
+    assert "error" in json.loads(raw)
+
+
+def test_static_files_and_headers(client):
+    for name in ("app.js", "charts.js", "style.css", "index.html"):
+        status, headers, raw = client.request("GET", f"/static/{name}")
+        assert status == 200 and raw == (serve.STATIC / name).read_bytes()
+        assert "default-src 'self'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
+    status, headers, raw = client.request("GET", "/")
+    assert status == 200 and raw == (serve.STATIC / "index.html").read_bytes()
+    html = raw.decode()
+    assert "http://" not in html and "https://" not in html  # nothing from elsewhere
+
+
+def test_a_foreign_host_header_is_refused(client):
+    status, _, raw = client.request("GET", "/api/runs", headers={"Host": "attacker.example:8000"})
+    assert_error(status, json.loads(raw), expected=421)
+    assert client.request("GET", "/api/runs", headers={"Host": "localhost:1234"})[0] == 200
+    assert serve.allowed_hosts_for("0.0.0.0") is None  # exposed on purpose: any name
+
+
+# ------------------------------------------------------------------------------------------
+# concurrency
+
+
+def test_sampling_does_not_block_other_requests(server, client, monkeypatch):
+    """With every model thread held by a sampling request that cannot finish, the page, its
+    static files and the read-only API still answer; then the held requests complete."""
+    release, started = threading.Event(), threading.Semaphore(0)
+    real = serve.draw_samples
+
+    def held(*args, **kwargs):
+        started.release()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "draw_samples", held)
+    results = []
+    workers = [threading.Thread(target=lambda s=s: results.append(client.post("/api/sample", {"n": 3, "seed": s})))
+               for s in range(serve.MODEL_THREADS + 1)]
+    try:
+        for w in workers:
+            w.start()
+        for _ in range(serve.MODEL_THREADS):
+            assert started.acquire(timeout=30)  # every model thread is now busy
+        assert client.get("/api/runs")[0] == 200
+        assert client.request("GET", "/static/app.js")[0] == 200
+        assert client.request("GET", "/")[0] == 200
+        assert client.get("/api/metrics?run=tiny")[0] == 200
+        assert client.get("/api/embeddings?run=ens")[0] == 200
+    finally:
+        release.set()
+        for w in workers:
+            w.join(30)
+    assert [status for status, _ in results] == [200] * len(workers)
+
+
+def test_unseeded_requests_waiting_together_are_drawn_as_one_batch(server, client, monkeypatch):
+    calls, release, started = [], threading.Event(), threading.Semaphore(0)
+    real = serve.draw_samples
+
+    def recorded(model, n, seed, *args, **kwargs):
+        calls.append((n, seed))
+        started.release()
+        assert release.wait(30)
+        return real(model, n, seed, *args, **kwargs)
+
+    monkeypatch.setattr(serve, "draw_samples", recorded)
+    results: dict[int, tuple] = {}
+
+    def ask(i: int, body: dict):
+        results[i] = client.post("/api/sample", body)
+
+    # two seeded requests take both model threads; then unseeded ones queue behind them
+    first = [threading.Thread(target=ask, args=(i, {"n": 2, "seed": i})) for i in range(serve.MODEL_THREADS)]
+    for t in first:
+        t.start()
+    for _ in first:
+        assert started.acquire(timeout=30)
+    queued = [threading.Thread(target=ask, args=(10 + i, {"n": 3 + i, "prefix": "ma"})) for i in range(4)]
+    queued.append(threading.Thread(target=ask, args=(20, {"n": 2, "prefix": "ma", "seed": 5})))
+    for t in queued:
+        t.start()
+    # wait until the server holds all of them (its batcher queue has the 4 unseeded ones)
+    deadline = __import__("time").monotonic() + 30
+    while sum(len(q) for q in server_queues(server)) < 4:
+        assert __import__("time").monotonic() < deadline
+        threading.Event().wait(0.01)
+    release.set()
+    for t in first + queued:
+        t.join(30)
+    assert all(results[i][0] == 200 for i in results)
+    for i in range(4):
+        samples = results[10 + i][1]["samples"]
+        assert len(samples) == 3 + i and all(s["text"].startswith("ma") for s in samples)
+    unseeded = [n for n, seed in calls if seed is None]
+    assert unseeded == [3 + 4 + 5 + 6]  # one draw for the four of them
+    assert sorted(n for n, seed in calls if seed is not None) == [2] * (serve.MODEL_THREADS + 1)
+
+
+def server_queues(server) -> list:
+    return list(server.app.batcher.queues.values())
+
+
+@pytest.mark.parametrize("cap, expected", [(5, [3, 3, 3]), (6, [6, 3]), (100, [9])])
+def test_batcher_cap_and_order(cap, expected):
+    import anyio
+
+    draws, got = [], {}
+
+    async def run_sync(fn, *args):
+        return fn(*args)
+
+    def draw(total):
+        draws.append(total)
+        return [{"text": f"{len(draws)}-{i}", "tag": "new"} for i in range(total)]
+
+    async def main():
+        gate = anyio.CapacityLimiter(1)
+        batcher = serve.SampleBatcher(gate, run_sync, cap)
+        await gate.acquire()  # the model thread is busy: requests queue
+
+        async def ask(name):
+            got[name] = await batcher.draw(("k",), 3, draw)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for name in "ABC":
+                    tg.start_soon(ask, name)
+                await anyio.wait_all_tasks_blocked()
+                gate.release()
+        assert batcher.queues == {}
+
+    anyio.run(main)
+    assert draws == expected
+    texts = [s["text"] for name in "ABC" for s in got[name]]
+    assert all(len(got[name]) == 3 for name in "ABC") and len(set(texts)) == 9  # each its own names
+
+
+def test_batcher_hands_on_the_lead_when_the_leader_is_cancelled():
+    import anyio
+
+    draws, got = [], {}
+
+    async def run_sync(fn, *args):
+        return fn(*args)
+
+    def draw(total):
+        draws.append(total)
+        return [{"text": str(i), "tag": "new"} for i in range(total)]
+
+    async def main():
+        gate = anyio.CapacityLimiter(1)
+        batcher = serve.SampleBatcher(gate, run_sync, cap=100)
+        await gate.acquire()
+
+        async def ask(name, n):
+            got[name] = await batcher.draw(("k",), n, draw)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                async with anyio.create_task_group() as leader:
+                    leader.start_soon(ask, "A", 2)
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(ask, "B", 3)
+                    tg.start_soon(ask, "C", 4)
+                    await anyio.wait_all_tasks_blocked()
+                    leader.cancel_scope.cancel()  # A gives up while waiting for the model thread
+                gate.release()
+        assert batcher.queues == {}
+
+    anyio.run(main)
+    assert "A" not in got and draws == [7] and len(got["B"]) == 3 and len(got["C"]) == 4
+
+
+# ------------------------------------------------------------------------------------------
+# the command
+
+
+def test_cli_errors_are_one_line(runs, capsys, tmp_path):
+    for argv in (["serve", str(tmp_path / "missing")], ["serve", str(runs["run"]), "--port", "70000"],
+                 ["serve", str(runs["run"]), "--mix"], ["serve", str(runs["run"]), "--host", "no.such.host.invalid"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("makemore: error:"), err
+
+
+def test_cli_serves_a_mixture_and_prints_its_url(runs, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(runs["run"], mixed)
+    assert main(["mix", str(mixed), "--ngram-context", "2"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "makemore", "serve", str(mixed), "--mix", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "http://127.0.0.1:" in line, line + proc.stderr.read()
+        c = Client(line[line.index("http://"):].split()[0])
+        _, data = c.get("/api/runs")
+        assert data["runs"][0]["kind"] == "run + n-gram mixture"
+        assert data["runs"][0]["dev_loss"] == json.loads((mixed / "mix.json").read_text())["mix_dev_loss"]
+        status, scored = c.post("/api/score", {"words": ["mana"]})
+        assert status == 200
+        from makemore.cli import _load, _predictor
+        from makemore.sample import score
+
+        run = _load(str(mixed), ensemble=True)
+        assert scored["scores"][0]["nll"] == pytest.approx(score(_predictor(run, True), run.vocab, ["mana"])[0]["nll"])
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the way to stop it, so a clean exit
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "Traceback" not in err and err.strip().endswith("makemore serve: stopped")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_an_unexpected_failure_is_a_json_500_without_traceback(client, monkeypatch, capfd):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something the API did not foresee")
+
+    monkeypatch.setattr(serve, "score_words", broken)
+    status, headers, raw = client.request("POST", "/api/score", json.dumps({"words": ["mana"]}),
+                                          {"Content-Type": "application/json"})
+    assert status == 500 and json.loads(raw) == {"error": "internal error (the server's log has the details)"}
+    assert b"Traceback" not in raw and b"foresee" not in raw
