@@ -50,6 +50,15 @@ def _add_field_flag(group, name: str, f, help: str) -> None:
         return
     kind = type(default) if isinstance(default, (int, float, str)) else str
     metavar = {int: "N", float: "X", str: "NAME"}[kind]
+    parse = f.metadata.get("parse")
+    if parse is not None:  # e.g. --budget 2m: the field's own parser, its UserError a usage error
+        def convert(text, parse=parse):
+            try:
+                return parse(text)
+            except UserError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+
+        kind, metavar = convert, "TEXT"
     group.add_argument(_flag(name), dest=name, type=kind, default=None, metavar=metavar, help=help)
 
 

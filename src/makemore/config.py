@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import models, optimizers
+from .budget import parse_seconds
 from .errors import UserError
 from .models.base import ModelConfig, setting
 
@@ -29,6 +30,9 @@ class TrainConfig:
     """Minibatch gradient descent on the training split, judged on the dev split."""
 
     steps: int = setting(200_000, "training steps (minibatch updates)")
+    # seconds of training: the loop plans `steps` from the time a step takes (budget.py)
+    budget: float = setting(0.0, "seconds of training (also 2m, 1h): the steps are planned to fill it "
+                            "(0: train --steps)", parse=parse_seconds)
     batch_size: int = setting(32, "examples per minibatch")
     lr: float = setting(0.1, "peak learning rate")
     optimizer: str = setting("sgd", "|".join(optimizers.REGISTRY))
@@ -61,6 +65,8 @@ class TrainConfig:
             raise UserError(f"weight-decay must be >= 0, got {self.weight_decay}")
         if self.threads < 0:
             raise UserError(f"threads must be >= 0, got {self.threads}")
+        if not (self.budget >= 0 and self.budget < float("inf")):
+            raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
         optimizers.get(self.optimizer)
         for name, allowed in (("schedule", SCHEDULES), ("engine", ENGINES), ("device", DEVICES)):
             if getattr(self, name) not in allowed:

@@ -34,6 +34,7 @@ import torch
 
 from . import models
 from .config import TrainConfig
+from .budget import Plan
 from .data import Corpus, Examples
 from .engines import make_engine, resolve_device
 from .errors import UserError
@@ -57,8 +58,11 @@ SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threa
 GATHER_EXAMPLES = 1 << 16
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate for update number `step` (0-based) of `cfg.steps`."""
+def lr_at(cfg: TrainConfig, step: int, total: int | None = None) -> float:
+    """Learning rate for update number `step` (0-based) of `total` (default cfg.steps; a budget
+    run plans its own total, see budget.py)."""
+    if total is not None and total != cfg.steps:
+        cfg = replace(cfg, steps=total)
     if cfg.schedule == "constant":
         return cfg.lr
     if cfg.schedule == "step":  # the lecture: 0.1 for the first 100k steps, then 0.01
@@ -339,15 +343,15 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         raise UserError(f"need {K} distinct run directories, one per member, got {len(run_dirs)}")
     first = train_cfgs[0]
     device = resolve_device(first.device)
+    threads = torch.get_num_threads()
     if first.threads > 0:
         torch.set_num_threads(first.threads)
-
-    members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in train_cfgs]
-    for model in members:
-        model.train()
-    engine = make_engine(members, train_cfgs)
     created: list[Path] = []
     try:
+        members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in train_cfgs]
+        for model in members:
+            model.train()
+        engine = make_engine(members, train_cfgs)
         return _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device, progress, callbacks,
                            resumed, extra_summary, created)
     except BaseException:
@@ -357,6 +361,8 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
             if not (run_dir / "best.safetensors").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting, as it was (a notebook trains again)
 
 
 def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device, progress, callbacks, resumed,
@@ -393,13 +399,17 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
     batches = Minibatches(train_ex, model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
                           [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None)
     steps, eval_every = first.steps, first.eval_every
+    plan = Plan(first.budget, steps, start) if first.budget > 0 else None
+    if plan is not None:
+        eval_every = plan.eval_every
+    eval_seconds = 0.0  # time spent on dev estimates: a budget plan counts steps without it
     log_every = max(1, min(eval_every, steps // 2000))
     bar = _Progress(steps, start, progress)
     active = np.ones(K, dtype=bool)  # not diverged
     status, messages, last_step = ["completed"] * K, [""] * K, [start] * K
     interrupted_by = None
     interval_loss, interval_n, bar_pending = np.zeros(K), 0, 0
-    lrs = np.array([lr_at(cfg, start) for cfg in train_cfgs])
+    lrs = np.array([lr_at(cfg, start, steps) for cfg in train_cfgs])
     t0 = time.perf_counter()
 
     def seconds() -> float:
@@ -418,15 +428,24 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         return loss
 
     def record(step: int, is_eval: bool) -> None:
-        nonlocal interval_n
+        nonlocal interval_n, eval_seconds
         rows = {}
+        t_eval = time.perf_counter()
+        devs = {k: evaluate_dev(k) if is_eval else None for k in np.flatnonzero(active)}
+        if is_eval and plan is not None and not plan.calibrated:
+            plan.evaluated(time.perf_counter() - t_eval)
+            plan.check_feasible()  # before anything is written: a budget too small is one error line
         for k in np.flatnonzero(active):
-            dev = evaluate_dev(k) if is_eval else None
+            dev = devs[k]
             train_loss = float(interval_loss[k]) / interval_n if interval_n else None
             rows[k] = logs[k].record(step, train_loss, dev, float(lrs[k]), seconds())
             if is_eval:
                 save_last(k, step)
         interval_loss[:], interval_n = 0.0, 0
+        if is_eval:
+            eval_seconds += time.perf_counter() - t_eval
+            if plan is not None and plan.calibrated:
+                plan.evaluated(time.perf_counter() - t_eval)
         if not is_eval or not rows:
             return
         best = min(rows, key=lambda k: rows[k]["dev_loss"])
@@ -449,13 +468,29 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
             if run_dirs[k] is not None:
                 messages[k] += f". Continue with: makemore train --resume {run_dirs[k]}"
 
+    def follow_plan(step: int) -> None:
+        """A budget run: (re)plan the steps from the time they take, as budget.Plan says."""
+        nonlocal steps, eval_every, log_every
+        used = time.perf_counter() - t0
+        plan.replan(step, used, used - eval_seconds)
+        steps, eval_every = plan.total, plan.eval_every
+        log_every = max(1, min(eval_every, steps // 2000))
+        if bar.bar is not None:
+            bar.bar.total = steps
+
     step = start
     with StopSignals() as stop:
         try:
             if start == 0:
                 record(0, True)
             while step < steps and active.any() and stop.received is None:
-                lrs = np.array([lr_at(cfg, step) if on else 0.0 for cfg, on in zip(train_cfgs, active)])
+                if plan is not None:
+                    used = time.perf_counter() - t0
+                    if plan.due(step, used):
+                        follow_plan(step)
+                    if plan.over(used):
+                        break
+                lrs = np.array([lr_at(cfg, step, steps) if on else 0.0 for cfg, on in zip(train_cfgs, active)])
                 idx, y = batches.at(step, steps - 1)
                 losses = engine.step(idx, y, lrs)
                 step += 1
@@ -474,6 +509,8 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
                         bar.update(bar_pending, float(losses[active].mean()), float(lrs[active].max()))
                     bar_pending = 0
                     record(step, step % eval_every == 0 or step == steps)
+            if plan is not None and plan.stopped_early and active.any():
+                record(step, True)  # the budget ran out before the plan: evaluate where it stopped
             if stop.received is not None:
                 stop_all(stop.received)
         except KeyboardInterrupt:  # a second Ctrl-C, or Ctrl-C outside the main thread
@@ -487,7 +524,8 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         log.flush()
         summary = log.finish(corpus, done, elapsed + run_seconds, (done - start) / max(run_seconds, 1e-9),
                              engine.name, device, status[k], progress,
-                             **({"members": K} if K > 1 else {}), **(extra_summary or {}))
+                             **({"members": K} if K > 1 else {}), **(plan.summary() if plan else {}),
+                             **(extra_summary or {}))
         with torch.no_grad():
             for p in model.parameters():
                 p.data = p.data.clone()  # its own storage, free of the engine's buffers
@@ -519,6 +557,9 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
         raise UserError(f"{run_dir}/last.safetensors lacks rng.batch: it cannot be resumed")
     run = load_run(run_dir, checkpoint="last")
     train_cfg = run.train_cfg if steps is None else replace(run.train_cfg, steps=steps)
+    if train_cfg.budget:  # a budget run resumes to the steps it had planned
+        planned = run.summary().get("planned_steps") if steps is None else steps
+        train_cfg = replace(train_cfg, budget=0.0, steps=planned or train_cfg.steps)
     corpus = run.corpus()
     if meta["step"] >= train_cfg.steps:
         raise UserError(f"{run_dir} already finished its {train_cfg.steps} steps; pass --steps N to train further")
