@@ -116,3 +116,38 @@ def test_budget_flag_takes_durations_and_resume_continues_the_plan(words_file, t
     capsys.readouterr()
     code = main(["train", "--resume", str(out), "--quiet"])  # already finished its planned steps
     assert code == 1 and "already finished" in capsys.readouterr().err
+
+
+# --- recipes: which settings a budget run without --preset trains -----------------------------
+
+TABLE = {"machine": "test machine", "date": "2026-01-01", "data": "names", "train_examples": 1000, "recipes": [
+    {"budget": 10, "model": "mlp", "preset": "fast", "dev_loss": 2.1, "settings": {"hidden": 64, "dropout": 0.2}},
+    {"budget": 60, "model": "mlp", "preset": "default", "dev_loss": 2.0,
+     "settings": {"hidden": 96, "dropout": 0.3, "weight_decay": 0.1}},
+]}
+
+
+@pytest.mark.parametrize("budget, hidden", [(5, 64), (10, 64), (59, 64), (60, 96), (3600, 96)])
+def test_the_recipe_of_the_largest_budget_covered(budget, hidden):
+    from makemore.recipes import choose
+
+    assert choose(budget, table=TABLE)["settings"]["hidden"] == hidden
+
+
+def test_recipes_scale_regularisation_down_on_larger_data_only():
+    from makemore.recipes import budget_configs, scaled_settings
+
+    recipe = TABLE["recipes"][1]
+    assert scaled_settings(recipe, 500, TABLE) == recipe["settings"]  # smaller data: as tuned
+    big = scaled_settings(recipe, 4000, TABLE)
+    assert big["dropout"] == pytest.approx(0.3 / 4) and big["weight_decay"] == pytest.approx(0.1 / 4)
+    model_cfg, train_cfg, chosen = budget_configs(90, vocab_size=30, train_examples=4000, table=TABLE, lr=0.01)
+    assert model_cfg.hidden == 96 and model_cfg.dropout == pytest.approx(0.075) and train_cfg.lr == 0.01
+    assert train_cfg.budget == 90 and chosen["budget"] == 60 and chosen["machine"] == "test machine"
+
+
+def test_no_recipe_for_a_model_is_one_clear_error():
+    from makemore.recipes import choose
+
+    with pytest.raises(UserError, match="no time-budget recipe"):
+        choose(60, model="gru", table=TABLE)

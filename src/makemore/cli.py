@@ -234,12 +234,17 @@ def cmd_train(args) -> int:
         if out.exists():  # checked again, atomically, when the run creates it
             raise UserError(f"{out} already exists; pick another --out, or continue it with --resume {out}")
         corpus = _load_corpus(args)
-        model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
+        extra = None
+        if args.budget and not args.preset and not args.from_study:
+            model_cfg, train_cfg, recipe = _budget_recipe(args, corpus)
+            extra = {"recipe": recipe}
+        else:
+            model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
         if corpus.vocab.boundary != ".":
             print(f"note: the data uses '.', so the boundary token is {corpus.vocab.boundary!r}", file=sys.stderr)
         if args.seeds > 1:
-            return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress)
-        result = train(corpus, model_cfg, train_cfg, out=out, progress=progress)
+            return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress, extra)
+        result = train(corpus, model_cfg, train_cfg, out=out, progress=progress, extra_summary=extra)
     _print_summary(result.summary, result.run_dir)
     if result.status == "interrupted":
         print(result.message, file=sys.stderr)
@@ -248,10 +253,25 @@ def cmd_train(args) -> int:
     return _exit_status([result])
 
 
-def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progress) -> int:
+def _budget_recipe(args, corpus):
+    """`train --budget S` with no --preset: the best recipe known for S seconds (recipes.py),
+    flags given still override."""
+    from .config import TRAIN_FIELDS
+    from .recipes import budget_configs
+
+    names = [n for n in TRAIN_FIELDS if n not in ("betas", "budget")] + list(setting_flags())
+    model_cfg, train_cfg, recipe = budget_configs(args.budget, corpus.vocab.size, len(corpus.encoded("train")),
+                                                  args.model, **{n: getattr(args, n, None) for n in names})
+    print(f"note: the recipe for {recipe['budget']:g} s (--model {recipe['model']}: dev {recipe['dev_loss']:.4f} on "
+          f"{recipe.get('data', 'names')} in {recipe['budget']:g} s on {recipe.get('machine') or 'the tuning machine'}, "
+          f"{recipe.get('date') or 'undated'}); steps planned for {args.budget:g} s here", file=sys.stderr)
+    return model_cfg, train_cfg, recipe
+
+
+def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progress, extra=None) -> int:
     from .train import train_ensemble
 
-    ens = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress=progress)
+    ens = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress=progress, extra_summary=extra)
     first = ens.results[0].summary
     print(f"model       {first.get('model', 'mlp')}, {first['params']:,} parameters per member")
     print(f"steps       {first['steps']:,}; {len(ens.results)} seeds trained together ({first['engine']} engine, "

@@ -534,9 +534,12 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
 
 
 def train(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, out: str | Path | None = None,
-          callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool | None = None) -> TrainResult:
-    """Train one model on corpus' training split; with `out`, keep a run directory there."""
-    return train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks)[0]
+          callbacks: tuple[Callable[[dict], None], ...] = (), progress: bool | None = None,
+          extra_summary: dict | None = None) -> TrainResult:
+    """Train one model on corpus' training split; with `out`, keep a run directory there.
+    `extra_summary` is added to summary.json (e.g. the recipe a budget run chose)."""
+    return train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks,
+                         extra_summary=extra_summary)[0]
 
 
 def train_population(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig],
@@ -586,7 +589,8 @@ def member_name(seed: int) -> str:
 
 
 def train_ensemble(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, seeds: int | Sequence[int],
-                   out: str | Path | None = None, progress: bool | None = None) -> EnsembleResult:
+                   out: str | Path | None = None, progress: bool | None = None,
+                   extra_summary: dict | None = None) -> EnsembleResult:
     """Train `seeds` (a count K: train_cfg.seed, +1, ..., +K-1; or a list) of one config as
     the K members of one loop, into out/seed-<s>/ and out/ensemble.json, which eval, sample
     and score read as one averaged model."""
@@ -599,7 +603,7 @@ def train_ensemble(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfi
     cfgs = [replace(train_cfg, seed=s) for s in seeds]
     names = [member_name(s) for s in seeds]
     dirs = None if out is None else [out / n for n in names]
-    results = train_members(corpus, model_cfg, cfgs, dirs, progress)
+    results = train_members(corpus, model_cfg, cfgs, dirs, progress, extra_summary=extra_summary)
     # members that have a best checkpoint (all, unless interrupted before one)
     kept = [i for i, r in enumerate(results) if r.run_dir is None or (r.run_dir / "best.safetensors").is_file()]
     dev_loss = (split_nll(ensemble_predictor([results[i].model for i in kept]), corpus.encoded("dev"), None, progress)
