@@ -236,6 +236,5 @@ def test_a_bad_rendezvous_address_is_one_line(words_file, tmp_path):
                     "--rdzv-endpoint", "no-such-host.invalid:29500", "--dist-timeout", 5)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 1
-    assert err.strip().count("\n") == 0 and err.startswith("makemore: error: the rendezvous host 
-                                                           "'no-such-host.invalid'"), err
+    assert err.count("\n") == 1 and err.startswith("makemore: error: the rendezvous host 'no-such-host.invalid'"), err
     assert not (tmp_path / "run").exists()
