@@ -63,6 +63,7 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import makemore as mm
     from makemore import distributed
+    from makemore.runs import load_checkpoint
     from test_distributed import BATCH, configs
     torch.set_default_dtype(torch.float64)
     with distributed.worker(timeout=30, threads=1) as world:
@@ -73,6 +74,19 @@ WORKER = textwrap.dedent("""
             out.update({f"{i}.{n}": t.detach().numpy() for n, t in r.model.state_dict().items()})
             out[f"{i}.dev_loss"] = np.array(r.summary["dev_loss"])
             out[f"{i}.world_size"] = np.array(r.summary["world_size"])
+        for engine in ("fused", "autograd"):  # with dropout: each rank's masks resume where they stopped
+            model_cfg, train_cfg = runs[0]
+            model_cfg = dataclasses.replace(model_cfg, dropout=0.3)
+            train_cfg = dataclasses.replace(train_cfg, engine=engine, steps=20, eval_interval=5)
+            whole, parts = f"{sys.argv[3]}/{engine}-whole", f"{sys.argv[3]}/{engine}-parts"
+            mm.train(corpus, model_cfg, train_cfg, out=whole, progress=False)
+            mm.train(corpus, model_cfg, dataclasses.replace(train_cfg, steps=10), out=parts, progress=False)
+            mm.resume(parts, steps=20, progress=False)
+            if world.rank == 0:
+                a, _ = load_checkpoint(whole + "/last.safetensors")
+                b, _ = load_checkpoint(parts + "/last.safetensors")
+                out[f"{engine}.resume_gap"] = np.array(max(float((a[n] - b[n]).abs().max()) for n in ("C", "W1", "W_out")))
+                out[f"{engine}.saved_ranks"] = np.array(sorted(k for k in b if k.startswith("rank1.")))
         try:  # a global batch that does not split evenly is refused, on every rank alike
             mm.train(corpus, runs[0][0], dataclasses.replace(runs[0][1], batch_size=BATCH + 1), progress=False)
         except mm.UserError as e:
@@ -97,6 +111,10 @@ def test_two_processes_give_the_weights_of_one_with_the_same_global_batch(words_
     assert [p.returncode for p in procs] == [0, 0], outputs
     ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
     assert "multiple of the number of workers (2)" in str(ranks[0]["odd_batch_error"])
+    # a run stopped and resumed ends where the run that never stopped ends, dropout masks and all
+    assert float(ranks[0]["fused.resume_gap"]) == 0.0 and float(ranks[0]["autograd.resume_gap"]) == 0.0
+    assert list(ranks[0]["fused.saved_ranks"]) == ["rank1.fused.dropout_rng"]
+    assert list(ranks[0]["autograd.saved_ranks"]) == ["rank1.rng.torch"]
     corpus, runs = configs(words_file)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

@@ -374,13 +374,14 @@ def start_step(step: int) -> None:
 
 
 def gather_rank_state(state: dict, step: int) -> dict:
-    """A member's state to checkpoint: the optimizer's (identical on every rank) and every rank's
-    own random state, rank 0's under the plain names and rank r's as rank<r>.<name>."""
+    """A member's state to checkpoint: the optimizer's and the minibatch generator's (identical on
+    every rank) and every rank's own random state (dropout), rank 0's under the plain names and
+    rank r's as rank<r>.<name>."""
     if _world is None:
         return state
     import torch.distributed as dist
 
-    own = {k: v for k, v in state.items() if not k.startswith("optim.")}
+    own = {k: v for k, v in state.items() if not _shared(k)}
     everyone = [None] * _world.size
     _collective("gathering the random states", dist.all_gather_object, everyone, own)
     out = dict(state)
@@ -397,7 +398,12 @@ def rank_state(tensors: dict) -> dict:
         return tensors
     prefix = f"rank{_world.rank}."
     own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return {**{k: v for k, v in tensors.items() if k.startswith("optim.")}, **own}
+    return {**{k: v for k, v in tensors.items() if _shared(k)}, **own}
+
+
+def _shared(name: str) -> bool:
+    """State that is the same on every rank: the optimizer's, and the minibatch generator."""
+    return name.startswith("optim.") or name == "rng.batch"
 
 
 def resume_note(tensors: dict) -> str | None:
