@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ import torch
 import makemore as mm
 from makemore.runs import load_checkpoint
 
-from conftest import make_words
 
 SRC = str(Path(mm.__file__).resolve().parents[1])
 TIMEOUT = 120  # seconds for any one multi-process command: far past what it takes, short of a stall
@@ -178,8 +176,8 @@ def errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
 
 
-LONG = ["--hidden", 16, "--emb-dim", 4, "--dropout", 0.0, "--batch-size", 32, "--eval-interval", 20, "--eval-examples", 200,
-        "--schedule", "constant", "--optimizer", "sgd", "--lr", 0.2, "--dist-timeout", 20]
+LONG = ["--hidden", 16, "--emb-dim", 4, "--dropout", 0.0, "--batch-size", 32, "--eval-interval", 20,
+        "--eval-examples", 200, "--schedule", "constant", "--optimizer", "sgd", "--lr", 0.2, "--dist-timeout", 20]
 
 
 def test_sigint_saves_once_and_the_run_resumes_to_the_weights_of_one_process(words_file, tmp_path):
@@ -196,7 +194,7 @@ def test_sigint_saves_once_and_the_run_resumes_to_the_weights_of_one_process(wor
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert err.count("interrupted at step") == 1 and "--resume" in err and not errors(err), err
+    assert err.count("interrupted at step") == 1 and f"--resume {run} --nproc 2" in err and not errors(err), err
     tensors, meta = load_checkpoint(run / "last.safetensors")
     stopped = meta["step"]
     assert 40 <= stopped < steps and int(tensors["dist.world_size"]) == 2
