@@ -1,7 +1,7 @@
 """`make bench`: every speed figure of the README, each a ratio measured in this one run
 against the baseline it names. Prints a table and writes benchmarks/results.json.
 
-    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big]
+    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp]
 
 `big` (issue 8) is of another kind: not a ratio but the CLI's wall time and peak memory, one
 process per command, on a 700,000-line list in 18 scripts (scripts/make_big_list.py, built into
@@ -470,8 +470,60 @@ def bench_big(corpus, quick: bool, lines: int = BIG_LINES, timeout: float = BIG_
 
 SAMPLE_N, STREAM_N = 1_000_000, 100_000_000
 
+# ----------------------------------------------------------------------------------------
+# 7. Data parallelism (issue 9): steps/s of `makemore train` on 1 and 2 processes
+
+DP_MODEL = ["--preset", "lecture", "--hidden", "1024", "--batch-size", "1024"]
+
+
+def bench_data_parallel(corpus, quick: bool) -> dict:
+    """Training steps per second at a width where the matrix products dominate (the lecture's
+    MLP with 1,024 hidden units, batch 1,024: ~0.2 GFLOP a step) on 1 process and on 2
+    (`--nproc 2`, each taking 512 examples of every minibatch and all-reducing ~60k gradients).
+    Each figure is the run's own `steps_per_second` (summary.json: the training loop, not the
+    start of the processes), the median of a few runs. The 2-process run is compared with two
+    baselines: 1 process with 1 thread (the same threads per process: the parallel efficiency
+    of the data parallelism itself) and 1 process with as many threads as the 2 processes have
+    in all (the same cores: what a user on this machine gains). On a machine with few cores
+    the second gains little or nothing: the processes only add a second way to use the same
+    cores."""
+    steps, repeats = (40, 1) if quick else (300, 3)
+    cores = mm_cores()
+    runs = HERE / ".dp-runs"
+
+    def steps_per_second(nproc: int, threads: int) -> dict:
+        rates = []
+        for i in range(repeats):
+            out = runs / f"n{nproc}-t{threads}-{i}"
+            shutil.rmtree(out, ignore_errors=True)
+            cmd = [sys.executable, "-m", "makemore", "train", "--data", corpus.source, *DP_MODEL, "--steps", str(steps),
+                   "--eval-interval", str(steps), "--eval-examples", "1000", "--threads", str(threads), "--out", str(out),
+                   "--quiet", "--nproc", str(nproc)]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+            summary = json.loads((out / "summary.json").read_text())
+            rates.append(summary["steps_per_second"])
+            shutil.rmtree(out, ignore_errors=True)
+        return {"nproc": nproc, "threads_per_process": threads, "steps_per_second": float(np.median(rates)),
+                "runs": rates}
+
+    one_1 = steps_per_second(1, 1)
+    one_all = steps_per_second(1, max(1, cores)) if cores > 1 else one_1
+    two = steps_per_second(2, max(1, cores // 2))
+    shutil.rmtree(runs, ignore_errors=True)
+    return {"steps": steps, "cores": cores, "model": " ".join(DP_MODEL), "one_process_1_thread": one_1,
+            "one_process_all_threads": one_all, "two_processes": two,
+            "efficiency_vs_1_thread": two["steps_per_second"] / (2 * one_1["steps_per_second"]),
+            "speedup_vs_all_threads": two["steps_per_second"] / one_all["steps_per_second"]}
+
+
+def mm_cores() -> int:
+    from makemore.distributed import usable_cores
+
+    return usable_cores()
+
+
 BENCHES = {"step": bench_step, "fast": bench_time_to_target, "sample": bench_sampling,
-           "population": bench_population, "scaling": bench_scaling, "big": bench_big}
+           "population": bench_population, "scaling": bench_scaling, "big": bench_big, "dp": bench_data_parallel}
 
 
 def main() -> None:
@@ -537,6 +589,18 @@ def report(r: dict) -> None:
                   f"   ({row['fused_us_per_example']:.2f} / {row['autograd_us_per_example']:.2f} us per example)")
     if "big" in r:
         report_big(r["big"])
+    if "dp" in r:
+        report_dp(r["dp"])
+
+
+def report_dp(d: dict) -> None:
+    print(f"\n7. data-parallel training, {d['model']}, {d['steps']} steps, {d['cores']} cores: steps/s (median)")
+    for key, label in (("one_process_1_thread", "1 process"), ("one_process_all_threads", "1 process"),
+                       ("two_processes", "2 processes (--nproc 2)")):
+        row = d[key]
+        print(f"   {label:<26} x {row['threads_per_process']} thread(s): {row['steps_per_second']:8.1f} steps/s")
+    print(f"   scaling efficiency, 2 processes vs 2 x (1 process, 1 thread): {d['efficiency_vs_1_thread']:.0%}")
+    print(f"   2 processes vs 1 process on the same {d['cores']} cores: {d['speedup_vs_all_threads']:.2f}x")
 
 
 def target_text(t: dict) -> str:

@@ -193,6 +193,16 @@ def add_train(sub) -> None:
     p.add_argument("--from-study", metavar="NAME", help="the best configuration of `makemore tune` study NAME "
                    "(flags given still override)")
     p.add_argument("--storage", metavar="URL", help="where the study is (default: sqlite:///runs/tune/study.db)")
+    dp = p.add_argument_group("data-parallel training (torch.distributed, gloo; or run this command under torchrun)")
+    dp.add_argument("--nproc", type=int, default=None, metavar="N",
+                    help="start N worker processes on this machine, each taking 1/N of every minibatch "
+                         "(--threads sets each one's BLAS threads; default: cores / N)")
+    dp.add_argument("--nnodes", type=int, default=None, metavar="M",
+                    help="with --nproc: M machines, each running this same command (needs --rdzv-endpoint)")
+    dp.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                    help="where the machines' launchers meet (one of the machines, a free port)")
+    dp.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                    help="give up on a worker that does not answer within this many seconds (default 120)")
 
 
 def _print_summary(summary: dict, run_dir) -> None:
@@ -215,6 +225,18 @@ def _exit_status(results) -> int:
 
 
 def cmd_train(args) -> int:
+    """A run here, or (--nproc/--nnodes) the workers of a data-parallel run; a worker started by
+    torchrun or by --nproc joins its process group around the run (distributed.py)."""
+    from . import distributed
+
+    if distributed.launches(args):
+        return distributed.launch(args)
+    with distributed.worker(args.dist_timeout, args.threads):
+        return _cmd_train(args)
+
+
+def _cmd_train(args) -> int:
+    from .distributed import is_writer, world
     from .train import resume, train
 
     progress = False if args.quiet else None
@@ -231,7 +253,7 @@ def cmd_train(args) -> int:
         if not args.out:
             raise UserError("--out RUN is required: the run directory to create")
         out = Path(args.out)
-        if out.exists():  # checked again, atomically, when the run creates it
+        if out.exists() and is_writer():  # checked again, atomically, when the run creates it
             raise UserError(f"{out} already exists; pick another --out, or continue it with --resume {out}")
         corpus = _load_corpus(args)
         extra = None
@@ -240,15 +262,17 @@ def cmd_train(args) -> int:
             extra = {"recipe": recipe}
         else:
             model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
-        if corpus.vocab.boundary != ".":
+        if corpus.vocab.boundary != "." and is_writer():
             print(f"note: the data uses '.', so the boundary token is {corpus.vocab.boundary!r}", file=sys.stderr)
         if args.seeds > 1:
+            if world() is not None:
+                raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate runs")
             return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress, extra)
         result = train(corpus, model_cfg, train_cfg, out=out, progress=progress, extra_summary=extra)
     _print_summary(result.summary, result.run_dir)
-    if result.status == "interrupted":
+    if result.status == "interrupted" and is_writer():
         print(result.message, file=sys.stderr)
-    if result.status == "diverged":
+    if result.status == "diverged" and is_writer():
         print(f"makemore: error: {result.message}", file=sys.stderr)
     return _exit_status([result])
 

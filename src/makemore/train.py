@@ -32,14 +32,16 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from . import distributed as dist
 from . import models
-from .config import TrainConfig
 from .budget import Plan
+from .config import TrainConfig
 from .data import Corpus, Examples
 from .engines import make_engine, resolve_device
 from .errors import UserError
 from .models import Model, ModelConfig
-from .predict import ensemble_predictor, model_predictor, split_nll
+from .distributed import split_nll  # [dist] predict.split_nll, each rank of a data-parallel run evaluating a share
+from .predict import ensemble_predictor, model_predictor
 from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoint, write_ensemble, write_run_files
 from .utils import atomic_write_json
 
@@ -80,11 +82,13 @@ class Minibatches:
     """Each member's minibatches, drawn as the lecture draws them: torch.randint(0, n, (B,))
     from a generator seeded seed + 1, once per step. The CPU generator draws serially, so one
     draw of c*B indices equals c draws of B: we draw (and gather the contexts of) a chunk of
-    steps at a time."""
+    steps at a time. [dist] `share`: which of each minibatch's B positions this process gathers
+    (its slice of the global batch in data-parallel training; all of them otherwise)."""
 
     def __init__(self, examples: Examples, block_size: int, seeds: Sequence[int], B: int,
-                 states: Sequence[torch.Tensor | None] | None = None):
+                 states: Sequence[torch.Tensor | None] | None = None, share: slice = slice(None)):
         self.examples, self.block_size, self.n, self.B = examples, block_size, len(examples), B
+        self.share = share
         self.generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
         for g, state in zip(self.generators, states or []):
             if state is not None:
@@ -103,10 +107,12 @@ class Minibatches:
             self.states = [g.get_state() for g in self.generators]
             positions = torch.stack([torch.randint(0, self.n, (c * self.B,), generator=g)
                                      for g in self.generators]).numpy()  # (K, c*B)
-            X, Y = self.examples.batch(positions.reshape(-1), self.block_size)
             K = len(self.generators)
-            self.idx = X.reshape(K, c, self.B, self.block_size)
-            self.y = Y.reshape(K, c, self.B)
+            positions = positions.reshape(K, c, self.B)[:, :, self.share]  # [dist] this process's share
+            b = positions.shape[2]
+            X, Y = self.examples.batch(positions.reshape(-1), self.block_size)
+            self.idx = X.reshape(K, c, b, self.block_size)
+            self.y = Y.reshape(K, c, b)
             self.steps_held = c
         return self.idx[:, i], self.y[:, i]
 
@@ -280,12 +286,19 @@ class StopSignals:
     """While training, SIGINT (Ctrl-C) and SIGTERM (kill, a job scheduler, a container stop)
     ask the loop to stop at the end of the current step; it then saves and reports, the same
     way for both. A second Ctrl-C interrupts at once. Only the main thread can set signal
-    handlers; elsewhere the loop stops on KeyboardInterrupt alone."""
+    handlers; elsewhere the loop stops on KeyboardInterrupt alone.
+
+    [dist] `deferred` (data-parallel training): a signal is only noted in `asked`; the ranks
+    agree on `received` after each step (distributed.agree), so that all stop at the same step."""
 
     NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
+    def __init__(self, deferred: bool = False):
+        self.deferred = deferred
+
     def __enter__(self):
         self.received: str | None = None
+        self.asked: str | None = None
         self.previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in self.NAMES:
@@ -293,6 +306,9 @@ class StopSignals:
         return self
 
     def _handler(self, signum, frame):
+        if self.deferred:
+            self.asked = self.asked or self.NAMES[signum]
+            return
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = self.received or self.NAMES[signum]
@@ -341,6 +357,8 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
     named = [d for d in run_dirs if d is not None]
     if len(run_dirs) != K or len(set(named)) != len(named):
         raise UserError(f"need {K} distinct run directories, one per member, got {len(run_dirs)}")
+    dist.check(train_cfgs, progress)  # [dist] data parallel: rank 0 alone writes and prints
+    progress, run_dirs = dist.progress(progress), dist.writer_dirs(run_dirs)
     first = train_cfgs[0]
     device = resolve_device(first.device)
     threads = torch.get_num_threads()
@@ -351,7 +369,8 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in train_cfgs]
         for model in members:
             model.train()
-        engine = make_engine(members, train_cfgs)
+        engine = make_engine(members, dist.rank_seeded(train_cfgs))  # [dist] dropout seed + rank
+        dist.attach(engine)  # [dist] gradients averaged across the ranks
         return _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device, progress, callbacks,
                            resumed, extra_summary, created)
     except BaseException:
@@ -371,24 +390,26 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
     creates are appended to `created`."""
     K, first = len(train_cfgs), train_cfgs[0]
     starts, logs = [0] * K, []
-    for k, (model, run_dir) in enumerate(zip(members, run_dirs)):
-        if resumed is not None:
-            tensors, meta = resumed[k]["tensors"], resumed[k]["meta"]
-            load_weights(model, tensors, resumed[k]["path"])
-            engine.load_member_state(k, tensors)
-            starts[k] = meta["step"]
-            if meta.get("engine") and meta["engine"] != engine.name:
-                print(f"note: resuming a {meta['engine']} run with the {engine.name} engine", file=sys.stderr)
-            logs.append(RunLog(model, run_dir, meta["best_dev"], meta["best_step"]))
-            if run_dir is not None:
-                _truncate_metrics(run_dir / "metrics.csv", starts[k])
-        else:
-            if run_dir is not None:
-                make_run_dir(run_dir)
-                created.append(run_dir)
-                write_run_files(run_dir, model_cfg, train_cfgs[k], corpus.vocab, corpus.splits, corpus.source,
-                                corpus.seed, corpus.min_char_count)
-            logs.append(RunLog(model, run_dir))
+    with dist.together():  # [dist] an error on one rank (a run directory that exists) stops all
+        for k, (model, run_dir) in enumerate(zip(members, run_dirs)):
+            if resumed is not None:
+                tensors, meta = resumed[k]["tensors"], resumed[k]["meta"]
+                load_weights(model, tensors, resumed[k]["path"])
+                engine.load_member_state(k, dist.rank_state(tensors))  # [dist] this rank's random state
+                starts[k] = meta["step"]
+                if meta.get("engine") and meta["engine"] != engine.name and dist.is_writer():
+                    print(f"note: resuming a {meta['engine']} run with the {engine.name} engine", file=sys.stderr)
+                logs.append(RunLog(model, run_dir, meta["best_dev"], meta["best_step"]))
+                if run_dir is not None:
+                    _truncate_metrics(run_dir / "metrics.csv", starts[k])
+            else:
+                if run_dir is not None:
+                    make_run_dir(run_dir)
+                    created.append(run_dir)
+                    write_run_files(run_dir, model_cfg, train_cfgs[k], corpus.vocab, corpus.splits, corpus.source,
+                                    corpus.seed, corpus.min_char_count)
+                logs.append(RunLog(model, run_dir))
+    dist.broadcast_models(members)  # [dist] every rank starts from rank 0's weights
     if len(set(starts)) > 1:
         raise UserError("the members of one run must resume from the same step")
     start = starts[0]
@@ -397,7 +418,8 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
     train_ex, dev_ex = corpus.encoded("train"), corpus.encoded("dev")
     dev_pos = dev_ex.subset(first.eval_examples)
     batches = Minibatches(train_ex, model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
-                          [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None)
+                          [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None,
+                          share=dist.batch_share(first.batch_size))  # [dist] this rank's share of each minibatch
     steps, eval_every = first.steps, first.eval_every
     plan = Plan(first.budget, steps, start) if first.budget > 0 else None
     if plan is not None:
@@ -417,8 +439,11 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         return elapsed + time.perf_counter() - t0
 
     def save_last(k: int, step: int) -> None:
+        if run_dirs[k] is None and dist.world() is None:
+            return
+        state = {**engine.member_state(k), "rng.batch": batches.state(k, step)}
+        state = dist.gather_rank_state(state, step)  # [dist] every rank's random state, for rank 0 to save
         if run_dirs[k] is not None:
-            state = {**engine.member_state(k), "rng.batch": batches.state(k, step)}
             logs[k].save_last(step, state, seconds(), engine.name)
 
     def evaluate_dev(k: int) -> float:
@@ -466,7 +491,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
             messages[k] = f"interrupted at step {step}; progress saved"
             save_last(k, step)
             if run_dirs[k] is not None:
-                messages[k] += f". Continue with: makemore train --resume {run_dirs[k]}"
+                messages[k] += f". Continue with: makemore train --resume {run_dirs[k]}{dist.resume_flags()}"
 
     def follow_plan(step: int) -> None:
         """A budget run: (re)plan the steps from the time they take, as budget.Plan says."""
@@ -479,7 +504,8 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
             bar.bar.total = steps
 
     step = start
-    with StopSignals() as stop:
+    dist.start_step(start)
+    with StopSignals(deferred=dist.world() is not None) as stop:  # [dist] the ranks agree when to stop
         try:
             if start == 0:
                 record(0, True)
@@ -493,6 +519,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
                 lrs = np.array([lr_at(cfg, step, steps) if on else 0.0 for cfg, on in zip(train_cfgs, active)])
                 idx, y = batches.at(step, steps - 1)
                 losses = engine.step(idx, y, lrs)
+                losses = dist.agree(losses, stop)  # [dist] the global minibatch's losses; a signal stops every rank
                 step += 1
                 bad = active & ~(losses <= DIVERGED_LOSS)  # inf, NaN or blown up
                 for k in np.flatnonzero(bad):
@@ -525,7 +552,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         summary = log.finish(corpus, done, elapsed + run_seconds, (done - start) / max(run_seconds, 1e-9),
                              engine.name, device, status[k], progress,
                              **({"members": K} if K > 1 else {}), **(plan.summary() if plan else {}),
-                             **(extra_summary or {}))
+                             **dist.summary(), **(extra_summary or {}))
         with torch.no_grad():
             for p in model.parameters():
                 p.data = p.data.clone()  # its own storage, free of the engine's buffers
@@ -554,19 +581,27 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
     from .runs import load_run
 
     run_dir = Path(run_dir)
-    read_run_config(run_dir)
-    tensors, meta = load_checkpoint(run_dir / "last.safetensors")
-    if "rng.batch" not in tensors:
-        raise UserError(f"{run_dir}/last.safetensors lacks rng.batch: it cannot be resumed")
-    run = load_run(run_dir, checkpoint="last")
-    train_cfg = run.train_cfg if steps is None else replace(run.train_cfg, steps=steps)
-    if train_cfg.budget:  # a budget run resumes to the steps it had planned
-        planned = run.summary().get("planned_steps") if steps is None else steps
-        train_cfg = replace(train_cfg, budget=0.0, steps=planned or train_cfg.steps)
-    corpus = run.corpus()
-    if meta["step"] >= train_cfg.steps:
-        raise UserError(f"{run_dir} already finished its {train_cfg.steps} steps; pass --steps N to train further")
-    return train_members(corpus, run.model_cfg, [train_cfg], [run_dir], progress, callbacks,
+
+    def read():
+        read_run_config(run_dir)
+        tensors, meta = load_checkpoint(run_dir / "last.safetensors")
+        if "rng.batch" not in tensors:
+            raise UserError(f"{run_dir}/last.safetensors lacks rng.batch: it cannot be resumed")
+        run = load_run(run_dir, checkpoint="last")
+        train_cfg = run.train_cfg if steps is None else replace(run.train_cfg, steps=steps)
+        if train_cfg.budget:  # a budget run resumes to the steps it had planned
+            planned = run.summary().get("planned_steps") if steps is None else steps
+            train_cfg = replace(train_cfg, budget=0.0, steps=planned or train_cfg.steps)
+        if meta["step"] >= train_cfg.steps:
+            raise UserError(f"{run_dir} already finished its {train_cfg.steps} steps; pass --steps N to train further")
+        return run.model_cfg, train_cfg, run.corpus(), tensors, meta
+
+    # [dist] in data-parallel training, rank 0 reads the run directory and sends it to the others
+    model_cfg, train_cfg, corpus, tensors, meta = dist.from_rank0(read)
+    note = dist.resume_note(tensors)
+    if note and dist.is_writer() and progress is not False:
+        print(note, file=sys.stderr)
+    return train_members(corpus, model_cfg, [train_cfg], [run_dir], progress, callbacks,
                          resumed=[{"tensors": tensors, "meta": meta, "path": run_dir / "last.safetensors"}])[0]
 
 
