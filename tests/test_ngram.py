@@ -235,6 +235,8 @@ def test_probabilities_match_a_plain_reference(context, alphabet):
     X = X[:, X.shape[1] - context:]
     contexts = query_contexts(X, vocab.size, 40, seed=context)
     targets = torch.randint(0, vocab.size, (len(contexts),), generator=torch.Generator().manual_seed(1))
+    # repeated examples: nll scores each distinct one once, weighted by its number
+    contexts, targets = torch.cat([contexts, contexts[:50], contexts[:5]]), torch.cat([targets, targets[:50], targets[:5]])
     for method, smoothing in (("add_alpha", 0.3), ("kneser_ney", 0.7),
                               ("kneser_ney", [0.2 + 0.15 * n for n in range(context + 1)])):
         # counted from the compact examples and from the lecture's arrays: the same model
@@ -286,3 +288,14 @@ def test_counting_refuses_what_would_not_fit_in_memory(monkeypatch):
     monkeypatch.setattr(ngram, "available_memory", lambda: 1000)
     with pytest.raises(UserError, match="GiB"):
         NGramModel.from_words(words, vocab, 3)
+
+
+def test_unique_ranks_with_keys_too_wide_to_pack():
+    # Keys near 2^62 leave no bits for the index: the argsort path must give the same answer.
+    rng = np.random.default_rng(0)
+    for low in (0, 2**62):
+        keys = low + rng.integers(0, 50, 1000)
+        distinct, ranks = ngram._unique_ranks(keys)
+        expected_distinct, expected_ranks = np.unique(keys, return_inverse=True)
+        np.testing.assert_array_equal(distinct, expected_distinct)
+        np.testing.assert_array_equal(ranks, expected_ranks)

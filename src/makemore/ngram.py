@@ -113,9 +113,17 @@ def _unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unique_ranks(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The sorted distinct keys, and for each key its index among them."""
-    order = np.argsort(keys)
-    ordered = keys[order]
+    """The sorted distinct keys (non-negative), and for each key its index among them."""
+    index_bits = max(1, (keys.size - 1).bit_length())
+    if keys.size and int(keys.max()).bit_length() + index_bits <= 63:
+        # One sort of (key, index) packed into one int64 gives the sorted keys and their order:
+        # about twice as fast as argsort, which sorts indices by an indirect comparison.
+        packed = np.sort((keys << index_bits) | np.arange(keys.size, dtype=np.int64))
+        ordered, order = packed >> index_bits, packed & ((1 << index_bits) - 1)
+        del packed
+    else:
+        order = np.argsort(keys)
+        ordered = keys[order]
     first = _run_starts(ordered)
     ranks = np.empty(keys.shape, dtype=np.int64)
     ranks[order] = np.cumsum(first) - 1
@@ -441,16 +449,21 @@ class NGramModel:
             out[i:i + rows] = torch.from_numpy(self._rows(ids))
         return out
 
+    def _scored(self, X, Y=None) -> tuple[list[tuple], np.ndarray]:
+        """The look-ups that score these examples' targets: of the distinct ones, with weights."""
+        context_ids, targets = self._context_ids(X, Y)
+        context_ids, targets, weights = distinct_examples(self.counts, context_ids, targets)
+        # Only the target's probability is needed, and interpolation is per next char, so the
+        # look-up is done for one column instead of V.
+        return self._look_up(context_ids, targets[:, None]), weights
+
     def nll(self, X, Y=None) -> float:
         """Mean negative log likelihood (nats) of targets Y (N,) after contexts X (N, k), or of
         the examples X (an Examples)."""
-        # Only the target's probability is needed, and interpolation is per next char, so the
-        # look-up is done for one column instead of V.
-        context_ids, targets = self._context_ids(X, Y)
-        return self._nll(self._look_up(context_ids, targets[:, None]))
+        return self._nll(*self._scored(X, Y))
 
-    def _nll(self, found: list[tuple]) -> float:
-        return float(-np.log(self._combine(found, self.smoothing)).mean())
+    def _nll(self, found: list[tuple], weights: np.ndarray) -> float:
+        return _mean_nll(self._combine(found, self.smoothing), weights)
 
     def tune(self, X_dev, Y_dev=None) -> float:
         """Set `smoothing` to the one number that minimises the dev NLL, and return it.
@@ -459,13 +472,12 @@ class NGramModel:
         ALPHA_RANGE, the discount (the same for every order) in DISCOUNT_RANGE, both on a log
         scale: a coarse grid, then golden-section search around its best point.
         """
-        context_ids, targets = self._context_ids(X_dev, Y_dev)
-        return self._tune(self._look_up(context_ids, targets[:, None]))
+        return self._tune(*self._scored(X_dev, Y_dev))
 
-    def _tune(self, found: list[tuple]) -> float:
+    def _tune(self, found: list[tuple], weights: np.ndarray) -> float:
         # the looked-up counts do not depend on the parameter: only _combine is repeated
         def dev_loss(parameter: float) -> float:
-            return float(-np.log(self._combine(found, parameter)).mean())
+            return _mean_nll(self._combine(found, parameter), weights)
 
         low, high = ALPHA_RANGE if self.method == "add_alpha" else DISCOUNT_RANGE
         self.smoothing = minimise_on_log_scale(dev_loss, low, high)
@@ -474,6 +486,32 @@ class NGramModel:
     def __repr__(self) -> str:
         return (f"NGramModel(context={self.context}, vocab_size={self.vocab_size}, "
                 f"method={self.method!r}, smoothing={self.smoothing!r})")
+
+
+def distinct_examples(counts: NGramCounts, context_ids: list[np.ndarray], targets: np.ndarray):
+    """The examples that score differently, once each, and how many examples each stands for.
+
+    An example's probability under every order depends only on its longest context seen in
+    training and its target: the shorter contexts are suffixes of that one, the longer ones
+    unseen. Scoring each distinct (longest seen context, target) once, weighted by its number,
+    gives the same mean NLL for less work: 191,207 of them stand for the 663,024 dev examples
+    of the big list at k = 5, where popular names repeat. Returns (context ids per length,
+    targets, weights) of one representative each.
+    """
+    key, offset = targets.copy(), 0  # the longest seen context as a number unique over all lengths
+    for j, ids in enumerate(context_ids):
+        key = np.where(ids >= 0, (offset + ids) * counts.vocab_size + targets, key)
+        offset += counts.context_keys[j].size
+    order = np.argsort(key)
+    first = np.flatnonzero(_run_starts(key[order]))
+    representatives = order[first]
+    weights = np.diff(np.append(first, key.size))
+    return [ids[representatives] for ids in context_ids], targets[representatives], weights
+
+
+def _mean_nll(probs: np.ndarray, weights: np.ndarray) -> float:
+    """The mean of -log p over examples, from the probabilities (N, 1) of distinct ones."""
+    return float(-(np.log(probs[:, 0]) @ weights) / weights.sum())
 
 
 def minimise_on_log_scale(loss: Callable[[float], float], low: float, high: float,
@@ -533,16 +571,16 @@ def ngram_table(corpus: Corpus, max_context: int = 6) -> list[dict]:
     counts = NGramCounts.from_examples(corpus.encoded("train"), V, max_context)
     dev = corpus.encoded("dev")
     dev_ids = counts.context_ids(example_columns(dev), len(dev), max_context)
-    targets = dev.ids.astype(np.int64)[:, None]
-    cache: dict = {}
     rows = []
     for k in range(1, max_context + 1):
         row: dict = {"context": k, "table_entries": V ** (k + 1),
                      "unseen_dev_contexts": float(np.mean(dev_ids[k] < 0))}
+        context_ids, targets, weights = distinct_examples(counts, dev_ids[:k + 1], dev.ids.astype(np.int64))
+        cache: dict = {}  # the add-alpha model reads the same top-order table as Kneser-Ney's
         for method, parameter in (("add_alpha", "alpha"), ("kneser_ney", "discount")):
             model = NGramModel(counts, k, method)
-            found = model._look_up(dev_ids, targets, cache)
-            row[method] = {parameter: model._tune(found), "dev_loss": model._nll(found)}
+            found = model._look_up(context_ids, targets[:, None], cache)
+            row[method] = {parameter: model._tune(found, weights), "dev_loss": model._nll(found, weights)}
         rows.append(row)
     return rows
 
