@@ -419,6 +419,8 @@ class NGramModel:
         """
         V, k = self.vocab_size, self.context
         n = context_ids[0].shape[0]
+        if n == 0:
+            return np.empty((0, V))
         if self.method == "add_alpha":
             table, alpha = self.tables[0], float(self.smoothing)
             _, totals, _ = table._per_context(context_ids[k])
@@ -427,13 +429,18 @@ class NGramModel:
             rows, chars, counts = table.entries(context_ids[k])
             probs[rows, chars] = (counts + alpha) / denominator[rows]
             return probs
-        probs = np.full((n, V), 1.0 / V)
-        for discount, table, ids in zip(self._discounts(self.smoothing), self.tables, context_ids):
+        # The unigram (order 0, the empty context) is the same for every row and has the most
+        # pairs, all V characters: computed on one row, then copied.
+        probs = np.full((1, V), 1.0 / V)
+        for order, (discount, table, ids) in enumerate(zip(self._discounts(self.smoothing), self.tables, context_ids)):
+            ids = ids[:1] if order == 0 else ids
             seen, totals, followers = table._per_context(ids)
             denominator = np.where(seen, totals, 1)
             probs *= np.where(seen, discount * followers / denominator, 1.0)[:, None]
             rows, chars, counts = table.entries(ids)
             probs[rows, chars] += np.maximum(counts - discount, 0.0) / denominator[rows]
+            if order == 0:
+                probs = np.repeat(probs, n, axis=0)
         return probs
 
     def probs(self, contexts) -> torch.Tensor:
@@ -446,7 +453,11 @@ class NGramModel:
         for i in range(0, contexts.shape[0], rows):
             chunk = contexts[i:i + rows]
             ids = self.counts.context_ids(array_columns(chunk), chunk.shape[0], self.context)
-            out[i:i + rows] = torch.from_numpy(self._rows(ids))
+            # Rows with the same longest seen context have the same distribution (all the
+            # word starts of a chunk, say, or every row of a sampler's first step): once each.
+            representatives, inverse, _ = _groups(_longest_seen(self.counts, ids))
+            distinct = self._rows([level[representatives] for level in ids])
+            out[i:i + rows] = torch.from_numpy(distinct).float()[torch.from_numpy(inverse)]
         return out
 
     def _scored(self, X, Y=None) -> tuple[list[tuple], np.ndarray]:
@@ -498,15 +509,27 @@ def distinct_examples(counts: NGramCounts, context_ids: list[np.ndarray], target
     of the big list at k = 5, where popular names repeat. Returns (context ids per length,
     targets, weights) of one representative each.
     """
-    key, offset = targets.copy(), 0  # the longest seen context as a number unique over all lengths
-    for j, ids in enumerate(context_ids):
-        key = np.where(ids >= 0, (offset + ids) * counts.vocab_size + targets, key)
-        offset += counts.context_keys[j].size
-    order = np.argsort(key)
-    first = np.flatnonzero(_run_starts(key[order]))
-    representatives = order[first]
-    weights = np.diff(np.append(first, key.size))
+    representatives, _, weights = _groups(_longest_seen(counts, context_ids) * counts.vocab_size + targets)
     return [ids[representatives] for ids in context_ids], targets[representatives], weights
+
+
+def _longest_seen(counts: NGramCounts, context_ids: list[np.ndarray]) -> np.ndarray:
+    """Each example's longest context seen in training, as a number unique over all lengths."""
+    key, offset = np.zeros(context_ids[0].shape, dtype=np.int64), 0
+    for j, ids in enumerate(context_ids):
+        key = np.where(ids >= 0, offset + ids, key)
+        offset += counts.context_keys[j].size
+    return key
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups of equal keys: one representative index each, each key's group, group sizes."""
+    order = np.argsort(keys)
+    first = _run_starts(keys[order])
+    group = np.empty(keys.shape, dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    return order[starts], group, np.diff(np.append(starts, keys.size))
 
 
 def _mean_nll(probs: np.ndarray, weights: np.ndarray) -> float:
@@ -633,10 +656,15 @@ def tune_mixture_weight(mlp, ngram, words: list[str], vocab: Vocab) -> dict:
     """
     a, b = _target_log_probs(mlp, words, vocab), _target_log_probs(ngram, words, vocab)
     weights = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
+    nll = torch.empty_like(weights)
+    # a few weights at a time: (weights, examples) of float64 for all 1001 weights would be
+    # 5 GB for the 663,024 dev examples of a big list
+    step = max(1, (1 << 22) // max(1, a.shape[0]))
     with torch.no_grad():
-        log_w = torch.log(weights)[:, None]
-        log_1mw = torch.log1p(-weights)[:, None]
-        nll = -torch.logaddexp(a[None, :] + log_w, b[None, :] + log_1mw).mean(dim=1)
+        for i in range(0, weights.shape[0], step):
+            log_w = torch.log(weights[i:i + step])[:, None]
+            log_1mw = torch.log1p(-weights[i:i + step])[:, None]
+            nll[i:i + step] = -torch.logaddexp(a[None, :] + log_w, b[None, :] + log_1mw).mean(dim=1)
     best = int(torch.argmin(nll))
     return {"weight": float(weights[best]), "mlp_dev_loss": float(-a.mean()),
             "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best])}
