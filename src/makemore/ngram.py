@@ -510,7 +510,7 @@ def distinct_examples(counts: NGramCounts, context_ids: list[np.ndarray], target
     targets, weights) of one representative each.
     """
     representatives, _, weights = _groups(_longest_seen(counts, context_ids) * counts.vocab_size + targets)
-    return [ids[representatives] for ids in context_ids], targets[representatives], weights
+    return [ids[representatives] for ids in context_ids], targets[representatives], weights.astype(np.float64)
 
 
 def _longest_seen(counts: NGramCounts, context_ids: list[np.ndarray]) -> np.ndarray:
@@ -534,7 +534,7 @@ def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _mean_nll(probs: np.ndarray, weights: np.ndarray) -> float:
     """The mean of -log p over examples, from the probabilities (N, 1) of distinct ones."""
-    return float(-(np.log(probs[:, 0]) @ weights) / weights.sum())
+    return float(-(np.log(probs[:, 0]) * weights).sum() / weights.sum())
 
 
 def minimise_on_log_scale(loss: Callable[[float], float], low: float, high: float,
