@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from makemore.cli import main
 from makemore.config import make_configs
@@ -35,6 +36,10 @@ def test_weights_zero_and_one_reproduce_each_model(trained):
     only_ngram = -_target_log_probs(mixture_predictor(mlp, ngram_predictor(ngram), 0.0), dev, corpus.vocab).mean()
     assert float(only_mlp) == pytest.approx(result.summary["dev_loss"], abs=1e-5)
     assert float(only_ngram) == pytest.approx(ngram.nll(X, Y), abs=1e-5)
+    # the target-only path the mixture is tuned with gives the predictor's log-probs
+    by_predictor = _target_log_probs(ngram_predictor(ngram), dev, corpus.vocab)
+    torch.testing.assert_close(ngram.target_log_probs(X, Y), by_predictor, atol=1e-5, rtol=0)
+    assert float(-ngram.target_log_probs(X, Y).mean()) == pytest.approx(ngram.nll(X, Y), rel=1e-12)
 
 
 def test_tuned_mixture_is_no_worse_than_either(trained):
