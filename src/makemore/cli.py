@@ -423,8 +423,10 @@ def cmd_ngram(args) -> int:
     for r in rows:
         entries = r["table_entries"]  # V^(k+1), a Python int: 3.2e+25 for V = 4,400 and k = 6
         entries = f"{entries:,}" if entries < 10**12 else f"{float(entries):.1e}"
+        alpha = r["add_alpha"]["alpha"]  # 0.06 to 0.4 on names, 1e-4 to 1e-3 on a list of thousands of characters
+        alpha = f"{alpha:.3f}" if alpha >= 0.01 else f"{alpha:.1e}"
         print(f"{r['context']:>7}  {entries:>16}  {r['unseen_dev_contexts']:>14.1%}  "
-              f"{r['add_alpha']['dev_loss']:>9.4f} {r['add_alpha']['alpha']:>8.3f}  "
+              f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
               f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}")
     if compare:
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
