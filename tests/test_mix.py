@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from makemore.cli import main
 from makemore.config import make_configs
@@ -35,6 +36,10 @@ def test_weights_zero_and_one_reproduce_each_model(trained):
     only_ngram = -_target_log_probs(mixture_predictor(mlp, ngram_predictor(ngram), 0.0), dev, corpus.vocab).mean()
     assert float(only_mlp) == pytest.approx(result.summary["dev_loss"], abs=1e-5)
     assert float(only_ngram) == pytest.approx(ngram.nll(X, Y), abs=1e-5)
+    # the target-only path the mixture is tuned with gives the predictor's log-probs
+    by_predictor = _target_log_probs(ngram_predictor(ngram), dev, corpus.vocab)
+    torch.testing.assert_close(ngram.target_log_probs(X, Y), by_predictor, atol=1e-5, rtol=0)
+    assert float(-ngram.target_log_probs(X, Y).mean()) == pytest.approx(ngram.nll(X, Y), rel=1e-12)
 
 
 def test_tuned_mixture_is_no_worse_than_either(trained):
@@ -66,3 +71,38 @@ def test_ngram_command_json(trained, capsys):
     assert set(rows[0]) == {"context", "table_entries", "unseen_dev_contexts", "add_alpha", "kneser_ney"}
     assert main(["ngram", "--data", corpus.source, "--max-context", "2", "--compare", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mlp"]["params"] == 24 * 3 * 6 + 24 + 24 * corpus.vocab.size + corpus.vocab.size + 6 * corpus.vocab.size
+
+
+@pytest.fixture(scope="module")
+def many_chars_file(tmp_path_factory):
+    """Words over ~3,000 distinct characters: base-V keys of 7-grams would overflow int64."""
+    import random
+
+    rng = random.Random(0)
+    alphabet = [chr(0x4E00 + i) for i in range(5000)]
+    path = tmp_path_factory.mktemp("many") / "words.txt"
+    path.write_text("\n".join("".join(rng.choices(alphabet, k=rng.randint(1, 6))) for _ in range(1500)),
+                    encoding="utf-8")
+    return path
+
+
+def test_ngram_command_on_a_vocabulary_of_thousands(many_chars_file, capsys):
+    V = load_corpus(many_chars_file).vocab.size
+    assert V > 2500 and V ** 7 > 2**63
+    assert main(["ngram", "--data", str(many_chars_file), "--max-context", "6", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["context"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["table_entries"] for r in rows] == [V ** (k + 1) for k in range(1, 7)]
+    assert all(0 < r["kneser_ney"]["dev_loss"] < 20 for r in rows)
+    assert main(["ngram", "--data", str(many_chars_file), "--max-context", "6"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert f"{V ** 2:,}" in table[1] and f"{float(V ** 7):.1e}" in table[6]
+
+
+def test_ngram_command_says_what_it_cannot_count(many_chars_file, monkeypatch, capsys):
+    import makemore.ngram
+
+    monkeypatch.setattr(makemore.ngram, "available_memory", lambda: 2**20)
+    assert main(["ngram", "--data", str(many_chars_file), "--max-context", "12"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "use a shorter context" in err and "Traceback" not in err

@@ -1,12 +1,16 @@
 import math
+import random
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import make_words
-from makemore.data import Vocab, build_examples, load_corpus
-from makemore.ngram import NGramModel, add_one_bigram_nll, fit_on_dev, ngram_table
+from makemore import ngram
+from makemore.data import Examples, Vocab, build_examples, load_corpus
+from makemore.errors import UserError
+from makemore.ngram import NGramModel, add_one_bigram_nll, example_columns, fit_on_dev, ngram_table
 
 METHODS = ("add_alpha", "kneser_ney")
 
@@ -32,7 +36,7 @@ def check_distributions(words: list[str], vocab: Vocab, context: int) -> None:
     contexts = torch.cat([X[:200], random_contexts(rng, 300, context, vocab.size)])
     for method, smoothing in (("add_alpha", 0.05), ("add_alpha", 2.0), ("kneser_ney", 0.3),
                               ("kneser_ney", 0.9)):
-        model = NGramModel(X, Y, vocab.size, method, smoothing)
+        model = NGramModel.from_arrays(X, Y, vocab.size, method, smoothing)
         probs = model.probs(contexts)
         assert probs.shape == (len(contexts), vocab.size)
         assert (probs > 0).all(), (method, context)
@@ -81,13 +85,14 @@ def test_kneser_ney_by_hand():
     torch.testing.assert_close(model.probs(torch.tensor([[2]])), torch.tensor([[0.8, 0.1, 0.1]]))
 
 
-def decode_key(key: int, length: int, vocab: Vocab) -> str:
-    """The characters of a base-V n-gram key, first character most significant."""
-    digits = []
-    for _ in range(length):
-        key, digit = divmod(key, vocab.size)
-        digits.append(digit)
-    return vocab.decode(digits[::-1])
+def spell(counts, length: int, context_id: int) -> list[int]:
+    """The characters of a context from its dense id: each key holds (id of the context without
+    its first character) * V + its first character."""
+    chars = []
+    for j in range(length, 0, -1):
+        context_id, first = divmod(int(counts.context_keys[j][context_id]), counts.vocab_size)
+        chars.append(first)
+    return chars
 
 
 def test_kneser_ney_lower_orders_hold_continuation_counts():
@@ -103,8 +108,10 @@ def test_kneser_ney_lower_orders_hold_continuation_counts():
                 gram = text[end - order - 1:end]
                 left_neighbours.setdefault(gram, set()).add(text[end - order - 2])
         table = model.tables[order]
-        found = {decode_key(int(key), order + 1, vocab): int(count)
-                 for key, count in zip(table.pair_keys, table.pair_counts)}
+        found = {}
+        for key, count in zip(table.pair_keys, table.pair_counts):
+            context_id, next_char = divmod(int(key), vocab.size)
+            found[vocab.decode(spell(model.counts, order, context_id) + [next_char])] = int(count)
         assert found == {gram: len(left) for gram, left in left_neighbours.items()}, order
 
 
@@ -160,3 +167,136 @@ def test_rejects_contexts_of_the_wrong_shape_or_range():
     with pytest.raises(ValueError):
         model.probs(torch.full((3, 2), vocab.size))
     assert np.isfinite(model.nll(*build_examples(words, vocab, 2)))
+
+
+# ----------------------------------------------------------------------------------------
+# Against a plain reference: the formulas of the module docstring over dicts of counts,
+# with the n-grams spelled out as tuples (no keys, no ids), for any vocabulary size.
+
+
+class ReferenceNGram:
+    def __init__(self, words: list[str], vocab: Vocab, k: int):
+        self.V, self.k = vocab.size, k
+        windows = []  # (context tuple of k ids, next id) of every example
+        for w in words:
+            ids = [0] * k + vocab.encode(w) + [0]
+            windows += [(tuple(ids[p - k:p]), ids[p]) for p in range(k, len(ids))]
+        raw = Counter(windows)
+        # order n's counts: raw at the top, continuation counts (distinct left neighbours) below
+        self.counts = {k: raw}
+        for n in range(k):
+            longer = {(ctx[len(ctx) - n - 1:], c) for ctx, c in raw}
+            self.counts[n] = Counter((ctx[1:], c) for ctx, c in longer)
+        self.totals, self.followers = {}, {}
+        for n, counts in self.counts.items():
+            self.totals[n], self.followers[n] = Counter(), Counter()
+            for (h, _), count in counts.items():
+                self.totals[n][h] += count
+                self.followers[n][h] += 1
+
+    def prob(self, context: tuple, c: int, method: str, smoothing) -> float:
+        k, V = self.k, self.V
+        if method == "add_alpha":
+            return (self.counts[k][(context, c)] + smoothing) / (self.totals[k][context] + smoothing * V)
+        discounts = [smoothing] * (k + 1) if np.ndim(smoothing) == 0 else smoothing
+        p = 1.0 / V
+        for n in range(k + 1):
+            h = context[len(context) - n:] if n else ()
+            total = self.totals[n][h]
+            if total:  # an unseen context defers to the lower order
+                D = discounts[n]
+                p = (max(self.counts[n][(h, c)] - D, 0) + D * self.followers[n][h] * p) / total
+        return p
+
+
+def query_contexts(X: torch.Tensor, vocab_size: int, n: int, seed: int) -> torch.Tensor:
+    """Training contexts, random ones, and training contexts with a random first character
+    (their shorter suffixes seen, the whole often not)."""
+    rng = torch.Generator().manual_seed(seed)
+    seen = X[torch.randperm(len(X), generator=rng)[:n]]
+    mixed = seen.clone()
+    if mixed.shape[1]:
+        mixed[:, 0] = torch.randint(0, vocab_size, (len(mixed),), generator=rng)
+    return torch.cat([seen, mixed, torch.randint(0, vocab_size, (n, X.shape[1]), generator=rng)])
+
+
+def random_words(n: int, alphabet: str, seed: int, max_length: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(alphabet, k=rng.randint(1, max_length))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("context", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("alphabet", ["ab", "abcdefg"])
+def test_probabilities_match_a_plain_reference(context, alphabet):
+    words = random_words(150, alphabet, seed=context)
+    vocab = Vocab.from_words(words)
+    reference = ReferenceNGram(words, vocab, context)
+    X, Y = build_examples(words, vocab, max(context, 1))
+    X = X[:, X.shape[1] - context:]
+    contexts = query_contexts(X, vocab.size, 40, seed=context)
+    targets = torch.randint(0, vocab.size, (len(contexts),), generator=torch.Generator().manual_seed(1))
+    # repeated examples: nll scores each distinct one once, weighted by its number
+    repeats = torch.cat([torch.arange(len(contexts)), torch.arange(50), torch.arange(5)])
+    contexts, targets = contexts[repeats], targets[repeats]
+    for method, smoothing in (("add_alpha", 0.3), ("kneser_ney", 0.7),
+                              ("kneser_ney", [0.2 + 0.15 * n for n in range(context + 1)])):
+        # counted from the compact examples and from the lecture's arrays: the same model
+        for model in (NGramModel.from_words(words, vocab, context, method, smoothing),
+                      NGramModel.from_arrays(X, Y, vocab.size, method, smoothing)):
+            expected = np.array([[reference.prob(tuple(h.tolist()), c, method, smoothing) for c in range(vocab.size)]
+                                 for h in contexts])
+            np.testing.assert_allclose(model.probs(contexts).numpy(), expected, rtol=1e-6, atol=0)
+            target_nll = -np.log(expected[np.arange(len(contexts)), targets.numpy()]).mean()
+            assert model.nll(contexts, targets) == pytest.approx(target_nll, rel=1e-12)
+
+
+def test_a_vocabulary_of_thousands_with_six_characters_of_context():
+    # ~4,000 characters: base-V keys of 7-grams would need V^7 ~ 1e25 > 2^63.
+    alphabet = "".join(chr(0x4E00 + i) for i in range(5000))
+    words = random_words(2000, alphabet, seed=0, max_length=8)
+    vocab = Vocab.from_words(words)
+    k = 6
+    assert vocab.size > 3000 and vocab.size ** (k + 1) > np.iinfo(np.int64).max
+    reference = ReferenceNGram(words, vocab, k)
+    X, _ = build_examples(words, vocab, k)
+    contexts = query_contexts(X, vocab.size, 20, seed=0)
+    rng = np.random.default_rng(0)
+    for method, smoothing in (("add_alpha", 0.01), ("kneser_ney", 0.8)):
+        model = NGramModel.from_words(words, vocab, k, method, smoothing)
+        probs = model.probs(contexts)
+        assert probs.shape == (len(contexts), vocab.size) and (probs > 0).all()
+        torch.testing.assert_close(probs.double().sum(1), torch.ones(len(contexts), dtype=torch.float64),
+                                   atol=1e-5, rtol=0)
+        for i, h in enumerate(contexts):  # a sample of next chars per context, beside the ones seen
+            chars = np.union1d(rng.choice(vocab.size, 30, replace=False), X[:5, -1].numpy())
+            expected = [reference.prob(tuple(h.tolist()), int(c), method, smoothing) for c in chars]
+            np.testing.assert_allclose(probs[i, chars].numpy(), expected, rtol=1e-6, atol=0)
+
+
+def test_example_columns_are_the_columns_of_the_contexts():
+    words = make_words(40, seed=5) + ["x"]
+    vocab = Vocab.from_words(words)
+    examples = Examples.from_words(words, vocab)
+    X = examples.contexts(np.arange(len(examples)), 9)
+    column = example_columns(examples)
+    for j in range(1, 10):
+        np.testing.assert_array_equal(column(j), X[:, 9 - j])
+
+
+def test_counting_refuses_what_would_not_fit_in_memory(monkeypatch):
+    words = make_words(50)
+    vocab = Vocab.from_words(words)
+    monkeypatch.setattr(ngram, "available_memory", lambda: 1000)
+    with pytest.raises(UserError, match="GiB"):
+        NGramModel.from_words(words, vocab, 3)
+
+
+def test_unique_ranks_with_keys_too_wide_to_pack():
+    # Keys near 2^62 leave no bits for the index: the argsort path must give the same answer.
+    rng = np.random.default_rng(0)
+    for low in (0, 2**62):
+        keys = low + rng.integers(0, 50, 1000)
+        distinct, ranks = ngram._unique_ranks(keys)
+        expected_distinct, expected_ranks = np.unique(keys, return_inverse=True)
+        np.testing.assert_array_equal(distinct, expected_distinct)
+        np.testing.assert_array_equal(ranks, expected_ranks)

@@ -461,15 +461,23 @@ def cmd_ngram(args) -> int:
         dev = Examples.from_words(run.splits["dev"], run.vocab)
         compare = {"run": args.compare, "model": run.model_cfg.name, "params": run.model.num_params(),
                    "block_size": run.model_cfg.block_size, "dev_loss": split_nll(model_predictor(run.model), dev)}
-    rows = ngram_table(corpus, args.max_context)
+    try:
+        rows = ngram_table(corpus, args.max_context)
+    except MemoryError:  # NGramCounts checks its bound beforehand; this is for what that misses
+        raise UserError(f"out of memory counting contexts of up to {args.max_context} characters; "
+                        f"use a smaller --max-context") from None
     if args.json:
         _print_json(rows if compare is None else {"ngram": rows, "mlp": compare})
         return 0
     print(f"{'context':>7}  {'table entries':>16}  {'unseen dev ctx':>14}  {'add-alpha':>9} {'(alpha)':>8}  "
           f"{'Kneser-Ney':>10} {'(D)':>6}")
     for r in rows:
-        print(f"{r['context']:>7}  {r['table_entries']:>16,}  {r['unseen_dev_contexts']:>14.1%}  "
-              f"{r['add_alpha']['dev_loss']:>9.4f} {r['add_alpha']['alpha']:>8.3f}  "
+        entries = r["table_entries"]  # V^(k+1), a Python int: 3.2e+25 for V = 4,400 and k = 6
+        entries = f"{entries:,}" if entries < 10**12 else f"{float(entries):.1e}"
+        alpha = r["add_alpha"]["alpha"]  # 0.06 to 0.4 on names, 1e-4 to 1e-3 on a list of thousands of characters
+        alpha = f"{alpha:.3f}" if alpha >= 0.01 else f"{alpha:.1e}"
+        print(f"{r['context']:>7}  {entries:>16}  {r['unseen_dev_contexts']:>14.1%}  "
+              f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
               f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}")
     if compare:
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
@@ -493,8 +501,12 @@ def cmd_mix(args) -> int:
     if not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
     run = _load(args.run, ensemble=True)
-    _, result = fit_mixture(_predictor(run, mix=False), run.splits["train"], run.splits["dev"], run.vocab,
-                            args.ngram_context)
+    try:
+        _, result = fit_mixture(_predictor(run, mix=False), run.splits["train"], run.splits["dev"], run.vocab,
+                                args.ngram_context)
+    except MemoryError:
+        raise UserError(f"out of memory counting contexts of {args.ngram_context} characters; "
+                        f"use a smaller --ngram-context") from None
     atomic_write_json(run.path / "mix.json", result)
     if args.json:
         _print_json(result)
