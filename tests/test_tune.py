@@ -206,9 +206,10 @@ def test_worker_killed_mid_trial(words, tmp_path, storage, request):
 
 
 def test_sqlite_claims_of_one_waiting_trial_are_exclusive(tmp_path):
-    """Eight threads claim one WAITING trial at once, as workers do with the slot they reserved:
+    """Eight threads claim one WAITING trial at once (as study.ask does with a queued trial):
     exactly one may win. (pysqlite's deferred transactions let several read it as WAITING and
-    all 'win'; tune's storage starts every SQLite transaction with BEGIN IMMEDIATE.)"""
+    all 'win'; tune's storage starts every SQLite transaction with BEGIN IMMEDIATE, which also
+    serializes workers failing one stale trial, or failing it as its owner tells its result.)"""
     import threading
 
     import optuna
@@ -234,6 +235,65 @@ def test_sqlite_claims_of_one_waiting_trial_are_exclusive(tmp_path):
             t.join()
         assert wins.count(True) == 1, wins
         storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+
+
+def test_run_trial_tells_how_the_claimed_trial_ended(tmp_path):
+    """A worker runs the very trial it claimed and tells the study how it ended, as optimize
+    would: COMPLETE, PRUNED (with the last reported value), FAIL on an error (raised again); and
+    if another worker failed it meanwhile (took it for dead), it says so instead of a traceback."""
+    import optuna
+
+    from makemore.tune import _claim, _run_trial, open_storage
+
+    url = f"sqlite:///{tmp_path}/run.db"
+    storage = open_storage(url, heartbeat=1)
+    study = optuna.create_study(storage=storage, study_name="run")
+    other = open_storage(url, heartbeat=1)  # another worker's connection
+    S = optuna.trial.TrialState
+
+    def pruned(trial):
+        trial.report(2.5, 10)
+        raise optuna.TrialPruned()
+
+    def broken(trial):
+        raise ValueError("a bug")
+
+    def failed_meanwhile(trial):
+        other.set_trial_state_values(trial._trial_id, state=S.FAIL)
+        return 1.0
+
+    trials = [_claim(study, storage, "me") for _ in range(4)]
+    assert [t.number for t in trials] == [0, 1, 2, 3]
+    assert _run_trial(study, storage, trials[0], lambda t: 1.5, heartbeat=1).value == 1.5
+    done = _run_trial(study, storage, trials[1], pruned, heartbeat=1)
+    assert (done.state, done.value) == (S.PRUNED, 2.5)
+    with pytest.raises(ValueError, match="a bug"):
+        _run_trial(study, storage, trials[2], broken, heartbeat=1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        _run_trial(study, storage, trials[3], failed_meanwhile, heartbeat=1)
+    assert [t.state for t in study.get_trials()] == [S.COMPLETE, S.PRUNED, S.FAIL, S.FAIL]
+    assert all(t.user_attrs["worker"] == "me" for t in study.get_trials())
+
+
+def test_a_live_trial_longer_than_the_grace_period_is_not_failed(tmp_path):
+    """The worker's own heartbeat thread keeps a long trial alive: another worker checking for
+    stale trials after more than the grace period (3 s at --heartbeat 1) leaves it running."""
+    import optuna
+
+    from makemore.tune import _claim, _run_trial, open_storage
+
+    url = f"sqlite:///{tmp_path}/beat.db"
+    storage = open_storage(url, heartbeat=1)
+    study = optuna.create_study(storage=storage, study_name="beat")
+    other = optuna.load_study(study_name="beat", storage=open_storage(url, heartbeat=1))
+
+    def long_trial(trial):
+        time.sleep(4.0)
+        optuna.storages.fail_stale_trials(other)  # fails it if its heartbeats stopped at the claim
+        return 1.0
+
+    done = _run_trial(study, storage, _claim(study, storage, "me"), long_trial, heartbeat=1)
+    assert done.state == optuna.trial.TrialState.COMPLETE
 
 
 # ----------------------------------------------------------------------------------------
