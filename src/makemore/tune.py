@@ -10,8 +10,13 @@ with train.train into OUT/trial-NNNN, reports its dev loss at every evaluation, 
 (stopped, its run directory kept) when it falls behind the median of earlier trials.
 
 `--trials N` is the number of trials the *study* should finish (COMPLETE or PRUNED), whatever
-the number of workers: a worker reserves a slot (a WAITING trial, created under a lock held
-across workers) before training, so N workers started at once never run more than N trials.
+the number of workers: under a lock held across workers, a worker counts the finished and
+running trials and, if they are fewer than N, creates its next trial (RUNNING, with its first
+heartbeat) and then runs exactly that trial with Optuna's ask/tell. So workers started at once
+never run more than N trials, and no trial is left that nobody runs. (Reserving a WAITING
+trial and letting study.optimize claim "a" WAITING trial did leave such trials: a worker could
+claim another's reservation, or create a fresh trial when its list of WAITING ones was stale,
+and its own reservation then stalled every worker until it was failed; issue 8.)
 A worker killed mid-trial stops its heartbeat; once the grace period has passed, another
 worker marks the trial FAIL, which frees its slot, and runs a replacement.
 """
@@ -25,6 +30,7 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -286,8 +292,10 @@ def _serialize_sqlite(engine) -> None:
     engine.dispose()  # connections made before the hooks go; new ones get them
 
 
-def open_storage(url: str, heartbeat: int | None = None, create: bool = True):
-    """An RDBStorage for `url`. With create=False the database must already hold studies."""
+def open_storage(url: str, heartbeat: int | None = None, create: bool = True, on_stale=None):
+    """An RDBStorage for `url`. With create=False the database must already hold studies.
+    on_stale(study, frozen_trial) is called for each trial this process fails for want of
+    heartbeats (optuna's fail_stale_trials)."""
     optuna = _optuna()
     shown, url = url, resolve_url(url)
     path = _sqlite_path(url) if url.startswith("sqlite") else None
@@ -297,7 +305,8 @@ def open_storage(url: str, heartbeat: int | None = None, create: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
     kwargs = {}
     if heartbeat is not None:
-        kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace_period(heartbeat)}
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": grace_period(heartbeat),
+                  "heartbeat_stale_trial_callback": on_stale}
     with _storage_errors(shown):
         storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url),
                                              skip_table_creation=not create, **kwargs)
@@ -436,23 +445,77 @@ def _counts(study) -> dict:
     return counts
 
 
-def _fail_orphans(study, storage, grace: float) -> None:
-    """Fail the trials of workers that died where optuna's heartbeat cannot see it: between
-    reserving a slot and claiming it (a WAITING trial no one will run), or between claiming it
-    and the first heartbeat (RUNNING, but the objective never started: no `worker` attribute).
-    Failing them frees their slots."""
+def _fail_orphans(study, storage, grace: float) -> list[int]:
+    """Fail the trials of workers that died where optuna's heartbeat cannot see it: after
+    creating their trial and before its first heartbeat (RUNNING, no `worker` attribute; see
+    _claim). Failing them frees their slots. Returns the numbers of the trials failed."""
     optuna = _optuna()
     S = optuna.trial.TrialState
-    now = time.time()
-    for t in study.get_trials(deepcopy=False, states=(S.WAITING, S.RUNNING)):
-        if t.state == S.WAITING:
-            orphan = now - t.user_attrs.get("reserved_at", now) > grace
-        else:
-            started = t.datetime_start.timestamp() if t.datetime_start else now
-            orphan = "worker" not in t.user_attrs and now - started > 2 * grace
-        if orphan:
+    now, failed = time.time(), []
+    for t in study.get_trials(deepcopy=False, states=(S.RUNNING,)):
+        started = t.datetime_start.timestamp() if t.datetime_start else now
+        if "worker" not in t.user_attrs and now - started > 2 * grace:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                storage.set_trial_state_values(t._trial_id, state=S.FAIL)
+                if storage.set_trial_state_values(t._trial_id, state=S.FAIL):
+                    failed.append(t.number)
+    return failed
+
+
+def _claim(study, storage, worker_id: str):
+    """This worker's next trial, created (or, for one queued with enqueue_trial, taken from
+    WAITING) while the caller holds the cross-worker lock. It is RUNNING at once and gets its
+    first heartbeat before the `worker` attribute, so a worker dying at any point leaves a
+    trial that either _fail_orphans (no `worker`) or fail_stale_trials (heartbeat) fails."""
+    with warnings.catch_warnings():  # the heartbeats are ours (_heartbeats), not optimize's
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    trial.set_user_attr("worker", worker_id)
+    return trial
+
+
+@contextlib.contextmanager
+def _heartbeats(storage, trial_id: int, interval: float) -> Iterator[None]:
+    """Record the trial's heartbeat every `interval` seconds in a thread, as study.optimize
+    does for the trials it runs: a worker that dies (even by SIGKILL) stops them."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            storage.record_heartbeat(trial_id)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _run_trial(study, storage, trial, objective, heartbeat: float):
+    """Run `trial`, the one this worker claimed, to its end with heartbeats, and tell the study
+    how it ended, as study.optimize does for a trial it picked itself: COMPLETE with the
+    objective's value, PRUNED (value: the last reported one), or FAIL on any error, which is
+    raised again. Returns the finished FrozenTrial; raises UpdateFinishedTrialError if another
+    worker failed the trial meanwhile (it saw no heartbeat for the grace period)."""
+    optuna = _optuna()
+    S = optuna.trial.TrialState
+    value, state = None, None
+    with _heartbeats(storage, trial._trial_id, heartbeat):
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = S.PRUNED
+        except BaseException:
+            study.tell(trial, state=S.FAIL, skip_if_finished=True)
+            raise
+    try:
+        return study.tell(trial, value, state=state)
+    except ValueError:  # "Cannot tell a FAIL trial": see above
+        if storage.get_trial(trial._trial_id).state.is_finished():
+            raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} is finished") from None
+        raise
 
 
 def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], None] | None = None,
@@ -469,6 +532,12 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     _check_out_dir(out, opts.study, url)
     lock = _Lock(url, opts.study)
     space = search_space(opts.steps, opts.space)
+    grace = grace_period(opts.heartbeat)
+
+    def dead(_study, t) -> None:  # called by fail_stale_trials, below
+        log(f"trial {t.number}: failed, its worker ({t.user_attrs.get('worker', '?')}) sent no heartbeat "
+            f"for {grace} s; its slot is run again")
+
     wanted = {"version": 1, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
               "steps_cap": opts.steps, "seed": opts.seed, "fixed": FIXED}
@@ -476,7 +545,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
         # With a lock, no other worker is creating the tables now; without one, a race is retried.
         for attempt in range(1 if lock.kind != "none" else 3):
             try:
-                storage = open_storage(url, heartbeat=opts.heartbeat)
+                storage = open_storage(url, heartbeat=opts.heartbeat, on_stale=dead)
                 break
             except UserError:
                 if lock.kind != "none" or attempt == 2:
@@ -509,8 +578,8 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
         run_dir = out / f"trial-{trial.number:04d}"
         if run_dir.exists():
             raise UserError(f"{run_dir} already exists: it belongs to another study; pick another --out")
-        for key, value in {"run_dir": str(run_dir.resolve()), "host": host, "worker": worker_id,
-                           "settings": settings, "params": count_params(model_cfg)}.items():
+        for key, value in {"run_dir": str(run_dir.resolve()), "host": host, "settings": settings,
+                           "params": count_params(model_cfg)}.items():
             trial.set_user_attr(key, value)
         last: dict = {}
 
@@ -542,42 +611,43 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
                                "steps_done": s["steps"], "engine": s["engine"], "status": s["status"]})
         return s["dev_loss"]
 
-    def on_trial_end(_study, t) -> None:
-        log(_trial_line(t))
-
     start = time.monotonic()
     waiting_said = False
-    grace = grace_period(opts.heartbeat)
     ran = 0
     while True:
         if opts.timeout is not None and time.monotonic() - start > opts.timeout:
             log(f"timeout: {opts.timeout:g} s passed; this worker stops")
             break
-        with _storage_errors(url):
+        S = optuna.trial.TrialState
+        trial = None
+        with _storage_errors(url), lock():
+            # Counting and claiming under one lock: no other worker claims in between.
             optuna.storages.fail_stale_trials(study)  # dead workers' trials -> FAIL
-            with lock():
-                _fail_orphans(study, storage, grace)
-                counts = _counts(study)
-                S = optuna.trial.TrialState
-                if counts[S.FAIL] >= max(3, opts.trials):
-                    raise UserError(f"study {opts.study!r} has {counts[S.FAIL]} failed trials; "
-                                    f"see `makemore tune --report --study {opts.study}` and the workers' logs")
-                active = counts[S.COMPLETE] + counts[S.PRUNED] + counts[S.RUNNING] + counts[S.WAITING]
-                reserve = active < opts.trials
-                if reserve:
-                    study.enqueue_trial({}, user_attrs={"reserved_at": time.time()})
-        if reserve:
-            # optimize claims the oldest WAITING trial: one exists, since every worker reserves
-            # one slot before each claim. Heartbeats, pruning and FAIL on error are optuna's.
+            for number in _fail_orphans(study, storage, grace):
+                log(f"trial {number}: failed, its worker died before it started; its slot is run again")
+            counts = _counts(study)
+            if counts[S.FAIL] >= max(3, opts.trials):
+                raise UserError(f"study {opts.study!r} has {counts[S.FAIL]} failed trials; "
+                                f"see `makemore tune --report --study {opts.study}` and the workers' logs")
+            finished = counts[S.COMPLETE] + counts[S.PRUNED]
+            if finished + counts[S.RUNNING] < opts.trials:
+                trial = _claim(study, storage, worker_id)
+        if trial is not None:
             with _storage_errors(url, database_only=True):
-                study.optimize(objective, n_trials=1, callbacks=[on_trial_end], gc_after_trial=False)
+                try:
+                    log(_trial_line(_run_trial(study, storage, trial, objective, opts.heartbeat)))
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # Another worker saw no heartbeat for the grace period (a machine too busy
+                    # to send them?), failed the trial and gave its slot to a new one.
+                    log(f"trial {trial.number}: failed by another worker, which saw no heartbeat for {grace} s; "
+                        f"its result is dropped (a longer --heartbeat avoids this)")
             ran += 1
             waiting_said = False
             continue
-        if counts[S.RUNNING] + counts[S.WAITING] == 0:
+        if finished >= opts.trials:
             break  # the study has its trials
         if not waiting_said:
-            log(f"waiting: {counts[S.RUNNING] + counts[S.WAITING]} trial(s) still running in other workers "
+            log(f"waiting: {counts[S.RUNNING]} trial(s) still running in other workers "
                 f"(a dead worker's trial is failed and re-run after {grace} s without heartbeat)")
             waiting_said = True
         time.sleep(min(2.0, opts.heartbeat))
