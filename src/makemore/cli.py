@@ -396,6 +396,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _write_all(out, text: str) -> None:
+    """Write text to `out` in full and flush it. Under `python -u` or PYTHONUNBUFFERED, stdout
+    has no buffer, and a write that Ctrl-C interrupts while the pipe is full writes only part
+    of its bytes, which TextIOWrapper then drops: the output would end inside a line. So the
+    bytes go to the binary layer in a loop until all are written."""
+    binary = getattr(out, "buffer", None)
+    if binary is None:  # a plain text stream (an embedding application's)
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while data:
+        data = data[binary.write(data) or 0:]
+    binary.flush()
+
+
 def _write_samples(args) -> tuple[int, bool]:
     """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
     from .sample import sample_chunks
@@ -408,8 +425,6 @@ def _write_samples(args) -> tuple[int, bool]:
     encode = json.JSONEncoder(ensure_ascii=False).encode
     out, written = sys.stdout, 0
     with _StopAtChunk() as stop:
-        if args.json:
-            out.write("[")
         for words, tags in chunks:
             if stop.requested:
                 break
@@ -418,16 +433,15 @@ def _write_samples(args) -> tuple[int, bool]:
             if args.json or args.jsonl:
                 lines = [f'{{"text": {encode(w)}, "tag": "{t}"}}' for w, t in zip(words, tags)]
                 if args.json:
-                    out.write(("\n" if written == 0 else ",\n") + ",\n".join(lines))
+                    text = ("[\n" if written == 0 else ",\n") + ",\n".join(lines)
                 else:
-                    out.write("\n".join(lines) + "\n")
+                    text = "\n".join(lines) + "\n"
             else:
-                out.write("\n".join(words) + "\n")
-            out.flush()  # each chunk is seen as soon as it is drawn
+                text = "\n".join(words) + "\n"
+            _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn
             written += len(words)
         if args.json:
-            out.write("\n]\n" if written else "]\n")  # closed on Ctrl-C too: what was written is valid JSON
-        out.flush()
+            _write_all(out, "\n]\n" if written else "[]\n")  # closed on Ctrl-C too: the output stays valid JSON
     return written, stop.requested
 
 
