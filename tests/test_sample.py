@@ -215,7 +215,7 @@ def test_chunking_never_changes_the_samples(ending, route, monkeypatch):
         reference = words(3_000)
         assert words(300, chunk_size=7) == reference[:300]
         assert words(3_000, chunk_size=1000) == reference
-        assert words(100) == reference[:100]  # n = 100 alone would sample directly: the same words
+        assert words(100) == reference[:100]  # its table rows computed as reached, not all up front
         assert words(3_000) == reference
         assert words(3_000) != [w for ws, _ in sampling.sample_chunks(predictor, vocab, 3_000, seed=10) for w in ws]
     finally:

@@ -146,9 +146,13 @@ def predictor_nll(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor, chunk:
 MAX_CHUNK = 1 << 16
 CHUNK_CELLS = 1 << 22
 # Every context a model can see is a string of context_size characters. When there are few of
-# them (27^3 = 19,683 for the lecture's model), the next-character distribution of every one
-# is computed once into a table and each step of sampling is a row lookup instead of a forward
-# pass. At most TABLE_CELLS entries (64 MiB), and only when n is large enough to pay for it.
+# them (27^3 = 19,683 for the lecture's model, 27^4 = 531,441 for `fast`), the next-character
+# distribution of a context is computed once and kept in a table: a step is a row lookup
+# instead of a forward pass. At most TABLE_CELLS entries (64 MiB of float32). When n is large
+# (at least contexts / 8: ~8 steps per name) every row is computed up front, in a few large
+# batches; otherwise each row the first time a sample reaches it (20 `fast` names visit ~100
+# contexts, a million ~130,000), in many small batches, which torch's thread pool handled
+# badly on the busy 2-core machine.
 TABLE_CELLS = 1 << 24
 
 # SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"):
@@ -217,8 +221,8 @@ class _Sampler:
     seed and i alone: how the work is cut into chunks never changes what is drawn. (Up to
     float rounding: a model's logits for one context can differ in the last bit between batch
     sizes, and the table route computes them in other batches than the direct one; that moves
-    a draw only when its uniform falls within that distance of a boundary. We saw 1 changed
-    name in 200,000 between chunks of 7 and 65,536 for the `fast` model, 0 for `lecture`.)
+    a draw only when its uniform falls within that distance of a boundary. Between the table
+    and the direct route we saw 0 changed names in 200,000 for `lecture`, 3 for `fast`.)
     """
 
     def __init__(self, predictor: Predictor, vocab: Vocab, seed: int | None = None, temperature: float = 1.0,
@@ -243,10 +247,12 @@ class _Sampler:
         start = ([0] * self.T + prefix_ids)[len(prefix_ids):]  # the last T characters: boundary padding, then prefix
         self.start_context = torch.tensor([start], dtype=torch.long, device=self.device)
         self.contexts = self.V ** self.T
-        # A table costs one forward pass per context; sampling directly costs about one per
-        # character drawn, ~8 per name.
-        use_table = self.contexts * self.V <= TABLE_CELLS and self.contexts <= 8 * expected
-        self.table = self._build_table() if use_table else None
+        self.table = self.known = None
+        if self.contexts * self.V <= TABLE_CELLS:
+            self.table = np.zeros((self.contexts, self.V), dtype=np.float32)  # row id: sum_t c_t V^(T-1-t)
+            self.known = np.zeros(self.contexts, dtype=bool)
+            if self.contexts <= 8 * expected:
+                self._fill(np.arange(self.contexts))
         self.start_id = sum(c * self.V ** (self.T - 1 - t) for t, c in enumerate(start))
         self.ids_dtype = np.min_scalar_type(self.V - 1)
         codepoints = np.array([ord(c) for c in vocab.chars], dtype="<u4")
@@ -255,16 +261,15 @@ class _Sampler:
         self.prefix_codepoints = np.array([ord(c) for c in prefix], dtype="<u4")
 
     @torch.no_grad()
-    def _build_table(self) -> np.ndarray:
-        """CDF rows of every context, row id = sum_t c_t V^(T-1-t), computed a chunk at a time."""
+    def _fill(self, ids: np.ndarray) -> None:
+        """Compute the table rows (CDFs) of the contexts `ids`, a chunk at a time."""
         T, V, dev = self.T, self.V, self.device
-        table = np.empty((self.contexts, V), dtype=np.float32)
         powers = V ** torch.arange(T - 1, -1, -1, device=dev)
-        for i in range(0, self.contexts, self.chunk_size):
-            ids = torch.arange(i, min(i + self.chunk_size, self.contexts), device=dev)
-            cdf = _cdf(self.scores((ids[:, None] // powers) % V), self.temperature, self.top_k)
-            table[i:i + len(ids)] = cdf.cpu().numpy()
-        return table
+        for i in range(0, len(ids), self.chunk_size):
+            part = ids[i:i + self.chunk_size]
+            digits = (torch.from_numpy(part).to(dev)[:, None] // powers) % V
+            self.table[part] = _cdf(self.scores(digits), self.temperature, self.top_k).cpu().numpy()
+            self.known[part] = True
 
     @torch.no_grad()
     def draw(self, start: int, count: int) -> list[str]:
@@ -281,6 +286,9 @@ class _Sampler:
         for t in range(self.max_len):
             u = _uniforms(self.key, index[active], t)
             if self.table is not None:
+                new = context[~self.known[context]]
+                if len(new):
+                    self._fill(np.unique(new))
                 ix = _invert_np(np.take(self.table, context, axis=0), u)
             else:
                 cdf = _cdf(self.scores(context), self.temperature, self.top_k)
