@@ -124,7 +124,8 @@ def reference_sample(model, n, seed, temperature=1.0, max_len=64):
             alive = alive[ix != 0]
             if len(alive) == 0:
                 break
-    return np.bincount(first.numpy(), minlength=model.cfg.vocab_size), np.bincount(length.numpy(), minlength=max_len + 1)
+    return (np.bincount(first.numpy(), minlength=model.cfg.vocab_size),
+            np.bincount(length.numpy(), minlength=max_len + 1))
 
 
 def histograms(words, vocab, max_len=64):
