@@ -294,7 +294,7 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     assert all(len(w) <= 2 + 8 for w in words)
 
 
-@pytest.mark.parametrize("kwargs", [dict(n=0), dict(temperature=0.0), dict(temperature=float("inf")),
+@pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2**40 + 1), dict(temperature=0.0), dict(temperature=float("inf")),
                                     dict(top_k=0), dict(prefix="a."), dict(prefix="A")])
 def test_bad_arguments_are_user_errors(setup, kwargs):
     vocab, predictor = setup
