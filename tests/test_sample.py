@@ -1,17 +1,42 @@
-"""Batched sampling: reproducible with a seed, and distributed as the model says.
+"""Sampling: distributed as the model says, the same whatever the chunking, repeatable with a
+seed, bounded in memory whatever n is; and the `sample` command streaming it.
 
-The distribution check is a chi-square goodness-of-fit test on the first character of many
-samples: every sample starts from the all-boundary context, so the model's own softmax at that
-context is the exact distribution the first characters must follow.
+The distribution checks are chi-square tests. On the first character against the exact
+distribution: every sample starts from the all-boundary context, so the model's own softmax
+there is what the first characters must follow. On first characters and lengths together
+against an independent reference sampler (the model's own forward pass and
+torch.multinomial, one batch): a two-sample test, since the distribution of lengths has no
+closed form. Each test is shown to reject a wrong distribution.
 """
 
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import makemore as mm
+from makemore.cli import main
+
+sampling = sys.modules["makemore.sample"]  # the module (makemore.sample is the function)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """torch on one thread here: on a busy 2-core machine its thread pool made the many small
+    steps of sampling 5-15x slower (the `sample` command defaults to --threads 1 for the same reason)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +47,29 @@ def setup():
     with torch.no_grad():  # a lopsided distribution (p from ~0.3% to ~20%) with every bin well filled
         model.b_out.copy_(torch.linspace(-3.0, 3.0, vocab.size))
     return vocab, mm.model_predictor(model)
+
+
+@pytest.fixture(scope="module")
+def ending():
+    """A model whose next character depends strongly on the last two (direct links from
+    one-hot embeddings: random bigram and skip-gram logits), and whose words end after ~10
+    characters, from 0 to the 64 cap: first characters and lengths worth testing, which a
+    mistake in the contexts would change."""
+    vocab = mm.Vocab.from_words(["abcdefghijklmnopqrstuvwxyz"])
+    V = vocab.size
+    model_cfg, _ = mm.make_configs("tiny2d", vocab_size=V, emb_dim=V, direct=True, init="scaled")
+    T = model_cfg.block_size
+    model = mm.MLP(model_cfg, seed=3).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.C.copy_(torch.eye(V))
+        W = torch.zeros(T * V, V)
+        W[(T - 1) * V:] = 2.0 * torch.randn(V, V, generator=g)  # the last character
+        W[(T - 2) * V:(T - 1) * V] = torch.randn(V, V, generator=g)  # the one before
+        model.W_direct.copy_(W)
+        model.b_out.copy_(torch.linspace(-2.0, 2.0, V))
+        model.b_out[0] = 2.0
+    return vocab, model
 
 
 def chi_square_critical(df: int, z: float = 3.72) -> float:
@@ -44,6 +92,49 @@ def first_char_chi_square(vocab, predictor, n, seed, temperature=1.0):
     keep = exp > 0
     obs, exp = obs[keep], exp[keep]
     return float(((obs - exp) ** 2 / exp).sum()), len(obs) - 1
+
+
+def two_sample_chi_square(a, b) -> tuple[float, int]:
+    """Do counts a and b over the same bins come from one distribution? Bins with fewer than
+    10 counts in all are pooled into one."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    small = (a + b) < 10
+    a, b = np.append(a[~small], a[small].sum()), np.append(b[~small], b[small].sum())
+    keep = (a + b) > 0
+    a, b = a[keep], b[keep]
+    ka, kb = math.sqrt(b.sum() / a.sum()), math.sqrt(a.sum() / b.sum())
+    return float(((ka * a - kb * b) ** 2 / (a + b)).sum()), len(a) - 1
+
+
+def reference_sample(model, n, seed, temperature=1.0, max_len=64):
+    """First character ids and lengths of n samples by the plainest method: the model's own
+    forward pass, softmax and torch.multinomial, all samples at once."""
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.zeros((n, model.cfg.block_size), dtype=torch.long)
+    first, length = torch.zeros(n, dtype=torch.long), torch.full((n,), max_len)
+    alive = torch.arange(n)
+    with torch.no_grad():
+        for t in range(max_len):
+            logits, _ = model(ctx[alive])
+            ix = torch.multinomial(torch.softmax(logits.double() / temperature, 1), 1, generator=g).squeeze(1)
+            if t == 0:
+                first[alive] = ix
+            length[alive[ix == 0]] = t
+            ctx[alive] = torch.cat([ctx[alive, 1:], ix[:, None]], 1)
+            alive = alive[ix != 0]
+            if len(alive) == 0:
+                break
+    return (np.bincount(first.numpy(), minlength=model.cfg.vocab_size),
+            np.bincount(length.numpy(), minlength=max_len + 1))
+
+
+def histograms(words, vocab, max_len=64):
+    first = [vocab.encode(w[0])[0] if w else 0 for w in words]
+    return np.bincount(first, minlength=vocab.size), np.bincount([len(w) for w in words], minlength=max_len + 1)
+
+
+# ----------------------------------------------------------------------------------------
+# The distribution
 
 
 def test_same_seed_same_samples(setup):
@@ -76,11 +167,139 @@ def test_chi_square_catches_a_wrong_temperature(setup):
     assert stat > chi_square_critical(int(keep.sum()) - 1)
 
 
+@pytest.mark.parametrize("route", ["table", "direct"])
+def test_chunked_samples_follow_the_reference(ending, route, monkeypatch):
+    """Drawn in chunks of 997, by the all-contexts table or by a forward pass per step, the
+    first characters and the lengths are distributed as the reference sampler's."""
+    vocab, model = ending
+    if route == "direct":
+        monkeypatch.setattr(sampling, "TABLE_CELLS", 0)
+    n = 40_000
+    chunks = list(sampling.sample_chunks(mm.model_predictor(model), vocab, n, seed=5, chunk_size=997))
+    assert all(len(words) <= 997 for words, _ in chunks)
+    ours = histograms([w for words, _ in chunks for w in words], vocab)
+    reference = reference_sample(model, n, seed=6)
+    for what, a, b in zip(("first characters", "lengths"), ours, reference):
+        stat, df = two_sample_chi_square(a, b)
+        assert df >= 10, what
+        assert stat < chi_square_critical(df), f"{what}: chi-square {stat:.1f} on {df} degrees of freedom"
+
+
+def test_two_sample_check_catches_a_wrong_temperature(ending):
+    """The two-sample check has teeth: temperature 1.15 against the reference at 1."""
+    vocab, model = ending
+    words = mm.sample(mm.model_predictor(model), vocab, 40_000, seed=5, temperature=1.15)
+    ours, reference = histograms(words, vocab), reference_sample(model, 40_000, seed=6)
+    for a, b in zip(ours, reference):
+        stat, df = two_sample_chi_square(a, b)
+        assert stat > chi_square_critical(df)
+
+
+# ----------------------------------------------------------------------------------------
+# Seeds and chunks
+
+
+@pytest.mark.parametrize("route", ["table", "direct"])
+def test_chunking_never_changes_the_samples(ending, route, monkeypatch):
+    """Sample i reads only the random numbers of index i: any chunk size gives the same words,
+    and a smaller n the first words of a larger one. (float64 model: its logits do not
+    depend on the batch size in their float32 digits, so the direct route is exact too.)"""
+    vocab, model = ending
+    if route == "direct":
+        monkeypatch.setattr(sampling, "TABLE_CELLS", 0)
+    predictor = mm.model_predictor(model.double())
+    try:
+        def words(n, chunk_size=None):
+            chunks = sampling.sample_chunks(predictor, vocab, n, seed=9, chunk_size=chunk_size)
+            return [w for ws, _ in chunks for w in ws]
+
+        reference = words(3_000)
+        assert words(300, chunk_size=7) == reference[:300]
+        assert words(3_000, chunk_size=1000) == reference
+        assert words(100) == reference[:100]  # its table rows computed as reached, not all up front
+        assert words(3_000) == reference
+        assert words(3_000) != [w for ws, _ in sampling.sample_chunks(predictor, vocab, 3_000, seed=10) for w in ws]
+    finally:
+        model.float()
+
+
+def test_no_array_grows_with_n(setup):
+    """Starting a stream of 10^12 samples and drawing its first chunk allocates no more than
+    for 10^5 (NumPy reports its allocations to tracemalloc), and every chunk is bounded."""
+    vocab, predictor = setup
+
+    def first_chunk(n):
+        tracemalloc.start()
+        chunks = sampling.sample_chunks(predictor, vocab, n, seed=1)
+        words, _ = next(chunks)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return words, peak, chunks
+
+    small_words, small_peak, _ = first_chunk(10**5)
+    words, peak, chunks = first_chunk(10**12)
+    assert words == small_words and len(words) == sampling.MAX_CHUNK
+    assert peak < small_peak + (1 << 20), (peak, small_peak)
+    assert all(len(next(chunks)[0]) == sampling.MAX_CHUNK for _ in range(3))
+
+
+def test_a_large_vocabulary_keeps_chunks_small():
+    """4,000 characters: a chunk holds at most CHUNK_CELLS / 4,000 samples, so the per-step
+    (chunk x vocab) arrays stay bounded; the words use the vocabulary's characters."""
+    rng = np.random.default_rng(0)
+    chars = "".join(chr(0x4E00 + i) for i in range(3999))
+    vocab = mm.Vocab.from_words([chars])
+    assert vocab.size == 4000
+    model_cfg, _ = mm.make_configs("tiny2d", vocab_size=vocab.size, init="scaled")
+    model = mm.MLP(model_cfg, seed=0)
+    with torch.no_grad():
+        model.b_out.copy_(torch.from_numpy(rng.normal(size=vocab.size)).float())
+        model.b_out[0] = 8.0  # short words, so the test is quick
+    chunks = sampling.sample_chunks(mm.model_predictor(model), vocab, 10**9, seed=2)
+    limit = sampling.CHUNK_CELLS // vocab.size
+    for _ in range(2):
+        words, _ = next(chunks)
+        assert len(words) == limit
+        assert set("".join(words)) <= set(chars) and any(words)
+
+
+def test_unique_and_new_only(ending):
+    vocab, model = ending
+    predictor = mm.model_predictor(model)
+    words = mm.sample(predictor, vocab, 3000, seed=1)
+    splits = {"train": words[:1000], "dev": words[1000:1100], "test": []}
+    tagged = mm.sample_tagged(predictor, vocab, splits, 500, seed=1, unique=True, new_only=True)
+    texts = [t["text"] for t in tagged]
+    assert len(texts) == 500 and len(set(texts)) == 500
+    assert all(t["tag"] == "new" and t["text"] not in splits["train"] + splits["dev"] for t in tagged)
+    plain = mm.sample_tagged(predictor, vocab, splits, 3000, seed=1)
+    assert [t["text"] for t in plain] == words  # the same stream, tagged
+    assert [t["tag"] for t in plain[:1000]] == ["train"] * 1000
+
+
+def test_unique_gives_up_when_the_model_has_no_more(setup):
+    """A model that can only write '' and 'a' (max_len 1, two characters) has two unique words."""
+    vocab = mm.Vocab.from_words(["a"])
+    model_cfg, _ = mm.make_configs("tiny2d", vocab_size=vocab.size)
+    predictor = mm.model_predictor(mm.MLP(model_cfg))
+    tagged = mm.sample_tagged(predictor, vocab, {"train": [], "dev": [], "test": []}, 10, seed=0,
+                              unique=True, max_len=1)
+    assert sorted(t["text"] for t in tagged) == ["", "a"]
+
+
 def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     vocab, predictor = setup
     words = mm.sample(predictor, vocab, n=100, seed=1, prefix="ab", max_len=8)
     assert all(w.startswith("ab") and vocab.boundary not in w for w in words)
     assert all(len(w) <= 2 + 8 for w in words)
+
+
+@pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2**40 + 1), dict(temperature=0.0), dict(temperature=float("inf")),
+                                    dict(top_k=0), dict(prefix="a."), dict(prefix="A")])
+def test_bad_arguments_are_user_errors(setup, kwargs):
+    vocab, predictor = setup
+    with pytest.raises(mm.UserError):
+        mm.sample(predictor, vocab, **{"n": 5, **kwargs})
 
 
 @pytest.mark.parametrize("layers,direct,init", [(1, False, "randn"), (2, True, "scaled"), (1, True, "randn")])
@@ -94,3 +313,95 @@ def test_table_logits_equal_the_model(layers, direct, init):
         model.W_direct.normal_() if direct else None
         x = torch.randint(0, 27, (300, model_cfg.block_size), generator=torch.Generator().manual_seed(0))
         torch.testing.assert_close(model.logits_fn()(x), model(x)[0], rtol=1e-10, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------
+# The `sample` command
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from conftest import make_words
+
+    tmp = tmp_path_factory.mktemp("sample")
+    data = tmp / "words.txt"
+    data.write_text("\n".join(make_words()))
+    run = tmp / "run"
+    assert main(["train", "--data", str(data), "--out", str(run), "--preset", "lecture", "--hidden", "32",
+                 "--steps", "100", "--quiet"]) == 0
+    return run
+
+
+def makemore_process(*args, **env):
+    """`python -m makemore ARGS` running this tree's package."""
+    src = str(Path(sampling.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    return subprocess.Popen([sys.executable, "-m", "makemore", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_cli_json_and_jsonl(run_dir, capsys):
+    assert main(["sample", str(run_dir), "-n", "30", "--seed", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert main(["sample", str(run_dir), "-n", "30", "--seed", "4", "--json"]) == 0
+    array = json.loads(capsys.readouterr().out)
+    assert main(["sample", str(run_dir), "-n", "30", "--seed", "4", "--jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in array] == [r["text"] for r in records] == lines
+    assert all(r["tag"] in ("train", "dev", "test", "new") for r in records)
+
+
+@pytest.mark.parametrize("flags", [["-n", "0"], ["-n", "x"], ["--temperature", "0"], ["--temperature", "nan"],
+                                   ["--top-k", "0"], ["--json", "--jsonl"]])
+def test_cli_bad_flags_are_one_line(run_dir, capsys, flags):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", str(run_dir), *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_cli_streams_and_leaves_quietly_when_the_reader_stops(run_dir, unbuffered):
+    """-n 10^8 through a pipe: the first lines come without waiting for the rest, and closing
+    the pipe (as `| head` does) ends the process quietly with status 0."""
+    proc = makemore_process("sample", str(run_dir), "-n", "100000000", "--seed", "1", PYTHONUNBUFFERED=unbuffered)
+    first = [proc.stdout.readline() for _ in range(1000)]
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == b""
+    assert all(line.endswith(b"\n") for line in first)
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_cli_ctrl_c_stops_at_a_chunk_boundary(run_dir, unbuffered):
+    """SIGINT while sampling 10^8: exit 130, one line on stderr, and the output is whole: the
+    JSON array written so far is closed and parses. With PYTHONUNBUFFERED the signal usually
+    lands in a write blocked on the full pipe, which then writes only part of its bytes."""
+    proc = makemore_process("sample", str(run_dir), "-n", "100000000", "--seed", "1", "--json",
+                            PYTHONUNBUFFERED=unbuffered)
+    head = proc.stdout.readline() + proc.stdout.readline()
+    assert head.startswith(b'[\n{"text": ')  # it is inside the sampling loop
+    time.sleep(0.5)  # let it fill the pipe and block (the test passes either way)
+    proc.send_signal(signal.SIGINT)
+    out, err = head + proc.stdout.read(), proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("makemore: interrupted after "), err
+    records = json.loads(out)
+    assert len(records) > 0 and all(set(r) == {"text", "tag"} for r in records)
+
+
+def test_the_unknown_character_token_is_never_drawn():
+    """With --min-char-count, rare characters share one token; a sample never contains it, even
+    when the model gives it most of the probability."""
+    words = ["ab", "ba", "aab"] * 20 + ["q"]
+    vocab = mm.Vocab.from_words(words, min_count=2, count_in=words)
+    assert vocab.unk_id == 1
+    model_cfg, _ = mm.make_configs("tiny2d", vocab_size=vocab.size)
+    model = mm.MLP(model_cfg, seed=0).eval()
+    with torch.no_grad():
+        model.b_out.zero_()
+        model.b_out[vocab.unk_id] = 5.0  # the unknown token would be drawn ~90% of the time
+    for seed in (0, 1):
+        drawn = mm.sample(mm.model_predictor(model), vocab, 300, seed=seed)
+        assert all(vocab.unk not in w for w in drawn) and any(drawn)

@@ -8,6 +8,7 @@ line on stderr and exit status 1; argparse's own errors are one line and exit st
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 import sys
@@ -370,35 +371,161 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def add_sample(sub) -> None:
     p = _subparser(sub, "sample", "generate new words from a trained model",
-                   "makemore sample runs/lecture -n 20 --seed 1 --new-only")
+                   "makemore sample runs/lecture -n 20 --seed 1 --new-only\n"
+                   "  makemore sample runs/lecture -n 100000000 | head    # streamed: starts at once, stops quietly")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("-n", type=int, default=20, help="how many samples")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("-n", type=_at_least_one, default=20,
+                   help="how many samples (default 20); written a chunk at a time as they are drawn, in "
+                        "bounded memory however large n is")
+    p.add_argument("--seed", type=int, default=None,
+                   help="fixes the samples: the same seed, model and flags give the same words, and a smaller "
+                        "-n the first lines of a larger one, but for rare float-rounding ties (default: random)")
+    p.add_argument("--temperature", type=_positive_float, default=1.0,
+                   help="divide the log-probabilities by this: < 1 sharper, > 1 flatter (default 1)")
+    p.add_argument("--top-k", type=_at_least_one, default=None, help="draw only among the k likeliest characters")
     p.add_argument("--prefix", default="", help="start every sample with these characters")
-    p.add_argument("--unique", action="store_true", help="no repeated samples")
+    p.add_argument("--unique", action="store_true",
+                   help="no repeated samples (remembers every sample written: memory grows with -n)")
     p.add_argument("--new-only", action="store_true", help="only words in none of the splits")
     p.add_argument("--mix", action="store_true", help="sample from the MLP + n-gram mixture (see `mix`)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: sampling is many small steps, and on a busy machine torch's "
+                        "thread pool cost more than it gave; 0: torch's default)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help='one JSON array of {"text", "tag"} objects, tag train/dev/test/new (written as it goes)')
+    out.add_argument("--jsonl", action="store_true", help="JSON Lines: one such object per line")
+
+
+class _StopAtChunk:
+    """Ctrl-C (SIGINT) while sampling: note it, so the loop stops between two chunks and the
+    output ends on a whole line (and a closed JSON array). A second Ctrl-C stops at once."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _quiet_stdout() -> None:
+    """After the reader closed the pipe (`| head`): point stdout at /dev/null, so that the
+    interpreter's last flush at exit does not fail again with a message on stderr."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def cmd_sample(args) -> int:
-    from .sample import sample_tagged
+    import torch
+
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        written, stopped = _write_samples(args)
+    except BrokenPipeError:  # the reader has what it wanted (`| head`)
+        _quiet_stdout()
+        return 0
+    finally:
+        torch.set_num_threads(threads)
+    if stopped:
+        print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if written < args.n:
+        print(f"note: only {written:,} samples met the conditions before the model stopped giving new ones",
+              file=sys.stderr)
+    return 0
+
+
+def _write_all(out, text: str) -> None:
+    """Write text to `out` in full and flush it. Under `python -u` or PYTHONUNBUFFERED, stdout
+    has no buffer, and a write that Ctrl-C interrupts while the pipe is full writes only part
+    of its bytes, which TextIOWrapper then drops: the output would end inside a line. So the
+    bytes go to the binary layer in a loop until all are written."""
+    binary = getattr(out, "buffer", None)
+    if binary is None:  # a plain text stream (an embedding application's)
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while data:
+        data = data[binary.write(data) or 0:]
+    binary.flush()
+
+
+def _write_samples(args) -> tuple[int, bool]:
+    """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
+    from .sample import sample_chunks
 
     run = _load(args.run, ensemble=True)
-    samples = sample_tagged(_predictor(run, args.mix), run.vocab, run.splits, args.n, seed=args.seed, unique=args.unique, new_only=args.new_only,
-                            temperature=args.temperature, top_k=args.top_k, prefix=args.prefix)
-    if len(samples) < args.n:
-        print(f"note: only {len(samples)} samples met the conditions after many draws", file=sys.stderr)
-    if args.json:
-        _print_json(samples)
-    else:
-        for s in samples:
-            print(s["text"])
-    return 0
+    tagged = args.json or args.jsonl or args.new_only
+    chunks = sample_chunks(_predictor(run, args.mix), run.vocab, args.n, seed=args.seed,
+                           splits=run.splits if tagged else None, unique=args.unique, new_only=args.new_only,
+                           temperature=args.temperature, top_k=args.top_k, prefix=args.prefix)
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    out, written = sys.stdout, 0
+    with _StopAtChunk() as stop:
+        for words, tags in chunks:
+            if stop.requested:
+                break
+            if not words:
+                continue
+            if args.json or args.jsonl:
+                lines = [f'{{"text": {encode(w)}, "tag": "{t}"}}' for w, t in zip(words, tags)]
+                if args.json:
+                    text = ("[\n" if written == 0 else ",\n") + ",\n".join(lines)
+                else:
+                    text = "\n".join(lines) + "\n"
+            else:
+                text = "\n".join(words) + "\n"
+            _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn
+            written += len(words)
+        if args.json:
+            _write_all(out, "\n]\n" if written else "[]\n")  # closed on Ctrl-C too: the output stays valid JSON
+    return written, stop.requested
 
 
 def add_score(sub) -> None:

@@ -55,9 +55,13 @@ def model_predictor(model) -> Predictor:
     logits = model.logits_fn()
 
     @torch.no_grad()
-    def predict(ctx: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(logits(ctx[:, ctx.shape[1] - block_size:]).float(), dim=-1)
+    def scores(ctx: torch.Tensor) -> torch.Tensor:
+        return logits(ctx[:, ctx.shape[1] - block_size:]).float()
 
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(scores(ctx), dim=-1)
+
+    predict.logits = scores  # sampling needs only the logits: it skips the log_softmax
     return make_predictor(predict, block_size, next(model.parameters()).device, model.cfg.vocab_size)
 
 

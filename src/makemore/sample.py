@@ -3,106 +3,316 @@
 Both work on a *predictor* (predict.py): a function from contexts (N, predictor.context_size)
 of character ids to log-probabilities (N, vocab) of the next character. A trained model is one
 predictor; an n-gram model, a mixture of the two (Bengio et al. 2003, section 4) or a seed
-ensemble are others, and sampling and scoring do not care which.
+ensemble are others, and sampling and scoring do not care which. (A predictor may also carry
+`.logits`, any function whose softmax is its distribution, as a model's does: sampling then
+skips the log_softmax.)
 
-Sampling is the lecture's loop, batched: all samples advance one character at a time
-together, so the per-step cost is one forward pass for the whole batch, not one per name.
-Samples are tagged as in Karpathy's makemore: `train`, `dev`, `test` if the word appears in
-that split, else `new`.
+Sampling is the lecture's loop, batched and streamed: the samples of a chunk advance one
+character at a time together, so a step costs one forward pass for the whole chunk, not one
+per name; chunks are drawn one after another (`sample_chunks`), so memory does not grow with
+the number of samples. Samples are tagged as in Karpathy's makemore: `train`, `dev`, `test`
+if the word appears in that split, else `new`.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
+from typing import Callable, Iterator
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .data import Examples, Vocab
+from .data import SPLITS, Examples, Vocab
 from .errors import UserError
 from .predict import Predictor, target_log_probs
 
-@torch.no_grad()
-def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
-           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64) -> list[str]:
-    """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len)."""
-    if n < 1:
-        raise UserError(f"-n must be at least 1, got {n}")
-    if not temperature > 0:
-        raise UserError(f"temperature must be positive, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top-k must be at least 1, got {top_k}")
-    prefix_ids = vocab.encode(prefix)
-    device, block_size = predictor.device, predictor.context_size
-    g = torch.Generator(device=device)
-    g.manual_seed(seed if seed is not None else torch.seed())
-    context = torch.zeros((n, block_size), dtype=torch.long, device=device)
-    for ix in prefix_ids:
-        context = torch.cat([context[:, 1:], torch.full((n, 1), ix, device=device)], dim=1)
-    out = torch.zeros((n, max_len), dtype=torch.long, device=device)
-    # Only the samples still running are fed to the model: names end after ~7 characters on
-    # average but the batch runs as long as its longest, so this does several times less work.
-    active = torch.arange(n, device=device)
-    for t in range(max_len):
-        logp = predictor(context) / temperature
-        if vocab.unk_id is not None:  # the unknown-character token stands for rare characters: never draw it
-            logp[:, vocab.unk_id] = -math.inf
-        if top_k is not None and top_k < logp.shape[1]:
-            kth = torch.topk(logp, top_k, dim=1).values[:, -1:]
-            logp = logp.masked_fill(logp < kth, -math.inf)
-        # Inverse-CDF draw, one uniform number per sample: the first index whose cumulative
-        # (unnormalised) probability exceeds u * total. Same distribution as torch.multinomial,
-        # several times cheaper on many short rows.
-        cdf = torch.exp(logp - logp.max(dim=1, keepdim=True).values).cumsum_(dim=1)
-        u = torch.rand((cdf.shape[0], 1), generator=g, device=device, dtype=cdf.dtype) * cdf[:, -1:]
-        ix = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
-        out[active, t] = ix
-        running = ix != 0
-        if not bool(running.any()):
-            break
-        active, context = active[running], torch.cat([context[running, 1:], ix[running, None]], dim=1)
-    return _decode_rows(out.cpu().numpy(), vocab, prefix)
+# ----------------------------------------------------------------------------------------
+# Sampling, streamed in chunks
+
+# How much is drawn at once. A chunk is at most MAX_CHUNK samples, and fewer for a large
+# vocabulary, so that one step's (chunk x vocab) arrays stay below CHUNK_CELLS entries
+# (16 MiB of float32) whatever the vocabulary: 65,536 samples for names' 27 characters,
+# 1,048 for 4,000. Nothing in a draw grows with n.
+MAX_CHUNK = 1 << 16
+CHUNK_CELLS = 1 << 22
+# Every context a model can see is a string of context_size characters. When there are few of
+# them (27^3 = 19,683 for the lecture's model, 27^4 = 531,441 for `fast`), the next-character
+# distribution of a context is computed once and kept in a table: a step is a row lookup
+# instead of a forward pass. At most TABLE_CELLS entries (64 MiB of float32). When n is large
+# (at least contexts / 8: ~8 steps per name) every row is computed up front, in a few large
+# batches; otherwise each row the first time a sample reaches it (20 `fast` names visit ~100
+# contexts, a million ~130,000), in many small batches, which torch's thread pool handled
+# badly on the busy 2-core machine.
+TABLE_CELLS = 1 << 24
+
+# SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"):
+# output k of the stream keyed by `key` is mix(key + k * GOLDEN).
+_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_MASK64 = (1 << 64) - 1
 
 
-def _decode_rows(ids: np.ndarray, vocab: Vocab, prefix: str) -> list[str]:
-    """Rows of ids up to the first boundary token -> strings, without a per-character loop."""
-    lengths = np.where((ids == 0).any(axis=1), (ids == 0).argmax(axis=1), ids.shape[1])
-    chars = np.array(list(vocab.chars), dtype="<U1")[ids]
-    width = ids.shape[1]
-    # view each row of 1-char strings as one fixed-width string, then cut it at its length
-    joined = chars.view(f"<U{width}").ravel() if width else np.array([""] * len(ids))
-    return [prefix + s[:k] for s, k in zip(joined.tolist(), lengths.tolist())]
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser, in place on a uint64 array: a bijection with full avalanche."""
+    x ^= x >> np.uint64(30)
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+# Sample i, step t reads output i * 2^STEP_BITS + t: distinct for every t < 2^24 and i < 2^40.
+STEP_BITS, MAX_SAMPLES = 24, 1 << 40
+
+
+def _uniforms(key: np.uint64, index: np.ndarray, step: int) -> np.ndarray:
+    """The uniform number in [0, 1) for step `step` of each sample in `index` (uint64):
+    output index * 2^STEP_BITS + step of the SplitMix64 stream keyed by `key`. A sample's
+    numbers depend on the key and its own index only, never on which others are drawn with it."""
+    x = (index << np.uint64(STEP_BITS)) | np.uint64(step)
+    x *= _GOLDEN
+    x += key
+    return (_mix64(x) >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)  # 24 bits: exact in float32
+
+
+def _cdf(logits: torch.Tensor, temperature: float, top_k: int | None, banned: int | None = None) -> torch.Tensor:
+    """Cumulative next-character probabilities (N, vocab) from logits or log-probs; the
+    `banned` id (the unknown-character token: it stands for rare characters) is never drawn."""
+    z = logits.float()
+    if banned is not None:
+        z = z.clone()
+        z[:, banned] = -math.inf
+    if temperature != 1.0:
+        # the largest entry becomes exactly 0 before dividing, so no temperature overflows them all
+        z = (z - z.max(dim=1, keepdim=True).values).div_(temperature)
+    if top_k is not None and top_k < z.shape[1]:
+        kth = torch.topk(z, top_k, dim=1).values[:, -1:]
+        z = z.masked_fill(z < kth, -math.inf)
+    return torch.softmax(z, dim=1).cumsum_(dim=1)
+
+
+def _invert(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw, one uniform number per row: the first index whose cumulative
+    probability exceeds u * total. Same distribution as torch.multinomial, several times
+    cheaper on many short rows. The target is kept strictly below the total, so rounding in
+    u * total can never select a character past the last one with probability > 0."""
+    total = cdf[:, -1]
+    target = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
+
+
+def _invert_np(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """_invert on NumPy rows (argmax finds the first True). Single-threaded NumPy: on a busy
+    machine, torch's thread pool spent more time synchronising on these small steps than
+    computing them (~10x slower than NumPy on 2 shared cores)."""
+    total = cdf[:, -1]
+    target = np.minimum(u * total, np.nextafter(total, np.float32(0)))
+    return (cdf > target[:, None]).argmax(axis=1)
+
+
+class _Sampler:
+    """Draws samples by their index in one seeded stream, any number at a time.
+
+    Only the samples still running are fed to the model at each step (names end after ~7
+    characters but a chunk runs as long as its longest). Step t of sample i uses uniform
+    number (i, t) of a SplitMix64 stream keyed by the seed, so sample i is a function of the
+    seed and i alone: how the work is cut into chunks never changes what is drawn. (Up to
+    float rounding: a model's logits for one context can differ in the last bit between batch
+    sizes, and the table route computes them in other batches than the direct one; that moves
+    a draw only when its uniform falls within that distance of a boundary. Between the table
+    and the direct route we saw 0 changed names in 200,000 for `lecture`, 0 to 4 for `fast`.)
+    """
+
+    def __init__(self, predictor: Predictor, vocab: Vocab, seed: int | None = None, temperature: float = 1.0,
+                 top_k: int | None = None, prefix: str = "", max_len: int = 64, expected: int = 0):
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise UserError(f"temperature must be a positive number, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise UserError(f"top-k must be at least 1, got {top_k}")
+        if not 1 <= max_len < 1 << STEP_BITS:
+            raise UserError(f"max_len must be between 1 and {(1 << STEP_BITS) - 1}, got {max_len}")
+        if vocab.boundary in prefix:
+            raise UserError(f"the prefix {prefix!r} contains the boundary token {vocab.boundary!r}")
+        prefix_ids = vocab.encode(prefix)  # a UserError for characters the model never saw
+        self.temperature, self.top_k, self.max_len = float(temperature), top_k, max_len
+        self.banned = vocab.unk_id
+        # any function whose softmax is the predictor's distribution will do: an MLP's logits skip a log_softmax
+        self.scores = getattr(predictor, "logits", predictor)
+        self.device, self.T, self.V = predictor.device, predictor.context_size, vocab.size
+        if seed is None:
+            seed = secrets.randbits(64)
+        self.key = _mix64(np.array([int(seed) & _MASK64], dtype=np.uint64))[0]  # nearby seeds, unrelated streams
+        self.chunk_size = max(1, min(MAX_CHUNK, CHUNK_CELLS // self.V))
+        start = ([0] * self.T + prefix_ids)[len(prefix_ids):]  # the last T characters: boundary padding, then prefix
+        self.start_context = torch.tensor([start], dtype=torch.long, device=self.device)
+        self.contexts = self.V ** self.T
+        self.table = self.known = None
+        if self.contexts * self.V <= TABLE_CELLS:
+            self.table = np.zeros((self.contexts, self.V), dtype=np.float32)  # row id: sum_t c_t V^(T-1-t)
+            self.known = np.zeros(self.contexts, dtype=bool)
+            if self.contexts <= 8 * expected:
+                self._fill(np.arange(self.contexts))
+        self.start_id = sum(c * self.V ** (self.T - 1 - t) for t, c in enumerate(start))
+        self.ids_dtype = np.min_scalar_type(self.V - 1)
+        codepoints = np.array([ord(c) for c in vocab.chars], dtype="<u4")
+        codepoints[0] = ord("\n")  # the boundary token ends a line
+        self.codepoints = codepoints
+        self.prefix_codepoints = np.array([ord(c) for c in prefix], dtype="<u4")
+
+    @torch.no_grad()
+    def _fill(self, ids: np.ndarray) -> None:
+        """Compute the table rows (CDFs) of the contexts `ids`, a chunk at a time."""
+        T, V, dev = self.T, self.V, self.device
+        powers = V ** torch.arange(T - 1, -1, -1, device=dev)
+        for i in range(0, len(ids), self.chunk_size):
+            part = ids[i:i + self.chunk_size]
+            digits = (torch.from_numpy(part).to(dev)[:, None] // powers) % V
+            self.table[part] = _cdf(self.scores(digits), self.temperature, self.top_k, self.banned).cpu().numpy()
+            self.known[part] = True
+
+    @torch.no_grad()
+    def draw(self, start: int, count: int) -> list[str]:
+        """Samples start .. start + count - 1 of the stream (count <= chunk_size)."""
+        dev, V = self.device, self.V
+        out = np.zeros((count, self.max_len + 1), dtype=self.ids_dtype)  # the last column stays 0: an end
+        active = np.arange(count)
+        index = np.arange(start, start + count, dtype=np.uint64)
+        if self.table is not None:
+            context = np.full(count, self.start_id, dtype=np.int64)  # context ids into the table
+        else:
+            context = self.start_context.expand(count, -1).contiguous()
+        width = self.max_len + 1
+        for t in range(self.max_len):
+            u = _uniforms(self.key, index[active], t)
+            if self.table is not None:
+                new = context[~self.known[context]]
+                if len(new):
+                    self._fill(np.unique(new))
+                ix = _invert_np(np.take(self.table, context, axis=0), u)
+            else:
+                cdf = _cdf(self.scores(context), self.temperature, self.top_k, self.banned)
+                ix = _invert(cdf, torch.from_numpy(u).to(dev)).clamp_(max=V - 1).cpu().numpy()
+            out[active, t] = ix
+            going = ix != 0
+            if not going.any():
+                width = t + 1
+                break
+            active, ix = active[going], ix[going]
+            if self.table is not None:
+                context = (context[going] * V + ix) % self.contexts
+            else:
+                kept = context[torch.from_numpy(going).to(dev)]
+                context = torch.cat([kept, torch.from_numpy(ix).to(dev)[:, None]], dim=1)[:, 1:]
+        return self._decode(out[:, :width])
+
+    def _decode(self, ids: np.ndarray) -> list[str]:
+        """Rows of ids, each ending at its first boundary token, -> strings (prefix + word).
+
+        Without a loop over characters or names: the code points of every row up to and
+        including its end (a newline) are cut out in one mask, decoded as one string and split."""
+        ends = (ids == 0).argmax(axis=1)
+        keep = np.arange(ids.shape[1]) <= ends[:, None]
+        if len(self.prefix_codepoints):
+            P = len(self.prefix_codepoints)
+            keep = np.concatenate([np.ones((len(ids), P), dtype=bool), keep], axis=1)
+            codepoints = np.concatenate([np.broadcast_to(self.prefix_codepoints, (len(ids), P)),
+                                         self.codepoints[ids]], axis=1)[keep]
+        else:
+            codepoints = self.codepoints[ids[keep]]
+        words = codepoints.tobytes().decode("utf-32-le", errors="surrogatepass").split("\n")
+        words.pop()  # after the last newline
+        return words
+
+
+def _tagger(splits: dict[str, list[str]]) -> Callable[[list[str]], list[str]]:
+    """words -> makemore's novelty tags: the first split a word appears in, else `new`.
+    One dict lookup per word (the dict is built once, ~the size of the word list)."""
+    first_split = {}
+    for name in reversed(SPLITS):
+        first_split.update(dict.fromkeys(splits[name], name))
+    return lambda words: [first_split.get(w, "new") for w in words]
 
 
 def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
-    """makemore's novelty tags: the first split the word appears in, else `new`. Splits given
-    as (frozen)sets are used as they are (a server tags many batches against the same words)."""
-    sets = {name: ws if isinstance(ws, (set, frozenset)) else set(ws) for name, ws in splits.items()}
-    return [next((name for name in ("train", "dev", "test") if w in sets[name]), "new") for w in words]
+    """makemore's novelty tags: the first split the word appears in, else `new`."""
+    return _tagger(splits)(words)
+
+
+def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
+                  splits: dict[str, list[str]] | None = None, unique: bool = False, new_only: bool = False,
+                  temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
+                  chunk_size: int | None = None) -> Iterator[tuple[list[str], list[str] | None]]:
+    """Draw `n` words in chunks: yields (words, tags) a chunk at a time, tags None without `splits`.
+
+    Memory is bounded whatever n is: a chunk holds at most `chunk_size` samples (by default
+    chosen from the vocabulary size, see MAX_CHUNK), except that `unique` remembers every word
+    it has yielded. The seed fixes the stream: sample i depends on the seed and i only, so the
+    same seed gives the same words whatever the chunk size, and a smaller n gives the first
+    words of a larger one (but for rare float-rounding ties, see _Sampler; the same seed and n
+    always give the same words on one machine). `unique` and `new_only` (which needs `splits`) skip words of that
+    stream; a chunk may then hold fewer words, or none. They give up, yielding fewer than n,
+    after a long run of draws in a row that are all skipped (the model has nothing more to give).
+    Arguments are checked here, before anything is drawn: errors are UserErrors.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UserError(f"-n must be at least 1, got {n}")
+    if n > MAX_SAMPLES:  # beyond it, the random numbers of two samples would coincide
+        raise UserError(f"-n can be at most 2^40 = {MAX_SAMPLES:,}, got {n:,}")
+    if new_only and splits is None:
+        raise UserError("new_only needs the splits to tell new words from known ones")
+    if chunk_size is not None and chunk_size < 1:
+        raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
+    sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=n)
+    chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
+    tag = _tagger(splits) if splits is not None else None
+    filtering = unique or new_only
+    patience = min(max(10_000, 100 * n), 1_000_000)
+
+    def chunks():
+        made, drawn, misses, seen = 0, 0, 0, set()
+        while made < n:
+            want = n - made
+            count = min(chunk_size, max(64, 2 * want) if filtering else want)
+            words = sampler.draw(drawn, count)
+            drawn += count
+            tags = tag(words) if tag is not None else None
+            if filtering:
+                kept_words, kept_tags = [], []
+                for i, w in enumerate(words):
+                    if (new_only and tags[i] != "new") or (unique and w in seen):
+                        misses += 1
+                        continue
+                    misses = 0
+                    if unique:
+                        seen.add(w)
+                    kept_words.append(w)
+                    if tags is not None:
+                        kept_tags.append(tags[i])
+                    if len(kept_words) == want:
+                        break
+                words, tags = kept_words, (kept_tags if tags is not None else None)
+            made += len(words)
+            yield words, tags
+            if misses >= patience:
+                return
+
+    return chunks()
+
+
+def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
+           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64) -> list[str]:
+    """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len)."""
+    chunks = sample_chunks(predictor, vocab, n, seed, temperature=temperature, top_k=top_k, prefix=prefix,
+                           max_len=max_len)
+    return [w for words, _ in chunks for w in words]
 
 
 def sample_tagged(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int,
-                  seed: int | None = None, unique: bool = False, new_only: bool = False,
-                  max_rounds: int = 50, **kwargs) -> list[dict]:
-    """Sample with tags; `unique`/`new_only` keep drawing batches until n qualify."""
-    rng = np.random.default_rng(seed)
-    results: list[dict] = []
-    seen: set[str] = set()
-    for round_ in range(max_rounds):
-        want = n - len(results)
-        draw = want if not (unique or new_only) else max(2 * want, 64)
-        round_seed = seed if round_ == 0 and seed is not None else int(rng.integers(2**62))
-        words = sample(predictor, vocab, draw, seed=round_seed, **kwargs)
-        for word, tag in zip(words, tag_words(words, splits)):
-            if (unique and word in seen) or (new_only and tag != "new"):
-                continue
-            seen.add(word)
-            results.append({"text": word, "tag": tag})
-            if len(results) == n:
-                return results
-        if not (unique or new_only):
-            break
-    return results
+                  seed: int | None = None, unique: bool = False, new_only: bool = False, **kwargs) -> list[dict]:
+    """Sample with tags; `unique`/`new_only` keep drawing until n qualify (or give up)."""
+    chunks = sample_chunks(predictor, vocab, n, seed, splits=splits, unique=unique, new_only=new_only, **kwargs)
+    return [{"text": w, "tag": t} for words, tags in chunks for w, t in zip(words, tags)]
 
 
 @torch.no_grad()
