@@ -9,7 +9,7 @@ ifneq ($(wildcard $(SHARED_DATA)/names.txt),)
 export MAKEMORE_DATA_DIR ?= $(SHARED_DATA)
 endif
 
-.PHONY: install dev demo test bench figures clean
+.PHONY: install dev demo test bench figures recipes clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(VENV)/.bench-installed
 # every picture and table of the README (about 15 minutes); TUNE_STORAGE=... adds the tune plots
 figures: install
 	bash scripts/figures.sh
+
+# the time-budget recipes of `train --budget` (src/makemore/recipes.json; about 80 minutes, idle machine)
+recipes: install
+	bash scripts/recipes.sh
 
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info .pytest_cache

@@ -146,8 +146,10 @@ def test_recipes_scale_regularisation_down_on_larger_data_only():
     assert train_cfg.budget == 90 and chosen["budget"] == 60 and chosen["machine"] == "test machine"
 
 
-def test_no_recipe_for_a_model_is_one_clear_error():
-    from makemore.recipes import choose
+def test_a_model_without_a_recipe_trains_its_own_preset_for_the_budget():
+    from makemore.recipes import budget_configs, choose
 
-    with pytest.raises(UserError, match="no time-budget recipe"):
-        choose(60, model="gru", table=TABLE)
+    assert choose(60, model="bigram", table=TABLE) is None
+    model_cfg, train_cfg, recipe = budget_configs(60, vocab_size=30, train_examples=10, model="mlp",
+                                                  table={"recipes": []})
+    assert recipe is None and train_cfg.budget == 60 and model_cfg.hidden == 768  # mlp's own `default`

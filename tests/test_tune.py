@@ -510,3 +510,30 @@ def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path
         line = one_error_line(capsys, main(argv))
         assert message in line, (argv, line)
     assert not (tmp_path / "empty" / "study.db").exists()  # --report created no database
+
+
+def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, tmp_path, capsys):
+    """tune --budget: no steps searched, every trial trains for the budget, --try's presets are
+    the first trials, and its best trial becomes a recipe of `train --budget`."""
+    from makemore.recipes import budget_configs, from_studies
+
+    out = tmp_path / "b"
+    args = ["tune", "--data", str(words), "--budget", "2", "--trials", "3", "--out", str(out),
+            "--space", json.dumps(SPACE), "--try", "fast", "--threads", "1", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    trials = sqlite_trials(out / "study.db")
+    assert len(trials) == 3 and all(state == "COMPLETE" for _, state, _ in trials)
+    for number, _, attrs in trials:
+        assert attrs["settings"]["budget"] == 2.0 and "steps" not in attrs["settings"]
+        summary = json.loads((out / f"trial-{number:04d}" / "summary.json").read_text())
+        assert summary["budget"] == 2.0 and summary["steps"] == summary["planned_steps"]
+    first = next(attrs for number, _, attrs in trials if number == 0)["settings"]
+    assert (first["block_size"], first["lr"], first["weight_decay"]) == (4, 0.03, 0.01)  # the fast preset
+    assert "--budget 2.0" in result["best"]["command"]
+    table = from_studies([(f"sqlite:///{out}/study.db", "makemore")])
+    (recipe,) = table["recipes"]
+    assert recipe["budget"] == 2.0 and recipe["dev_loss"] == result["best"]["dev_loss"]
+    model_cfg, train_cfg, chosen = budget_configs(30, vocab_size=13, train_examples=10, table=table)
+    assert chosen["trial"] == result["best"]["trial"] and train_cfg.budget == 30
+    assert model_cfg.hidden == recipe["settings"]["hidden"]

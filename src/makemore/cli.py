@@ -44,6 +44,16 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _duration(text: str) -> float:
+    """argparse type of a duration flag: 90, 2m, 1h, 1m30s -> seconds."""
+    from .budget import parse_seconds
+
+    try:
+        return parse_seconds(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_field_flag(group, name: str, f, help: str) -> None:
     default = f.default
     if isinstance(default, bool):
@@ -51,15 +61,8 @@ def _add_field_flag(group, name: str, f, help: str) -> None:
         return
     kind = type(default) if isinstance(default, (int, float, str)) else str
     metavar = {int: "N", float: "X", str: "NAME"}[kind]
-    parse = f.metadata.get("parse")
-    if parse is not None:  # e.g. --budget 2m: the field's own parser, its UserError a usage error
-        def convert(text, parse=parse):
-            try:
-                return parse(text)
-            except UserError as e:
-                raise argparse.ArgumentTypeError(str(e)) from None
-
-        kind, metavar = convert, "TEXT"
+    if f.metadata.get("parse") is not None:  # --budget 2m: a duration
+        kind, metavar = _duration, "TEXT"
     group.add_argument(_flag(name), dest=name, type=kind, default=None, metavar=metavar, help=help)
 
 
@@ -260,7 +263,7 @@ def _cmd_train(args) -> int:
         extra = None
         if args.budget and not args.preset and not args.from_study:
             model_cfg, train_cfg, recipe = _budget_recipe(args, corpus)
-            extra = {"recipe": recipe}
+            extra = {"recipe": recipe} if recipe else None
         else:
             model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
         if corpus.vocab.boundary != "." and is_writer():
@@ -287,6 +290,10 @@ def _budget_recipe(args, corpus):
     names = [n for n in TRAIN_FIELDS if n not in ("betas", "budget")] + list(setting_flags())
     model_cfg, train_cfg, recipe = budget_configs(args.budget, corpus.vocab.size, len(corpus.encoded("train")),
                                                   args.model, **{n: getattr(args, n, None) for n in names})
+    if recipe is None:
+        print(f"note: no time-budget recipe is known for --model {model_cfg.name}: its own preset, with the steps "
+              f"planned for {args.budget:g} s", file=sys.stderr)
+        return model_cfg, train_cfg, None
     print(f"note: the recipe for {recipe['budget']:g} s (--model {recipe['model']}: dev {recipe['dev_loss']:.4f} on "
           f"{recipe.get('data', 'names')} in {recipe['budget']:g} s on {recipe.get('machine') or 'the tuning machine'}, "
           f"{recipe.get('date') or 'undated'}); steps planned for {args.budget:g} s here", file=sys.stderr)
@@ -675,6 +682,12 @@ def add_tune(sub) -> None:
                    f"failed and re-run (default {DEFAULT_HEARTBEAT})")
     p.add_argument("--space", metavar="JSON", help="narrow or widen the search ranges, as JSON or a JSON file: "
                    "'{\"hidden\": [32, 256], \"layers\": 1, \"direct\": [false]}' (see the README, \"Hyperparameter search\")")
+    p.add_argument("--budget", type=_duration, metavar="TEXT",
+                   help="a time objective: each trial trains for this long (90, 2m, 1h; its steps planned from its "
+                        "speed) and the study seeks the best dev loss reached in it; --steps is then not searched")
+    p.add_argument("--try", dest="tries", metavar="PRESETS", default="",
+                   help="comma-separated presets whose settings are the study's first trials (e.g. fast,default)")
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--report", action="store_true", help="show the study's best trials and draw its plots; trains nothing")
     p.add_argument("--top", type=int, default=10, help="trials in the table (default 10)")
     p.add_argument("--json", action="store_true")
@@ -712,9 +725,13 @@ def cmd_tune(args) -> int:
             os.environ.setdefault(var, str(args.threads))
     from .tune import TuneOptions, default_storage, parse_space, print_summary, run_study, summary
 
+    if args.model not in (None, "mlp"):
+        raise UserError(f"tune searches the MLP's settings (README, \"Hyperparameter search\"); --model {args.model} "
+                        f"has no search space: compare models with their presets, or sweep one with `makemore sweep`")
     opts = TuneOptions(trials=args.trials, out=Path(args.out), study=args.study, storage=args.storage,
                        steps=args.steps, timeout=args.timeout, seed=args.seed, threads=args.threads,
-                       heartbeat=args.heartbeat, space=parse_space(args.space))
+                       heartbeat=args.heartbeat, space=parse_space(args.space), budget=args.budget,
+                       tries=tuple(t for t in args.tries.split(",") if t))
     opts.validate()
     corpus = _load_corpus(args)
     study, _ = run_study(corpus, args.data, opts)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import models, optimizers
-from .budget import parse_seconds
 from .errors import UserError
 from .models.base import ModelConfig, setting
 
@@ -32,7 +31,7 @@ class TrainConfig:
     steps: int = setting(200_000, "training steps (minibatch updates)")
     # seconds of training: the loop plans `steps` from the time a step takes (budget.py)
     budget: float = setting(0.0, "seconds of training (also 2m, 1h): the steps are planned to fill it "
-                            "(0: train --steps)", parse=parse_seconds)
+                            "(0: train --steps)", parse="duration")
     batch_size: int = setting(32, "examples per minibatch")
     lr: float = setting(0.1, "peak learning rate")
     optimizer: str = setting("sgd", "|".join(optimizers.REGISTRY))

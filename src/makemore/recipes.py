@@ -35,15 +35,13 @@ def load() -> dict:
     return json.loads(RECIPES_FILE.read_text(encoding="utf-8"))
 
 
-def choose(budget: float, model: str | None = None, table: dict | None = None) -> dict:
+def choose(budget: float, model: str | None = None, table: dict | None = None) -> dict | None:
     """The recipe for `budget` seconds (of `model`, if given): the one of the largest budget not
-    above it, else the smallest there is."""
+    above it, else the smallest there is; None if there is none (for that model)."""
     table = table if table is not None else load()
     recipes = [r for r in table.get("recipes", []) if model is None or r["model"] == model]
     if not recipes:
-        what = f" for --model {model}" if model else ""
-        raise UserError(f"no time-budget recipe is known{what}; give --preset (the steps are still planned from "
-                        f"--budget), or make recipes with scripts/recipes.sh")
+        return None
     covered = [r for r in recipes if r["budget"] <= budget]
     return max(covered, key=lambda r: r["budget"]) if covered else min(recipes, key=lambda r: r["budget"])
 
@@ -65,11 +63,15 @@ def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None
 def budget_configs(budget: float, vocab_size: int, train_examples: int, model: str | None = None,
                    table: dict | None = None, **overrides):
     """(model config, train config, recipe) for a budget run with no preset: the recipe's
-    settings scaled to the data, then `overrides` (None = unset), the budget last."""
+    settings scaled to the data, then `overrides` (None = unset), the budget last. With no
+    recipe (for that model), the model's own preset, and recipe None."""
     from .config import make_configs
 
     table = table if table is not None else load()
     recipe = choose(budget, model, table)
+    if recipe is None:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
     settings = scaled_settings(recipe, train_examples, table)
     given = {k: v for k, v in overrides.items() if v is not None}
     preset = recipe.get("preset")
@@ -77,3 +79,70 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
                                         **{**settings, **given, "budget": budget})
     return model_cfg, train_cfg, {**{k: v for k, v in recipe.items() if k != "settings"},
                                   "settings": settings, "machine": table.get("machine"), "date": table.get("date")}
+
+
+def from_studies(studies: list[tuple[str, str]]) -> dict:
+    """A recipes table from `makemore tune --budget S` studies, given as (storage URL, study
+    name): each study's best trial is the recipe for its budget."""
+    import datetime
+    import os
+    import platform
+
+    import torch
+
+    from .tune import STUDY_ATTR, best_trial, load_study
+
+    cpu = platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    recipes, train_examples, data = [], None, None
+    for url, name in studies:
+        study = load_study(name, url)
+        attrs = study.user_attrs.get(STUDY_ATTR, {})
+        if not attrs.get("budget"):
+            raise UserError(f"study {name!r} was not run with --budget: it has no time objective")
+        t = best_trial(study)
+        settings = {k: v for k, v in t.user_attrs["settings"].items() if k not in ("budget", "seed")}
+        recipes.append({"budget": attrs["budget"], "model": "mlp", "preset": "default", "settings": settings,
+                        "dev_loss": t.value, "train_loss": t.user_attrs.get("train_loss"),
+                        "steps": t.user_attrs.get("steps_done"), "params": t.user_attrs.get("params"),
+                        "study": name, "trial": t.number, "trials": len(study.trials),
+                        "data": attrs.get("data")})
+        data = attrs.get("data")
+        train_examples = attrs.get("train_examples", train_examples)
+    recipes.sort(key=lambda r: r["budget"])
+    return {"machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
+            "date": datetime.date.today().isoformat(), "command": "scripts/recipes.sh", "data": data,
+            "train_examples": train_examples, "recipes": recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m makemore.recipes OUT.json URL=STUDY ...: write a recipes table (scripts/recipes.sh)."""
+    import sys
+
+    from .utils import atomic_write_json
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or any("=" not in a for a in args[1:]):
+        print("usage: python -m makemore.recipes OUT.json STORAGE_URL=STUDY_NAME ...", file=sys.stderr)
+        return 2
+    try:
+        table = from_studies([tuple(a.rsplit("=", 1)) for a in args[1:]])
+    except UserError as e:
+        print(f"makemore: error: {e}", file=sys.stderr)
+        return 1
+    atomic_write_json(args[0], table)
+    for r in table["recipes"]:
+        print(f"{r['budget']:>6g} s  dev {r['dev_loss']:.4f}  {r['params']:,} params  {r['steps']} steps  "
+              f"(study {r['study']}, trial {r['trial']} of {r['trials']})")
+    print(f"wrote {args[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

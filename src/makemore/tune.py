@@ -86,11 +86,13 @@ SPACE: dict = {
 INT_PARAMS = {"block_size", "emb_dim", "hidden", "layers", "batch_size", "steps"}
 
 
-def search_space(steps_cap: int, overrides: dict | None = None) -> dict:
+def search_space(steps_cap: int, overrides: dict | None = None, budget: float | None = None) -> dict:
     """SPACE with its `steps` range, and `overrides` ({"hidden": [16, 64]}, {"layers": 1},
-    {"direct": [false]}) replacing the ranges they name. Returned as JSON-ready lists."""
+    {"direct": [false]}) replacing the ranges they name. Returned as JSON-ready lists. With a
+    time `budget` there is no `steps`: each trial plans its own from the budget (budget.py)."""
     space = {k: (list(v) if isinstance(v, list) else [v[0], v[1], v[2]]) for k, v in SPACE.items()}
-    space["steps"] = [max(1, steps_cap // 5), steps_cap, True]
+    if not budget:
+        space["steps"] = [max(1, steps_cap // 5), steps_cap, True]
     for name, value in (overrides or {}).items():
         if name not in space:
             raise UserError(f"--space: unknown parameter {name!r}; searched are {', '.join(space)}")
@@ -138,10 +140,27 @@ def parse_space(text: str | None) -> dict:
     return value
 
 
+def preset_params(preset: str, space: dict) -> dict:
+    """A preset's settings as a point of `space` (each clipped into its range), to enqueue as a
+    trial: a study starts from the recipes known to be good."""
+    model_cfg, train_cfg = make_configs(preset)
+    values = {**vars(model_cfg), **vars(train_cfg)}
+    params = {}
+    for name, spec in space.items():
+        value = values[name]
+        if name == "direct":
+            params[name] = value if value in spec else spec[0]
+        else:
+            params[name] = min(max(value, spec[0]), spec[1])
+    return params
+
+
 def suggest(trial, space: dict) -> dict:
     """Draw one configuration from `space` (see search_space)."""
     params = {}
     for name in PARAM_ORDER:
+        if name not in space:
+            continue
         spec = space[name]
         if name == "direct":
             params[name] = trial.suggest_categorical(name, spec)
@@ -152,14 +171,17 @@ def suggest(trial, space: dict) -> dict:
     return params
 
 
-def trial_settings(params: dict, seed: int) -> dict:
+def trial_settings(params: dict, seed: int, budget: float | None = None) -> dict:
     """Every config field a trial sets: what `makemore train` needs to train it again.
 
     Floats are trained as drawn rounded to 3 significant digits, so that the printed command
     line is short and still trains exactly what the trial trained.
     """
     rounded = {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in params.items()}
-    return {**{k: rounded[k] for k in PARAM_ORDER}, **FIXED, "seed": seed}
+    settings = {**{k: rounded[k] for k in PARAM_ORDER if k in rounded}, **FIXED, "seed": seed}
+    if budget:
+        settings["budget"] = budget
+    return settings
 
 
 def flag(field: str) -> str:
@@ -174,7 +196,7 @@ def train_command(settings: dict, data: str, out: str = "runs/best", split_seed:
     words = ["makemore", "train", "--data", data]
     if split_seed != 42:
         words += ["--split-seed", str(split_seed)]
-    for field in (*PARAM_ORDER, *FIXED, "seed"):
+    for field in (*PARAM_ORDER, *FIXED, "seed", "budget"):
         value = settings.get(field)
         if field == "direct":
             words += ["--direct"] if value else []
@@ -384,6 +406,8 @@ class TuneOptions:
     threads: int = 1
     heartbeat: int = DEFAULT_HEARTBEAT
     space: dict | None = None  # overrides of SPACE's ranges (see search_space)
+    budget: float | None = None  # seconds: the time objective, the best dev loss a trial reaches in them
+    tries: tuple[str, ...] = ()  # presets whose settings are the study's first trials
 
     def validate(self) -> None:
         if self.trials < 1:
@@ -398,7 +422,11 @@ class TuneOptions:
             raise UserError(f"heartbeat must be at least 1 second, got {self.heartbeat}")
         if not self.study.strip():
             raise UserError("study name must not be empty")
-        search_space(self.steps, self.space)  # raises on a bad --space
+        if self.budget is not None and not self.budget > 0:
+            raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
+        search_space(self.steps, self.space, self.budget)  # raises on a bad --space
+        for preset in self.tries:
+            make_configs(preset)  # an unknown preset is one error line
 
 
 def _corpus_digest(words: list[str], split_seed: int) -> str:
@@ -412,7 +440,7 @@ def _check_study_attrs(study, wanted: dict) -> None:
         study.set_user_attr(STUDY_ATTR, wanted)
         return
     names = {"digest": "data (file contents or --split-seed)", "steps_cap": "--steps", "seed": "--seed",
-             "space": "--space (search ranges)"}
+             "space": "--space (search ranges)", "budget": "--budget"}
     for key, what in names.items():
         if have.get(key) != wanted.get(key):
             shown = have.get("data") if key == "digest" else have.get(key)
@@ -531,7 +559,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     url = opts.storage or default_storage(out)
     _check_out_dir(out, opts.study, url)
     lock = _Lock(url, opts.study)
-    space = search_space(opts.steps, opts.space)
+    space = search_space(opts.steps, opts.space, opts.budget)
     grace = grace_period(opts.heartbeat)
 
     def dead(_study, t) -> None:  # called by fail_stale_trials, below
@@ -540,7 +568,8 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
 
     wanted = {"version": 1, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
-              "steps_cap": opts.steps, "seed": opts.seed, "fixed": FIXED}
+              "steps_cap": opts.steps, "seed": opts.seed, "fixed": FIXED, "budget": opts.budget,
+              "train_examples": len(corpus.encoded("train"))}
     with lock():
         # With a lock, no other worker is creating the tables now; without one, a race is retried.
         for attempt in range(1 if lock.kind != "none" else 3):
@@ -557,6 +586,9 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
             _check_study_attrs(study, wanted)
             worker = int(study.user_attrs.get("workers", 0))
             study.set_user_attr("workers", worker + 1)
+            if worker == 0:
+                for preset in opts.tries:  # known recipes first: TPE then searches around them
+                    study.enqueue_trial(preset_params(preset, space), skip_if_exists=True)
     if lock.kind == "none":
         log(f"note: no cross-worker lock for {redact(url).split(':')[0]} storage; with several workers "
             f"the study may run a few more than {opts.trials} trials")
@@ -565,14 +597,15 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
         seed=sampler_seed, multivariate=True, constant_liar=True,
         n_startup_trials=max(3, min(10, opts.trials // 3)))
     eval_every = max(1, opts.steps // 20)  # the same steps in every trial, so the pruner compares like with like
+    # a budget trial reports at 20ths of its budget, not at steps (its steps depend on its speed)
     study.pruner = pruner or optuna.pruners.MedianPruner(
-        n_startup_trials=4, n_warmup_steps=max(1, opts.steps // 4))
+        n_startup_trials=4, n_warmup_steps=max(1, opts.steps // 4) if not opts.budget else 5)
     host = socket.gethostname()
     worker_id = f"{host}:{os.getpid()}"
 
     def objective(trial) -> float:
         params = suggest(trial, space)
-        settings = trial_settings(params, opts.seed)
+        settings = trial_settings(params, opts.seed, opts.budget)
         model_cfg, train_cfg = make_configs("default", vocab_size=corpus.vocab.size, **settings,
                                             eval_interval=eval_every, threads=opts.threads, engine="auto")
         run_dir = out / f"trial-{trial.number:04d}"
@@ -582,12 +615,17 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
                            "params": count_params(model_cfg)}.items():
             trial.set_user_attr(key, value)
         last: dict = {}
+        reported: set[int] = set()
 
         def report(row: dict) -> None:
             if row["step"] == 0 or row.get("dev_loss") is None:
                 return
             last.update(row)
-            trial.report(row["dev_loss"], row["step"])
+            at = round(20 * row["seconds"] / opts.budget) if opts.budget else row["step"]
+            if at in reported:
+                return  # two estimates in one 20th of the budget: the first one stands
+            reported.add(at)
+            trial.report(row["dev_loss"], at)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"dev {row['dev_loss']:.4f} at step {row['step']}")
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The time-budget recipes of `makemore train --budget S`: one `makemore tune --budget S` study per
+# budget on names.txt, each study's best trial written to src/makemore/recipes.json with the
+# machine and date (`make recipes`; about 80 minutes on 2 CPU cores: run it on an idle machine,
+# since every trial is a race against the clock).
+#
+# Each study starts from the presets known to be good (--try) and searches around them with
+# TPE; one worker with every core, as `makemore train` runs for a user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MM=${MM:-.venv/bin/makemore}
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs/recipes}
+if [ -z "${MAKEMORE_DATA_DIR:-}" ] && [ -f ../shared/data/names.txt ]; then
+    export MAKEMORE_DATA_DIR=$(cd ../shared/data && pwd)
+fi
+# budget seconds : trials
+PLAN=${PLAN:-"10:24 60:16 300:8"}
+SPACE='{"block_size": [3, 12], "emb_dim": [8, 64], "hidden": [64, 1024], "batch_size": [32, 1024]}'
+studies=()
+for item in $PLAN; do
+    budget=${item%%:*}; trials=${item##*:}
+    echo "== tune --budget $budget ($trials trials)" >&2
+    "$MM" tune --data names --budget "$budget" --trials "$trials" --study "budget-$budget" \
+        --out "$OUT/$budget" --threads 0 --try fast,default --space "$SPACE" >&2
+    studies+=("sqlite:///$(cd "$OUT/$budget" && pwd)/study.db=budget-$budget")
+done
+"$PY" -m makemore.recipes "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
