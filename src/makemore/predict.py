@@ -105,13 +105,19 @@ def target_log_probs(predictor: Predictor, examples: Examples, positions: np.nda
     n = len(examples) if positions is None else len(positions)
     out = torch.empty(n, dtype=torch.float64)
     rows = chunk_rows(getattr(predictor, "vocab_size", None))
+    logits_of = getattr(predictor, "logits", None)
     bar = _progress(n, progress, desc)
     try:
         for i in range(0, n, rows):
             pos = np.arange(i, min(n, i + rows), dtype=np.int64) if positions is None else positions[i:i + rows]
             X, Y = examples.batch(pos, predictor.context_size)
-            logp = predictor(torch.from_numpy(X).to(predictor.device))
-            out[i:i + len(pos)] = logp.gather(1, torch.from_numpy(Y).to(logp.device)[:, None]).squeeze(1).double().cpu()
+            X, Y = torch.from_numpy(X).to(predictor.device), torch.from_numpy(Y).to(predictor.device)[:, None]
+            if logits_of is not None:  # log p(y) = logit_y - logsumexp(logits): one pass, no (N, V) output
+                z = logits_of(X)
+                target = z.gather(1, Y).squeeze(1) - torch.logsumexp(z, dim=1)
+            else:
+                target = predictor(X).gather(1, Y).squeeze(1)
+            out[i:i + len(pos)] = target.double().cpu()
             if bar is not None:
                 bar.update(len(pos))
     finally:
