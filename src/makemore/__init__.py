@@ -24,15 +24,24 @@ Several runs at once are the members of one training loop, e.g. a seed ensemble:
     results = mm.train_population(corpus, model_cfg, [train_cfg_a, train_cfg_b])  # any lrs, seeds
 """
 
-from .config import PRESETS, TrainConfig, make_configs
-from .data import Corpus, Examples, Vocab, build_examples, load_corpus, split_words
-from .errors import UserError
-from .models import Model, ModelConfig, build, count_params
-from .models.mlp import MLP, MLPConfig
-from .predict import ensemble_predictor, make_predictor, model_predictor, run_predictor, split_nll, words_nll
-from .runs import Ensemble, Run, load_ensemble, load_run
-from .sample import sample, sample_tagged, score, tag_words
-from .train import EnsembleResult, TrainResult, resume, train, train_ensemble, train_members, train_population
+import os
+
+# OpenMP threads that wait for work by spinning (GNU OpenMP's default) collapse when another
+# process wants a core: torch.mm of the fast preset's output layer went from 2 ms to 16-24 ms on 2
+# cores beside one busy process, and a `default` step took twice as long. Threads that sleep
+# when idle cost little when the machine is free. Set before torch starts its OpenMP runtime;
+# a value the user chose is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .config import PRESETS, TrainConfig, make_configs  # noqa: E402 (after the OpenMP setting)
+from .data import Corpus, Examples, Vocab, build_examples, load_corpus, split_words  # noqa: E402
+from .errors import UserError  # noqa: E402
+from .models import Model, ModelConfig, build, count_params  # noqa: E402
+from .models.mlp import MLP, MLPConfig  # noqa: E402
+from .predict import ensemble_predictor, make_predictor, model_predictor, run_predictor, split_nll, words_nll  # noqa: E402
+from .runs import Ensemble, Run, load_ensemble, load_run  # noqa: E402
+from .sample import sample, sample_tagged, score, tag_words  # noqa: E402
+from .train import EnsembleResult, TrainResult, resume, train, train_ensemble, train_members, train_population  # noqa: E402
 
 __all__ = [
     "PRESETS", "ModelConfig", "TrainConfig", "make_configs", "Corpus", "Examples", "Vocab", "build_examples",
