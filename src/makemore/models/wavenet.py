@@ -136,7 +136,8 @@ MODEL = WaveNet
 DEFAULT_PRESET = "wavenet"
 PRESETS: dict[str, dict] = {
     # makemore part 5's recipe: plain SGD, batch 32, lr 0.1 for 150,000 of 200,000 steps, then
-    # 0.01 (the notebook's `lr = 0.1 if i < 150000 else 0.01`). Dev 1.993 in the lecture.
+    # 0.01 (the notebook's `lr = 0.1 if i < 150000 else 0.01`). Dev 1.993 in the lecture
+    # (its own split); 1.985 on ours, in about 7 minutes on 2 CPU cores.
     "wavenet": dict(block_size=8, emb_dim=24, hidden=128, batch_size=32, steps=200_000, lr=0.1,
                     optimizer="sgd", schedule="step", decay_at=0.75, decay_factor=0.1),
 }
