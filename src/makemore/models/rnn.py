@@ -106,8 +106,9 @@ PRESETS: dict[str, dict] = {
     # batch 32) with a cosine schedule from a peak above its constant 5e-4, so that a short
     # run gets somewhere: dev 2.09 on names in about 1.5 minutes on 2 CPU cores.
     # threads=1: the step is many tiny products (one per position, in order); a second thread
-    # only adds synchronisation, and when the other core is busy a step ran 10-20x slower
-    # (measured on the shared 2-core machine: ~380 steps/s on one thread, 15-35 on two).
+    # only adds synchronisation, and when the other core is busy a step ran 5-10x slower
+    # (shared 2-core machine beside one busy process, OMP_WAIT_POLICY=PASSIVE as main sets
+    # it: ~450 steps/s on one thread, ~80 on two; gru ~220 and ~50).
     "rnn": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=30_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99), threads=1),
 }
