@@ -16,7 +16,7 @@ from types import ModuleType
 from ..errors import UserError
 from .base import Model, ModelConfig
 
-REGISTRY = ("mlp",)
+REGISTRY = ("mlp", "bigram", "rnn", "gru", "bow", "transformer", "wavenet")
 
 MODULES: dict[str, ModuleType] = {name: importlib.import_module(f"{__name__}.{name}") for name in REGISTRY}
 DEFAULT_MODEL = "mlp"

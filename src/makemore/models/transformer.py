@@ -1,0 +1,130 @@
+"""A transformer language model, as makemore.py's Transformer: the GPT-2 decoder (Radford et
+al. 2019; Vaswani et al. 2017), small.
+
+    x      = E[c_t] + P[t]                                  character and position embeddings
+    x     += attn(ln_1(x))        (layers times)            causal multi-head self-attention
+    x     += W_2 gelu(W_1 ln_2(x) + b_1) + b_2              an MLP 4x as wide on each position
+    logits = ln_f(x) @ W_out                                (no bias, as GPT-2)
+
+The window is read as makemore.py's sequence (base.window_layout): attention masks the columns
+before a row's start as well as those after the query, and P is indexed by the position counted
+from the start, so a prefix gets the same logits whatever padding precedes it. `dropout` is
+nanoGPT's (on the embeddings, the attention weights and each residual branch); makemore.py has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .base import (Model, ModelConfig, causal_mask, init_normal_, last_position_loss, seeded, sequence_loss, setting,
+                   trim_padding, window_layout)
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    """GPT-2's decoder blocks over character and position embeddings (makemore.py's sizes)."""
+
+    name = "transformer"
+    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words")
+    emb_dim: int = setting(64, "width of the residual stream: each character's embedding (makemore.py's n_embd)",
+                           min=1)
+    layers: int = setting(4, "transformer blocks (makemore.py's n_layer)", min=1)
+    heads: int = setting(4, "attention heads per block (makemore.py's n_head); must divide emb-dim", min=1)
+    dropout: float = setting(0.0, "dropout on the embeddings, attention weights and residual branches while training")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.emb_dim % self.heads:
+            raise UserError(f"emb-dim ({self.emb_dim}) must be a multiple of heads ({self.heads})")
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention, each position reading the positions of its sequence up to itself."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.c_attn = nn.Linear(cfg.emb_dim, 3 * cfg.emb_dim)  # queries, keys, values of all heads at once
+        self.c_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2)  # (B, heads, T, head size)
+                   for t in self.c_attn(x).split(C, dim=2))
+        # softmax(q k^T / sqrt(head size)) v over the allowed keys, in one fused call
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None],
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C)  # the heads side by side again
+        return F.dropout(self.c_proj(y), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """GPT-2's block: pre-norm attention, then a pre-norm MLP, each added to the residual stream."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.emb_dim)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.emb_dim)
+        self.c_fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        self.c_proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
+        # GPT-2's gelu is the tanh approximation (makemore.py's NewGELU)
+        h = self.c_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
+        return x + F.dropout(h, self.dropout, self.training)
+
+
+class Transformer(Model):
+    """forward(idx, targets=None) -> (logits, loss) of the next character after the window."""
+
+    Config = TransformerConfig
+    sequence = True
+
+    def __init__(self, cfg: TransformerConfig, seed: int = 42):
+        super().__init__(cfg)
+        with seeded(seed):
+            self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+            self.wpe = nn.Embedding(cfg.block_size, cfg.emb_dim)
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+            self.ln_f = nn.LayerNorm(cfg.emb_dim)
+            self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+            init_normal_(self)  # GPT-2's N(0, 0.02), as minGPT and makemore.py's first version
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        if idx.shape[1] > self.cfg.block_size:
+            raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {self.cfg.block_size}")
+        window = trim_padding(idx)
+        start, pos = window_layout(window)
+        # a column before the start gets position 0's embedding; no other column reads it
+        x = F.dropout(self.wte(window) + self.wpe(pos.clamp(min=0)), self.cfg.dropout, self.training)
+        mask = causal_mask(start, window.shape[1])
+        for block in self.blocks:
+            x = block(x, mask)
+        if self.training and targets is not None:
+            all_logits = self.lm_head(self.ln_f(x))
+            return all_logits[:, -1], sequence_loss(all_logits, window, targets, training=True)
+        logits = self.lm_head(self.ln_f(x[:, -1]))  # inference needs the last position only
+        return logits, last_position_loss(logits, targets)
+
+    def embedding_table(self) -> torch.Tensor:
+        return self.wte.weight
+
+
+MODEL = Transformer
+DEFAULT_PRESET = "transformer"
+PRESETS: dict[str, dict] = {
+    # makemore.py's settings (4 layers, 4 heads, n_embd 64, AdamW betas 0.9/0.99, weight decay
+    # 0.01, batch 32) with a cosine schedule and a short warm-up for a short run: dev 2.13 on
+    # names in about 2.5 minutes on 2 CPU cores, still falling (more steps, larger batches:
+    # to be tuned).
+    "transformer": dict(block_size=16, emb_dim=64, layers=4, heads=4, batch_size=32, steps=5_000, lr=3e-3,
+                        warmup=100, optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99)),
+}
