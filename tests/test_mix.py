@@ -106,3 +106,52 @@ def test_ngram_command_says_what_it_cannot_count(many_chars_file, monkeypatch, c
     assert main(["ngram", "--data", str(many_chars_file), "--max-context", "12"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "use a shorter context" in err and "Traceback" not in err
+
+
+def test_ensemble_of_different_models(trained, tmp_path, capsys):
+    """`makemore ensemble` joins runs of different models into one: its dev loss is the mean of
+    their probabilities, and every command takes it as one run (eval, mix, eval --mix)."""
+    corpus, result, run = trained
+    gru = tmp_path / "gru"
+    assert main(["train", "--data", corpus.source, "--model", "gru", "--steps", "60", "--emb-dim", "8",
+                 "--hidden", "16", "--quiet", "--out", str(gru)]) == 0
+    capsys.readouterr()
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(run), str(gru), "--out", str(ens), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    members = out["member_dev_loss"]
+    assert members["run"] == pytest.approx(result.summary["dev_loss"], abs=1e-6)
+    # the mixture of two models is never worse than the worse one, and here better than their mean
+    assert out["dev_loss"] <= max(members.values()) and out["dev_loss"] < sum(members.values()) / 2
+    assert not (ens / "run" / "last.safetensors").exists() and (ens / "gru" / "best.safetensors").is_file()
+    assert main(["eval", str(ens), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(out["dev_loss"], abs=1e-9)
+    assert main(["mix", str(ens), "--ngram-context", "3", "--json"]) == 0
+    mixed = json.loads(capsys.readouterr().out)["mix_dev_loss"]
+    assert main(["eval", str(ens), "--mix", "--json"]) == 0
+    result_mix = json.loads(capsys.readouterr().out)
+    assert result_mix["mix"] is True and result_mix["loss"] == pytest.approx(mixed, abs=1e-6)
+    # refused: an existing --out, a single run, runs of other data
+    assert main(["ensemble", str(run), str(gru), "--out", str(ens)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["ensemble", str(run), "--out", str(tmp_path / "one")]) == 1
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(corpus.splits["train"][:200]))
+    assert main(["train", "--data", str(other), "--model", "bigram", "--steps", "5", "--quiet",
+                 "--out", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(run), str(tmp_path / "other"), "--out", str(tmp_path / "bad")]) == 1
+    assert "other data" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad.*"))
+
+
+def test_ngram_test_losses_use_the_dev_tuned_settings(trained, capsys):
+    corpus, _, _ = trained
+    assert main(["ngram", "--data", corpus.source, "--max-context", "3", "--test", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for k, row in enumerate(rows, start=1):
+        model = NGramModel.from_words(corpus.splits["train"], corpus.vocab, k, "kneser_ney",
+                                      row["kneser_ney"]["discount"])
+        X, Y = corpus.examples("test", k)
+        assert row["kneser_ney"]["test_loss"] == pytest.approx(model.nll(X, Y), rel=1e-9)
+        assert row["add_alpha"]["test_loss"] > 0

@@ -27,11 +27,13 @@ Several runs at once are the members of one training loop, e.g. a seed ensemble:
 import os
 
 # OpenMP threads that wait for work by spinning (GNU OpenMP's default) collapse when another
-# process wants a core: torch.mm of the fast preset's output layer went from 2 ms to 16-24 ms on 2
-# cores beside one busy process, and a `default` step took twice as long. Threads that sleep
-# when idle cost little when the machine is free. Set before torch starts its OpenMP runtime;
-# a value the user chose is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# process wants a core: a step can take several times as long. Threads that never spin
+# (PASSIVE) hold up there but slow the many small ops of an autograd model on a free machine; a
+# short spin, then sleep, keeps both (`make bench`, item `openmp`, measures the three here).
+# Set before torch starts its OpenMP runtime; values the user chose are kept.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = "100000"
 
 from .config import PRESETS, TrainConfig, make_configs  # noqa: E402 (after the OpenMP setting)
 from .data import Corpus, Examples, Vocab, build_examples, load_corpus, split_words  # noqa: E402

@@ -347,6 +347,7 @@ def add_eval(sub) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("--split", choices=("train", "dev", "test"), default="dev",
                    help="the test split is only touched when named")
+    p.add_argument("--mix", action="store_true", help="evaluate the model + n-gram mixture (see `mix`)")
     p.add_argument("--json", action="store_true")
 
 
@@ -360,18 +361,21 @@ def cmd_eval(args) -> int:
     run = _load(args.run, ensemble=True)
     examples = Examples.from_words(run.splits[args.split], run.vocab)
     progress = None if not args.json else False
-    loss = split_nll(_predictor(run, mix=False), examples, progress=progress, desc=f"{args.split} loss")
+    loss = split_nll(_predictor(run, mix=args.mix), examples, progress=progress, desc=f"{args.split} loss")
     members = None
     if isinstance(run, Ensemble):
         members = [{"run": r.path.name, "loss": split_nll(model_predictor(r.model), examples, progress=progress)}
                    for r in run.runs]
     result = {"split": args.split, "loss": loss, "perplexity": math.exp(loss), "examples": len(examples)}
+    if args.mix:
+        result["mix"] = True
     if members is not None:
         result["members"] = members
     if args.json:
         _print_json(result)
         return 0
     what = f", ensemble of {len(members)}: mean of their probabilities" if members is not None else ""
+    what += ", mixed with its n-gram model" if args.mix else ""
     print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({len(examples):,} examples{what})")
     for m in members or []:
         print(f"  {m['run']:<12} loss {m['loss']:.4f}")
@@ -416,7 +420,7 @@ def add_sample(sub) -> None:
     p.add_argument("--unique", action="store_true",
                    help="no repeated samples (remembers every sample written: memory grows with -n)")
     p.add_argument("--new-only", action="store_true", help="only words in none of the splits")
-    p.add_argument("--mix", action="store_true", help="sample from the MLP + n-gram mixture (see `mix`)")
+    p.add_argument("--mix", action="store_true", help="sample from the model + n-gram mixture (see `mix`)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: sampling is many small steps, and on a busy machine torch's "
                         "thread pool cost more than it gave; 0: torch's default)")
@@ -541,7 +545,7 @@ def add_score(sub) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("words", nargs="+", metavar="WORD")
     p.add_argument("--verbose", action="store_true", help="per-character probabilities")
-    p.add_argument("--mix", action="store_true", help="score with the MLP + n-gram mixture (see `mix`)")
+    p.add_argument("--mix", action="store_true", help="score with the model + n-gram mixture (see `mix`)")
     p.add_argument("--json", action="store_true")
 
 
@@ -574,7 +578,9 @@ def add_ngram(sub) -> None:
                    "makemore ngram --data names --max-context 6 --compare runs/lecture")
     add_data_flags(p)
     p.add_argument("--max-context", type=int, default=6, help="largest context length K")
-    p.add_argument("--compare", metavar="RUN", help="show this MLP run's size and dev NLL beside them")
+    p.add_argument("--compare", metavar="RUN", help="show this run's size and dev NLL beside them")
+    p.add_argument("--test", action="store_true", help="also the test NLL of each dev-tuned model (read the "
+                   "test split once, for final figures)")
     p.add_argument("--json", action="store_true")
 
 
@@ -596,7 +602,7 @@ def cmd_ngram(args) -> int:
         compare = {"run": args.compare, "model": run.model_cfg.name, "params": run.model.num_params(),
                    "block_size": run.model_cfg.block_size, "dev_loss": split_nll(model_predictor(run.model), dev)}
     try:
-        rows = ngram_table(corpus, args.max_context)
+        rows = ngram_table(corpus, args.max_context, test=args.test)
     except MemoryError:  # NGramCounts checks its bound beforehand; this is for what that misses
         raise UserError(f"out of memory counting contexts of up to {args.max_context} characters; "
                         f"use a smaller --max-context") from None
@@ -612,11 +618,42 @@ def cmd_ngram(args) -> int:
         alpha = f"{alpha:.3f}" if alpha >= 0.01 else f"{alpha:.1e}"
         print(f"{r['context']:>7}  {entries:>16}  {r['unseen_dev_contexts']:>14.1%}  "
               f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
-              f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}")
+              f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}"
+              + (f"  test {r['add_alpha']['test_loss']:.4f} / {r['kneser_ney']['test_loss']:.4f}" if args.test else ""))
     if compare:
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
               f"dev {compare['dev_loss']:.4f}")
     print("dev NLL in nats per character on the dev split; smoothing tuned on dev")
+    return 0
+
+
+def add_ensemble(sub) -> None:
+    p = _subparser(sub, "ensemble", "one model from several trained runs (any models, same data): the mean of "
+                   "their probabilities", "makemore ensemble runs/default runs/wavenet runs/gru --out runs/ens\n"
+                   "  makemore mix runs/ens --ngram-context 5")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data and split")
+    p.add_argument("--out", required=True, help="the ensemble directory to create (the runs are copied into it)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_ensemble(args) -> int:
+    from .data import Examples
+    from .predict import model_predictor, run_predictor, split_nll
+    from .runs import combine_runs, write_ensemble
+
+    ens = combine_runs(args.out, args.runs)
+    dev = Examples.from_words(ens.splits["dev"], ens.vocab)
+    members = {run.path.name: split_nll(model_predictor(run.model), dev) for run in ens.runs}
+    dev_loss = split_nll(run_predictor(ens), dev, progress=False if args.json else None, desc="dev loss")
+    write_ensemble(ens.path, [r.path.name for r in ens.runs], {**ens.info, "member_dev_loss": members,
+                                                                "dev_loss": dev_loss})
+    if args.json:
+        _print_json({"out": str(ens.path), "member_dev_loss": members, "dev_loss": dev_loss})
+        return 0
+    for name, loss in members.items():
+        print(f"{name:<24} dev loss {loss:.4f}")
+    print(f"{'ensemble':<24} dev loss {dev_loss:.4f}  (mean of the {len(members)} members' probabilities)")
+    print(f"saved to {ens.path}; eval, sample, score, mix and serve take it as one run")
     return 0
 
 
@@ -645,9 +682,9 @@ def cmd_mix(args) -> int:
     if args.json:
         _print_json(result)
         return 0
-    print(f"MLP dev loss          {result['mlp_dev_loss']:.4f}")
+    print(f"model dev loss        {result['mlp_dev_loss']:.4f}")
     print(f"Kneser-Ney (k={args.ngram_context}) dev  {result['ngram_dev_loss']:.4f}  (discount {result['discount']:.3f})")
-    print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the MLP {result['weight']:.3f})")
+    print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the model {result['weight']:.3f})")
     print(f"saved to {run.path / 'mix.json'}; use it with `sample --mix` and `score --mix`")
     return 0
 
@@ -1016,7 +1053,7 @@ def add_serve(sub) -> None:
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
                         "server to the network: see the README first)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--mix", action="store_true", help="serve each RUN's MLP + n-gram mixture (see `mix`)")
+    p.add_argument("--mix", action="store_true", help="serve each RUN's model + n-gram mixture (see `mix`)")
 
 
 def cmd_serve(args) -> int:
@@ -1039,6 +1076,7 @@ COMMANDS = {
     "score": (add_score, cmd_score),
     "ngram": (add_ngram, cmd_ngram),
     "mix": (add_mix, cmd_mix),
+    "ensemble": (add_ensemble, cmd_ensemble),
     "tune": (add_tune, cmd_tune),
     "lr-find": (add_lr_find, cmd_lr_find),
     "sweep": (add_sweep, cmd_sweep),
@@ -1049,8 +1087,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="makemore", description="Character-level MLP language model (Bengio et al. 2003, "
-                    "makemore part 2): train on a file of words, then sample and score.",
+    parser = Parser(prog="makemore", description="Character-level language models: the MLP of Bengio et al. 2003 "
+                    "(makemore part 2) and makemore's other models (--model); train on a file of words, then "
+                    "sample and score.",
                     epilog="example:\n  makemore train --data names --preset lecture --out runs/lecture\n"
                     "  makemore sample runs/lecture -n 10", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

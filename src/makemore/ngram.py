@@ -585,13 +585,14 @@ def fit_on_dev(corpus: Corpus, context: int, method: str = "kneser_ney") -> NGra
     return model
 
 
-def ngram_table(corpus: Corpus, max_context: int = 6) -> list[dict]:
+def ngram_table(corpus: Corpus, max_context: int = 6, test: bool = False) -> list[dict]:
     """For k = 1..max_context: table size, unseen dev contexts, tuned add-alpha and KN dev loss.
 
     Each row: {"context": k, "table_entries": V^(k+1) (the cells a dense table would need, a
     Python int), "unseen_dev_contexts": share of dev examples with a context unseen in
     training, "add_alpha": {"alpha", "dev_loss"}, "kneser_ney": {"discount", "dev_loss"}}; the
-    Kneser-Ney discount is one number shared by all orders. Losses are mean NLL in nats.
+    Kneser-Ney discount is one number shared by all orders. Losses are mean NLL in nats. With
+    `test`, each model also gets the "test_loss" of its dev-tuned setting.
     """
     if max_context < 1:
         raise ValueError(f"max_context must be at least 1, got {max_context}")
@@ -601,6 +602,9 @@ def ngram_table(corpus: Corpus, max_context: int = 6) -> list[dict]:
     counts = NGramCounts.from_examples(corpus.encoded("train"), V, max_context)
     dev = corpus.encoded("dev")
     dev_ids = counts.context_ids(example_columns(dev), len(dev), max_context)
+    if test:
+        test_examples = corpus.encoded("test")
+        test_ids = counts.context_ids(example_columns(test_examples), len(test_examples), max_context)
     rows = []
     for k in range(1, max_context + 1):
         row: dict = {"context": k, "table_entries": V ** (k + 1),
@@ -611,6 +615,12 @@ def ngram_table(corpus: Corpus, max_context: int = 6) -> list[dict]:
             model = NGramModel(counts, k, method)
             found = model._look_up(context_ids, targets[:, None], cache)
             row[method] = {parameter: model._tune(found, weights), "dev_loss": model._nll(found, weights)}
+        if test:
+            context_ids, targets, weights = distinct_examples(counts, test_ids[:k + 1], test_examples.ids.astype(np.int64))
+            test_cache: dict = {}
+            for method in ("add_alpha", "kneser_ney"):
+                model = NGramModel(counts, k, method, row[method]["alpha" if method == "add_alpha" else "discount"])
+                row[method]["test_loss"] = model._nll(model._look_up(context_ids, targets[:, None], test_cache), weights)
         rows.append(row)
     return rows
 

@@ -21,6 +21,7 @@ Every write is atomic (utils.atomic_write): a kill mid-write leaves the old file
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,6 +232,49 @@ def load_ensemble(path: str | Path, checkpoint: str = "best", device: str = "cpu
         if run.vocab.chars != first.vocab.chars or run.splits != first.splits:
             raise UserError(f"{broken}: {run.path.name} was trained on other data than {first.path.name}")
     return Ensemble(path, runs, info)
+
+
+def combine_runs(out: str | Path, run_dirs: list[str | Path]) -> Ensemble:
+    """ENS from trained runs of any models on the same data: each run's files are copied into
+    ENS/<name> (its optimizer state, last.safetensors, left behind) and ENS/ensemble.json lists
+    them; the whole directory appears at once (built beside it, then renamed), so a failure
+    leaves nothing. The ensemble is the mean of the members' probabilities, as a seed ensemble."""
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    if out.exists():
+        raise UserError(f"{out} already exists; pick another --out")
+    if len(run_dirs) < 2:
+        raise UserError("an ensemble of runs needs at least two runs")
+    runs = [load_run(d) for d in run_dirs]  # each one clear error if it is not a run
+    first = runs[0]
+    for run in runs[1:]:
+        if run.vocab.chars != first.vocab.chars or run.splits != first.splits:
+            raise UserError(f"{run.path} was trained on other data (or another split) than {first.path}")
+    names: list[str] = []
+    for run in runs:
+        name, i = run.path.resolve().name, 2
+        while name in names or name == "ensemble.json":
+            name, i = f"{run.path.resolve().name}-{i}", i + 1
+        names.append(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for run, name in zip(runs, names):
+            shutil.copytree(run.path, tmp / name, ignore=shutil.ignore_patterns("last.safetensors", "*.tmp"))
+        write_ensemble(tmp, names, {"combined_from": [str(r.path) for r in runs],
+                                    "models": [r.model_cfg.name for r in runs]})
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the ensemble from other users
+        tmp.rename(out)
+    except OSError as e:
+        raise UserError(f"could not write the ensemble {out}: {e.strerror or e}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return load_ensemble(out)
 
 
 def load_any(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run | Ensemble:

@@ -1,0 +1,73 @@
+"""The README's model comparison table from the JSON files scripts/compare_models.sh writes.
+
+    python scripts/compare_table.py docs/results/compare "bigram lecture ... best" > docs/results/compare.md
+
+Also writes DIR/../compare.json (the same rows, as numbers). Every row's dev loss chose
+nothing after the fact; the test column is the one reading of the test split.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+from makemore.config import PRESETS
+from makemore.utils import atomic_write_json
+
+
+def read(folder: Path, name: str) -> dict:
+    return json.loads((folder / f"{name}.json").read_text())
+
+
+def machine() -> str:
+    cpu = platform.machine()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def main(folder: str, presets: str) -> None:
+    folder = Path(folder)
+    rows = []
+    for preset in presets.split():
+        s = read(folder, preset)
+        rows.append({"model": PRESETS[preset]["model"], "what": f"`--preset {preset}`", "params": s["params"],
+                     "seconds": s["seconds"], "dev_loss": s["dev_loss"], "test_loss": read(folder, f"test_{preset}")["loss"]})
+    ngram, ngram_test = read(folder, "ngram"), read(folder, "test_ngram")
+    for method, label in (("add_alpha", "add-alpha"), ("kneser_ney", "Kneser-Ney")):
+        best = min(range(len(ngram)), key=lambda i: ngram[i][method]["dev_loss"])  # chosen on dev
+        rows.append({"model": f"counts, {label}", "what": f"context {ngram[best]['context']} (`makemore ngram`)",
+                     "params": None, "seconds": None, "dev_loss": ngram[best][method]["dev_loss"],
+                     "test_loss": ngram_test[best][method]["test_loss"]})
+    ens = read(folder, "ensemble")
+    members = list(ens["member_dev_loss"])
+    by_preset = {r["what"]: r for r in rows}
+    member_rows = [by_preset[f"`--preset {m}`"] for m in members]
+    rows.append({"model": "ensemble", "what": " + ".join(members) + " (`makemore ensemble`)",
+                 "params": sum(r["params"] for r in member_rows), "seconds": sum(r["seconds"] for r in member_rows),
+                 "dev_loss": ens["dev_loss"], "test_loss": read(folder, "test_ensemble")["loss"]})
+    for name, label, base in (("best", "best + Kneser-Ney", by_preset["`--preset best`"]),
+                              ("ensemble", "ensemble + Kneser-Ney", rows[-1])):
+        mix = read(folder, f"mix_{name}")
+        rows.append({"model": "mixture", "what": f"{label} 5-gram, weight {mix['weight']:.2f} (`makemore mix`)",
+                     "params": base["params"], "seconds": base["seconds"], "dev_loss": mix["mix_dev_loss"],
+                     "test_loss": read(folder, f"test_mix_{name}")["loss"]})
+    when = datetime.date.fromtimestamp((folder / "ensemble.json").stat().st_mtime).isoformat()
+    atomic_write_json(folder.parent / "compare.json", {"machine": machine(), "date": when, "rows": rows})
+    print(f"| model | recipe | parameters | training time | dev loss | test loss |")
+    print(f"|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        params = f"{r['params']:,}" if r["params"] is not None else "-"
+        secs = "-" if r["seconds"] is None else (f"{r['seconds']:.0f} s" if r["seconds"] < 120 else f"{r['seconds'] / 60:.1f} min")
+        print(f"| {r['model']} | {r['what']} | {params} | {secs} | {r['dev_loss']:.4f} | {r['test_loss']:.4f} |")
+    print(f"\n{machine()}, {when}; `bash scripts/compare_models.sh` (in `make figures`).")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
