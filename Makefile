@@ -34,7 +34,7 @@ dev: $(VENV)/.dev-installed
 
 demo: install
 	rm -rf runs/demo
-	$(BIN)/makemore train --data names --preset default --out runs/demo
+	$(BIN)/makemore train --data names --budget 60 --out runs/demo
 	$(BIN)/makemore sample runs/demo -n 20 --seed 1
 
 test: dev
@@ -45,7 +45,7 @@ test: dev
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench.py
 
-# every picture and table of the README (about 15 minutes); TUNE_STORAGE=... adds the tune plots
+# every picture and table of the README (about an hour: the comparison of models is 45 minutes); TUNE_STORAGE=... adds the tune plots
 figures: install
 	bash scripts/figures.sh
 

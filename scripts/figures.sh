@@ -3,7 +3,8 @@
 #
 # Trains the presets on names into runs/figures/, runs each experiment command, and copies its
 # picture to docs/ and its JSON to docs/results/, with the machine and date in
-# docs/results/machine.json. Takes about 15 minutes on 2 CPU cores. The tune plots come from an
+# docs/results/machine.json. Takes about an hour on 2 CPU cores (45 minutes of it the comparison of
+# models, scripts/compare_models.sh). The tune plots come from an
 # existing study: set TUNE_STORAGE (and TUNE_STUDY) to include them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +39,13 @@ print(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version_
                   "date": datetime.date.today().isoformat()}, indent=2))
 EOF
 
-train lecture --preset lecture
+# every model's preset (lecture and default among them) into $RUNS, the comparison of models,
+# the ensemble and the mixture, with the test split read once at the end (README, "Models")
+step "compare models"
+RUNS="$RUNS" bash scripts/compare_models.sh >&2
+for name in lecture default; do cp "$RUNS/$name/summary.json" "$DOCS/results/$name.json"; done
 train tiny2d --preset tiny2d
 train fast --preset fast
-train default --preset default
 
 step "plot, embeddings"
 "$MM" plot "$RUNS/lecture" --out "$DOCS/loss_lecture.png"

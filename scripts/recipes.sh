@@ -22,7 +22,9 @@ for item in $PLAN; do
     budget=${item%%:*}; trials=${item##*:}
     echo "== tune --budget $budget ($trials trials)" >&2
     "$MM" tune --data names --budget "$budget" --trials "$trials" --study "budget-$budget" \
-        --out "$OUT/$budget" --threads 0 --try fast,default --space "$SPACE" >&2
+        --out "$OUT/$budget" --threads 0 --try "${TRY:-fast,default,best}" --space "$SPACE" >&2
     studies+=("sqlite:///$(cd "$OUT/$budget" && pwd)/study.db=budget-$budget")
 done
 "$PY" -m makemore.recipes "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
+# the plot of the README's "Time budgets": best dev loss against seconds, with the count models
+"$PY" scripts/budget_plot.py "$OUT"

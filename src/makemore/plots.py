@@ -246,3 +246,49 @@ def plot_sweep(table: list[dict], grid: dict[str, list], path: str | Path, title
     _titles(fig, ax, title, subtitle or f"{note}line = train-dev gap")
     return save_figure(fig, path)
 
+
+
+# ----------------------------------------------------------------------------------------
+# The best dev loss for a time budget (issue 12): scripts/budget_plot.py -> docs/budget.png
+
+
+def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], path: str | Path, title: str,
+                subtitle: str = "", runs: list[dict] | None = None) -> Path:
+    """Dev loss against seconds of training (log axis): every trial of the budget studies
+    (small dots at its budget), the recipe each budget keeps (joined: the best dev loss known
+    for that time), the count models at the seconds they take to count and tune, and
+    optionally other runs (the presets) at their training time. Each item: {"seconds", "dev_loss"}
+    (+ "label")."""
+    fig = new_figure()
+    ax = fig.add_subplot()
+    if trials:
+        ax.plot([t["seconds"] for t in trials], [t["dev_loss"] for t in trials], ".", color="tab:blue",
+                alpha=0.35, ms=5, label="tune trials (at their budget)")
+    if recipes:
+        ax.plot([r["seconds"] for r in recipes], [r["dev_loss"] for r in recipes], "o-", color="tab:blue", ms=7,
+                label="MLP, best recipe for the budget")
+        for r in recipes:
+            ax.annotate(f"{r['dev_loss']:.3f}", (r["seconds"], r["dev_loss"]), xytext=(6, 4),
+                        textcoords="offset points", fontsize=8, color="tab:blue")
+    if counts:
+        ax.plot([c["seconds"] for c in counts], [c["dev_loss"] for c in counts], "x--", color="tab:red", ms=7,
+                lw=0.8, label="Kneser-Ney, context 1..6 (count + tune)")
+        for c in counts:
+            ax.annotate(c["label"], (c["seconds"], c["dev_loss"]), xytext=(4, -10), textcoords="offset points",
+                        fontsize=7, color="tab:red")
+    for r in runs or []:
+        ax.plot([r["seconds"]], [r["dev_loss"]], "s", color="tab:green", ms=5)
+        ax.annotate(r["label"], (r["seconds"], r["dev_loss"]), xytext=(5, 2), textcoords="offset points",
+                    fontsize=7, color="tab:green")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("seconds of training (log scale)")
+    ax.set_ylabel("dev loss (nats per character)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+    _titles(fig, ax, title, subtitle)
+    return save_figure(fig, path)
