@@ -56,6 +56,14 @@ def test_a_steady_machine_fills_the_budget_and_completes_the_schedule(budget):
     assert evals <= MAX_EVALS + 2 and (evals - 2) * 0.2 <= 0.1 * budget  # evaluations stay within ~10%
 
 
+def test_a_fast_model_plans_before_its_provisional_schedule_ends():
+    """5,500 provisional steps of 0.45 ms take 2.5 s, less than the 3% of a 300 s budget the plan
+    waits for: the plan must still be made, not the provisional schedule run to its end."""
+    plan, used, step, _ = simulate(300, lambda s: 0.00045, eval_seconds=0.05, provisional=5_500)
+    assert plan.calibrated and step == plan.total > 100 * 5_500
+    assert 0.9 * 300 <= used <= 300
+
+
 def test_a_machine_that_slows_down_moves_the_end_of_the_schedule():
     plan, used, step, _ = simulate(60, lambda s: 0.004 if s < 3000 else 0.008, eval_seconds=0.2)
     assert step == plan.total and not plan.stopped_early and 54 <= used <= 60
