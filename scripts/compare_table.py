@@ -49,7 +49,9 @@ def main(folder: str, presets: str) -> None:
     members = list(ens["member_dev_loss"])
     by_preset = {r["what"]: r for r in rows}
     member_rows = [by_preset[f"`--preset {m}`"] for m in members]
-    rows.append({"model": "ensemble", "what": " + ".join(members) + " (`makemore ensemble`)",
+    weights = ens.get("weights") or {m: 1 / len(members) for m in members}
+    rows.append({"model": "ensemble", "what": " + ".join(f"{weights[m]:.2f} {m}" for m in members)
+                 + " (`makemore ensemble`, weights fitted on dev)",
                  "params": sum(r["params"] for r in member_rows), "seconds": sum(r["seconds"] for r in member_rows),
                  "dev_loss": ens["dev_loss"], "test_loss": read(folder, "test_ensemble")["loss"]})
     for name, label, base in (("best", "best + Kneser-Ney", by_preset["`--preset best`"]),

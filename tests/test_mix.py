@@ -121,8 +121,13 @@ def test_ensemble_of_different_models(trained, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     members = out["member_dev_loss"]
     assert members["run"] == pytest.approx(result.summary["dev_loss"], abs=1e-6)
-    # the mixture of two models is never worse than the worse one, and here better than their mean
-    assert out["dev_loss"] <= max(members.values()) and out["dev_loss"] < sum(members.values()) / 2
+    # weights fitted on dev: never worse than the best member alone nor than equal weights
+    assert sum(out["weights"].values()) == pytest.approx(1.0)
+    assert out["dev_loss"] <= min(members.values()) + 1e-9
+    assert main(["ensemble", str(run), str(gru), "--out", str(tmp_path / "equal"), "--equal", "--json"]) == 0
+    equal = json.loads(capsys.readouterr().out)
+    assert equal["weights"] == {"run": 0.5, "gru": 0.5}
+    assert out["dev_loss"] <= equal["dev_loss"] + 1e-9 and equal["dev_loss"] <= max(members.values())
     assert not (ens / "run" / "last.safetensors").exists() and (ens / "gru" / "best.safetensors").is_file()
     assert main(["eval", str(ens), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(out["dev_loss"], abs=1e-9)
@@ -155,3 +160,19 @@ def test_ngram_test_losses_use_the_dev_tuned_settings(trained, capsys):
         X, Y = corpus.examples("test", k)
         assert row["kneser_ney"]["test_loss"] == pytest.approx(model.nll(X, Y), rel=1e-9)
         assert row["add_alpha"]["test_loss"] > 0
+
+
+def test_fitted_ensemble_weights_maximise_the_likelihood():
+    """EM's weights against a brute-force search over the simplex of three members."""
+    from makemore.predict import fit_ensemble_weights
+
+    g = torch.Generator().manual_seed(0)
+    logp = torch.log_softmax(torch.randn(3, 400, 5, generator=g), dim=-1)[:, :, 0]  # (K, N) log p(target)
+
+    def ll(w):
+        return torch.logsumexp(logp + torch.tensor(w).log()[:, None], dim=0).mean().item()
+
+    fitted = fit_ensemble_weights(logp)
+    grid = [(a / 50, b / 50, 1 - a / 50 - b / 50) for a in range(1, 50) for b in range(1, 50 - a)]
+    assert ll(fitted) >= max(ll(w) for w in grid) - 1e-9
+    assert sum(fitted) == pytest.approx(1.0) and min(fitted) >= 0

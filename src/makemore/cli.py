@@ -633,26 +633,37 @@ def add_ensemble(sub) -> None:
                    "  makemore mix runs/ens --ngram-context 5")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data and split")
     p.add_argument("--out", required=True, help="the ensemble directory to create (the runs are copied into it)")
+    p.add_argument("--equal", action="store_true", help="weight every member 1/K (default: the weights that "
+                   "maximise the dev likelihood, fitted by EM)")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_ensemble(args) -> int:
+    import torch
+
     from .data import Examples
-    from .predict import model_predictor, run_predictor, split_nll
+    from .predict import ensemble_predictor, fit_ensemble_weights, model_predictor, split_nll, target_log_probs
     from .runs import combine_runs, write_ensemble
 
     ens = combine_runs(args.out, args.runs)
     dev = Examples.from_words(ens.splits["dev"], ens.vocab)
-    members = {run.path.name: split_nll(model_predictor(run.model), dev) for run in ens.runs}
-    dev_loss = split_nll(run_predictor(ens), dev, progress=False if args.json else None, desc="dev loss")
-    write_ensemble(ens.path, [r.path.name for r in ens.runs], {**ens.info, "member_dev_loss": members,
-                                                                "dev_loss": dev_loss})
+    progress = False if args.json else None
+    logp = torch.stack([target_log_probs(model_predictor(m), dev, progress=progress, desc=f"dev loss of {r.path.name}")
+                         for r, m in zip(ens.runs, ens.models)])
+    names = [r.path.name for r in ens.runs]
+    members = {name: -logp[k].mean().item() for k, name in enumerate(names)}
+    weights = [1.0 / len(names)] * len(names) if args.equal else fit_ensemble_weights(logp)
+    dev_loss = split_nll(ensemble_predictor(ens.models, weights), dev, progress=progress, desc="dev loss")
+    write_ensemble(ens.path, names, {**ens.info, "weights": weights, "weights_from": "equal" if args.equal else "dev",
+                                     "member_dev_loss": members, "dev_loss": dev_loss})
     if args.json:
-        _print_json({"out": str(ens.path), "member_dev_loss": members, "dev_loss": dev_loss})
+        _print_json({"out": str(ens.path), "member_dev_loss": members, "weights": dict(zip(names, weights)),
+                     "dev_loss": dev_loss})
         return 0
-    for name, loss in members.items():
-        print(f"{name:<24} dev loss {loss:.4f}")
-    print(f"{'ensemble':<24} dev loss {dev_loss:.4f}  (mean of the {len(members)} members' probabilities)")
+    for (name, loss), w in zip(members.items(), weights):
+        print(f"{name:<24} dev loss {loss:.4f}  weight {w:.3f}")
+    how = "equal weights" if args.equal else "weights fitted on dev"
+    print(f"{'ensemble':<24} dev loss {dev_loss:.4f}  (mixture of the {len(members)} members' probabilities, {how})")
     print(f"saved to {ens.path}; eval, sample, score, mix and serve take it as one run")
     return 0
 

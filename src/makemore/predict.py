@@ -65,27 +65,54 @@ def model_predictor(model) -> Predictor:
     return make_predictor(predict, block_size, next(model.parameters()).device, model.cfg.vocab_size)
 
 
-def ensemble_predictor(models) -> Predictor:
-    """A seed ensemble: the mean of the members' next-character probabilities (not of their
-    logits: averaging probabilities is the mixture of the models, each weighted 1/K, and its
-    log-likelihood can only beat the members' average), log(1/K sum_k softmax(logits_k)).
-    The members may be different models, as long as they share a vocabulary; each reads its
-    own context length (the longest is asked for)."""
+def ensemble_predictor(models, weights=None) -> Predictor:
+    """An ensemble: the mixture of the members' next-character probabilities, each weighted
+    1/K (a seed ensemble) or by `weights` (tuned on dev, `fit_ensemble_weights`):
+    log sum_k w_k softmax(logits_k). Averaging probabilities, not logits, is a mixture of the
+    models, whose log-likelihood can only beat the members' weighted average. The members may
+    be different models, as long as they share a vocabulary; each reads its own context length
+    (the longest is asked for)."""
     models = list(models)
     if not models:
         raise UserError("an ensemble needs at least one model")
     members = [model_predictor(m) for m in models]
     if len(members) == 1:
         return members[0]
-    log_k = math.log(len(members))
+    if weights is None:
+        weights = [1.0 / len(members)] * len(members)
+    if len(weights) != len(members) or min(weights) < 0 or not math.isclose(sum(weights), 1.0, rel_tol=1e-6):
+        raise UserError(f"an ensemble of {len(members)} needs {len(members)} weights >= 0 summing to 1, got {weights}")
+    log_w = torch.tensor([math.log(w) if w > 0 else -math.inf for w in weights], dtype=torch.float32)
     context_size = max(p.context_size for p in members)
 
     @torch.no_grad()
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         logp = torch.stack([p(ctx) for p in members])  # (K, N, vocab)
-        return torch.logsumexp(logp, dim=0) - log_k  # log of the mean probability, without underflow
+        return torch.logsumexp(logp + log_w.to(logp.device)[:, None, None], dim=0)  # without underflow
 
     return make_predictor(predict, context_size, members[0].device, members[0].vocab_size)
+
+
+def fit_ensemble_weights(member_log_probs: torch.Tensor, iterations: int = 500, tol: float = 1e-9) -> list[float]:
+    """The mixture weights that maximise the likelihood of held-out targets, given each member's
+    log p(target) (K, N): expectation-maximisation for the weights of a mixture of fixed
+    models (the log-likelihood is concave in the weights, so EM reaches its maximum): the
+    E-step gives each member's share of every example, the M-step sets each weight to its
+    mean share."""
+    logp = member_log_probs.double()
+    k = logp.shape[0]
+    log_w = torch.full((k, 1), -math.log(k), dtype=torch.float64)
+    previous = -math.inf
+    for _ in range(iterations):
+        joint = logp + log_w
+        total = torch.logsumexp(joint, dim=0)  # (N,) log of the mixture's probability
+        log_w = torch.logsumexp(joint - total, dim=1, keepdim=True) - math.log(logp.shape[1])
+        ll = total.mean().item()
+        if ll - previous < tol:
+            break
+        previous = ll
+    w = log_w.exp().squeeze(1)
+    return (w / w.sum()).tolist()
 
 
 def _progress(total: int, enabled: bool | None, desc: str):
@@ -147,7 +174,8 @@ def run_predictor(run, mix: bool = False) -> Predictor:
     from .ngram import mixture_from_settings
     from .runs import Ensemble
 
-    model = ensemble_predictor(run.models) if isinstance(run, Ensemble) else model_predictor(run.model)
+    model = (ensemble_predictor(run.models, run.info.get("weights")) if isinstance(run, Ensemble)
+             else model_predictor(run.model))
     if not mix:
         return model
     path = run.path / "mix.json"
