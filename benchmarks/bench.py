@@ -543,7 +543,7 @@ def bench_openmp(corpus, quick: bool) -> dict:
     (a Python loop: what a second training run or a browser is to a laptop). Spinning threads
     hold a core each while they wait; beside a busy process they fight it for the core, and
     every parallel region waits for the slowest thread. The median of `repeats` runs each."""
-    steps, repeats = (60, 1) if quick else (300, 3)
+    steps, repeats = (40, 1) if quick else (150, 3)
     runs = HERE / ".openmp-runs"
     rows = []
     for busy in (False, True):

@@ -268,17 +268,19 @@ def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], pat
         ax.plot([r["seconds"] for r in recipes], [r["dev_loss"] for r in recipes], "o-", color="tab:blue", ms=7,
                 label="MLP, best recipe for the budget")
         for r in recipes:
-            ax.annotate(f"{r['dev_loss']:.3f}", (r["seconds"], r["dev_loss"]), xytext=(6, 4),
+            ax.annotate(f"{r['dev_loss']:.3f}", (r["seconds"], r["dev_loss"]), xytext=(-14, 9),
                         textcoords="offset points", fontsize=8, color="tab:blue")
     if counts:
         ax.plot([c["seconds"] for c in counts], [c["dev_loss"] for c in counts], "x--", color="tab:red", ms=7,
                 lw=0.8, label="Kneser-Ney, context 1..6 (count + tune)")
-        for c in counts:
-            ax.annotate(c["label"], (c["seconds"], c["dev_loss"]), xytext=(4, -10), textcoords="offset points",
-                        fontsize=7, color="tab:red")
+        best = min(counts, key=lambda c: c["dev_loss"])
+        for c in counts:  # the lower orders crowd together: label the first three and the best
+            if c is best or c is counts[0] or c["context"] <= 3:
+                ax.annotate(f"{c['label']} {c['dev_loss']:.3f}" if c is best else c["label"], (c["seconds"], c["dev_loss"]),
+                            xytext=(5, -11), textcoords="offset points", fontsize=7, color="tab:red")
     for r in runs or []:
         ax.plot([r["seconds"]], [r["dev_loss"]], "s", color="tab:green", ms=5)
-        ax.annotate(r["label"], (r["seconds"], r["dev_loss"]), xytext=(5, 2), textcoords="offset points",
+        ax.annotate(r["label"], (r["seconds"], r["dev_loss"]), xytext=(-10, -12), textcoords="offset points",
                     fontsize=7, color="tab:green")
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
