@@ -310,3 +310,16 @@ def test_embeddings_command_in_a_fresh_process_without_a_display(runs, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {png}" in proc.stdout and proc.stderr == ""
     assert_png(png)
+
+
+def test_budget_plot_draws_trials_recipes_and_count_models(tmp_path):
+    from makemore.plots import plot_budget
+
+    trials = [{"seconds": 10, "dev_loss": 2.2}, {"seconds": 10, "dev_loss": 2.1}, {"seconds": 60, "dev_loss": 2.0}]
+    recipes = [{"seconds": 10, "dev_loss": 2.1}, {"seconds": 60, "dev_loss": 2.0}]
+    counts = [{"label": f"KN {k}", "context": k, "seconds": 0.05 * k, "dev_loss": 2.5 - 0.1 * k} for k in range(1, 7)]
+    out = plot_budget(trials, recipes, counts, tmp_path / "budget.png", "title", "subtitle",
+                      runs=[{"label": "--preset fast", "seconds": 0.6, "dev_loss": 2.16}])
+    image = Image.open(out)
+    assert image.size == (700, 450)
+    assert len(set(np.asarray(image.convert("RGB")).reshape(-1, 3)[::97].tolist())) > 10  # drawn, not blank

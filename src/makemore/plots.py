@@ -57,6 +57,16 @@ def _log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _log_x(ax, number_format: str) -> None:
+    """A log-scale x axis with ticks at 1, 2, 5 x 10^k, written as plain numbers."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: number_format.format(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 # ----------------------------------------------------------------------------------------
 # Training curves of a run: RUN/metrics.csv -> RUN/loss.png
 
@@ -233,12 +243,7 @@ def plot_sweep(table: list[dict], grid: dict[str, list], path: str | Path, title
     handles += [Line2D([], [], ls="", marker="o", color="0.3", ms=7, label="dev loss"),
                 Line2D([], [], ls="", marker="o", mfc="white", mec="0.3", ms=6, label="train loss")]
     ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.9)
-    ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_x(ax, "{:,.0f}")
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("loss (nats per character, whole split)")
     ax.grid(True, which="both", alpha=0.25)
@@ -282,12 +287,7 @@ def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], pat
         ax.plot([r["seconds"]], [r["dev_loss"]], "s", color="tab:green", ms=5)
         ax.annotate(r["label"], (r["seconds"], r["dev_loss"]), xytext=(-10, -12), textcoords="offset points",
                     fontsize=7, color="tab:green")
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    _log_x(ax, "{:g}")
     ax.set_xlabel("seconds of training (log scale)")
     ax.set_ylabel("dev loss (nats per character)")
     ax.grid(True, which="both", alpha=0.25)
