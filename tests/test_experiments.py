@@ -322,4 +322,4 @@ def test_budget_plot_draws_trials_recipes_and_count_models(tmp_path):
                       runs=[{"label": "--preset fast", "seconds": 0.6, "dev_loss": 2.16}])
     image = Image.open(out)
     assert image.size == (700, 450)
-    assert len(set(np.asarray(image.convert("RGB")).reshape(-1, 3)[::97].tolist())) > 10  # drawn, not blank
+    assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10  # drawn, not blank
