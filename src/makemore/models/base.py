@@ -179,16 +179,19 @@ def dense_targets(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nxt
 
 
-def sequence_loss(all_logits: torch.Tensor, idx: torch.Tensor, targets: torch.Tensor | None,
-                  training: bool) -> torch.Tensor | None:
-    """Training: mean NLL over every position of the window (makemore.py's and nanoGPT's
-    objective, many predictions per example); eval: the last position's, as every model."""
-    if targets is None:
-        return None
-    if not training:
-        return F.cross_entropy(all_logits[:, -1], targets)
-    V = all_logits.shape[-1]
-    return F.cross_entropy(all_logits.reshape(-1, V), dense_targets(idx, targets).reshape(-1), ignore_index=-1)
+def sequence_output(model: nn.Module, head: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor,
+                    window: torch.Tensor, targets: torch.Tensor | None):
+    """(logits, loss) of a sequence model from its states (B, T, hidden) over the window.
+    Training: the loss is the mean NLL over every position of the window (makemore.py's and
+    nanoGPT's objective, many predictions per example); eval: only the last position is read
+    out and scored, as every model is."""
+    if model.training and targets is not None:
+        all_logits = head(states)  # (B, T, vocab)
+        V = all_logits.shape[-1]
+        loss = F.cross_entropy(all_logits.reshape(-1, V), dense_targets(window, targets).reshape(-1), ignore_index=-1)
+        return all_logits[:, -1], loss
+    logits = head(states[:, -1])
+    return logits, last_position_loss(logits, targets)
 
 
 def init_normal_(module: nn.Module, std: float = 0.02) -> None:
@@ -202,5 +205,5 @@ def init_normal_(module: nn.Module, std: float = 0.02) -> None:
 
 __all__ = ["ModelConfig", "Model", "setting", "seeded", "window_layout", "trim_padding", "causal_mask",
            "sequence_logits",
-           "dense_targets", "sequence_loss",
+           "dense_targets", "sequence_output",
            "last_position_loss", "init_normal_"]

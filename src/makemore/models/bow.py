@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .base import (Model, ModelConfig, causal_mask, last_position_loss, seeded, sequence_loss, setting, trim_padding,
+from .base import (Model, ModelConfig, causal_mask, seeded, sequence_output, setting, trim_padding,
                    window_layout)
 
 
@@ -70,11 +70,7 @@ class BoW(Model):
         # a column before the start gets position 0's embedding; nothing reads it
         x = self.wte(window) + self.wpe(pos.clamp(min=0))
         x = self.block(x, causal_mask(start, window.shape[1]))
-        if self.training and targets is not None:
-            all_logits = self.lm_head(x)
-            return all_logits[:, -1], sequence_loss(all_logits, window, targets, training=True)
-        logits = self.lm_head(x[:, -1])
-        return logits, last_position_loss(logits, targets)
+        return sequence_output(self, self.lm_head, x, window, targets)
 
     def embedding_table(self) -> torch.Tensor:
         return self.wte.weight

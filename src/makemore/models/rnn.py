@@ -9,7 +9,7 @@ last padding token plays <START>). A hidden state runs along it, starting from a
 
 The GRU (gru.py) is the same model with a gated cell. Columns before a row's start leave its
 state at s, so the logits of a prefix do not depend on how much padding the window holds.
-Training predicts every position of the window (base.sequence_loss); eval, the last.
+Training predicts every position of the window (base.sequence_output); eval, the last.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Model, ModelConfig, last_position_loss, seeded, sequence_loss, setting, trim_padding, window_layout
+from .base import Model, ModelConfig, seeded, sequence_output, setting, trim_padding, window_layout
 
 
 @dataclass
@@ -89,11 +89,7 @@ class RNN(Model):
             # a row whose sequence has not begun keeps the start state: padding reads nothing
             h = torch.where((t >= start)[:, None], step(x[:, t], h), h)
             hs.append(h)
-        if self.training and targets is not None:
-            all_logits = self.lm_head(torch.stack(hs, dim=1))  # (B, T, vocab)
-            return all_logits[:, -1], sequence_loss(all_logits, window, targets, training=True)
-        logits = self.lm_head(h)
-        return logits, last_position_loss(logits, targets)
+        return sequence_output(self, self.lm_head, torch.stack(hs, dim=1), window, targets)
 
     def embedding_table(self) -> torch.Tensor:
         return self.wte.weight

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import (Model, ModelConfig, causal_mask, init_normal_, last_position_loss, seeded, sequence_loss, setting,
+from .base import (Model, ModelConfig, causal_mask, init_normal_, seeded, sequence_output, setting,
                    trim_padding, window_layout)
 
 
@@ -108,11 +108,7 @@ class Transformer(Model):
         mask = causal_mask(start, window.shape[1])
         for block in self.blocks:
             x = block(x, mask)
-        if self.training and targets is not None:
-            all_logits = self.lm_head(self.ln_f(x))
-            return all_logits[:, -1], sequence_loss(all_logits, window, targets, training=True)
-        logits = self.lm_head(self.ln_f(x[:, -1]))  # inference needs the last position only
-        return logits, last_position_loss(logits, targets)
+        return sequence_output(self, lambda states: self.lm_head(self.ln_f(states)), x, window, targets)
 
     def embedding_table(self) -> torch.Tensor:
         return self.wte.weight
