@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -274,7 +274,9 @@ def combine_runs(out: str | Path, run_dirs: list[str | Path]) -> Ensemble:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return load_ensemble(out)
+    info = json.loads((out / "ensemble.json").read_text(encoding="utf-8"))
+    # the models are loaded already: only their directories moved
+    return Ensemble(out, [replace(run, path=out / name) for run, name in zip(runs, names)], info)
 
 
 def load_any(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run | Ensemble:
