@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 from makemore.config import PRESETS
-from makemore.utils import atomic_write_json
+from makemore.utils import atomic_write_json, cpu_name
 
 
 def read(folder: Path, name: str) -> dict:
@@ -24,12 +23,7 @@ def read(folder: Path, name: str) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def main(folder: str, presets: str) -> None:

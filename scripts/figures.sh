@@ -29,13 +29,9 @@ train() {
 }
 
 $PY - <<'EOF' > "$DOCS/results/machine.json"
-import datetime, json, os, platform, torch
-cpu = platform.machine()
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-print(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+import datetime, json, os, torch
+from makemore.utils import cpu_name
+print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                   "date": datetime.date.today().isoformat()}, indent=2))
 EOF
 

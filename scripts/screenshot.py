@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 from datetime import date
@@ -79,9 +78,9 @@ def main() -> None:
             browser.close()
     finally:
         srv.stop()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
-    print(f"wrote {args.out}: {run}, Chromium {version}, {cpu} ({os.cpu_count()} cores), {date.today().isoformat()}")
+    from makemore.utils import cpu_name
+
+    print(f"wrote {args.out}: {run}, Chromium {version}, {cpu_name()} ({os.cpu_count()} cores), {date.today().isoformat()}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserError
+from .utils import cpu_name
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
 REGULARISERS = ("dropout", "weight_decay")
@@ -86,20 +87,12 @@ def from_studies(studies: list[tuple[str, str]]) -> dict:
     name): each study's best trial is the recipe for its budget."""
     import datetime
     import os
-    import platform
 
     import torch
 
     from .tune import STUDY_ATTR, best_trial, load_study
 
-    cpu = platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     recipes, train_examples, data = [], None, None
     for url, name in studies:
         study = load_study(name, url)
