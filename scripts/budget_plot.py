@@ -5,7 +5,9 @@
 Reads src/makemore/recipes.json and the studies scripts/recipes.sh left in RECIPES_DIR/<budget>/
 (every completed trial: its budget and dev loss), times the count models on names here (Kneser-Ney
 of context 1..6: counting, tuning the discount on dev and scoring dev, the median of 3), and
-adds the presets of docs/results/compare/ at their training time when they are there.
+adds the presets of docs/results/compare/ at their training time when they are there, and the
+fresh `train --budget` runs of scripts/budget_runs.py (docs/results/budget_runs.json), the model
+alone and its mixture with Kneser-Ney, when that file is there.
 """
 
 from __future__ import annotations
@@ -65,10 +67,17 @@ def main(recipes_dir: str = "runs/recipes") -> None:
         if path.is_file():
             s = json.loads(path.read_text())
             runs.append({"label": f"--preset {preset}", "seconds": s["seconds"], "dev_loss": s["dev_loss"]})
+    budget_runs, fresh = [], ROOT / "docs/results/budget_runs.json"
+    if fresh.is_file():
+        measured = json.loads(fresh.read_text())
+        budget_runs = [{"seconds": b["budget"], **{k: b[k] for k in ("dev_loss", "mix_dev_loss") if k in b}}
+                       for b in measured["budgets"]]
     out = ROOT / "docs/budget.png"
     plot_budget(trials, best, counts, out, "Best dev loss for a time budget (names, 2 CPU cores)",
                 f"{table['machine']}, recipes of {table['date']} ({len(trials)} tune trials); count models timed "
-                f"here; squares: presets at their training time", runs=runs)
+                f"here; squares: presets at their training time"
+                + (f"; train --budget runs of {measured['date']} (median, range)" if budget_runs else ""),
+                runs=runs, budget_runs=budget_runs)
     atomic_write_json(ROOT / "docs/results/budget.json", {"recipes": best, "trials": trials, "count_models": counts,
                                                          "presets": runs, "recipes_machine": table["machine"],
                                                          "recipes_date": table["date"]})

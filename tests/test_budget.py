@@ -2,6 +2,7 @@
 that must end within 10% of their budget with their schedule completed."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -126,6 +127,36 @@ def test_budget_flag_takes_durations_and_resume_continues_the_plan(words_file, t
     assert code == 1 and "already finished" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("one, two, chosen", [(0.002, 0.003, 1), (0.05, 0.03, 2)])
+def test_the_thread_trial_keeps_the_faster_thread_count(one, two, chosen):
+    from makemore.budget import TRIAL_STEPS, ThreadTrial
+
+    trial, now, asked = ThreadTrial(2, budget=1.0), 0.0, []  # 10 ms of each
+    asked.append(trial.tick(now))
+    while not trial.done:
+        step = one if trial.phase == 0 else two
+        now += 5 * step if len(trial.step_times[trial.phase]) == 0 else step  # a slow first step after a switch
+        threads = trial.tick(now)
+        if threads is not None:
+            asked.append(threads)
+    assert asked == [1, 2, chosen]
+    assert all(len(t) >= TRIAL_STEPS for t in trial.step_times)
+    assert trial.summary()["thread_trial_step_ms"] == {"1": pytest.approx(1000 * one), "2": pytest.approx(1000 * two)}
+
+
+def test_a_budget_run_on_default_threads_records_the_count_it_chose(corpus, tmp_path):
+    import torch
+
+    model_cfg, train_cfg = make_configs("fast", vocab_size=corpus.vocab.size, budget=2.0)
+    before = torch.get_num_threads()
+    s = train(corpus, model_cfg, train_cfg, progress=False).summary
+    assert torch.get_num_threads() == before  # the caller's setting, as it was
+    if before > 1:
+        assert s["threads"] in (1, before) and set(s["thread_trial_step_ms"]) == {"1", str(before)}
+    fixed = train(corpus, model_cfg, replace(train_cfg, threads=1), progress=False).summary
+    assert "threads" not in fixed  # asked for: no trial
+
+
 # --- recipes: which settings a budget run without --preset trains -----------------------------
 
 TABLE = {"machine": "test machine", "date": "2026-01-01", "data": "names", "train_examples": 1000, "recipes": [
@@ -154,6 +185,17 @@ def test_recipes_scale_regularisation_down_on_larger_data_only():
     assert train_cfg.budget == 90 and chosen["budget"] == 60 and chosen["machine"] == "test machine"
 
 
+def test_direct_connections_are_dropped_where_a_big_vocabulary_makes_them_most_of_the_model():
+    from makemore.recipes import scaled_settings
+
+    # the 10-second recipe of names: 9 x 33 inputs, one layer of 74, direct connections
+    recipe = {"budget": 10, "model": "mlp", "preset": "default",
+              "settings": {"block_size": 9, "emb_dim": 33, "hidden": 74, "layers": 1, "direct": True}}
+    assert scaled_settings(recipe, 1000, TABLE, vocab_size=27)["direct"] is True  # 8,019 of 32,987
+    assert scaled_settings(recipe, 1000, TABLE, vocab_size=3652)["direct"] is False  # 1.08M of 1.4M
+    assert scaled_settings(recipe, 1000, TABLE)["direct"] is True  # vocabulary unknown: as tuned
+
+
 def test_a_model_without_a_recipe_trains_its_own_preset_for_the_budget():
     from makemore.recipes import budget_configs, choose
 
@@ -161,3 +203,67 @@ def test_a_model_without_a_recipe_trains_its_own_preset_for_the_budget():
     model_cfg, train_cfg, recipe = budget_configs(60, vocab_size=30, train_examples=10, model="mlp",
                                                   table={"recipes": []})
     assert recipe is None and train_cfg.budget == 60 and model_cfg.hidden == 768  # mlp's own `default`
+
+
+# --- a budget run's mixture with a Kneser-Ney model ------------------------------------------
+
+SMALL_TABLE = {"machine": "test machine", "date": "2026-01-01", "data": "words", "train_examples": 1000, "recipes": [
+    {"budget": 1, "model": "mlp", "preset": "fast", "dev_loss": 2.1, "settings": {"hidden": 32, "threads": 1}}]}
+
+
+@pytest.fixture
+def small_recipes(monkeypatch):
+    from makemore import recipes
+
+    monkeypatch.setattr(recipes, "load", lambda: SMALL_TABLE)
+
+
+def test_a_budget_run_mixes_its_model_with_kneser_ney_inside_the_budget(words_file, tmp_path, capsys, small_recipes):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--budget", "3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    mix = json.loads((out / "mix.json").read_text())
+    assert summary["mix"] == mix and summary["budget_requested"] == 3.0
+    # the counting is part of the budget: the loop gets what is left
+    assert summary["budget"] == pytest.approx(3.0 - mix["count_seconds"]) and mix["count_seconds"] > 0
+    assert summary["seconds"] + mix["count_seconds"] <= 1.1 * 3.0
+    assert mix["mlp_dev_loss"] == pytest.approx(summary["dev_loss"], abs=1e-6)
+    # the weight is fitted on dev: the mixture is no worse than either of its parts there
+    assert mix["mix_dev_loss"] <= min(mix["mlp_dev_loss"], mix["ngram_dev_loss"]) + 1e-9
+    assert "mixture     dev" in printed and "--mix" in printed
+    assert main(["eval", str(out), "--mix", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-6)
+
+
+def test_no_mix_and_presets_train_the_model_alone(words_file, tmp_path, capsys, small_recipes):
+    alone = tmp_path / "alone"
+    assert main(["train", "--data", str(words_file), "--budget", "2", "--no-mix", "--out", str(alone), "--quiet"]) == 0
+    preset = tmp_path / "preset"
+    assert main(["train", "--data", str(words_file), "--budget", "2", "--preset", "fast", "--threads", "1",
+                 "--out", str(preset), "--quiet"]) == 0
+    for run in (alone, preset):
+        assert not (run / "mix.json").exists() and "mix" not in json.loads((run / "summary.json").read_text())
+    assert "mixture" not in capsys.readouterr().out
+
+
+def test_a_budget_too_short_to_count_trains_the_model_alone_with_a_note(words_file, tmp_path, capsys,
+                                                                         small_recipes, monkeypatch):
+    from makemore import recipes
+
+    monkeypatch.setattr(recipes, "COUNT_RATE", 1)  # counting "would take" minutes
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--budget", "2", "--out", str(out), "--quiet"]) == 0
+    assert "trained alone" in capsys.readouterr().err
+    assert not (out / "mix.json").exists()
+    assert json.loads((out / "summary.json").read_text())["budget"] == 2.0
+
+
+def test_a_seed_ensemble_for_a_budget_is_mixed_as_one_model(words_file, tmp_path, capsys, small_recipes):
+    out = tmp_path / "ens"
+    assert main(["train", "--data", str(words_file), "--budget", "3", "--seeds", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    mix = json.loads((out / "mix.json").read_text())
+    assert mix["mix_dev_loss"] <= min(mix["mlp_dev_loss"], mix["ngram_dev_loss"]) + 1e-9
+    assert "mixture     dev" in capsys.readouterr().out
+    assert main(["sample", str(out), "--mix", "-n", "3"]) == 0

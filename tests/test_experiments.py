@@ -318,8 +318,16 @@ def test_budget_plot_draws_trials_recipes_and_count_models(tmp_path):
     trials = [{"seconds": 10, "dev_loss": 2.2}, {"seconds": 10, "dev_loss": 2.1}, {"seconds": 60, "dev_loss": 2.0}]
     recipes = [{"seconds": 10, "dev_loss": 2.1}, {"seconds": 60, "dev_loss": 2.0}]
     counts = [{"label": f"KN {k}", "context": k, "seconds": 0.05 * k, "dev_loss": 2.5 - 0.1 * k} for k in range(1, 7)]
+    spread = {"median": 1.95, "min": 1.94, "max": 1.96}
+    fresh = [{"seconds": 10, "dev_loss": {"median": 2.08, "min": 2.07, "max": 2.09}, "mix_dev_loss": spread}]
     out = plot_budget(trials, recipes, counts, tmp_path / "budget.png", "title", "subtitle",
                       runs=[{"label": "--preset fast", "seconds": 0.6, "dev_loss": 2.16}])
     image = Image.open(out)
     assert image.size == (700, 450)
-    assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 10  # drawn, not blank
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 10  # drawn, not blank
+    purple = np.array([148, 103, 189])  # tab:purple, the mixture's budget runs
+    assert not (pixels == purple).all(axis=1).any()
+    with_runs = np.asarray(Image.open(plot_budget(trials, recipes, counts, tmp_path / "b2.png", "t", "s",
+                                                  budget_runs=fresh)).convert("RGB")).reshape(-1, 3)
+    assert (with_runs == purple).all(axis=1).sum() > 20

@@ -9,12 +9,19 @@ end of the schedule if the machine got slower or faster. The budget covers what 
 calls `seconds`: the training loop, its dev estimates included; the final whole-split
 evaluation comes after it. As a last guard the loop stops at the budget even if the plan ran
 late (the schedule then does not complete; the summary says so).
+
+How many threads a step should use depends on the model: with torch's default threads on CPU a
+budget run first times a few steps on one thread and a few on all of them, and keeps the faster
+(ThreadTrial). On the 2-core machine of the README the 10- and 60-second recipes step 15-25% faster
+on one thread (OpenMP's passive wait wakes the other thread for every small product), the
+300-second recipe 1.8x faster on two.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
 
 from .errors import UserError
 
@@ -33,6 +40,10 @@ REPLAN_TOLERANCE = 0.02
 # The plan aims to end at this share of the budget: the margin absorbs the noise of the last
 # steps' timing, so that the last guard (the budget itself) does not cut the schedule short.
 TARGET_SHARE = 0.97
+# Each thread count is timed for this share of the budget (and at least TRIAL_STEPS steps, the
+# first of which, after the switch, is not counted).
+TRIAL_SHARE = 0.01
+TRIAL_STEPS = 6
 
 
 def parse_seconds(text: str | float | int) -> float:
@@ -85,13 +96,17 @@ class Plan:
                             f"{self.eval_seconds:.2f} s; give at least {max(1, math.ceil(1.5 * need))} s "
                             f"(or fewer --eval-examples)")
 
+    def restart_timing(self, step: int, train_seconds: float) -> None:
+        """The steps so far ran under other conditions (a thread trial): time from here."""
+        self.timed = (step, train_seconds)
+
     def calibrating(self, step: int, used: float) -> bool:
         # A model fast for its budget could run its whole provisional schedule inside
         # CALIBRATION_SHARE of the budget (the `fast` preset: 5,500 steps in 2.5 s of 300): the
         # plan is then made after an eighth of the provisional steps at the latest, where the
         # cosine schedule has moved by 4%.
         done = step - self.start_step
-        return not self.calibrated and (done < CALIBRATION_STEPS or (
+        return not self.calibrated and (step - self.timed[0] < CALIBRATION_STEPS or (
             used < CALIBRATION_SHARE * self.budget and done < (self.total - self.start_step) // 8))
 
     def due(self, step: int, used: float) -> bool:
@@ -147,3 +162,43 @@ class Plan:
     def summary(self) -> dict:
         return {"budget": self.budget, "planned_steps": self.total,
                 "budget_stopped_early": self.stopped_early}
+
+
+class ThreadTrial:
+    """The thread count of a budget run: one thread, then `threads`, each for TRIAL_SHARE of the
+    budget; the faster median step wins. The loop calls `tick` before every step and sets the
+    thread count it returns (None: leave it)."""
+
+    def __init__(self, threads: int, budget: float):
+        self.options = [1, threads]
+        self.phase_seconds = TRIAL_SHARE * budget
+        self.phase, self.phase_start, self.last = 0, None, None
+        self.step_times: list[list[float]] = [[], []]
+        self.chosen: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.chosen is not None
+
+    def tick(self, now: float) -> int | None:
+        if self.done:
+            return None
+        if self.phase_start is None:  # the first step: start on one thread
+            self.phase_start = self.last = now
+            return self.options[0]
+        times = self.step_times[self.phase]
+        times.append(now - self.last)
+        self.last = now
+        if len(times) < TRIAL_STEPS or now - self.phase_start < self.phase_seconds:
+            return None
+        if self.phase == 0:
+            self.phase, self.phase_start = 1, now
+            return self.options[1]
+        medians = [statistics.median(t[1:]) for t in self.step_times]  # t[0]: the step after a switch
+        self.chosen = self.options[int(medians[1] < medians[0])]
+        return self.chosen
+
+    def summary(self) -> dict:
+        medians = [statistics.median(t[1:]) if len(t) > 1 else None for t in self.step_times]
+        return {"threads": self.chosen, "thread_trial_step_ms": {
+            str(n): round(1000 * m, 3) for n, m in zip(self.options, medians) if m is not None}}

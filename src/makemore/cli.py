@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import UserError
@@ -194,6 +195,9 @@ def add_train(sub) -> None:
                         "a seed ensemble, which eval, sample and score average (default 1)")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--no-mix", action="store_true",
+                   help="with --budget and no --preset: train the model alone, without the Kneser-Ney model a "
+                        "budget run otherwise counts and mixes it with (--mix)")
     p.add_argument("--from-study", metavar="NAME", help="the best configuration of `makemore tune` study NAME "
                    "(flags given still override)")
     p.add_argument("--storage", metavar="URL", help="where the study is (default: sqlite:///runs/tune/study.db)")
@@ -216,6 +220,8 @@ def _print_summary(summary: dict, run_dir) -> None:
     estimate = summary.get("train_loss_examples")
     print(f"train loss  {summary['train_loss']:.4f}" + (f"  (on {estimate:,} training examples)" if estimate else ""))
     print(f"dev loss    {summary['dev_loss']:.4f}  (best checkpoint, step {summary['best_step']:,})")
+    if summary.get("mix") and run_dir is not None:
+        _print_mixture(summary["mix"], run_dir)
     if run_dir is not None:
         print(f"run         {run_dir}")
 
@@ -260,10 +266,12 @@ def _cmd_train(args) -> int:
         if out.exists() and is_writer():  # checked again, atomically, when the run creates it
             raise UserError(f"{out} already exists; pick another --out, or continue it with --resume {out}")
         corpus = _load_corpus(args)
-        extra = None
+        extra, counted = None, None
         if args.budget and not args.preset and not args.from_study:
             model_cfg, train_cfg, recipe = _budget_recipe(args, corpus)
             extra = {"recipe": recipe} if recipe else None
+            if recipe and not args.no_mix and world() is None:
+                model_cfg, train_cfg, counted, extra = _count_for_mixture(corpus, model_cfg, train_cfg, extra)
         else:
             model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
         if corpus.vocab.boundary != "." and is_writer():
@@ -271,8 +279,13 @@ def _cmd_train(args) -> int:
         if args.seeds > 1:
             if world() is not None:
                 raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate runs")
-            return _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress, extra)
+            status = _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress, extra)
+            if counted and status == 0:
+                _print_mixture(_attach_mixture(out, counted), out)
+            return status
         result = train(corpus, model_cfg, train_cfg, out=out, progress=progress, extra_summary=extra)
+        if counted and result.status == "completed" and result.run_dir is not None:
+            result.summary["mix"] = _attach_mixture(result.run_dir, counted)
     _print_summary(result.summary, result.run_dir)
     if result.status == "interrupted" and is_writer():
         print(result.message, file=sys.stderr)
@@ -298,6 +311,35 @@ def _budget_recipe(args, corpus):
           f"{recipe.get('data', 'names')} in {recipe['budget']:g} s on {recipe.get('machine') or 'the tuning machine'}, "
           f"{recipe.get('date') or 'undated'}); steps planned for {args.budget:g} s here", file=sys.stderr)
     return model_cfg, train_cfg, recipe
+
+
+def _count_for_mixture(corpus, model_cfg, train_cfg, extra):
+    """A budget run's Kneser-Ney model (recipes.count_for_mixture), counted before training and
+    its time taken out of the budget; none when it would take too much of it."""
+    from .recipes import MIX_CONTEXT, count_for_mixture
+
+    counted = count_for_mixture(corpus, train_cfg.budget)
+    if counted is None:
+        print(f"note: counting a Kneser-Ney model of {MIX_CONTEXT} characters would take more than a tenth of "
+              f"{train_cfg.budget:g} s on this data: the model is trained alone", file=sys.stderr)
+        return model_cfg, train_cfg, None, extra
+    seconds = counted[1]
+    train_cfg = replace(train_cfg, budget=train_cfg.budget - seconds)
+    extra = {**(extra or {}), "budget_requested": train_cfg.budget + seconds}
+    return model_cfg, train_cfg, counted, extra
+
+
+def _attach_mixture(run_dir, counted) -> dict:
+    from .recipes import attach_mixture
+
+    ngram, seconds = counted
+    return attach_mixture(run_dir, ngram, seconds)
+
+
+def _print_mixture(mix: dict, run_dir) -> None:
+    print(f"mixture     dev {mix['mix_dev_loss']:.4f}  with Kneser-Ney of {mix['ngram_context']} characters "
+          f"(dev {mix['ngram_dev_loss']:.4f}, counted in {mix['count_seconds']:.2f} s), weight {mix['weight']:.3f} "
+          f"on the model; eval, sample, score and serve it with --mix ({Path(run_dir) / 'mix.json'})")
 
 
 def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progress, extra=None) -> int:

@@ -258,14 +258,27 @@ def plot_sweep(table: list[dict], grid: dict[str, list], path: str | Path, title
 
 
 def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], path: str | Path, title: str,
-                subtitle: str = "", runs: list[dict] | None = None) -> Path:
+                subtitle: str = "", runs: list[dict] | None = None, budget_runs: list[dict] | None = None) -> Path:
     """Dev loss against seconds of training (log axis): every trial of the budget studies
     (small dots at its budget), the recipe each budget keeps (joined: the best dev loss known
     for that time), the count models at the seconds they take to count and tune, and
     optionally other runs (the presets) at their training time. Each item: {"seconds", "dev_loss"}
-    (+ "label")."""
+    (+ "label"). `budget_runs`: fresh `train --budget` runs, {"seconds", "dev_loss", "mix_dev_loss"},
+    each a {"median", "min", "max"}: the model alone and its Kneser-Ney mixture, median and range."""
     fig = new_figure()
     ax = fig.add_subplot()
+    for key, style, color, label in (("dev_loss", "o:", "tab:cyan", "train --budget: the model alone"),
+                                     ("mix_dev_loss", "D-", "tab:purple", "train --budget: mixed with Kneser-Ney 5")):
+        rows = [r for r in budget_runs or [] if r.get(key)]
+        if not rows:
+            continue
+        x, mid = [r["seconds"] for r in rows], [r[key]["median"] for r in rows]
+        spread = [[m - r[key]["min"] for m, r in zip(mid, rows)], [r[key]["max"] - m for m, r in zip(mid, rows)]]
+        ax.errorbar(x, mid, yerr=spread, fmt=style, color=color, ms=6, capsize=3, lw=1, label=label)
+        if key == "mix_dev_loss":
+            for xi, m in zip(x, mid):
+                ax.annotate(f"{m:.3f}", (xi, m), xytext=(-14, -13), textcoords="offset points", fontsize=8,
+                            color=color)
     if trials:
         ax.plot([t["seconds"] for t in trials], [t["dev_loss"] for t in trials], ".", color="tab:blue",
                 alpha=0.35, ms=5, label="tune trials (at their budget)")

@@ -11,12 +11,24 @@ On other data the recipe is scaled by how often the budget lets the model see ea
 Dropout and weight decay were tuned against names' 182,441 training examples, which a budget
 run sees many times over; on a list ten times larger the same steps see each example a tenth
 as often, and the regularisation that fought over-fitting would only slow learning. They are
-multiplied by min(1, names' training examples / the data's); a smaller list keeps them.
+multiplied by min(1, names' training examples / the data's); a smaller list keeps them. And
+Bengio's direct connections, block_size * emb_dim * V weights, are cheap for names' 27
+characters (8,000 of the 10-second recipe's 33,000 parameters) but dominate a model on a list of
+thousands of characters (1.1M of 1.4M for 3,652): a recipe drops them where they would be more
+than half of the model.
+
+A budget run's model is then mixed with a Kneser-Ney model of MIX_CONTEXT characters (Bengio et
+al. 2003, sec. 4: the MLP and the count model err differently), the weight fitted on dev: on
+names the count model takes 0.2 s of the budget and the mixture beats both parts at every budget
+(README, "Time budgets"). The counting is timed and taken out of the budget; where it would take
+more than MIX_SHARE of it (a short budget on a big list), the run trains the model alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +37,12 @@ from .utils import cpu_name
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
 REGULARISERS = ("dropout", "weight_decay")
+MIX_CONTEXT = 5  # the best count model on names (docs/results/count.md)
+MIX_SHARE = 0.1
+# Training examples a Kneser-Ney model of 5 characters counts and tunes per second, for the
+# decision to count at all: 1.1M/s on names on the 2-core machine of the README, less on a
+# big vocabulary; a low figure errs towards training the model alone.
+COUNT_RATE = 400_000
 
 
 @lru_cache(maxsize=1)
@@ -47,9 +65,11 @@ def choose(budget: float, model: str | None = None, table: dict | None = None) -
     return max(covered, key=lambda r: r["budget"]) if covered else min(recipes, key=lambda r: r["budget"])
 
 
-def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None) -> dict:
-    """The recipe's settings for data with `train_examples` training examples (see the module
-    doc): regularisation scaled down on larger data."""
+def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None,
+                    vocab_size: int | None = None) -> dict:
+    """The recipe's settings for data with `train_examples` training examples and `vocab_size`
+    characters (see the module doc): regularisation scaled down on larger data, direct
+    connections dropped where the vocabulary makes them most of the model."""
     table = table if table is not None else load()
     settings = dict(recipe["settings"])
     tuned_on = table.get("train_examples")
@@ -58,6 +78,14 @@ def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None
         for name in REGULARISERS:
             if settings.get(name):
                 settings[name] = settings[name] * factor
+    if settings.get("direct") and vocab_size is not None and recipe.get("model", "mlp") == "mlp":
+        from .config import make_configs
+        from .models.mlp import param_shapes
+
+        cfg, _ = make_configs(recipe.get("preset"), "mlp", vocab_size=vocab_size, **settings)
+        sizes = {name: math.prod(shape) for name, shape in param_shapes(cfg).items()}
+        if 2 * sizes["W_direct"] > sum(sizes.values()):
+            settings["direct"] = False
     return settings
 
 
@@ -73,13 +101,49 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
     if recipe is None:
         given = {k: v for k, v in overrides.items() if v is not None}
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
-    settings = scaled_settings(recipe, train_examples, table)
+    settings = scaled_settings(recipe, train_examples, table, vocab_size)
     given = {k: v for k, v in overrides.items() if v is not None}
     preset = recipe.get("preset")
     model_cfg, train_cfg = make_configs(preset, recipe["model"], vocab_size=vocab_size,
                                         **{**settings, **given, "budget": budget})
     return model_cfg, train_cfg, {**{k: v for k, v in recipe.items() if k != "settings"},
                                   "settings": settings, "machine": table.get("machine"), "date": table.get("date")}
+
+
+def count_for_mixture(corpus, budget: float, context: int = MIX_CONTEXT):
+    """(Kneser-Ney model counted on the training split and tuned on dev, seconds it took) for a
+    budget run to mix its model with; None where counting would take more than MIX_SHARE of
+    the budget (the estimate: COUNT_RATE)."""
+    from .ngram import NGramModel
+
+    examples = len(corpus.encoded("train"))
+    if examples / COUNT_RATE > MIX_SHARE * budget:
+        return None
+    start = time.perf_counter()
+    ngram = NGramModel.from_words(corpus.splits["train"], corpus.vocab, context, "kneser_ney")
+    ngram.tune(corpus.encoded("dev"))
+    return ngram, time.perf_counter() - start
+
+
+def attach_mixture(run_dir: str | Path, ngram, count_seconds: float) -> dict:
+    """Fit the weight of RUN's model (a run or a seed ensemble) against `ngram` on dev and keep
+    it as RUN/mix.json, which `--mix` reads (eval, sample, score, serve); a single run's
+    summary.json gets it as "mix". Returns mix.json's content."""
+    from .ngram import tune_mixture_weight
+    from .predict import run_predictor
+    from .runs import is_run_dir, load_any
+    from .utils import atomic_write_json
+
+    run = load_any(run_dir)
+    result = {"ngram_context": ngram.context, "discount": ngram.smoothing, "count_seconds": count_seconds,
+              **tune_mixture_weight(run_predictor(run), ngram, run.splits["dev"], run.vocab)}
+    path = Path(run_dir)
+    atomic_write_json(path / "mix.json", result)
+    if is_run_dir(path):
+        summary_path = path / "summary.json"
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        atomic_write_json(summary_path, {**summary, "mix": result})
+    return result
 
 
 def from_studies(studies: list[tuple[str, str]]) -> dict:

@@ -34,7 +34,7 @@ import torch
 
 from . import distributed as dist
 from . import models
-from .budget import Plan
+from .budget import Plan, ThreadTrial
 from .config import TrainConfig
 from .data import Corpus, Examples
 from .engines import make_engine, resolve_device
@@ -422,8 +422,11 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
                           share=dist.batch_share(first.batch_size))  # [dist] this rank's share of each minibatch
     steps, eval_every = first.steps, first.eval_every
     plan = Plan(first.budget, steps, start) if first.budget > 0 else None
+    trial = None  # a budget run with torch's default threads picks its own (budget.ThreadTrial)
     if plan is not None:
         eval_every = plan.eval_every
+        if first.threads == 0 and device == "cpu" and dist.world() is None and torch.get_num_threads() > 1:
+            trial = ThreadTrial(torch.get_num_threads(), first.budget)
     eval_seconds = 0.0  # time spent on dev estimates: a budget plan counts steps without it
     log_every = max(1, min(eval_every, steps // 2000))
     bar = _Progress(steps, start, progress)
@@ -512,7 +515,13 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
             while step < steps and active.any() and stop.received is None:
                 if plan is not None:
                     used = time.perf_counter() - t0
-                    if plan.due(step, used):
+                    if trial is not None and not trial.done:
+                        threads = trial.tick(t0 + used)
+                        if threads is not None:
+                            torch.set_num_threads(threads)
+                            if trial.done:  # the plan times the steps from here, on these threads
+                                plan.restart_timing(step, used - eval_seconds)
+                    if plan.due(step, used) and (trial is None or trial.done):
                         follow_plan(step)
                     if plan.over(used):
                         break
@@ -552,6 +561,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         summary = log.finish(corpus, done, elapsed + run_seconds, (done - start) / max(run_seconds, 1e-9),
                              engine.name, device, status[k], progress,
                              **({"members": K} if K > 1 else {}), **(plan.summary() if plan else {}),
+                             **(trial.summary() if trial is not None and trial.done else {}),
                              **dist.summary(), **(extra_summary or {}))
         with torch.no_grad():
             for p in model.parameters():
