@@ -49,7 +49,8 @@ bench: $(VENV)/.bench-installed
 figures: install
 	bash scripts/figures.sh
 
-# the time-budget recipes of `train --budget` (src/makemore/recipes.json; about 80 minutes, idle machine)
+# the time-budget recipes of `train --budget` (src/makemore/recipes.json; about 95 minutes, idle machine:
+# the studies, then fresh budget runs of the recipes, scripts/budget_runs.py, 15 minutes)
 recipes: install
 	bash scripts/recipes.sh
 

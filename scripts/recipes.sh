@@ -26,5 +26,7 @@ for item in $PLAN; do
     studies+=("sqlite:///$(cd "$OUT/$budget" && pwd)/study.db=budget-$budget")
 done
 "$PY" -m makemore.recipes "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
+# fresh `train --budget` runs of the new recipes, as a user gets them (docs/results/budget_runs.json)
+"$PY" scripts/budget_runs.py
 # the plot of the README's "Time budgets": best dev loss against seconds, with the count models
 "$PY" scripts/budget_plot.py "$OUT"
