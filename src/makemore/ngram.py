@@ -692,11 +692,14 @@ def tune_mixture_weight(mlp, ngram, words: list[str], vocab: Vocab) -> dict:
             "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best])}
 
 
-def fit_mixture(mlp, train_words: list[str], dev_words: list[str], vocab: Vocab, context: int):
+def fit_mixture(mlp, train_words: list[str], dev_words: list[str], vocab: Vocab, context: int,
+                ngram: NGramModel | None = None):
     """Count a Kneser-Ney model on `train_words`, tune its discount and then the mixture weight
-    on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss})."""
-    ngram = NGramModel.from_words(train_words, vocab, context, "kneser_ney")
-    ngram.tune(Examples.from_words(dev_words, vocab))
+    on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss}). A
+    Kneser-Ney `ngram` already counted and tuned so (a budget run's) is used as it is."""
+    if ngram is None:
+        ngram = NGramModel.from_words(train_words, vocab, context, "kneser_ney")
+        ngram.tune(Examples.from_words(dev_words, vocab))
     result = {"ngram_context": context, "discount": ngram.smoothing,
               **tune_mixture_weight(mlp, ngram, dev_words, vocab)}
     return mixture_predictor(mlp, ngram_predictor(ngram), result["weight"]), result

@@ -129,14 +129,15 @@ def attach_mixture(run_dir: str | Path, ngram, count_seconds: float) -> dict:
     """Fit the weight of RUN's model (a run or a seed ensemble) against `ngram` on dev and keep
     it as RUN/mix.json, which `--mix` reads (eval, sample, score, serve); a single run's
     summary.json gets it as "mix". Returns mix.json's content."""
-    from .ngram import tune_mixture_weight
+    from .ngram import fit_mixture
     from .predict import run_predictor
     from .runs import is_run_dir, load_any
     from .utils import atomic_write_json
 
     run = load_any(run_dir)
-    result = {"ngram_context": ngram.context, "discount": ngram.smoothing, "count_seconds": count_seconds,
-              **tune_mixture_weight(run_predictor(run), ngram, run.splits["dev"], run.vocab)}
+    _, fitted = fit_mixture(run_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, ngram.context,
+                            ngram=ngram)
+    result = {**fitted, "count_seconds": count_seconds}
     path = Path(run_dir)
     atomic_write_json(path / "mix.json", result)
     if is_run_dir(path):
