@@ -175,6 +175,7 @@ class ThreadTrial:
         self.phase, self.phase_start, self.last = 0, None, None
         self.step_times: list[list[float]] = [[], []]
         self.chosen: int | None = None
+        self.medians: list[float] = []  # seconds per step on each option, once chosen
 
     @property
     def done(self) -> bool:
@@ -194,11 +195,10 @@ class ThreadTrial:
         if self.phase == 0:
             self.phase, self.phase_start = 1, now
             return self.options[1]
-        medians = [statistics.median(t[1:]) for t in self.step_times]  # t[0]: the step after a switch
-        self.chosen = self.options[int(medians[1] < medians[0])]
+        self.medians = [statistics.median(t[1:]) for t in self.step_times]  # t[0]: the step after a switch
+        self.chosen = self.options[int(self.medians[1] < self.medians[0])]
         return self.chosen
 
     def summary(self) -> dict:
-        medians = [statistics.median(t[1:]) if len(t) > 1 else None for t in self.step_times]
         return {"threads": self.chosen, "thread_trial_step_ms": {
-            str(n): round(1000 * m, 3) for n, m in zip(self.options, medians) if m is not None}}
+            str(n): round(1000 * m, 3) for n, m in zip(self.options, self.medians)}}

@@ -247,6 +247,7 @@ def cmd_train(args) -> int:
 
 def _cmd_train(args) -> int:
     from .distributed import is_writer, world
+    from .recipes import attach_mixture
     from .train import resume, train
 
     progress = False if args.quiet else None
@@ -271,7 +272,7 @@ def _cmd_train(args) -> int:
             model_cfg, train_cfg, recipe = _budget_recipe(args, corpus)
             extra = {"recipe": recipe} if recipe else None
             if recipe and not args.no_mix and world() is None:
-                model_cfg, train_cfg, counted, extra = _count_for_mixture(corpus, model_cfg, train_cfg, extra)
+                train_cfg, counted, extra = _count_for_mixture(corpus, train_cfg, extra)
         else:
             model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
         if corpus.vocab.boundary != "." and is_writer():
@@ -281,11 +282,11 @@ def _cmd_train(args) -> int:
                 raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate runs")
             status = _train_ensemble(corpus, model_cfg, train_cfg, args.seeds, out, progress, extra)
             if counted and status == 0:
-                _print_mixture(_attach_mixture(out, counted), out)
+                _print_mixture(attach_mixture(out, *counted), out)
             return status
         result = train(corpus, model_cfg, train_cfg, out=out, progress=progress, extra_summary=extra)
         if counted and result.status == "completed" and result.run_dir is not None:
-            result.summary["mix"] = _attach_mixture(result.run_dir, counted)
+            result.summary["mix"] = attach_mixture(result.run_dir, *counted)
     _print_summary(result.summary, result.run_dir)
     if result.status == "interrupted" and is_writer():
         print(result.message, file=sys.stderr)
@@ -313,7 +314,7 @@ def _budget_recipe(args, corpus):
     return model_cfg, train_cfg, recipe
 
 
-def _count_for_mixture(corpus, model_cfg, train_cfg, extra):
+def _count_for_mixture(corpus, train_cfg, extra):
     """A budget run's Kneser-Ney model (recipes.count_for_mixture), counted before training and
     its time taken out of the budget; none when it would take too much of it."""
     from .recipes import MIX_CONTEXT, count_for_mixture
@@ -322,18 +323,9 @@ def _count_for_mixture(corpus, model_cfg, train_cfg, extra):
     if counted is None:
         print(f"note: counting a Kneser-Ney model of {MIX_CONTEXT} characters would take more than a tenth of "
               f"{train_cfg.budget:g} s on this data: the model is trained alone", file=sys.stderr)
-        return model_cfg, train_cfg, None, extra
-    seconds = counted[1]
-    train_cfg = replace(train_cfg, budget=train_cfg.budget - seconds)
-    extra = {**(extra or {}), "budget_requested": train_cfg.budget + seconds}
-    return model_cfg, train_cfg, counted, extra
-
-
-def _attach_mixture(run_dir, counted) -> dict:
-    from .recipes import attach_mixture
-
-    ngram, seconds = counted
-    return attach_mixture(run_dir, ngram, seconds)
+        return train_cfg, None, extra
+    extra = {**(extra or {}), "budget_requested": train_cfg.budget}
+    return replace(train_cfg, budget=train_cfg.budget - counted[1]), counted, extra
 
 
 def _print_mixture(mix: dict, run_dir) -> None:

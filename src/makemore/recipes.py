@@ -120,7 +120,8 @@ def count_for_mixture(corpus, budget: float, context: int = MIX_CONTEXT):
     if examples / COUNT_RATE > MIX_SHARE * budget:
         return None
     start = time.perf_counter()
-    ngram = NGramModel.from_words(corpus.splits["train"], corpus.vocab, context, "kneser_ney")
+    # the splits as the loop reads them, encoded once (Corpus.encoded), not encoded again from words
+    ngram = NGramModel.from_examples(corpus.encoded("train"), context, corpus.vocab.size, "kneser_ney")
     ngram.tune(corpus.encoded("dev"))
     return ngram, time.perf_counter() - start
 
