@@ -57,6 +57,8 @@ def test_mix_command_and_mixed_sampling(trained, capsys):
     result = json.loads(capsys.readouterr().out)
     assert {"mlp_dev_loss", "ngram_dev_loss", "mix_dev_loss", "weight"} <= set(result)
     assert json.loads((run / "mix.json").read_text())["weight"] == result["weight"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["mix"] == result and "dev_loss" in summary  # the run's record says what mixing gave
     assert main(["sample", str(run), "--mix", "-n", "5", "--seed", "2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 5
     assert main(["score", str(run), "--mix", "mana", "--json"]) == 0

@@ -712,7 +712,7 @@ def add_mix(sub) -> None:
 
 def cmd_mix(args) -> int:
     from .ngram import fit_mixture
-    from .utils import atomic_write_json
+    from .runs import save_mixture
 
     if not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
@@ -723,7 +723,7 @@ def cmd_mix(args) -> int:
     except MemoryError:
         raise UserError(f"out of memory counting contexts of {args.ngram_context} characters; "
                         f"use a smaller --ngram-context") from None
-    atomic_write_json(run.path / "mix.json", result)
+    save_mixture(run.path, result)
     if args.json:
         _print_json(result)
         return 0

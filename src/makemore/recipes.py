@@ -132,19 +132,13 @@ def attach_mixture(run_dir: str | Path, ngram, count_seconds: float) -> dict:
     summary.json gets it as "mix". Returns mix.json's content."""
     from .ngram import fit_mixture
     from .predict import run_predictor
-    from .runs import is_run_dir, load_any
-    from .utils import atomic_write_json
+    from .runs import load_any, save_mixture
 
     run = load_any(run_dir)
     _, fitted = fit_mixture(run_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, ngram.context,
                             ngram=ngram)
     result = {**fitted, "count_seconds": count_seconds}
-    path = Path(run_dir)
-    atomic_write_json(path / "mix.json", result)
-    if is_run_dir(path):
-        summary_path = path / "summary.json"
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        atomic_write_json(summary_path, {**summary, "mix": result})
+    save_mixture(run_dir, result)
     return result
 
 

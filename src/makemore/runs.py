@@ -284,3 +284,15 @@ def load_any(path: str | Path, checkpoint: str = "best", device: str = "cpu") ->
     if is_ensemble_dir(path) and not is_run_dir(path):
         return load_ensemble(path, checkpoint, device)
     return load_run(path, checkpoint, device)
+
+
+def save_mixture(path: str | Path, mix: dict) -> None:
+    """Keep a fitted mixture with an n-gram model (ngram.fit_mixture's settings and dev losses)
+    as RUN/mix.json, which `--mix` reads; a single run's summary.json gets it as "mix" too, so
+    that the run's record says what its best model is (`makemore mix` and a budget run alike)."""
+    path = Path(path)
+    atomic_write_json(path / "mix.json", mix)
+    if is_run_dir(path):
+        summary_path = path / "summary.json"
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+        atomic_write_json(summary_path, {**summary, "mix": mix})
