@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from makemore import recipes
 from makemore.budget import MAX_EVALS, Plan, parse_seconds
 from makemore.cli import main
 from makemore.config import make_configs
@@ -228,8 +229,11 @@ def test_a_budget_run_mixes_its_model_with_kneser_ney_inside_the_budget(words_fi
     summary = json.loads((out / "summary.json").read_text())
     mix = json.loads((out / "mix.json").read_text())
     assert summary["mix"] == mix and summary["budget_requested"] == 3.0
-    # the counting is part of the budget: the loop gets what is left
-    assert summary["budget"] == pytest.approx(3.0 - mix["count_seconds"]) and mix["count_seconds"] > 0
+    # the counting and the teacher's targets are part of the budget: the loop gets what is left
+    assert summary["budget"] == pytest.approx(3.0 - mix["count_seconds"] - summary["teacher_seconds"])
+    assert mix["count_seconds"] > 0
+    # the model is distilled from the count model it is mixed with
+    assert json.loads((out / "config.json").read_text())["train"]["teacher"] == recipes.TEACHER_WEIGHT
     assert summary["seconds"] + mix["count_seconds"] <= 1.1 * 3.0
     assert mix["mlp_dev_loss"] == pytest.approx(summary["dev_loss"], abs=1e-6)
     # the weight is fitted on dev: the mixture is no worse than either of its parts there
@@ -270,3 +274,15 @@ def test_a_seed_ensemble_for_a_budget_is_mixed_as_one_model(words_file, tmp_path
     assert mix["mix_dev_loss"] <= min(mix["mlp_dev_loss"], mix["ngram_dev_loss"]) + 1e-9
     assert "mixture     dev" in capsys.readouterr().out
     assert main(["sample", str(out), "--mix", "-n", "3"]) == 0
+
+
+def test_a_budget_run_distils_from_kneser_ney_where_it_is_counted_in_time_and_fits():
+    from makemore.recipes import TEACHER_WEIGHT, budget_configs
+
+    _, train_cfg, _ = budget_configs(60, vocab_size=27, train_examples=200_000, table=TABLE)
+    assert train_cfg.teacher == TEACHER_WEIGHT and train_cfg.teacher_context == 5
+    _, train_cfg, _ = budget_configs(60, vocab_size=27, train_examples=200_000, table=TABLE, teacher=0.0)
+    assert train_cfg.teacher == 0.0  # --teacher 0 turns it off
+    # 5M examples of 3,652 characters: 73 GB of targets; 10 s: no time to count them either
+    assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=TABLE)[1].teacher == 0.0
+    assert budget_configs(10, vocab_size=27, train_examples=5_000_000, table=TABLE)[1].teacher == 0.0

@@ -80,6 +80,26 @@ def test_gradients_match_autograd_in_float64(layers, direct, init):
     assert_grads_close(our_grads, grads, rtol=1e-6)
 
 
+@pytest.mark.parametrize("teacher_weight", [0.0, 0.5, 1.0])
+def test_gradients_against_a_teacher_match_autograd(teacher_weight):
+    """--teacher: the cross-entropy against (1-a) onehot(y) + a teacher, differentiated by hand,
+    is autograd's; the loss reported is the one-hot one."""
+    cfg, _ = small_cfg(layers=2, direct=True)
+    model = MLP(cfg, seed=3).double()
+    xb, yb = random_batch(cfg, 37, seed=5)
+    teacher = torch.softmax(torch.randn(37, cfg.vocab_size, generator=torch.Generator().manual_seed(6),
+                                        dtype=torch.float64), -1)
+    model.zero_grad(set_to_none=True)
+    logits, hard = model(xb, yb)
+    soft = -(teacher * torch.log_softmax(logits, -1)).sum(-1).mean()
+    ((1 - teacher_weight) * hard + teacher_weight * soft).backward()
+    grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
+    our_loss, our_grads = loss_and_grads(dict(model.named_parameters()), xb, yb, cfg,
+                                         teacher=teacher.numpy(), teacher_weight=teacher_weight)
+    assert our_loss == pytest.approx(hard.item(), rel=1e-12)
+    assert_grads_close(our_grads, grads, rtol=1e-6)
+
+
 def test_large_batches_multiply_with_torch_and_agree():
     """Products too big for OpenBLAS's single thread go through torch.mm (one thread pool)."""
     from makemore import fused

@@ -46,6 +46,13 @@ class TrainConfig:
     warmup: int = setting(0, "linear warm-up steps (cosine schedule)")
     weight_decay: float = setting(0.0, "decoupled weight decay on embedding tables and weight matrices")
     betas: tuple[float, float] = (0.9, 0.999)
+    # Distillation from a count model (Hinton et al. 2015, with Bengio et al. 2003's Kneser-Ney
+    # model as the teacher): each example's target is (1 - teacher) * onehot(y) + teacher *
+    # P_KN(. | its last teacher_context characters), the KN model counted on the training split
+    # and tuned on dev (ngram.teacher_targets). The train loss logged stays the one-hot one.
+    teacher: float = setting(0.0, "share of each target taken from a Kneser-Ney model's next-character distribution "
+                             "(distillation; 0: the one-hot target alone)")
+    teacher_context: int = setting(5, "characters of context of the --teacher Kneser-Ney model")
     seed: int = setting(42, "seed for weights, minibatches and dropout; the data split has its own")
     eval_interval: int = setting(0, "steps between dev evaluations (0: about 20 per run)")
     eval_examples: int = setting(EVAL_EXAMPLES, "dev examples the dev loss during training is estimated on (a fixed "
@@ -62,6 +69,10 @@ class TrainConfig:
             raise UserError(f"lr (learning rate) must be positive, got {self.lr}")
         if self.weight_decay < 0:
             raise UserError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.teacher <= 1.0:
+            raise UserError(f"teacher must be between 0 and 1 (a share of the target), got {self.teacher}")
+        if not 1 <= self.teacher_context <= 12:
+            raise UserError(f"teacher-context must be between 1 and 12, got {self.teacher_context}")
         if self.threads < 0:
             raise UserError(f"threads must be >= 0, got {self.threads}")
         if not (self.budget >= 0 and self.budget < float("inf")):

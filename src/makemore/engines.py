@@ -5,9 +5,12 @@ backward and update for the K members of a run (K = 1 for a plain run, K seeds f
 ensemble, K learning rates for a sweep), behind one interface:
 
     engine.models                          the K models (nn.Modules), updated in place
-    engine.step(idx, y, lrs) -> losses     idx (K, B, block_size), y (K, B) int64 arrays,
+    engine.step(idx, y, lrs, teacher=None) -> losses
+                                           idx (K, B, block_size), y (K, B) int64 arrays,
                                            lrs (K,): one update of every member; returns the
-                                           K minibatch losses computed before it
+                                           K minibatch losses computed before it. teacher:
+                                           (K, B, V) distributions mixed into the targets
+                                           (TrainConfig.teacher), or None
     engine.member_state(k) -> dict         member k's optimizer (and RNG) state, for checkpoints
     engine.load_member_state(k, state)     ... and back, on --resume
     engine.freeze(k, weights)              a diverged member keeps `weights` (stepped at lr 0)
@@ -25,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import optimizers
 from .config import TrainConfig
@@ -88,15 +92,21 @@ class AutogradEngine:
 
         return save
 
-    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray) -> np.ndarray:
+    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray, teacher: np.ndarray | None = None) -> np.ndarray:
         idx_t = torch.from_numpy(np.ascontiguousarray(idx)).to(self.device)
         y_t = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
+        teacher_t = None if teacher is None else torch.from_numpy(np.ascontiguousarray(teacher)).to(self.device)
         losses = np.empty(len(self.models))
         for k, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
             save_rng = self._swap_rng(k)
-            _, loss = model(idx_t[k], y_t[k])
+            logits, loss = model(idx_t[k], y_t[k])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if teacher_t is None:
+                loss.backward()
+            else:  # cross-entropy against (1-a) onehot(y) + a teacher; the one-hot loss is reported
+                a = self.cfgs[k].teacher
+                soft = -(teacher_t[k] * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+                ((1.0 - a) * loss + a * soft).backward()
             save_rng()
             if self.grad_hook is not None:
                 self.grad_hook([p.grad for p in model.parameters() if p.grad is not None])
@@ -161,8 +171,10 @@ class Stack:
         for e in self.engines:
             e.grad_hook = hook
 
-    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray) -> np.ndarray:
-        return np.concatenate([e.step(idx[k:k + 1], y[k:k + 1], lrs[k:k + 1]) for k, e in enumerate(self.engines)])
+    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray, teacher: np.ndarray | None = None) -> np.ndarray:
+        return np.concatenate([e.step(idx[k:k + 1], y[k:k + 1], lrs[k:k + 1],
+                                      None if teacher is None else teacher[k:k + 1])
+                               for k, e in enumerate(self.engines)])
 
     def freeze(self, k: int, weights) -> None:
         self.engines[k].freeze(0, weights)

@@ -218,8 +218,13 @@ class _Workspace:
 
 
 def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y: np.ndarray,
-                      masks: Sequence[np.ndarray | None], grad_scale: float) -> float:
+                      masks: Sequence[np.ndarray | None], grad_scale: float,
+                      teacher: np.ndarray | None = None, teacher_weight: float = 0.0) -> float:
     """The minibatch (idx, y)'s loss; writes grad_scale * d(loss)/d(param) into g's arrays.
+
+    With `teacher` ((B, V) distributions, see TrainConfig.teacher) the gradients are those of
+    the cross-entropy against (1 - teacher_weight) * onehot(y) + teacher_weight * teacher; the
+    loss returned is the one-hot one either way.
 
     masks[l] is hidden layer l's dropout mask, already divided by the keep probability
     (inverted dropout), or None. Each line's comment gives its math; B is the batch size.
@@ -275,7 +280,11 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     dlogits = counts
     np.divide(c, counts_sum, out=counts_sum)  # c / counts_sum
     dlogits *= ws.counts_sum_col  # c * softmax = c * counts / counts_sum
-    ws.dlogits_flat[target] -= c  # - c * onehot(y)
+    if teacher is None:
+        ws.dlogits_flat[target] -= c  # - c * onehot(y)
+    else:  # against a soft target q = (1-a) onehot(y) + a teacher: c * (softmax - q)
+        ws.dlogits_flat[target] -= c * (1.0 - teacher_weight)
+        dlogits -= teacher * (np.asarray(c)[..., None] * teacher_weight)
     # output layer, logits = [h, 1] @ [W_out; b_out]
     matmul(ws.h1_T[-1], dlogits, g.Wb_out)  # [dW_out; db_out] = [h, 1]^T @ dlogits
     if p.W_direct is not None:
@@ -319,14 +328,16 @@ def _loss_max_shifted(ws: _Workspace) -> float:
 
 
 def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg: MLPConfig,
-                   dropout_mask=None) -> tuple[float, dict[str, np.ndarray]]:
+                   dropout_mask=None, teacher=None, teacher_weight: float = 0.0) -> tuple[float, dict[str, np.ndarray]]:
     """The fused engine's forward and backward pass as a pure function, in float64.
 
     params: name -> array (the names and shapes of `model.param_shapes(cfg)`); xb: (B,
     block_size) character indices; yb: (B,) targets. dropout_mask: None for no dropout, or one
     (B, hidden) array per hidden layer (a bare array for a single layer), 1 where a unit is
     kept and 0 where it is dropped; kept units are scaled by 1/(1 - cfg.dropout) as F.dropout
-    scales them. Returns (mean cross-entropy, name -> d loss / d param).
+    scales them. teacher: None, or (B, vocab_size) distributions mixed into the targets with
+    weight teacher_weight (see _forward_backward). Returns (mean cross-entropy, name -> d loss /
+    d param).
     """
     arrays = {n: np.array(params[n].detach().cpu().numpy() if isinstance(params[n], torch.Tensor) else params[n],
                           dtype=np.float64) for n in param_shapes(cfg)}
@@ -345,7 +356,8 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
         masks = [np.asarray(m, dtype=np.float64) / (1.0 - cfg.dropout) for m in dropout_mask]
     ws = _Workspace(cfg, idx.shape[0], np.float64, dropout=dropout_mask is not None)
     with np.errstate(all="ignore"):
-        loss = _forward_backward(_Params(arrays, cfg), _Params(grads, cfg, flat), ws, idx, y, masks, 1.0)
+        loss = _forward_backward(_Params(arrays, cfg), _Params(grads, cfg, flat), ws, idx, y, masks, 1.0,
+                                 None if teacher is None else np.asarray(teacher, dtype=np.float64), teacher_weight)
     return loss, grads
 
 
@@ -431,6 +443,7 @@ class FusedEngine:
         self.dropout = float(cfg.dropout)
         self.drop_below, self.keep_scale = dropout_threshold(self.dropout)
         self.rngs = [np.random.default_rng(c.seed) for c in train_cfgs]
+        self.teacher_weight = float(train_cfgs[0].teacher)  # shared by the members (train.SHARED)
         self._workspaces: dict[int, _Workspace] = {}
         # Called with the (K, P) gradient buffer between the backward pass and the update: the
         # data-parallel trainer averages it across processes there.
@@ -460,9 +473,10 @@ class FusedEngine:
             self._workspaces[B] = ws
         return ws
 
-    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray) -> np.ndarray:
-        """One minibatch update of every member; row k of idx (K, B, block_size), y (K, B) and
-        lrs (K,) is member k's. Returns each member's minibatch loss before the update."""
+    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray, teacher: np.ndarray | None = None) -> np.ndarray:
+        """One minibatch update of every member; row k of idx (K, B, block_size), y (K, B), lrs
+        (K,) and teacher (K, B, V) (the count model's distributions, with --teacher) is member
+        k's. Returns each member's minibatch loss before the update."""
         K, B = y.shape
         ws = self._workspace(B)
         if self.dropout > 0:
@@ -473,12 +487,16 @@ class FusedEngine:
         with np.errstate(all="ignore"):  # see _forward_backward
             if K == 1:
                 loss = _forward_backward(self.params, self.grads, ws, idx[0], y[0], ws.masks,
-                                         float(lrs[0]) if folds_lr else 1.0)
+                                         float(lrs[0]) if folds_lr else 1.0,
+                                         None if teacher is None else teacher[0].astype(self.dtype, copy=False),
+                                         self.teacher_weight)
                 losses = np.array([loss])
             else:
                 np.add(idx, self.row_offset, out=ws.table_idx)  # member k's characters are its rows of C
                 scale = lrs.astype(self.dtype).reshape(K, 1) if folds_lr else 1.0
-                _forward_backward(self.params, self.grads, ws, ws.table_idx, y, ws.masks, scale)
+                _forward_backward(self.params, self.grads, ws, ws.table_idx, y, ws.masks, scale,
+                                  None if teacher is None else teacher.astype(self.dtype, copy=False),
+                                  self.teacher_weight)
                 losses = np.add.reduce(ws.nll, axis=1).astype(np.float64) / B
             if self.grad_hook is not None:
                 self.grad_hook(self.grad_flat)

@@ -22,6 +22,12 @@ al. 2003, sec. 4: the MLP and the count model err differently), the weight fitte
 names the count model takes 0.2 s of the budget and the mixture beats both parts at every budget
 (README, "Time budgets"). The counting is timed and taken out of the budget; where it would take
 more than MIX_SHARE of it (a short budget on a big list), the run trains the model alone.
+
+The same count model is the MLP's teacher (distillation, TrainConfig.teacher): each target is
+TEACHER_WEIGHT of its distribution and the rest the one-hot next character. Its distributions for
+every training example are made inside the budget too (0.2 s on names); where they would not fit
+in memory (ngram.TEACHER_MAX_BYTES: thousands of characters) the run trains on one-hot targets.
+`--teacher 0` turns it off, `--no-mix` the mixture.
 """
 
 from __future__ import annotations
@@ -33,9 +39,15 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserError
+from .ngram import TEACHER_MAX_BYTES
 from .utils import cpu_name
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
+# A budget run's MLP is distilled from the same Kneser-Ney model (TrainConfig.teacher) with this
+# share of each target: on names, recipe and steps fixed (one seed each), the 10-s recipe went
+# from dev 2.0735 to 2.0611 (0.8: 2.0577), the 60-s one from 1.9763 to 1.9673 (0.3: 1.9716,
+# 0.8: 1.9737), the 300-s one from 1.9369 to 1.9213 (0.8: 1.9331). README, "Time budgets".
+TEACHER_WEIGHT = 0.5
 REGULARISERS = ("dropout", "weight_decay")
 MIX_CONTEXT = 5  # the best count model on names (docs/results/count.md)
 MIX_SHARE = 0.1
@@ -102,6 +114,8 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
         given = {k: v for k, v in overrides.items() if v is not None}
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
     settings = scaled_settings(recipe, train_examples, table, vocab_size)
+    if counts_in_time(budget, train_examples) and train_examples * vocab_size * 4 <= TEACHER_MAX_BYTES:
+        settings = {"teacher": TEACHER_WEIGHT, "teacher_context": MIX_CONTEXT, **settings}
     given = {k: v for k, v in overrides.items() if v is not None}
     preset = recipe.get("preset")
     model_cfg, train_cfg = make_configs(preset, recipe["model"], vocab_size=vocab_size,
@@ -110,19 +124,22 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
                                   "settings": settings, "machine": table.get("machine"), "date": table.get("date")}
 
 
+def counts_in_time(budget: float, train_examples: int) -> bool:
+    """Whether counting the Kneser-Ney model takes at most MIX_SHARE of the budget (estimated
+    at COUNT_RATE): a budget run then mixes its model with it, and distils from it."""
+    return train_examples / COUNT_RATE <= MIX_SHARE * budget
+
+
 def count_for_mixture(corpus, budget: float, context: int = MIX_CONTEXT):
     """(Kneser-Ney model counted on the training split and tuned on dev, seconds it took) for a
     budget run to mix its model with; None where counting would take more than MIX_SHARE of
     the budget (the estimate: COUNT_RATE)."""
-    from .ngram import NGramModel
+    from .ngram import fit_on_dev
 
-    examples = len(corpus.encoded("train"))
-    if examples / COUNT_RATE > MIX_SHARE * budget:
+    if not counts_in_time(budget, len(corpus.encoded("train"))):
         return None
     start = time.perf_counter()
-    # the splits as the loop reads them, encoded once (Corpus.encoded), not encoded again from words
-    ngram = NGramModel.from_examples(corpus.encoded("train"), context, corpus.vocab.size, "kneser_ney")
-    ngram.tune(corpus.encoded("dev"))
+    ngram = fit_on_dev(corpus, context)  # kept in the corpus: the run's teacher is this model
     return ngram, time.perf_counter() - start
 
 

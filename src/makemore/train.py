@@ -40,6 +40,7 @@ from .data import Corpus, Examples
 from .engines import make_engine, resolve_device
 from .errors import UserError
 from .models import Model, ModelConfig
+from .ngram import teacher_targets
 from .distributed import split_nll  # [dist] predict.split_nll, each rank of a data-parallel run evaluating a share
 from .predict import ensemble_predictor, model_predictor
 from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoint, write_ensemble, write_run_files
@@ -55,7 +56,8 @@ FINAL_TRAIN_EXAMPLES = 250_000
 # Settings every member of one loop shares: the shape of a step (batch size), the loop itself
 # (steps, evaluations) and where it runs; anything else (lr, schedule, seed, weight decay,
 # betas, optimizer) may differ from member to member.
-SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threads", "engine")
+SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threads", "engine", "teacher",
+          "teacher_context")
 # Minibatch contexts are gathered this many examples at a time (a chunk of steps).
 GATHER_EXAMPLES = 1 << 16
 
@@ -95,7 +97,7 @@ class Minibatches:
                 g.set_state(state)
         self.chunk_steps = max(1, GATHER_EXAMPLES // B)
         self.first, self.steps_held, self.states = 0, 0, []
-        self.idx = self.y = None
+        self.idx = self.y = self.positions_held = None
 
     def at(self, step: int, last: int) -> tuple[np.ndarray, np.ndarray]:
         """(K, B, block_size) contexts and (K, B) targets of update `step` (0-based); chunks
@@ -113,8 +115,13 @@ class Minibatches:
             X, Y = self.examples.batch(positions.reshape(-1), self.block_size)
             self.idx = X.reshape(K, c, b, self.block_size)
             self.y = Y.reshape(K, c, b)
+            self.positions_held = positions
             self.steps_held = c
         return self.idx[:, i], self.y[:, i]
+
+    def positions(self, step: int) -> np.ndarray:
+        """(K, B) positions in the split of update `step`'s examples (after `at(step, ...)`)."""
+        return self.positions_held[:, step - self.first]
 
     def state(self, k: int, steps: int) -> torch.Tensor:
         """Member k's generator state after `steps` updates, as a solo run saves it (rng.batch)."""
@@ -348,6 +355,9 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         raise UserError("a run needs at least one member")
     for cfg in train_cfgs:
         check_data(corpus, model_cfg, cfg)
+    if train_cfgs and train_cfgs[0].teacher > 0 and models.module(model_cfg.name).MODEL.sequence:
+        raise UserError(f"--teacher applies to models that predict one next character per window (mlp, wavenet, "
+                        f"bigram), not to --model {model_cfg.name}")
     for name in SHARED:
         values = {getattr(cfg, name) for cfg in train_cfgs}
         if len(values) > 1:
@@ -420,8 +430,14 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
     batches = Minibatches(train_ex, model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
                           [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None,
                           share=dist.batch_share(first.batch_size))  # [dist] this rank's share of each minibatch
+    teacher, teacher_seconds = None, 0.0
+    if first.teacher > 0:  # distillation from a count model: its distribution for every example
+        t_teacher = time.perf_counter()
+        teacher = teacher_targets(corpus, first.teacher_context)
+        teacher_seconds = time.perf_counter() - t_teacher
     steps, eval_every = first.steps, first.eval_every
-    plan = Plan(first.budget, steps, start) if first.budget > 0 else None
+    # a budget run's teacher is made inside its budget
+    plan = Plan(max(first.budget - teacher_seconds, 1e-3), steps, start) if first.budget > 0 else None
     trial = None  # a budget run with torch's default threads picks its own (budget.ThreadTrial)
     if plan is not None:
         eval_every = plan.eval_every
@@ -527,7 +543,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
                         break
                 lrs = np.array([lr_at(cfg, step, steps) if on else 0.0 for cfg, on in zip(train_cfgs, active)])
                 idx, y = batches.at(step, steps - 1)
-                losses = engine.step(idx, y, lrs)
+                losses = engine.step(idx, y, lrs, None if teacher is None else teacher[batches.positions(step)])
                 losses = dist.agree(losses, stop)  # [dist] the global minibatch's losses; a signal stops every rank
                 step += 1
                 bad = active & ~(losses <= DIVERGED_LOSS)  # inf, NaN or blown up
@@ -562,6 +578,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
                              engine.name, device, status[k], progress,
                              **({"members": K} if K > 1 else {}), **(plan.summary() if plan else {}),
                              **(trial.summary() if trial is not None and trial.done else {}),
+                             **({"teacher_seconds": teacher_seconds} if teacher is not None else {}),
                              **dist.summary(), **(extra_summary or {}))
         with torch.no_grad():
             for p in model.parameters():
