@@ -49,8 +49,9 @@ bench: $(VENV)/.bench-installed
 figures: install
 	bash scripts/figures.sh
 
-# the time-budget recipes of `train --budget` (src/makemore/recipes.json; about 95 minutes, idle machine:
-# the studies, then fresh budget runs of the recipes, scripts/budget_runs.py, 15 minutes)
+# the time-budget recipes of `train --budget` (src/makemore/recipes.json; about 110 minutes, idle machine:
+# the studies, then fresh budget runs of the recipes, scripts/budget_runs.py, 15 minutes, and the
+# teacher's ablation, scripts/teacher_ablation.py, 15 minutes)
 recipes: install
 	bash scripts/recipes.sh
 

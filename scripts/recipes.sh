@@ -28,5 +28,7 @@ done
 "$PY" -m makemore.recipes "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
 # fresh `train --budget` runs of the new recipes, as a user gets them (docs/results/budget_runs.json)
 "$PY" scripts/budget_runs.py
+# what the Kneser-Ney teacher of a budget run does to each recipe, steps fixed (docs/results/teacher.json)
+"$PY" scripts/teacher_ablation.py
 # the plot of the README's "Time budgets": best dev loss against seconds, with the count models
 "$PY" scripts/budget_plot.py "$OUT"

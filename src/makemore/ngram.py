@@ -606,8 +606,7 @@ def teacher_targets(corpus: Corpus, context: int) -> np.ndarray:
     counted on the training split and tuned on dev already (a budget run's); else counted here.
 
     The teacher has counted these very examples: on them it is sharper than on unseen text
-    (train loss ~1.63 against 1.98 on dev, names, 5 characters). Teachers counted on the other
-    half of the list did worse as targets (docs: README, "Time budgets")."""
+    (train loss ~1.63 against 1.98 on dev, names, 5 characters)."""
     need = teacher_bytes(corpus)
     if need > TEACHER_MAX_BYTES:
         raise UserError(f"--teacher keeps the count model's distribution for every training example: "
