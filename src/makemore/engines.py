@@ -105,7 +105,7 @@ class AutogradEngine:
                 loss.backward()
             else:  # cross-entropy against (1-a) onehot(y) + a teacher; the one-hot loss is reported
                 a = self.cfgs[k].teacher
-                soft = -(teacher_t[k] * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+                soft = -(teacher_t[k] * F.log_softmax(logits, dim=-1)).sum(-1).mean()
                 ((1.0 - a) * loss + a * soft).backward()
             save_rng()
             if self.grad_hook is not None:

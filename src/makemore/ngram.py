@@ -595,26 +595,27 @@ def fit_on_dev(corpus: Corpus, context: int, method: str = "kneser_ney") -> NGra
 TEACHER_MAX_BYTES = 1 << 30
 
 
-def teacher_bytes(corpus: Corpus) -> int:
-    return len(corpus.encoded("train")) * corpus.vocab.size * 4
+def teacher_bytes(train_examples: int, vocab_size: int) -> int:
+    """Memory the teacher's targets take: a float32 distribution per training example."""
+    return train_examples * vocab_size * 4
 
 
 def teacher_targets(corpus: Corpus, context: int) -> np.ndarray:
     """P_KN(next char | its last `context` characters) for every example of the training split:
     (N, V) float32, row i for example i of corpus.encoded("train"). What a run with --teacher
-    distils from (config.TrainConfig.teacher). `ngram`: a Kneser-Ney model of that context
-    counted on the training split and tuned on dev already (a budget run's); else counted here.
+    distils from (config.TrainConfig.teacher). The Kneser-Ney model is fit_on_dev's, counted once
+    per corpus (a budget run has counted it for its mixture already).
 
     The teacher has counted these very examples: on them it is sharper than on unseen text
     (train loss ~1.63 against 1.98 on dev, names, 5 characters)."""
-    need = teacher_bytes(corpus)
+    train = corpus.encoded("train")
+    need = teacher_bytes(len(train), corpus.vocab.size)
     if need > TEACHER_MAX_BYTES:
         raise UserError(f"--teacher keeps the count model's distribution for every training example: "
-                        f"{need / 2**30:.1f} GiB for this data ({len(corpus.encoded('train')):,} examples x "
+                        f"{need / 2**30:.1f} GiB for this data ({len(train):,} examples x "
                         f"{corpus.vocab.size:,} characters; limit {TEACHER_MAX_BYTES / 2**30:.0f} GiB); "
                         f"train without it (--teacher 0)")
     ngram = fit_on_dev(corpus, context)
-    train = corpus.encoded("train")
     out = np.empty((len(train), corpus.vocab.size), np.float32)
     rows = 1 << 16  # contexts gathered at a time (probs() bounds its own float64 work)
     for start in range(0, len(train), rows):

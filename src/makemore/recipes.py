@@ -39,7 +39,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import UserError
-from .ngram import TEACHER_MAX_BYTES
+from .ngram import TEACHER_MAX_BYTES, teacher_bytes
 from .utils import cpu_name
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
@@ -113,7 +113,7 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
         given = {k: v for k, v in overrides.items() if v is not None}
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
     settings = scaled_settings(recipe, train_examples, table, vocab_size)
-    if counts_in_time(budget, train_examples) and train_examples * vocab_size * 4 <= TEACHER_MAX_BYTES:
+    if counts_in_time(budget, train_examples) and teacher_bytes(train_examples, vocab_size) <= TEACHER_MAX_BYTES:
         settings = {"teacher": TEACHER_WEIGHT, "teacher_context": MIX_CONTEXT, **settings}
     given = {k: v for k, v in overrides.items() if v is not None}
     preset = recipe.get("preset")
