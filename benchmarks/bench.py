@@ -1,7 +1,7 @@
 """`make bench`: every speed figure of the README, each a ratio measured in this one run
 against the baseline it names. Prints a table and writes benchmarks/results.json.
 
-    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve]
+    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision]
 
 `--only` updates those items in an existing results.json (each item keeps its own date).
 
@@ -566,6 +566,57 @@ def bench_openmp(corpus, quick: bool) -> dict:
     return {"steps": steps, "repeats": repeats, "rows": rows}
 
 
+# ----------------------------------------------------------------------------------------
+# 10. --precision bfloat16 vs float32: a fused step of each budget recipe and of `best`
+
+
+def bench_precision(corpus, quick: bool) -> dict:
+    from makemore import recipes
+    from makemore.utils import native_bfloat16
+
+    shapes = [(f"{r['budget']:g} s recipe", None, r["settings"]) for r in recipes.load()["recipes"]]
+    shapes.append(("best preset", "best", {}))
+    rows, repeats, all_threads = [], 3 if quick else 5, torch.get_num_threads()
+    try:
+        for label, preset, settings in shapes:
+            for threads in sorted({1, all_threads}):
+                torch.set_num_threads(threads)
+                row = {"shape": label, "threads": threads}
+                for precision in ("float32", "bfloat16"):
+                    model_cfg, train_cfg = mm.make_configs(preset, vocab_size=corpus.vocab.size,
+                                                           **{**settings, "precision": precision, "engine": "fused"})
+                    X, Y = corpus.examples("train", model_cfg.block_size)
+                    engine = make_engine([mm.MLP(model_cfg)], [train_cfg])
+                    B = train_cfg.batch_size
+                    n = 10 if quick else max(10, min(200, 200_000 // (B * model_cfg.hidden // 64 + 1)))
+                    g = torch.Generator().manual_seed(0)
+                    ixs = [torch.randint(0, X.shape[0], (B,), generator=g).numpy() for _ in range(n)]
+                    X_np, Y_np, lr = X.numpy(), Y.numpy(), np.array([1e-3])
+                    engine.step(X_np[ixs[0]][None], Y_np[ixs[0]][None], lr)
+                    times = []
+                    for _ in range(repeats):
+                        t0 = time.perf_counter()
+                        for ix in ixs:
+                            engine.step(X_np[ix][None], Y_np[ix][None], lr)
+                        times.append((time.perf_counter() - t0) / n * 1e3)
+                    row[f"{precision}_ms"] = float(np.median(times))
+                    row[f"{precision}_ms_range"] = [float(min(times)), float(max(times))]
+                    row["params"] = sum(p.numel() for p in engine.models[0].parameters())
+                row["speedup"] = row["float32_ms"] / row["bfloat16_ms"]
+                rows.append(row)
+    finally:
+        torch.set_num_threads(all_threads)
+    return {"native_bfloat16": native_bfloat16("cpu"), "repeats": repeats, "rows": rows}
+
+
+def report_precision(p: dict) -> None:
+    print(f"\n10. fused step, float32 / bfloat16 (--precision), ms (median of {p['repeats']}); "
+          f"native bfloat16 on this CPU: {'yes' if p['native_bfloat16'] else 'no'}")
+    for row in p["rows"]:
+        print(f"   {row['shape']:<16} {row['params']:>9,} params, {row['threads']} thread(s): "
+              f"{row['float32_ms']:8.2f} / {row['bfloat16_ms']:8.2f}   {row['speedup']:.2f}x")
+
+
 def bench_serve_item(corpus, quick: bool) -> dict:
     from serve_bench import bench_serve
 
@@ -580,7 +631,7 @@ def mm_cores() -> int:
 
 BENCHES = {"step": bench_step, "fast": bench_time_to_target, "sample": bench_sampling,
            "population": bench_population, "scaling": bench_scaling, "big": bench_big, "dp": bench_data_parallel,
-           "openmp": bench_openmp, "serve": bench_serve_item}
+           "openmp": bench_openmp, "serve": bench_serve_item, "precision": bench_precision}
 
 
 def main() -> None:
@@ -658,6 +709,8 @@ def report(r: dict) -> None:
         report_dp(r["dp"])
     if "openmp" in r:
         report_openmp(r["openmp"])
+    if "precision" in r:
+        report_precision(r["precision"])
     if "serve" in r:
         v = r["serve"]
         print(f"\n9. makemore serve: {v['unseeded']['requests']} POST /api/sample (n={v['unseeded']['n']}) from "

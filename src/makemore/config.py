@@ -18,6 +18,7 @@ from .models.base import ModelConfig, setting
 SCHEDULES = ("step", "inverse", "cosine", "constant")
 ENGINES = ("auto", "fused", "autograd")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "float32", "bfloat16")
 # The dev loss during training is estimated on this many dev examples (a fixed random subset,
 # the same for every run on the same data, so that runs compare): the standard error of such an
 # estimate is ~0.01 nats, and the lecture's dev split (22,902 examples) is evaluated whole.
@@ -58,6 +59,15 @@ class TrainConfig:
     eval_examples: int = setting(EVAL_EXAMPLES, "dev examples the dev loss during training is estimated on (a fixed "
                                  f"random subset; default {EVAL_EXAMPLES:,}); the final dev loss is over the whole split")
     engine: str = setting("auto", "|".join(ENGINES))
+    # Mixed precision (Micikevicius et al. 2018, "Mixed Precision Training"; Kalamkar et al. 2019
+    # for bfloat16): the training step's matrix products take bfloat16 inputs and give bfloat16
+    # results, with float32 accumulation inside the product; weights, their updates, the
+    # optimizer's moments, the loss and every evaluation stay float32. CPUs with AVX512-BF16 or
+    # AMX multiply bfloat16 2-2.5x faster than float32 (bench item 10); elsewhere it is emulated
+    # and slower (utils.native_bfloat16). auto: bfloat16 where it buys a timed run steps, else
+    # float32 (engines.resolve_precision); summary.json records the one used.
+    precision: str = setting("auto", "|".join(PRECISIONS) + ": number format of the training step's matrix "
+                             "products (auto: bfloat16 for a --budget run where the hardware has it, else float32)")
     device: str = setting("cpu", "|".join(DEVICES) + " (default cpu)")
     threads: int = setting(0, "torch threads (0: torch's default)")
 
@@ -78,7 +88,8 @@ class TrainConfig:
         if not (self.budget >= 0 and self.budget < float("inf")):
             raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
         optimizers.get(self.optimizer)
-        for name, allowed in (("schedule", SCHEDULES), ("engine", ENGINES), ("device", DEVICES)):
+        for name, allowed in (("schedule", SCHEDULES), ("engine", ENGINES), ("device", DEVICES),
+                              ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 

@@ -16,6 +16,8 @@ ensemble, K learning rates for a sweep), behind one interface:
     engine.freeze(k, weights)              a diverged member keeps `weights` (stepped at lr 0)
     engine.grad_hook                       None, or a function called with the gradients
                                            between backward and update (data parallelism)
+    engine.name, engine.precision          what it is and the number format of its products
+                                           (TrainConfig.precision, decided: resolve_precision)
 
 AutogradEngine is the lecture's step (loss.backward(), then a torch optimizer) and runs every
 model; fused.FusedEngine computes the MLP's step with a hand-written backward pass, faster.
@@ -44,6 +46,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_precision(model_cfg, train_cfg: TrainConfig, device: str) -> str:
+    """TrainConfig.precision, with `auto` decided: bfloat16 where it buys a timed run (one with
+    a --budget) steps at no cost in loss (README, "Precision"): on a CUDA GPU that has it, and
+    on a CPU with native bfloat16 where the MLP's fused step has products past OpenBLAS's
+    one-thread size (smaller ones stay on NumPy, cheaper per call than any cast). Else float32,
+    which keeps fixed-step runs bit-for-bit what they were."""
+    from . import fused
+    from .utils import native_bfloat16
+
+    if train_cfg.precision != "auto":
+        return train_cfg.precision
+    if not train_cfg.budget or not native_bfloat16(device):
+        return "float32"
+    if device == "cuda":
+        return "bfloat16"
+    on_fused = train_cfg.engine != "autograd" and fused.unsupported_reason(model_cfg, train_cfg) is None
+    return "bfloat16" if on_fused and not fused.small_products(model_cfg, train_cfg.batch_size) else "float32"
+
+
 class AutogradEngine:
     """The lecture's step for each member in turn: forward, loss.backward(), optimizer step.
 
@@ -58,6 +79,7 @@ class AutogradEngine:
         if len(models) != len(train_cfgs) or not models:
             raise ValueError(f"need one train config per model, got {len(models)} models and {len(train_cfgs)} configs")
         self.models, self.cfgs = list(models), list(train_cfgs)
+        self.precision = train_cfgs[0].precision  # shared by the members (train.SHARED)
         self.device = next(models[0].parameters()).device
         self.optimizers, self.decayed, self.rng_states = [], [], []
         for model, cfg in zip(models, train_cfgs):
@@ -99,14 +121,16 @@ class AutogradEngine:
         losses = np.empty(len(self.models))
         for k, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
             save_rng = self._swap_rng(k)
-            logits, loss = model(idx_t[k], y_t[k])
+            # precision bfloat16: torch.autocast runs the forward's matrix products in bfloat16
+            # and the loss (cross-entropy, log-softmax) in float32; backward mirrors the casts
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+                logits, loss = model(idx_t[k], y_t[k])
+                if teacher_t is not None:  # cross-entropy against (1-a) onehot(y) + a teacher
+                    a = self.cfgs[k].teacher
+                    soft = -(teacher_t[k] * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+                    objective = (1.0 - a) * loss + a * soft  # the one-hot loss is the one reported
             optimizer.zero_grad(set_to_none=True)
-            if teacher_t is None:
-                loss.backward()
-            else:  # cross-entropy against (1-a) onehot(y) + a teacher; the one-hot loss is reported
-                a = self.cfgs[k].teacher
-                soft = -(teacher_t[k] * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-                ((1.0 - a) * loss + a * soft).backward()
+            (loss if teacher_t is None else objective).backward()
             save_rng()
             if self.grad_hook is not None:
                 self.grad_hook([p.grad for p in model.parameters() if p.grad is not None])
@@ -159,7 +183,7 @@ class Stack:
 
     def __init__(self, engines: Sequence):
         self.engines = list(engines)
-        self.name = self.engines[0].name
+        self.name, self.precision = self.engines[0].name, self.engines[0].precision
         self.models = [e.models[0] for e in self.engines]
 
     @property

@@ -106,6 +106,14 @@ def _torch_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     torch.mm(torch.from_numpy(a), torch.from_numpy(b), out=torch.from_numpy(out))
 
 
+def _bfloat16_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ b with a and b rounded to bfloat16 (TrainConfig.precision): torch's bfloat16
+    product (float32 accumulation inside; a batched one for (K, n, m) stacks), its bfloat16
+    result widened into `out`."""
+    product = torch.matmul(torch.from_numpy(a).to(torch.bfloat16), torch.from_numpy(b).to(torch.bfloat16))
+    torch.from_numpy(out).copy_(product)
+
+
 def _flat_buffer(cfg: MLPConfig, dtype, members: int | None = None,
                  align: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One zeroed flat array holding a tensor per parameter, in `param_shapes` order (so each
@@ -174,11 +182,14 @@ class _Workspace:
     are those of all the members' tables, `table_rows` in all (see PopulationEngine)."""
 
     def __init__(self, cfg: MLPConfig, B: int, dtype, dropout: bool, members: int | None = None,
-                 table_rows: int | None = None):
+                 table_rows: int | None = None, precision: str = "float32"):
         T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
         lead = () if members is None else (members,)
         self.B = B
-        self.matmul = np.matmul if small_products(cfg, B) else _torch_matmul
+        # matmul: the products of a layer and of the backward pass, in `precision`; sum_matmul:
+        # the softmax's row sums, which stay in float32 (the loss is float32 whatever the precision)
+        self.sum_matmul = np.matmul if small_products(cfg, B) or members else _torch_matmul
+        self.matmul = _bfloat16_matmul if precision == "bfloat16" else self.sum_matmul
         self.x1 = np.ones(lead + (B, T * E + 1), dtype)  # [x, 1]
         self.x = self.x1[..., :-1]  # the concatenated embeddings, (B, T*E)
         self.emb = self.x.reshape(lead + (B, T, E))  # a view: take() writes C[idx] straight into x
@@ -267,7 +278,7 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     ws.logits_flat.take(target, out=ws.target_logit)  # logits[i, y_i]
     logits -= ws.target_logit[..., None]  # logits_ij - logits_i,y_i
     np.exp(logits, out=counts)  # counts = exp(shifted logits), 1 at the targets
-    matmul(counts, ws.ones_v, ws.counts_sum_col)  # counts_sum = counts summed over the row
+    ws.sum_matmul(counts, ws.ones_v, ws.counts_sum_col)  # counts_sum = counts summed over the row
     np.log(counts_sum, out=ws.nll)  # -log p(y_i) = -log(counts[i, y_i] / counts_sum_i)
     loss = float(np.add.reduce(ws.nll, axis=None)) / B  # the mean negative log-likelihood (summed over members)
     if not math.isfinite(loss):
@@ -316,7 +327,7 @@ def _loss_max_shifted(ws: _Workspace) -> float:
     """The loss part of `_forward_backward` for rows where a logit beats the target's by more
     than exp can take: shift each row by its max instead (makemore part 4's logit_maxes), so
     that exp(logits - max) <= 1 cannot overflow."""
-    logits, counts, counts_sum, matmul = ws.logits, ws.dlogits, ws.counts_sum, ws.matmul
+    logits, counts, counts_sum, matmul = ws.logits, ws.dlogits, ws.counts_sum, ws.sum_matmul
     logit_maxes = ws.target_logit  # of the logits as shifted so far
     np.maximum.reduce(logits, axis=-1, out=logit_maxes)
     logits -= logit_maxes[..., None]  # norm_logits = logits - logit_maxes
@@ -328,7 +339,8 @@ def _loss_max_shifted(ws: _Workspace) -> float:
 
 
 def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg: MLPConfig,
-                   dropout_mask=None, teacher=None, teacher_weight: float = 0.0) -> tuple[float, dict[str, np.ndarray]]:
+                   dropout_mask=None, teacher=None, teacher_weight: float = 0.0,
+                   precision: str = "float32") -> tuple[float, dict[str, np.ndarray]]:
     """The fused engine's forward and backward pass as a pure function, in float64.
 
     params: name -> array (the names and shapes of `model.param_shapes(cfg)`); xb: (B,
@@ -336,8 +348,9 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
     (B, hidden) array per hidden layer (a bare array for a single layer), 1 where a unit is
     kept and 0 where it is dropped; kept units are scaled by 1/(1 - cfg.dropout) as F.dropout
     scales them. teacher: None, or (B, vocab_size) distributions mixed into the targets with
-    weight teacher_weight (see _forward_backward). Returns (mean cross-entropy, name -> d loss /
-    d param).
+    weight teacher_weight (see _forward_backward). precision: "bfloat16" rounds every matrix
+    product's inputs and result to bfloat16 as the engine does (TrainConfig.precision); the rest
+    stays float64. Returns (mean cross-entropy, name -> d loss / d param).
     """
     arrays = {n: np.array(params[n].detach().cpu().numpy() if isinstance(params[n], torch.Tensor) else params[n],
                           dtype=np.float64) for n in param_shapes(cfg)}
@@ -354,7 +367,7 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
         if len(dropout_mask) != cfg.layers:
             raise ValueError(f"need one dropout mask per hidden layer ({cfg.layers}), got {len(dropout_mask)}")
         masks = [np.asarray(m, dtype=np.float64) / (1.0 - cfg.dropout) for m in dropout_mask]
-    ws = _Workspace(cfg, idx.shape[0], np.float64, dropout=dropout_mask is not None)
+    ws = _Workspace(cfg, idx.shape[0], np.float64, dropout=dropout_mask is not None, precision=precision)
     with np.errstate(all="ignore"):
         loss = _forward_backward(_Params(arrays, cfg), _Params(grads, cfg, flat), ws, idx, y, masks, 1.0,
                                  None if teacher is None else np.asarray(teacher, dtype=np.float64), teacher_weight)
@@ -444,6 +457,7 @@ class FusedEngine:
         self.drop_below, self.keep_scale = dropout_threshold(self.dropout)
         self.rngs = [np.random.default_rng(c.seed) for c in train_cfgs]
         self.teacher_weight = float(train_cfgs[0].teacher)  # shared by the members (train.SHARED)
+        self.precision = train_cfgs[0].precision  # shared too
         self._workspaces: dict[int, _Workspace] = {}
         # Called with the (K, P) gradient buffer between the backward pass and the update: the
         # data-parallel trainer averages it across processes there.
@@ -455,13 +469,13 @@ class FusedEngine:
             K, H, L = self.K, self.cfg.hidden, self.cfg.layers
             dropout = self.dropout > 0
             if K == 1:
-                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout)
+                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout, precision=self.precision)
                 lead = ()
             else:
-                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout, members=K, table_rows=K * self.rows)
-                # np.matmul on (K, B, n) stacks: one OpenBLAS product per member, on this thread.
-                # At the lecture's size it beat torch.matmul and torch.bmm (see bench item 4).
-                ws.matmul = np.matmul
+                # float32: np.matmul on (K, B, n) stacks, one OpenBLAS product per member on this
+                # thread; at the lecture's size it beat torch.matmul and torch.bmm (bench item 4)
+                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout, members=K, table_rows=K * self.rows,
+                                precision=self.precision)
                 ws.table_idx = np.empty((K, B, self.cfg.block_size), np.intp)
                 lead = (K,)
             ws.masks = [None] * L

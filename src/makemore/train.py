@@ -37,14 +37,14 @@ from . import models
 from .budget import Plan, ThreadTrial
 from .config import TrainConfig
 from .data import Corpus, Examples
-from .engines import make_engine, resolve_device
+from .engines import make_engine, resolve_device, resolve_precision
 from .errors import UserError
 from .models import Model, ModelConfig
 from .ngram import teacher_targets
 from .distributed import split_nll  # [dist] predict.split_nll, each rank of a data-parallel run evaluating a share
 from .predict import ensemble_predictor, model_predictor
 from .runs import load_checkpoint, load_weights, read_run_config, save_checkpoint, write_ensemble, write_run_files
-from .utils import atomic_write_json
+from .utils import atomic_write_json, native_bfloat16
 
 METRIC_FIELDS = ("step", "train_loss", "dev_loss", "lr", "seconds")
 # A uniform guess costs log(vocab) ~ 3.3 nats per character on names. A minibatch loss past this
@@ -56,8 +56,8 @@ FINAL_TRAIN_EXAMPLES = 250_000
 # Settings every member of one loop shares: the shape of a step (batch size), the loop itself
 # (steps, evaluations) and where it runs; anything else (lr, schedule, seed, weight decay,
 # betas, optimizer) may differ from member to member.
-SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threads", "engine", "teacher",
-          "teacher_context")
+SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threads", "engine", "precision",
+          "teacher", "teacher_context")
 # Minibatch contexts are gathered this many examples at a time (a chunk of steps).
 GATHER_EXAMPLES = 1 << 16
 
@@ -379,7 +379,12 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in train_cfgs]
         for model in members:
             model.train()
-        engine = make_engine(members, dist.rank_seeded(train_cfgs))  # [dist] dropout seed + rank
+        precision = resolve_precision(model_cfg, first, device)
+        if precision == "bfloat16" and not native_bfloat16(device) and dist.is_writer():
+            print(f"note: this {device.upper()} has no native bfloat16: --precision bfloat16 is emulated, "
+                  f"slower than float32", file=sys.stderr)
+        engine_cfgs = [replace(cfg, precision=precision) for cfg in dist.rank_seeded(train_cfgs)]
+        engine = make_engine(members, engine_cfgs)  # [dist] dropout seed + rank
         dist.attach(engine)  # [dist] gradients averaged across the ranks
         return _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device, progress, callbacks,
                            resumed, extra_summary, created)
@@ -575,7 +580,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         done = step if status[k] != "diverged" else last_step[k]
         log.flush()
         summary = log.finish(corpus, done, elapsed + run_seconds, (done - start) / max(run_seconds, 1e-9),
-                             engine.name, device, status[k], progress,
+                             engine.name, device, status[k], progress, precision=engine.precision,
                              **({"members": K} if K > 1 else {}), **(plan.summary() if plan else {}),
                              **(trial.summary() if trial is not None and trial.done else {}),
                              **({"teacher_seconds": teacher_seconds} if teacher is not None else {}),

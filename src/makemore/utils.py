@@ -55,3 +55,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def native_bfloat16(device: str = "cpu") -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware (TrainConfig.precision): a CUDA
+    GPU that says so, or a CPU with AVX512-BF16 or AMX (Linux /proc/cpuinfo flags). Elsewhere
+    torch emulates bfloat16 products, slower than float32 ones."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
