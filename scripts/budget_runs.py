@@ -47,7 +47,7 @@ def one_run(budget: float, repeat: int) -> dict:
     return {"budget": budget, "repeat": repeat, "dev_loss": s["dev_loss"], "mix_dev_loss": mix.get("mix_dev_loss"),
             "ngram_dev_loss": mix.get("ngram_dev_loss"), "weight": mix.get("weight"),
             "count_seconds": mix.get("count_seconds"), "seconds": s["seconds"], "steps": s["steps"],
-            "params": s["params"]}
+            "params": s["params"], "precision": s.get("precision"), "threads": s.get("threads")}
 
 
 def main(spec: str = "10:3,60:3,300:2") -> None:
@@ -57,7 +57,7 @@ def main(spec: str = "10:3,60:3,300:2") -> None:
             row = one_run(budget, r)
             runs.append(row)
             print(f"{budget:>5g} s #{r}: model dev {row['dev_loss']:.4f}, mixture {row['mix_dev_loss']:.4f}, "
-                  f"{row['steps']:,} steps in {row['seconds']:.1f} s", flush=True)
+                  f"{row['steps']:,} steps in {row['seconds']:.1f} s ({row['precision']}, {row['threads']} thread(s))", flush=True)
     summary = []
     for budget, _ in parse_spec(spec):
         rows = [r for r in runs if r["budget"] == budget]

@@ -44,7 +44,12 @@ allocation:
   in flat buffers and updates the whole model with ten array operations;
 * one pool of BLAS threads: small matrix products (the lecture's) go to NumPy's OpenBLAS,
   which runs them on the calling thread, large ones to torch.mm, whose OpenMP threads the
-  rest of the training loop uses too (see OPENBLAS_ONE_THREAD).
+  rest of the training loop uses too (see OPENBLAS_ONE_THREAD);
+* with TrainConfig.precision bfloat16, every product of the step (the layers', the logits',
+  the backward pass's) rounds its inputs to bfloat16 and multiplies them in torch, as
+  torch.autocast does for the autograd engine; the buffers, the elementwise math, the loss and
+  the update stay float32. NumPy has no bfloat16, so each product pays two casts and a
+  widening copy: it pays for itself where the products are large (bench item 10).
 
 The math is checked against torch autograd in tests/test_fused.py, in float64, through
 `loss_and_grads`, which runs the very same `_forward_backward` as the engine.
