@@ -579,19 +579,17 @@ def bench_precision(corpus, quick: bool) -> dict:
     rows, repeats, all_threads = [], 3 if quick else 5, torch.get_num_threads()
     try:
         for label, preset, settings in shapes:
+            model_cfg, train_cfg = mm.make_configs(preset, vocab_size=corpus.vocab.size, **settings)
+            X, Y = corpus.examples("train", model_cfg.block_size)
+            X_np, Y_np, lr, B = X.numpy(), Y.numpy(), np.array([1e-3]), train_cfg.batch_size
+            n = 10 if quick else max(10, min(200, 200_000 // (B * model_cfg.hidden // 64 + 1)))
+            g = torch.Generator().manual_seed(0)
+            ixs = [torch.randint(0, X.shape[0], (B,), generator=g).numpy() for _ in range(n)]
             for threads in sorted({1, all_threads}):
                 torch.set_num_threads(threads)
                 row = {"shape": label, "threads": threads}
                 for precision in ("float32", "bfloat16"):
-                    model_cfg, train_cfg = mm.make_configs(preset, vocab_size=corpus.vocab.size,
-                                                           **{**settings, "precision": precision, "engine": "fused"})
-                    X, Y = corpus.examples("train", model_cfg.block_size)
-                    engine = make_engine([mm.MLP(model_cfg)], [train_cfg])
-                    B = train_cfg.batch_size
-                    n = 10 if quick else max(10, min(200, 200_000 // (B * model_cfg.hidden // 64 + 1)))
-                    g = torch.Generator().manual_seed(0)
-                    ixs = [torch.randint(0, X.shape[0], (B,), generator=g).numpy() for _ in range(n)]
-                    X_np, Y_np, lr = X.numpy(), Y.numpy(), np.array([1e-3])
+                    engine = make_engine([mm.MLP(model_cfg)], [replace(train_cfg, precision=precision, engine="fused")])
                     engine.step(X_np[ixs[0]][None], Y_np[ixs[0]][None], lr)
                     times = []
                     for _ in range(repeats):
@@ -709,8 +707,6 @@ def report(r: dict) -> None:
         report_dp(r["dp"])
     if "openmp" in r:
         report_openmp(r["openmp"])
-    if "precision" in r:
-        report_precision(r["precision"])
     if "serve" in r:
         v = r["serve"]
         print(f"\n9. makemore serve: {v['unseeded']['requests']} POST /api/sample (n={v['unseeded']['n']}) from "
@@ -719,6 +715,8 @@ def report(r: dict) -> None:
             x = v[kind]
             print(f"   {kind:<9} p50 {x['p50_ms']:6.1f} ms  p95 {x['p95_ms']:6.1f} ms (target <= {v['p95_target_ms']:.0f})"
                   f"  failures {x['failures']}  {x['requests_per_s']:.0f} req/s")
+    if "precision" in r:
+        report_precision(r["precision"])
 
 
 def report_openmp(o: dict) -> None:
