@@ -286,3 +286,12 @@ def test_a_budget_run_distils_from_kneser_ney_where_it_is_counted_in_time_and_fi
     # 5M examples of 3,652 characters: 73 GB of targets; 10 s: no time to count them either
     assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=TABLE)[1].teacher == 0.0
     assert budget_configs(10, vocab_size=27, train_examples=5_000_000, table=TABLE)[1].teacher == 0.0
+
+
+def test_a_recipe_tuned_with_the_teacher_keeps_its_weight_where_the_teacher_fits():
+    from makemore.recipes import budget_configs
+
+    tuned = {**TABLE, "recipes": [{**TABLE["recipes"][1], "settings": {"hidden": 96, "teacher": 0.7}}]}
+    assert budget_configs(60, vocab_size=27, train_examples=200_000, table=tuned)[1].teacher == 0.7
+    assert budget_configs(60, vocab_size=27, train_examples=200_000, table=tuned, teacher=0.2)[1].teacher == 0.2
+    assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=tuned)[1].teacher == 0.0

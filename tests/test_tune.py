@@ -527,7 +527,9 @@ def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, 
     for number, _, attrs in trials:
         assert attrs["settings"]["budget"] == 2.0 and "steps" not in attrs["settings"]
         summary = json.loads((out / f"trial-{number:04d}" / "summary.json").read_text())
-        assert summary["budget"] == 2.0 and summary["steps"] == summary["planned_steps"]
+        # the loop's budget: what is left after counting the teacher, if the trial drew one
+        assert summary["budget"] + summary.get("teacher_seconds", 0.0) == pytest.approx(2.0)
+        assert summary["steps"] == summary["planned_steps"]
     first = next(attrs for number, _, attrs in trials if number == 0)["settings"]
     assert (first["block_size"], first["lr"], first["weight_decay"]) == (4, 0.03, 0.01)  # the fast preset
     assert "--budget 2.0" in result["best"]["command"]
@@ -537,3 +539,31 @@ def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, 
     model_cfg, train_cfg, chosen = budget_configs(30, vocab_size=13, train_examples=10, table=table)
     assert chosen["trial"] == result["best"]["trial"] and train_cfg.budget == 30
     assert model_cfg.hidden == recipe["settings"]["hidden"]
+
+
+def test_the_teachers_weight_is_searched_where_its_targets_fit(words, tmp_path, monkeypatch):
+    """Trials draw TrainConfig.teacher (distillation from Kneser-Ney) and train with it; on data
+    whose targets would not fit in memory the space has no teacher, and asking for one is an error."""
+    from makemore import tune
+    from makemore.data import load_corpus
+    from makemore.errors import UserError
+
+    corpus = load_corpus(words)
+    opts = tune.TuneOptions(trials=3, out=tmp_path / "t", steps=60, threads=1, space=SPACE)
+    tune.run_study(corpus, str(words), opts, log=lambda line: None)
+    trials = sqlite_trials(tmp_path / "t" / "study.db")
+    weights = [attrs["settings"]["teacher"] for _, _, attrs in trials]
+    assert len(set(weights)) == 3 and all(0 <= w <= 0.9 for w in weights)
+    for _, _, attrs in trials:  # each trial's run trained with the weight it drew
+        config = json.loads((Path(attrs["run_dir"]) / "config.json").read_text())
+        assert config["train"]["teacher"] == attrs["settings"]["teacher"]
+
+    monkeypatch.setattr(tune, "TEACHER_MAX_BYTES", 0)  # as if the vocabulary were thousands of characters
+    tune.run_study(corpus, str(words), tune.TuneOptions(trials=1, out=tmp_path / "u", steps=60, threads=1,
+                                                        space=SPACE), log=lambda line: None)
+    (_, _, attrs), = sqlite_trials(tmp_path / "u" / "study.db")
+    assert "teacher" not in attrs["settings"]
+    with pytest.raises(UserError, match="teacher would not fit"):
+        tune.run_study(corpus, str(words), tune.TuneOptions(trials=1, out=tmp_path / "v", steps=60, threads=1,
+                                                            space={**SPACE, "teacher": [0.2, 0.5]}),
+                       log=lambda line: None)

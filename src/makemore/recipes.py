@@ -114,7 +114,10 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
     settings = scaled_settings(recipe, train_examples, table, vocab_size)
     if counts_in_time(budget, train_examples) and teacher_bytes(train_examples, vocab_size) <= TEACHER_MAX_BYTES:
+        # a recipe tuned with the teacher in its search space keeps its own weight
         settings = {"teacher": TEACHER_WEIGHT, "teacher_context": MIX_CONTEXT, **settings}
+    else:
+        settings["teacher"] = 0.0  # no time to count the teacher, or no memory to hold its targets
     given = {k: v for k, v in overrides.items() if v is not None}
     preset = recipe.get("preset")
     model_cfg, train_cfg = make_configs(preset, recipe["model"], vocab_size=vocab_size,

@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 
 from .config import make_configs
 from .errors import UserError
+from .ngram import TEACHER_MAX_BYTES, teacher_bytes
 from .utils import atomic_write, atomic_write_json
 
 DEFAULT_OUT = "runs/tune"
@@ -50,10 +51,10 @@ STUDY_ATTR = "makemore"  # study user attribute: data, steps cap, seed, fixed se
 FIXED = {"optimizer": "adamw", "schedule": "cosine", "init": "scaled"}
 # The searched parameters, in the order the table and the train command show them.
 PARAM_ORDER = ("block_size", "emb_dim", "hidden", "layers", "direct", "lr", "batch_size",
-               "weight_decay", "dropout", "steps")
+               "weight_decay", "dropout", "teacher", "steps")
 SHORT = {"block_size": "block", "emb_dim": "emb", "hidden": "hidden", "layers": "layers",
          "direct": "direct", "lr": "lr", "batch_size": "batch", "weight_decay": "wd",
-         "dropout": "drop", "steps": "steps"}
+         "dropout": "drop", "teacher": "teach", "steps": "steps"}
 
 
 def _optuna():
@@ -82,6 +83,10 @@ SPACE: dict = {
     "batch_size": (64, 1024, True),
     "weight_decay": (0.0, 0.2, False),
     "dropout": (0.0, 0.5, False),
+    # Distillation from Kneser-Ney (TrainConfig.teacher): the share of each target taken from the
+    # count model's distribution. Dropped from the space where the data's teacher would not fit
+    # in memory (ngram.TEACHER_MAX_BYTES: a vocabulary of thousands of characters).
+    "teacher": (0.0, 0.9, False),
 }
 INT_PARAMS = {"block_size", "emb_dim", "hidden", "layers", "batch_size", "steps"}
 
@@ -560,6 +565,11 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     _check_out_dir(out, opts.study, url)
     lock = _Lock(url, opts.study)
     space = search_space(opts.steps, opts.space, opts.budget)
+    if teacher_bytes(len(corpus.encoded("train")), corpus.vocab.size) > TEACHER_MAX_BYTES:
+        if "teacher" in (opts.space or {}) and space["teacher"][1] > 0:
+            raise UserError("--space: this data's teacher would not fit in memory (a Kneser-Ney distribution per "
+                            "training example); leave teacher out of the space")
+        space.pop("teacher")  # one-hot targets only, as a budget run on such data trains
     grace = grace_period(opts.heartbeat)
 
     def dead(_study, t) -> None:  # called by fail_stale_trials, below
