@@ -567,3 +567,16 @@ def test_the_teachers_weight_is_searched_where_its_targets_fit(words, tmp_path, 
         tune.run_study(corpus, str(words), tune.TuneOptions(trials=1, out=tmp_path / "v", steps=60, threads=1,
                                                             space={**SPACE, "teacher": [0.2, 0.5]}),
                        log=lambda line: None)
+
+
+def test_try_recipe_starts_a_budget_study_from_the_recipe_train_budget_takes_now(capsys, tmp_path):
+    from makemore.recipes import TEACHER_WEIGHT, choose
+    from makemore.tune import preset_params, search_space
+
+    space = search_space(1000, {"block_size": [3, 12], "emb_dim": [8, 64]}, budget=60)  # scripts/recipes.sh's
+    recipe = choose(60, "mlp")
+    params = preset_params("recipe", space, budget=60)
+    expected = {"teacher": TEACHER_WEIGHT, **recipe["settings"]}
+    assert params == {name: expected[name] for name in space}
+    line = one_error_line(capsys, main(["tune", "--data", "names", "--trials", "1", "--try", "recipe", "--out", str(tmp_path / "t")]))
+    assert "--try recipe" in line and "needs --budget" in line

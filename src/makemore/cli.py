@@ -768,7 +768,8 @@ def add_tune(sub) -> None:
                    help="a time objective: each trial trains for this long (90, 2m, 1h; its steps planned from its "
                         "speed) and the study seeks the best dev loss reached in it; --steps is then not searched")
     p.add_argument("--try", dest="tries", metavar="PRESETS", default="",
-                   help="comma-separated presets whose settings are the study's first trials (e.g. fast,default)")
+                   help="comma-separated presets whose settings are the study's first trials (e.g. fast,default; "
+                        "with --budget, `recipe` is the recipe `train --budget` takes now)")
     p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--report", action="store_true", help="show the study's best trials and draw its plots; trains nothing")
     p.add_argument("--top", type=int, default=10, help="trials in the table (default 10)")

@@ -24,7 +24,8 @@ names the count model takes 0.2 s of the budget and the mixture beats both parts
 more than MIX_SHARE of it (a short budget on a big list), the run trains the model alone.
 
 The same count model is the MLP's teacher (distillation, TrainConfig.teacher): each target is
-TEACHER_WEIGHT of its distribution and the rest the one-hot next character. Its distributions for
+a share of its distribution (the recipe's tuned `teacher`, else TEACHER_WEIGHT) and the rest
+the one-hot next character. Its distributions for
 every training example are made inside the budget too (0.2 s on names); where they would not fit
 in memory (ngram.TEACHER_MAX_BYTES: thousands of characters) the run trains on one-hot targets.
 `--teacher 0` turns it off, `--no-mix` the mixture.
@@ -43,9 +44,10 @@ from .ngram import TEACHER_MAX_BYTES, teacher_bytes
 from .utils import cpu_name
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
-# A budget run's MLP is distilled from the same Kneser-Ney model (TrainConfig.teacher) with this
-# share of each target: on names, recipe and steps fixed, it gains 0.011-0.014 dev at 10, 60 and
-# 300 s, where 0.8 did worse at 60 s (scripts/teacher_ablation.py; README, "Time budgets").
+# A budget run's MLP is distilled from the same Kneser-Ney model (TrainConfig.teacher) with the
+# share of each target its recipe was tuned with (tune's SPACE has `teacher`), or, for a recipe
+# tuned without it, this one: on names, recipe and steps fixed, 0.5 gained 0.011-0.014 dev at 10,
+# 60 and 300 s over none (scripts/teacher_ablation.py; README, "Time budgets").
 TEACHER_WEIGHT = 0.5
 REGULARISERS = ("dropout", "weight_decay")
 MIX_CONTEXT = 5  # the best count model on names (docs/results/count.md)

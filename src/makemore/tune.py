@@ -49,6 +49,8 @@ DEFAULT_HEARTBEAT = 20  # seconds between a running trial's heartbeats
 STUDY_ATTR = "makemore"  # study user attribute: data, steps cap, seed, fixed settings
 # Settings every trial shares; the searched ones come from `suggest`.
 FIXED = {"optimizer": "adamw", "schedule": "cosine", "init": "scaled"}
+# `--try recipe`: the time-budget recipe `train --budget` takes now for the study's budget.
+RECIPE_TRY = "recipe"
 # The searched parameters, in the order the table and the train command show them.
 PARAM_ORDER = ("block_size", "emb_dim", "hidden", "layers", "direct", "lr", "batch_size",
                "weight_decay", "dropout", "teacher", "steps")
@@ -145,10 +147,19 @@ def parse_space(text: str | None) -> dict:
     return value
 
 
-def preset_params(preset: str, space: dict) -> dict:
+def preset_params(preset: str, space: dict, budget: float | None = None) -> dict:
     """A preset's settings as a point of `space` (each clipped into its range), to enqueue as a
-    trial: a study starts from the recipes known to be good."""
-    model_cfg, train_cfg = make_configs(preset)
+    trial: a study starts from the recipes known to be good. RECIPE_TRY is the recipe a
+    `train --budget` run on names takes for `budget` now (recipes.json), with its teacher's weight."""
+    if preset == RECIPE_TRY:
+        from .recipes import TEACHER_WEIGHT, choose
+
+        recipe = choose(budget or 0.0, "mlp")
+        if recipe is None:
+            raise UserError(f"--try {RECIPE_TRY}: there is no time-budget recipe yet (src/makemore/recipes.json)")
+        model_cfg, train_cfg = make_configs(recipe.get("preset"), **{"teacher": TEACHER_WEIGHT, **recipe["settings"]})
+    else:
+        model_cfg, train_cfg = make_configs(preset)
     values = {**vars(model_cfg), **vars(train_cfg)}
     params = {}
     for name, spec in space.items():
@@ -431,6 +442,10 @@ class TuneOptions:
             raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
         search_space(self.steps, self.space, self.budget)  # raises on a bad --space
         for preset in self.tries:
+            if preset == RECIPE_TRY:
+                if not self.budget:
+                    raise UserError(f"--try {RECIPE_TRY} (the current time-budget recipe) needs --budget")
+                continue
             make_configs(preset)  # an unknown preset is one error line
 
 
@@ -598,7 +613,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
             study.set_user_attr("workers", worker + 1)
             if worker == 0:
                 for preset in opts.tries:  # known recipes first: TPE then searches around them
-                    study.enqueue_trial(preset_params(preset, space), skip_if_exists=True)
+                    study.enqueue_trial(preset_params(preset, space, opts.budget), skip_if_exists=True)
     if lock.kind == "none":
         log(f"note: no cross-worker lock for {redact(url).split(':')[0]} storage; with several workers "
             f"the study may run a few more than {opts.trials} trials")
