@@ -198,6 +198,10 @@ def test_direct_connections_are_dropped_where_a_big_vocabulary_makes_them_most_o
     assert scaled_settings(recipe, 1000, TABLE, vocab_size=27)["direct"] is True  # 8,019 of 32,987
     assert scaled_settings(recipe, 1000, TABLE, vocab_size=3652)["direct"] is False  # 1.08M of 1.4M
     assert scaled_settings(recipe, 1000, TABLE)["direct"] is True  # vocabulary unknown: as tuned
+    # the 10-second recipe of 2026-11-23: 12 x 22 inputs, one layer of 293
+    recipe = {**recipe, "settings": {"block_size": 12, "emb_dim": 22, "hidden": 293, "layers": 1, "direct": True}}
+    assert scaled_settings(recipe, 1000, TABLE, vocab_size=27)["direct"] is True  # 7,128 of 93,305
+    assert scaled_settings(recipe, 1000, TABLE, vocab_size=3653)["direct"] is False  # 964k of 2.2M
 
 
 def test_a_model_without_a_recipe_trains_its_own_preset_for_the_budget():

@@ -13,9 +13,9 @@ run sees many times over; on a list ten times larger the same steps see each exa
 as often, and the regularisation that fought over-fitting would only slow learning. They are
 multiplied by min(1, names' training examples / the data's); a smaller list keeps them. And
 Bengio's direct connections, block_size * emb_dim * V weights, are cheap for names' 27
-characters (8,000 of the 10-second recipe's 33,000 parameters) but dominate a model on a list of
-thousands of characters (1.1M of 1.4M for 3,652): a recipe drops them where they would be more
-than half of the model.
+characters (7,128 of the 10-second recipe's 93,305 parameters) but a large share of a model on a
+list of thousands of characters (964k of 2.2M for 3,653), where they double the cost of the
+V-wide products: a recipe drops them where they would be more than DIRECT_MAX_SHARE of the model.
 
 A budget run's model is then mixed with a Kneser-Ney model of MIX_CONTEXT characters (Bengio et
 al. 2003, sec. 4: the MLP and the count model err differently), the weight fitted on dev: on
@@ -50,6 +50,11 @@ RECIPES_FILE = Path(__file__).with_name("recipes.json")
 # 60 and 300 s over none (scripts/teacher_ablation.py; README, "Time budgets").
 TEACHER_WEIGHT = 0.5
 REGULARISERS = ("dropout", "weight_decay")
+# The share of a model's parameters past which a recipe drops its direct connections (module doc):
+# 8-24% on names in the recipes found so far; at 44% (the 10-second recipe on the 700k-line list
+# of 3,653 characters, `train --budget 20`, 2026-11-23) they took 1.8 GB and ended at dev 3.12
+# in 252 steps, where the same run without them took 580 MB and reached 2.82 in 621.
+DIRECT_MAX_SHARE = 1 / 3
 MIX_CONTEXT = 5  # the best count model on names (docs/results/count.md)
 MIX_SHARE = 0.1
 # Training examples a Kneser-Ney model of 5 characters counts and tunes per second, for the
@@ -97,7 +102,7 @@ def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None
 
         cfg, _ = make_configs(recipe.get("preset"), "mlp", vocab_size=vocab_size, **settings)
         sizes = {name: math.prod(shape) for name, shape in param_shapes(cfg).items()}
-        if 2 * sizes["W_direct"] > sum(sizes.values()):
+        if sizes["W_direct"] > DIRECT_MAX_SHARE * sum(sizes.values()):
             settings["direct"] = False
     return settings
 
