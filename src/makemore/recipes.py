@@ -121,8 +121,7 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
     settings = scaled_settings(recipe, train_examples, table, vocab_size)
     if counts_in_time(budget, train_examples) and teacher_bytes(train_examples, vocab_size) <= TEACHER_MAX_BYTES:
-        # a recipe tuned with the teacher in its search space keeps its own weight
-        settings = {"teacher": TEACHER_WEIGHT, "teacher_context": MIX_CONTEXT, **settings}
+        settings = distilled(settings)
     else:
         settings["teacher"] = 0.0  # no time to count the teacher, or no memory to hold its targets
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -131,6 +130,12 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
                                         **{**settings, **given, "budget": budget})
     return model_cfg, train_cfg, {**{k: v for k, v in recipe.items() if k != "settings"},
                                   "settings": settings, "machine": table.get("machine"), "date": table.get("date")}
+
+
+def distilled(settings: dict) -> dict:
+    """A recipe's settings with its teacher: the Kneser-Ney model of MIX_CONTEXT characters, with
+    the weight the recipe was tuned with, else TEACHER_WEIGHT (a recipe tuned without it)."""
+    return {"teacher": TEACHER_WEIGHT, "teacher_context": MIX_CONTEXT, **settings}
 
 
 def counts_in_time(budget: float, train_examples: int) -> bool:

@@ -152,12 +152,12 @@ def preset_params(preset: str, space: dict, budget: float | None = None) -> dict
     trial: a study starts from the recipes known to be good. RECIPE_TRY is the recipe a
     `train --budget` run on names takes for `budget` now (recipes.json), with its teacher's weight."""
     if preset == RECIPE_TRY:
-        from .recipes import TEACHER_WEIGHT, choose
+        from .recipes import choose, distilled
 
-        recipe = choose(budget or 0.0, "mlp")
+        recipe = choose(budget, "mlp")
         if recipe is None:
             raise UserError(f"--try {RECIPE_TRY}: there is no time-budget recipe yet (src/makemore/recipes.json)")
-        model_cfg, train_cfg = make_configs(recipe.get("preset"), **{"teacher": TEACHER_WEIGHT, **recipe["settings"]})
+        model_cfg, train_cfg = make_configs(recipe.get("preset"), **distilled(recipe["settings"]))
     else:
         model_cfg, train_cfg = make_configs(preset)
     values = {**vars(model_cfg), **vars(train_cfg)}
