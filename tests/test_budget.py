@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from makemore import recipes
-from makemore.budget import MAX_EVALS, Plan, parse_seconds
+from makemore.budget import MAX_EVALS, MIN_BUDGET, Plan, parse_seconds
 from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
@@ -108,13 +108,22 @@ def test_a_budget_run_ends_within_ten_percent_with_its_schedule_complete(corpus,
     assert float(last["lr"]) < 0.01 * train_cfg.lr
 
 
-def test_a_budget_too_small_is_one_error_line_and_leaves_nothing(words_file, tmp_path, capsys):
+@pytest.mark.parametrize("budget", ["0.01", "0.5"])
+def test_a_budget_too_small_is_one_error_line_and_leaves_nothing(words_file, tmp_path, capsys, budget):
+    # refused on every machine: on a fast one, a 0.01-s budget once held one dev evaluation of this
+    # tiny file and wrote a run of zero steps (Plan.check_feasible alone depends on the machine)
     out = tmp_path / "run"
-    code = main(["train", "--data", str(words_file), "--preset", "default", "--budget", "0.01", "--out", str(out),
+    code = main(["train", "--data", str(words_file), "--preset", "default", "--budget", budget, "--out", str(out),
                  "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "too small" in err[0], err
     assert not out.exists()
+
+
+def test_the_minimum_budget_holds_for_configs_and_studies():
+    with pytest.raises(UserError, match="too small"):
+        make_configs("fast", vocab_size=27, budget=0.5)
+    make_configs("fast", vocab_size=27, budget=MIN_BUDGET)  # the floor itself is allowed
 
 
 def test_budget_flag_takes_durations_and_resume_continues_the_plan(words_file, tmp_path, capsys):

@@ -45,6 +45,10 @@ TARGET_SHARE = 0.97
 # first of which, after the switch, is not counted).
 TRIAL_SHARE = 0.01
 TRIAL_STEPS = 6
+# Below a second no machine trains anything worth keeping, and whether one dev evaluation fits
+# would depend on the machine's speed (a 0.01-s budget passed the check on a fast CI machine and
+# then wrote a run of zero steps): such a budget is refused before anything is done.
+MIN_BUDGET = 1.0
 
 
 def parse_seconds(text: str | float | int) -> float:
@@ -61,6 +65,12 @@ def parse_seconds(text: str | float | int) -> float:
     if not (math.isfinite(value) and value > 0):
         raise UserError(f"budget must be a positive duration, got {text!r}")
     return value
+
+
+def check_minimum(budget: float) -> None:
+    """A positive budget under MIN_BUDGET is one error line."""
+    if 0 < budget < MIN_BUDGET:
+        raise UserError(f"a budget of {budget:g} s is too small: give at least {MIN_BUDGET:g} s")
 
 
 class Plan:

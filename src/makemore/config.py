@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import models, optimizers
+from .budget import check_minimum
 from .errors import UserError
 from .models.base import ModelConfig, setting
 
@@ -87,6 +88,7 @@ class TrainConfig:
             raise UserError(f"threads must be >= 0, got {self.threads}")
         if not (self.budget >= 0 and self.budget < float("inf")):
             raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
+        check_minimum(self.budget)
         optimizers.get(self.optimizer)
         for name, allowed in (("schedule", SCHEDULES), ("engine", ENGINES), ("device", DEVICES),
                               ("precision", PRECISIONS)):

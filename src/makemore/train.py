@@ -483,7 +483,8 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         devs = {k: evaluate_dev(k) if is_eval else None for k in np.flatnonzero(active)}
         if is_eval and plan is not None and not plan.calibrated:
             plan.evaluated(time.perf_counter() - t_eval)
-            plan.check_feasible()  # before anything is written: a budget too small is one error line
+            if step == start == 0:
+                plan.check_feasible()  # before anything is written: a budget too small is one error line
         for k in np.flatnonzero(active):
             dev = devs[k]
             train_loss = float(interval_loss[k]) / interval_n if interval_n else None

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .budget import check_minimum
 from .config import make_configs
 from .errors import UserError
 from .ngram import TEACHER_MAX_BYTES, teacher_bytes
@@ -440,6 +441,8 @@ class TuneOptions:
             raise UserError("study name must not be empty")
         if self.budget is not None and not self.budget > 0:
             raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
+        if self.budget is not None:
+            check_minimum(self.budget)
         search_space(self.steps, self.space, self.budget)  # raises on a bad --space
         for preset in self.tries:
             if preset == RECIPE_TRY:
