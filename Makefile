@@ -52,7 +52,7 @@ figures: install
 # the time-budget recipes of `train --budget` (src/makemore/recipes.json; about 110 minutes, idle machine:
 # the studies, then fresh budget runs of the recipes, scripts/budget_runs.py, 15 minutes, and the
 # teacher's ablation, scripts/teacher_ablation.py, 15 minutes)
-recipes: install
+recipes: $(VENV)/.bench-installed
 	bash scripts/recipes.sh
 
 clean:

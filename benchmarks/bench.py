@@ -574,7 +574,7 @@ def bench_precision(corpus, quick: bool) -> dict:
     from makemore import recipes
     from makemore.utils import native_bfloat16
 
-    shapes = [(f"{r['budget']:g} s recipe", None, r["settings"]) for r in recipes.load()["recipes"]]
+    shapes = [(f"{r['budget']:g} s recipe", None, r["settings"]) for r in recipes.tuned_on_names()]
     shapes.append(("best preset", "best", {}))
     rows, repeats, all_threads = [], 3 if quick else 5, torch.get_num_threads()
     try:

@@ -50,7 +50,7 @@ def main(recipes_dir: str = "runs/recipes") -> None:
     if not table.get("recipes"):
         sys.exit("budget_plot: src/makemore/recipes.json has no recipes: run `make recipes` first")
     trials, best = [], []
-    for r in table["recipes"]:
+    for r in recipes.tuned_on_names(table):
         best.append({"seconds": r["budget"], "dev_loss": r["dev_loss"]})
         db = ROOT / recipes_dir / f"{r['budget']:g}" / "study.db"
         if db.is_file():

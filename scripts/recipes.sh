@@ -18,6 +18,8 @@ if [ -z "${MAKEMORE_DATA_DIR:-}" ] && [ -f ../shared/data/names.txt ]; then
 fi
 # budget seconds : trials
 PLAN=${PLAN:-"10:24 60:16 300:8"}
+BIG_PLAN=${BIG_PLAN:-"10:16 60:8"}
+BIG=${BIG:-runs/big/names.txt}
 SPACE='{"block_size": [3, 12], "emb_dim": [8, 64], "hidden": [64, 1024], "batch_size": [32, 1024]}'
 studies=()
 for item in $PLAN; do
@@ -27,6 +29,16 @@ for item in $PLAN; do
         --out "$OUT/$budget" --threads 0 --try "${TRY:-recipe,fast,default,best}" --space "$SPACE" >&2
     studies+=("sqlite:///$(cd "$OUT/$budget" && pwd)/study.db=budget-$budget")
 done
+if [ -n "$BIG_PLAN" ]; then
+    [ -f "$BIG" ] || "$PY" scripts/make_big_list.py --out "$BIG"
+    for item in $BIG_PLAN; do
+        budget=${item%%:*}; trials=${item##*:}
+        echo "== tune --budget $budget ($trials trials) on $BIG" >&2
+        "$MM" tune --data "$BIG" --budget "$budget" --trials "$trials" --study "budget-$budget-big" \
+            --out "$OUT/big-$budget" --threads 0 --try recipe,fast --space "$SPACE" >&2
+        studies+=("sqlite:///$(cd "$OUT/big-$budget" && pwd)/study.db=budget-$budget-big")
+    done
+fi
 "$PY" -m makemore.recipes "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
 # fresh `train --budget` runs of the new recipes, as a user gets them (docs/results/budget_runs.json)
 "$PY" scripts/budget_runs.py

@@ -44,7 +44,7 @@ def planned_steps(budget: float) -> int:
         for entry in json.loads(path.read_text())["budgets"]:
             if entry["budget"] == budget and "steps" in entry:
                 return int(entry["steps"]["median"])
-    return int(recipes.choose(budget)["steps"])
+    return int(recipes.choose(budget, vocab_size=recipes.NAMES_VOCAB)["steps"])
 
 
 def main(spec: str = SPEC) -> None:

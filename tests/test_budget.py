@@ -213,6 +213,24 @@ def test_direct_connections_are_dropped_where_a_big_vocabulary_makes_them_most_o
     assert scaled_settings(recipe, 1000, TABLE, vocab_size=3653)["direct"] is False  # 964k of 2.2M
 
 
+def test_recipes_are_chosen_by_the_vocabulary_they_were_tuned_on():
+    from makemore.recipes import budget_configs, choose
+
+    big = {"vocab_size": 3653, "train_examples": 5_000_000}
+    table = {**TABLE, "recipes": TABLE["recipes"] + [
+        {**big, "budget": 10, "model": "mlp", "preset": "fast", "dev_loss": 2.6, "settings": {"hidden": 80}},
+        {**big, "budget": 120, "model": "mlp", "preset": "fast", "dev_loss": 2.2, "settings": {"hidden": 200}}]}
+    # names' recipes (no vocab_size: 27) for small vocabularies, the big list's for large ones
+    assert choose(60, table=table, vocab_size=27)["settings"]["hidden"] == 96
+    assert choose(60, table=table, vocab_size=120)["settings"]["hidden"] == 96  # nearer 27 than 3653 by ratio
+    assert choose(60, table=table, vocab_size=1000)["settings"]["hidden"] == 80
+    assert choose(600, table=table, vocab_size=3000)["settings"]["hidden"] == 200
+    assert choose(5, table=table, vocab_size=3000)["settings"]["hidden"] == 80  # below all: the smallest
+    # a big-list recipe is scaled against the examples it was tuned on, not names'
+    model_cfg, _, chosen = budget_configs(20, vocab_size=3653, train_examples=5_000_000, table=table)
+    assert model_cfg.hidden == 80 and chosen["dev_loss"] == 2.6
+
+
 def test_a_model_without_a_recipe_trains_its_own_preset_for_the_budget():
     from makemore.recipes import budget_configs, choose
 

@@ -536,6 +536,7 @@ def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, 
     table = from_studies([(f"sqlite:///{out}/study.db", "makemore")])
     (recipe,) = table["recipes"]
     assert recipe["budget"] == 2.0 and recipe["dev_loss"] == result["best"]["dev_loss"]
+    assert recipe["vocab_size"] == 13 and recipe["train_examples"] > 0  # what it was tuned on
     model_cfg, train_cfg, chosen = budget_configs(30, vocab_size=13, train_examples=10, table=table)
     assert chosen["trial"] == result["best"]["trial"] and train_cfg.budget == 30
     assert model_cfg.hidden == recipe["settings"]["hidden"]
@@ -567,6 +568,24 @@ def test_the_teachers_weight_is_searched_where_its_targets_fit(words, tmp_path, 
         tune.run_study(corpus, str(words), tune.TuneOptions(trials=1, out=tmp_path / "v", steps=60, threads=1,
                                                             space={**SPACE, "teacher": [0.2, 0.5]}),
                        log=lambda line: None)
+
+
+def test_try_recipe_on_a_big_vocabulary_is_the_recipe_as_a_budget_run_there_trains_it(tmp_path):
+    from makemore.data import load_corpus
+    from makemore.recipes import budget_configs
+    from makemore.tune import preset_params, search_space
+
+    chars = [chr(0x4E00 + i) for i in range(3000)]  # a vocabulary of thousands
+    path = tmp_path / "cjk.txt"
+    path.write_text("\n".join("".join(chars[i:i + 6]) for i in range(0, 3000, 3)) + "\n", encoding="utf-8")
+    corpus = load_corpus(path)
+    space = search_space(1000, {"block_size": [3, 12], "emb_dim": [8, 64]}, budget=10)
+    params = preset_params("recipe", space, budget=10, corpus=corpus)
+    model_cfg, train_cfg, _ = budget_configs(10, corpus.vocab.size, len(corpus.encoded("train")), "mlp")
+    values = {**vars(model_cfg), **vars(train_cfg)}
+    assert params == {name: min(max(values[name], spec[0]), spec[1]) if name != "direct" else values[name]
+                      for name, spec in space.items()}
+    assert params != preset_params("recipe", space, budget=10)  # not names' recipe as it is
 
 
 def test_try_recipe_starts_a_budget_study_from_the_recipe_train_budget_takes_now(capsys, tmp_path):

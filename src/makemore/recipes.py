@@ -2,10 +2,15 @@
 --preset is given.
 
 The recipes are data (recipes.json beside this file), written by `scripts/recipes.sh`: a
-`makemore tune --budget S` study for each budget on names.txt, whose best trial becomes the
-recipe for that budget, with the machine, the date and the dev loss it reached. A budget
-between two recipes takes the one of the largest budget it covers (the steps are planned from
-the time a step takes, whatever the recipe).
+`makemore tune --budget S` study for each budget, whose best trial becomes the recipe for that
+budget, with the machine, the date, the dev loss it reached and the data it was tuned on. The
+studies run on names.txt (27 characters) and on a big list of 3,653 characters
+(scripts/make_big_list.py): what a step costs, and so what fits in a budget, is set by the
+vocabulary (the output layer is hidden x V), and a recipe found on 27 characters is four times
+too wide for thousands (names' 10-second recipe reached dev 3.13 in 10 s on the big list, the
+big list's own 2.70). A run takes the recipes tuned on the vocabulary nearest its data's (by
+ratio), and among them the one of the largest budget it covers (the steps are planned from the
+time a step takes, whatever the recipe).
 
 On other data the recipe is scaled by how often the budget lets the model see each example.
 Dropout and weight decay were tuned against names' 182,441 training examples, which a budget
@@ -61,26 +66,48 @@ MIX_SHARE = 0.1
 # decision to count at all: 1.1M/s on names on the 2-core machine of the README, less on a
 # big vocabulary; a low figure errs towards training the model alone.
 COUNT_RATE = 400_000
+NAMES_VOCAB = 27  # names.txt's 26 letters and the boundary '.': what a recipe without vocab_size was tuned on
 
 
 @lru_cache(maxsize=1)
 def load() -> dict:
-    """recipes.json: {"machine", "date", "command", "data", "train_examples", "recipes": [...]},
-    each recipe {"budget", "model", "settings", "dev_loss", ...}. Missing: no recipes."""
+    """recipes.json: {"machine", "date", "command", "recipes": [...]}, each recipe {"budget",
+    "model", "settings", "dev_loss", "data", "train_examples", "vocab_size", ...} (the last three:
+    what its study trained on). Missing: no recipes."""
     if not RECIPES_FILE.is_file():
         return {"recipes": []}
     return json.loads(RECIPES_FILE.read_text(encoding="utf-8"))
 
 
-def choose(budget: float, model: str | None = None, table: dict | None = None) -> dict | None:
-    """The recipe for `budget` seconds (of `model`, if given): the one of the largest budget not
-    above it, else the smallest there is; None if there is none (for that model)."""
+def choose(budget: float, model: str | None = None, table: dict | None = None,
+           vocab_size: int | None = None) -> dict | None:
+    """The recipe for `budget` seconds (of `model`, if given) on data of `vocab_size` characters:
+    among the recipes tuned on the vocabulary nearest to it (by ratio: a step's V-wide products
+    cost in proportion to V), the one of the largest budget not above `budget`, else the smallest
+    there is; None if there is none (for that model)."""
     table = table if table is not None else load()
     recipes = [r for r in table.get("recipes", []) if model is None or r["model"] == model]
     if not recipes:
         return None
+    if vocab_size is not None:
+        def distance(r: dict) -> float:
+            return abs(math.log(max(1, vocab_size) / tuned_vocab(r, table)))
+
+        nearest = min(distance(r) for r in recipes)
+        recipes = [r for r in recipes if distance(r) == nearest]
     covered = [r for r in recipes if r["budget"] <= budget]
     return max(covered, key=lambda r: r["budget"]) if covered else min(recipes, key=lambda r: r["budget"])
+
+
+def tuned_on_names(table: dict | None = None) -> list[dict]:
+    """The recipes tuned on names.txt's vocabulary (the README's figures and benchmarks)."""
+    table = table if table is not None else load()
+    return [r for r in table.get("recipes", []) if tuned_vocab(r, table) == NAMES_VOCAB]
+
+
+def tuned_vocab(recipe: dict, table: dict) -> int:
+    """The vocabulary a recipe was tuned on (names' 27 for a table that does not say)."""
+    return int(recipe.get("vocab_size") or table.get("vocab_size") or NAMES_VOCAB)
 
 
 def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None,
@@ -90,7 +117,7 @@ def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None
     connections dropped where the vocabulary makes them most of the model."""
     table = table if table is not None else load()
     settings = dict(recipe["settings"])
-    tuned_on = table.get("train_examples")
+    tuned_on = recipe.get("train_examples") or table.get("train_examples")
     if tuned_on and train_examples > tuned_on:
         factor = tuned_on / train_examples
         for name in REGULARISERS:
@@ -115,7 +142,7 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
     from .config import make_configs
 
     table = table if table is not None else load()
-    recipe = choose(budget, model, table)
+    recipe = choose(budget, model, table, vocab_size)
     if recipe is None:
         given = {k: v for k, v in overrides.items() if v is not None}
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
@@ -184,7 +211,7 @@ def from_studies(studies: list[tuple[str, str]]) -> dict:
     from .tune import STUDY_ATTR, best_trial, load_study
 
     cpu = cpu_name()
-    recipes, train_examples, data = [], None, None
+    recipes = []
     for url, name in studies:
         study = load_study(name, url)
         attrs = study.user_attrs.get(STUDY_ATTR, {})
@@ -196,13 +223,11 @@ def from_studies(studies: list[tuple[str, str]]) -> dict:
                         "dev_loss": t.value, "train_loss": t.user_attrs.get("train_loss"),
                         "steps": t.user_attrs.get("steps_done"), "params": t.user_attrs.get("params"),
                         "study": name, "trial": t.number, "trials": len(study.trials),
-                        "data": attrs.get("data")})
-        data = attrs.get("data")
-        train_examples = attrs.get("train_examples", train_examples)
-    recipes.sort(key=lambda r: r["budget"])
+                        "data": attrs.get("data"), "train_examples": attrs.get("train_examples"),
+                        "vocab_size": attrs.get("vocab_size") or NAMES_VOCAB})
+    recipes.sort(key=lambda r: (r["vocab_size"], r["budget"]))
     return {"machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
-            "date": datetime.date.today().isoformat(), "command": "scripts/recipes.sh", "data": data,
-            "train_examples": train_examples, "recipes": recipes}
+            "date": datetime.date.today().isoformat(), "command": "scripts/recipes.sh", "recipes": recipes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,17 +148,19 @@ def parse_space(text: str | None) -> dict:
     return value
 
 
-def preset_params(preset: str, space: dict, budget: float | None = None) -> dict:
+def preset_params(preset: str, space: dict, budget: float | None = None, corpus=None) -> dict:
     """A preset's settings as a point of `space` (each clipped into its range), to enqueue as a
     trial: a study starts from the recipes known to be good. RECIPE_TRY is the recipe a
-    `train --budget` run on names takes for `budget` now (recipes.json), with its teacher's weight."""
+    `train --budget` run on `corpus` (names if None) takes for `budget` now (recipes.json, scaled
+    to the data: its teacher, regularisation and direct connections as that run has them)."""
     if preset == RECIPE_TRY:
-        from .recipes import choose, distilled
+        from .recipes import NAMES_VOCAB, budget_configs
 
-        recipe = choose(budget, "mlp")
+        vocab_size = corpus.vocab.size if corpus is not None else NAMES_VOCAB
+        train_examples = len(corpus.encoded("train")) if corpus is not None else 0
+        model_cfg, train_cfg, recipe = budget_configs(budget, vocab_size, train_examples, "mlp")
         if recipe is None:
             raise UserError(f"--try {RECIPE_TRY}: there is no time-budget recipe yet (src/makemore/recipes.json)")
-        model_cfg, train_cfg = make_configs(recipe.get("preset"), **distilled(recipe["settings"]))
     else:
         model_cfg, train_cfg = make_configs(preset)
     values = {**vars(model_cfg), **vars(train_cfg)}
@@ -597,7 +599,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     wanted = {"version": 1, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
               "steps_cap": opts.steps, "seed": opts.seed, "fixed": FIXED, "budget": opts.budget,
-              "train_examples": len(corpus.encoded("train"))}
+              "train_examples": len(corpus.encoded("train")), "vocab_size": corpus.vocab.size}
     with lock():
         # With a lock, no other worker is creating the tables now; without one, a race is retried.
         for attempt in range(1 if lock.kind != "none" else 3):
@@ -616,7 +618,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
             study.set_user_attr("workers", worker + 1)
             if worker == 0:
                 for preset in opts.tries:  # known recipes first: TPE then searches around them
-                    study.enqueue_trial(preset_params(preset, space, opts.budget), skip_if_exists=True)
+                    study.enqueue_trial(preset_params(preset, space, opts.budget, corpus), skip_if_exists=True)
     if lock.kind == "none":
         log(f"note: no cross-worker lock for {redact(url).split(':')[0]} storage; with several workers "
             f"the study may run a few more than {opts.trials} trials")
