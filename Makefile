@@ -45,7 +45,7 @@ test: dev
 bench: $(VENV)/.bench-installed
 	$(BIN)/python benchmarks/bench.py
 
-# every picture and table of the README (about an hour: the comparison of models is 45 minutes); TUNE_STORAGE=... adds the tune plots
+# every picture and table of the README (about an hour: the comparison of models is 50 minutes); TUNE_STORAGE=... adds the tune plots
 figures: install
 	bash scripts/figures.sh
 
