@@ -16,9 +16,11 @@ fi
 mkdir -p "$RUNS" "$OUT/compare"
 step() { echo "== $*" >&2; }
 
-# the presets, cheapest first; each name is a preset of `makemore train`
+# the presets, cheapest first; each name is a preset of `makemore train`. TRAIN=... retrains only
+# some of them (their runs and figures replaced, the others' kept) and rebuilds the whole table.
 PRESETS=${PRESETS:-"bigram lecture bow rnn gru transformer default gru-long wavenet best"}
-for preset in $PRESETS; do
+TRAIN=${TRAIN:-$PRESETS}
+for preset in $TRAIN; do
     step "train --preset $preset"
     rm -rf "${RUNS:?}/$preset"
     "$MM" train --data names --preset "$preset" --out "$RUNS/$preset" --quiet >&2
@@ -38,12 +40,13 @@ rm -rf "$RUNS/ensemble"
 "$MM" mix "$RUNS/best" --ngram-context 5 --json > "$OUT/compare/mix_best.json"
 
 step "test loss, once, for the final models"
-for preset in $PRESETS ensemble; do
+for preset in $TRAIN ensemble; do
     "$MM" eval "$RUNS/$preset" --split test --json > "$OUT/compare/test_$preset.json"
 done
 "$MM" eval "$RUNS/ensemble" --split test --mix --json > "$OUT/compare/test_mix_ensemble.json"
 "$MM" eval "$RUNS/best" --split test --mix --json > "$OUT/compare/test_mix_best.json"
 "$MM" ngram --data names --max-context 6 --test --json > "$OUT/compare/test_ngram.json"
 
-"$PY" scripts/compare_table.py "$OUT/compare" "$PRESETS" > "$OUT/compare.md"
+"$PY" scripts/compare_table.py "$OUT/compare" "$PRESETS" > "$OUT/compare.md.tmp"  # a failed table keeps the old one
+mv "$OUT/compare.md.tmp" "$OUT/compare.md"
 cat "$OUT/compare.md"
