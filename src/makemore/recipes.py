@@ -91,7 +91,7 @@ def choose(budget: float, model: str | None = None, table: dict | None = None,
         return None
     if vocab_size is not None:
         def distance(r: dict) -> float:
-            return abs(math.log(max(1, vocab_size) / tuned_vocab(r, table)))
+            return abs(math.log(max(1, vocab_size) / tuned_vocab(r)))
 
         nearest = min(distance(r) for r in recipes)
         recipes = [r for r in recipes if distance(r) == nearest]
@@ -102,12 +102,12 @@ def choose(budget: float, model: str | None = None, table: dict | None = None,
 def tuned_on_names(table: dict | None = None) -> list[dict]:
     """The recipes tuned on names.txt's vocabulary (the README's figures and benchmarks)."""
     table = table if table is not None else load()
-    return [r for r in table.get("recipes", []) if tuned_vocab(r, table) == NAMES_VOCAB]
+    return [r for r in table.get("recipes", []) if tuned_vocab(r) == NAMES_VOCAB]
 
 
-def tuned_vocab(recipe: dict, table: dict) -> int:
-    """The vocabulary a recipe was tuned on (names' 27 for a table that does not say)."""
-    return int(recipe.get("vocab_size") or table.get("vocab_size") or NAMES_VOCAB)
+def tuned_vocab(recipe: dict) -> int:
+    """The vocabulary a recipe was tuned on (names' 27 for a recipe that does not say)."""
+    return int(recipe.get("vocab_size") or NAMES_VOCAB)
 
 
 def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None,
