@@ -529,7 +529,12 @@ def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, 
         summary = json.loads((out / f"trial-{number:04d}" / "summary.json").read_text())
         # the loop's budget: what is left after counting the teacher, if the trial drew one
         assert summary["budget"] + summary.get("teacher_seconds", 0.0) == pytest.approx(2.0)
-        assert summary["steps"] == summary["planned_steps"]
+        # planned from the time a step takes; a trial's 2 s leave the plan a 60-ms margin, which a
+        # busy moment of the machine can eat: the last guard then ends it a little early (once in a
+        # fresh clone's `make test`: 14,400 of 14,547 steps). That a budget run
+        # completes its schedule is test_budget's (4 s, one thread, no study around it).
+        assert summary["steps"] == summary["planned_steps"] or (
+            summary["budget_stopped_early"] and summary["steps"] >= 0.9 * summary["planned_steps"]), summary
     first = next(attrs for number, _, attrs in trials if number == 0)["settings"]
     assert (first["block_size"], first["lr"], first["weight_decay"]) == (4, 0.03, 0.01)  # the fast preset
     assert "--budget 2.0" in result["best"]["command"]
