@@ -205,3 +205,25 @@ def test_min_char_count_reports_what_it_folds(tmp_path):
     assert stats["folded_share"] == pytest.approx(expected)
     with pytest.raises(UserError, match="min-char-count"):
         load_corpus(path, min_char_count=0)
+
+
+@pytest.mark.parametrize("block_size", [1, 3, 5, 16])
+def test_word_windows_predict_every_character_once(block_size):
+    """The windows a sequence model trains on (train.Minibatches with whole_words) hold, over all
+    their columns, every target of the split exactly once, with its own word's context."""
+    import torch
+
+    from makemore.models.base import dense_targets
+
+    words = ["emma", "ab", "x", "abcdefghij", "hijklmnopqrstuvw"]
+    examples = Examples.from_words(words, Vocab.from_words(words))
+    ends = examples.word_windows(block_size)
+    assert np.all(np.diff(ends) > 0)
+    assert set(examples.starts + [len(w) for w in words]) <= set(ends.tolist())  # every word's end
+    X, Y = examples.batch(ends, block_size)
+    predicted = dense_targets(torch.from_numpy(X), torch.from_numpy(Y)).numpy()
+    # column t of the window ending at p predicts position p - block_size + 1 + t
+    where = ends[:, None] - block_size + 1 + np.arange(block_size)[None, :]
+    covered = np.sort(where[predicted >= 0])
+    assert covered.tolist() == list(range(len(examples)))
+    assert np.array_equal(predicted[predicted >= 0], examples.ids[where[predicted >= 0]].astype(np.int64))

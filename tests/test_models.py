@@ -219,6 +219,35 @@ def test_sequence_training_loss_is_every_position_of_the_word(name):
     assert torch.allclose(loss, F.cross_entropy(ref, torch.tensor(word + [y])), atol=1e-5)
 
 
+@pytest.mark.parametrize("name", models.REGISTRY)
+def test_sequence_models_train_on_whole_words(name, corpus, monkeypatch):
+    """A sequence model's minibatches are windows that end at a word's end (with a window longer
+    than every word): each character is predicted once per draw of its word, as eval weighs it.
+    Models that predict one character per window draw every position, as the lecture does."""
+    import numpy as np
+
+    from makemore.train import Minibatches
+
+    drawn = []
+    real_at = Minibatches.at
+
+    def at(self, step, last):
+        idx, y = real_at(self, step, last)
+        drawn.append(y.copy())
+        return idx, y
+
+    monkeypatch.setattr(Minibatches, "at", at)
+    sequence = models.model_class(name).sequence
+    cfg, tcfg = small_configs(name, corpus.vocab.size, steps=8, batch_size=16, eval_interval=8, eval_examples=100,
+                              **({"block_size": 16} if sequence else {}))
+    train(corpus, cfg, tcfg, progress=False)
+    targets = np.concatenate([y.reshape(-1) for y in drawn])
+    if sequence:
+        assert np.all(targets == 0)  # the end token: every window holds a whole word
+    else:
+        assert np.mean(targets == 0) < 0.5
+
+
 # ----------------------------------------------------------------------------------------
 # WaveNet (makemore part 5)
 

@@ -265,6 +265,29 @@ class Examples:
         """(contexts, targets) of these examples, as int64 arrays."""
         return self.contexts(positions, block_size), self.targets(positions)
 
+    def window_positions(self, positions: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """For the window before each position, the position each of its columns predicts (a
+        sequence model's dense targets, models.base.dense_targets) and whether that column
+        predicts anything: (positions.shape + (block_size,)) int64 and bool."""
+        positions = np.asarray(positions, dtype=np.int64)
+        word_start = self.starts[np.searchsorted(self.starts, positions, side="right") - 1]
+        predicted = positions[..., None] + np.arange(1 - block_size, 1, dtype=np.int64)
+        valid = predicted >= word_start[..., None]
+        return np.where(valid, predicted, positions[..., None]), valid
+
+    def word_windows(self, block_size: int) -> np.ndarray:
+        """Positions whose windows tile every word, ascending: each word's end, and every
+        block_size-th position before it within the word. A sequence model reads a window whole
+        and predicts each of its characters (models.base.sequence_output), so these windows
+        predict every character of the split exactly once, as makemore.py's whole-word examples
+        do (a word longer than the window is cut into windows of block_size predictions)."""
+        ends = np.append(self.starts[1:], len(self)) - 1  # each word's boundary token
+        lengths = ends - self.starts + 1  # targets per word: its characters and its end
+        tiles = -(-lengths // block_size)  # ceil: windows per word
+        word = np.repeat(np.arange(self.words), tiles)
+        back = np.arange(int(tiles.sum())) - np.repeat(np.cumsum(tiles) - tiles, tiles)
+        return np.sort(ends[word] - back * block_size)
+
     def subset(self, size: int, seed: int = 0) -> np.ndarray:
         """A fixed random sample of `size` example positions (all of them when there are fewer),
         ascending; the same for the same data, size and seed, so estimates compare across runs."""

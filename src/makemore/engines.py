@@ -126,8 +126,11 @@ class AutogradEngine:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
                 logits, loss = model(idx_t[k], y_t[k])
                 if teacher_t is not None:  # cross-entropy against (1-a) onehot(y) + a teacher
-                    a = self.cfgs[k].teacher
-                    soft = -(teacher_t[k] * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+                    a, soft_targets = self.cfgs[k].teacher, teacher_t[k]
+                    if logits.dim() == 3:  # a sequence model's columns: (B, T, V), leading padding trimmed
+                        soft_targets = soft_targets[:, soft_targets.shape[1] - logits.shape[1]:]
+                    # a column that predicts nothing has an all-zero teacher row: it counts for nothing
+                    soft = -(soft_targets * F.log_softmax(logits, dim=-1)).sum() / soft_targets.sum()
                     objective = (1.0 - a) * loss + a * soft  # the one-hot loss is the one reported
             optimizer.zero_grad(set_to_none=True)
             (loss if teacher_t is None else objective).backward()

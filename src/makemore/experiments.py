@@ -171,7 +171,7 @@ def _range_test(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig],
         model.train()
     engine = make_engine(members, cfgs)
     batches = Minibatches(corpus.encoded("train"), model_cfg.block_size, [cfg.seed for cfg in cfgs],
-                          cfgs[0].batch_size)
+                          cfgs[0].batch_size, whole_words=members[0].sequence)
     losses = np.full(len(lrs), np.nan)
     for i, lr in enumerate(lrs):
         idx, y = batches.at(i, len(lrs) - 1)

@@ -85,11 +85,18 @@ class Minibatches:
     from a generator seeded seed + 1, once per step. The CPU generator draws serially, so one
     draw of c*B indices equals c draws of B: we draw (and gather the contexts of) a chunk of
     steps at a time. [dist] `share`: which of each minibatch's B positions this process gathers
-    (its slice of the global batch in data-parallel training; all of them otherwise)."""
+    (its slice of the global batch in data-parallel training; all of them otherwise).
+    `whole_words`: draw from the windows that tile the words (Examples.word_windows), for a
+    sequence model, which predicts every character of the window it reads: drawn from every
+    position, a word's first characters would be predicted once per later window of the word,
+    weighting the loss towards them; eval weighs every character once."""
 
     def __init__(self, examples: Examples, block_size: int, seeds: Sequence[int], B: int,
-                 states: Sequence[torch.Tensor | None] | None = None, share: slice = slice(None)):
-        self.examples, self.block_size, self.n, self.B = examples, block_size, len(examples), B
+                 states: Sequence[torch.Tensor | None] | None = None, share: slice = slice(None),
+                 whole_words: bool = False):
+        self.pool = examples.word_windows(block_size) if whole_words else None
+        self.examples, self.block_size, self.B = examples, block_size, B
+        self.n = len(examples) if self.pool is None else len(self.pool)
         self.share = share
         self.generators = [torch.Generator().manual_seed(s + 1) for s in seeds]
         for g, state in zip(self.generators, states or []):
@@ -110,6 +117,8 @@ class Minibatches:
             positions = torch.stack([torch.randint(0, self.n, (c * self.B,), generator=g)
                                      for g in self.generators]).numpy()  # (K, c*B)
             K = len(self.generators)
+            if self.pool is not None:
+                positions = self.pool[positions]
             positions = positions.reshape(K, c, self.B)[:, :, self.share]  # [dist] this process's share
             b = positions.shape[2]
             X, Y = self.examples.batch(positions.reshape(-1), self.block_size)
@@ -355,9 +364,6 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         raise UserError("a run needs at least one member")
     for cfg in train_cfgs:
         check_data(corpus, model_cfg, cfg)
-    if train_cfgs and train_cfgs[0].teacher > 0 and models.module(model_cfg.name).MODEL.sequence:
-        raise UserError(f"--teacher applies to models that predict one next character per window (mlp, wavenet, "
-                        f"bigram), not to --model {model_cfg.name}")
     for name in SHARED:
         values = {getattr(cfg, name) for cfg in train_cfgs}
         if len(values) > 1:
@@ -434,12 +440,24 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
     dev_pos = dev_ex.subset(first.eval_examples)
     batches = Minibatches(train_ex, model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
                           [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None,
-                          share=dist.batch_share(first.batch_size))  # [dist] this rank's share of each minibatch
+                          share=dist.batch_share(first.batch_size),  # [dist] this rank's share of each minibatch
+                          whole_words=members[0].sequence)
     teacher, teacher_seconds = None, 0.0
     if first.teacher > 0:  # distillation from a count model: its distribution for every example
         t_teacher = time.perf_counter()
         teacher = teacher_targets(corpus, first.teacher_context)
         teacher_seconds = time.perf_counter() - t_teacher
+    sequence = members[0].sequence
+
+    def batch_teacher(step: int) -> np.ndarray:
+        """The teacher's distributions for update `step`'s targets: (K, B, V), or for a sequence
+        model one per column of each window, (K, B, T, V), zero where a column predicts nothing."""
+        positions = batches.positions(step)
+        if not sequence:
+            return teacher[positions]
+        predicted, valid = train_ex.window_positions(positions, model_cfg.block_size)
+        return teacher[predicted] * valid[..., None]
+
     steps, eval_every = first.steps, first.eval_every
     # a budget run's teacher is made inside its budget
     plan = Plan(max(first.budget - teacher_seconds, 1e-3), steps, start) if first.budget > 0 else None
@@ -549,7 +567,7 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
                         break
                 lrs = np.array([lr_at(cfg, step, steps) if on else 0.0 for cfg, on in zip(train_cfgs, active)])
                 idx, y = batches.at(step, steps - 1)
-                losses = engine.step(idx, y, lrs, None if teacher is None else teacher[batches.positions(step)])
+                losses = engine.step(idx, y, lrs, None if teacher is None else batch_teacher(step))
                 losses = dist.agree(losses, stop)  # [dist] the global minibatch's losses; a signal stops every rank
                 step += 1
                 bad = active & ~(losses <= DIVERGED_LOSS)  # inf, NaN or blown up

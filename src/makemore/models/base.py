@@ -183,13 +183,15 @@ def sequence_output(model: nn.Module, head: Callable[[torch.Tensor], torch.Tenso
                     window: torch.Tensor, targets: torch.Tensor | None):
     """(logits, loss) of a sequence model from its states (B, T, hidden) over the window.
     Training: the loss is the mean NLL over every position of the window (makemore.py's and
-    nanoGPT's objective, many predictions per example); eval: only the last position is read
+    nanoGPT's objective, many predictions per example) and the logits are every column's,
+    (B, T, vocab) for the window without its leading padding (trim_padding), which a teacher's
+    targets are matched with (engines.AutogradEngine); eval: only the last position is read
     out and scored, as every model is."""
     if model.training and targets is not None:
         all_logits = head(states)  # (B, T, vocab)
         V = all_logits.shape[-1]
         loss = F.cross_entropy(all_logits.reshape(-1, V), dense_targets(window, targets).reshape(-1), ignore_index=-1)
-        return all_logits[:, -1], loss
+        return all_logits, loss
     logits = head(states[:, -1])
     return logits, last_position_loss(logits, targets)
 

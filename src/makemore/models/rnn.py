@@ -9,7 +9,8 @@ last padding token plays <START>). A hidden state runs along it, starting from a
 
 The GRU (gru.py) is the same model with a gated cell. Columns before a row's start leave its
 state at s, so the logits of a prefix do not depend on how much padding the window holds.
-Training predicts every position of the window (base.sequence_output); eval, the last.
+Training predicts every position of the window (base.sequence_output), and its windows hold
+whole words (train.Minibatches, as makemore.py trains on words); eval reads the last position.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class RNNConfig(ModelConfig):
     block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words")
     emb_dim: int = setting(64, "size of each character's embedding (makemore.py's n_embd)", min=1)
     hidden: int = setting(64, "size of the recurrent state (makemore.py's n_embd2)", min=1)
+    # not in makemore.py: a wide state trained on whole words over-fits within minutes
+    dropout: float = setting(0.0, "dropout on the embeddings and on the states the output layer reads, while training")
 
 
 class RNNCell(nn.Module):
@@ -81,7 +84,7 @@ class RNN(Model):
         window = trim_padding(idx)
         B, T = window.shape
         start, _ = window_layout(window)
-        x = self.cell.inputs(self.wte(window))  # every position's input half at once
+        x = self.cell.inputs(F.dropout(self.wte(window), self.cfg.dropout, self.training))  # all positions at once
         step = self.cell.stepper()
         h = self.start.expand(B, -1)
         hs = []
@@ -89,7 +92,8 @@ class RNN(Model):
             # a row whose sequence has not begun keeps the start state: padding reads nothing
             h = torch.where((t >= start)[:, None], step(x[:, t], h), h)
             hs.append(h)
-        return sequence_output(self, self.lm_head, torch.stack(hs, dim=1), window, targets)
+        states = F.dropout(torch.stack(hs, dim=1), self.cfg.dropout, self.training)
+        return sequence_output(self, self.lm_head, states, window, targets)
 
     def embedding_table(self) -> torch.Tensor:
         return self.wte.weight
