@@ -92,8 +92,9 @@ PRESETS: dict[str, dict] = {
                      optimizer="adamw", schedule="cosine", weight_decay=0.1, dropout=0.35, teacher=0.5,
                      betas=(0.9, 0.99), threads=1),
     # Issue 11's 20 minutes: gru-long for 19 minutes (as `--preset best` of the MLP), with more
-    # dropout for a run four times longer. Not searched: one recipe, measured by
-    # scripts/compare_models.sh (README, "Models").
+    # dropout for a run four times longer. Not searched: one recipe. Dev 1.9107, tied with the
+    # MLP's `best` (1.9134) and hardly better than gru-long's 5 minutes (1.9127): it over-fits
+    # again (train 1.63); scripts/compare_models.sh, README "Models", 2026-11-23.
     "gru-best": dict(block_size=16, emb_dim=64, hidden=384, batch_size=128, steps=20_000, budget=1140, lr=3e-3,
                      optimizer="adamw", schedule="cosine", weight_decay=0.1, dropout=0.4, teacher=0.5,
                      betas=(0.9, 0.99), threads=1),
