@@ -20,7 +20,7 @@ step() { echo "== $*" >&2; }
 # the presets, cheapest first; each name is a preset of `makemore train`. TRAIN=... retrains only
 # some of them (their runs and figures replaced, the others' kept) and rebuilds the whole table.
 PRESETS=${PRESETS:-"bigram lecture bow rnn gru transformer default gru-long wavenet best gru-best"}
-TRAIN=${TRAIN:-$PRESETS}
+TRAIN=${TRAIN-$PRESETS}  # set and empty: train nothing, refit the ensemble and rebuild the table
 for preset in $TRAIN; do
     step "train --preset $preset"
     rm -rf "${RUNS:?}/$preset"
