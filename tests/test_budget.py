@@ -172,9 +172,10 @@ def test_a_budget_run_on_default_threads_records_the_count_it_chose(corpus, tmp_
 
 # --- recipes: which settings a budget run without --preset trains -----------------------------
 
-TABLE = {"machine": "test machine", "date": "2026-01-01", "data": "names", "train_examples": 1000, "recipes": [
-    {"budget": 10, "model": "mlp", "preset": "fast", "dev_loss": 2.1, "settings": {"hidden": 64, "dropout": 0.2}},
-    {"budget": 60, "model": "mlp", "preset": "default", "dev_loss": 2.0,
+TABLE = {"machine": "test machine", "date": "2026-01-01", "recipes": [
+    {"budget": 10, "model": "mlp", "preset": "fast", "dev_loss": 2.1, "train_examples": 1000,
+     "settings": {"hidden": 64, "dropout": 0.2}},
+    {"budget": 60, "model": "mlp", "preset": "default", "dev_loss": 2.0, "train_examples": 1000,
      "settings": {"hidden": 96, "dropout": 0.3, "weight_decay": 0.1}},
 ]}
 
@@ -190,8 +191,8 @@ def test_recipes_scale_regularisation_down_on_larger_data_only():
     from makemore.recipes import budget_configs, scaled_settings
 
     recipe = TABLE["recipes"][1]
-    assert scaled_settings(recipe, 500, TABLE) == recipe["settings"]  # smaller data: as tuned
-    big = scaled_settings(recipe, 4000, TABLE)
+    assert scaled_settings(recipe, 500) == recipe["settings"]  # smaller data: as tuned
+    big = scaled_settings(recipe, 4000)
     assert big["dropout"] == pytest.approx(0.3 / 4) and big["weight_decay"] == pytest.approx(0.1 / 4)
     model_cfg, train_cfg, chosen = budget_configs(90, vocab_size=30, train_examples=4000, table=TABLE, lr=0.01)
     assert model_cfg.hidden == 96 and model_cfg.dropout == pytest.approx(0.075) and train_cfg.lr == 0.01
@@ -204,13 +205,13 @@ def test_direct_connections_are_dropped_where_a_big_vocabulary_makes_them_most_o
     # the 10-second recipe of names: 9 x 33 inputs, one layer of 74, direct connections
     recipe = {"budget": 10, "model": "mlp", "preset": "default",
               "settings": {"block_size": 9, "emb_dim": 33, "hidden": 74, "layers": 1, "direct": True}}
-    assert scaled_settings(recipe, 1000, TABLE, vocab_size=27)["direct"] is True  # 8,019 of 32,987
-    assert scaled_settings(recipe, 1000, TABLE, vocab_size=3652)["direct"] is False  # 1.08M of 1.4M
-    assert scaled_settings(recipe, 1000, TABLE)["direct"] is True  # vocabulary unknown: as tuned
+    assert scaled_settings(recipe, 1000, vocab_size=27)["direct"] is True  # 8,019 of 32,987
+    assert scaled_settings(recipe, 1000, vocab_size=3652)["direct"] is False  # 1.08M of 1.4M
+    assert scaled_settings(recipe, 1000)["direct"] is True  # vocabulary unknown: as tuned
     # the 10-second recipe of 2026-11-23: 12 x 22 inputs, one layer of 293
     recipe = {**recipe, "settings": {"block_size": 12, "emb_dim": 22, "hidden": 293, "layers": 1, "direct": True}}
-    assert scaled_settings(recipe, 1000, TABLE, vocab_size=27)["direct"] is True  # 7,128 of 93,305
-    assert scaled_settings(recipe, 1000, TABLE, vocab_size=3653)["direct"] is False  # 964k of 2.2M
+    assert scaled_settings(recipe, 1000, vocab_size=27)["direct"] is True  # 7,128 of 93,305
+    assert scaled_settings(recipe, 1000, vocab_size=3653)["direct"] is False  # 964k of 2.2M
 
 
 def test_recipes_are_chosen_by_the_vocabulary_they_were_tuned_on():
@@ -242,8 +243,9 @@ def test_a_model_without_a_recipe_trains_its_own_preset_for_the_budget():
 
 # --- a budget run's mixture with a Kneser-Ney model ------------------------------------------
 
-SMALL_TABLE = {"machine": "test machine", "date": "2026-01-01", "data": "words", "train_examples": 1000, "recipes": [
-    {"budget": 1, "model": "mlp", "preset": "fast", "dev_loss": 2.1, "settings": {"hidden": 32, "threads": 1}}]}
+SMALL_TABLE = {"machine": "test machine", "date": "2026-01-01", "recipes": [
+    {"budget": 1, "model": "mlp", "preset": "fast", "dev_loss": 2.1, "train_examples": 1000,
+     "settings": {"hidden": 32, "threads": 1}}]}
 
 
 @pytest.fixture

@@ -251,11 +251,15 @@ class Examples:
     def targets(self, positions: np.ndarray) -> np.ndarray:
         return self.ids[positions].astype(np.int64)
 
+    def word_start(self, positions: np.ndarray) -> np.ndarray:
+        """Where the word of each position begins, in ids."""
+        return self.starts[np.searchsorted(self.starts, positions, side="right") - 1]
+
     def contexts(self, positions: np.ndarray, block_size: int) -> np.ndarray:
         """(len(positions), block_size) int64: the block_size ids before each position, within
         its word, boundary-padded on the left."""
         positions = np.asarray(positions, dtype=np.int64)
-        word_start = self.starts[np.searchsorted(self.starts, positions, side="right") - 1]
+        word_start = self.word_start(positions)
         before = positions[:, None] + np.arange(-block_size, 0, dtype=np.int64)  # (n, T)
         ctx = self.ids[np.maximum(before, 0)].astype(np.int64)
         ctx[before < word_start[:, None]] = 0  # before the word: padding
@@ -270,9 +274,8 @@ class Examples:
         sequence model's dense targets, models.base.dense_targets) and whether that column
         predicts anything: (positions.shape + (block_size,)) int64 and bool."""
         positions = np.asarray(positions, dtype=np.int64)
-        word_start = self.starts[np.searchsorted(self.starts, positions, side="right") - 1]
         predicted = positions[..., None] + np.arange(1 - block_size, 1, dtype=np.int64)
-        valid = predicted >= word_start[..., None]
+        valid = predicted >= self.word_start(positions)[..., None]
         return np.where(valid, predicted, positions[..., None]), valid
 
     def word_windows(self, block_size: int) -> np.ndarray:

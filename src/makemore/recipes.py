@@ -110,14 +110,12 @@ def tuned_vocab(recipe: dict) -> int:
     return int(recipe.get("vocab_size") or NAMES_VOCAB)
 
 
-def scaled_settings(recipe: dict, train_examples: int, table: dict | None = None,
-                    vocab_size: int | None = None) -> dict:
+def scaled_settings(recipe: dict, train_examples: int, vocab_size: int | None = None) -> dict:
     """The recipe's settings for data with `train_examples` training examples and `vocab_size`
     characters (see the module doc): regularisation scaled down on larger data, direct
     connections dropped where the vocabulary makes them most of the model."""
-    table = table if table is not None else load()
     settings = dict(recipe["settings"])
-    tuned_on = recipe.get("train_examples") or table.get("train_examples")
+    tuned_on = recipe.get("train_examples")
     if tuned_on and train_examples > tuned_on:
         factor = tuned_on / train_examples
         for name in REGULARISERS:
@@ -146,7 +144,7 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
     if recipe is None:
         given = {k: v for k, v in overrides.items() if v is not None}
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
-    settings = scaled_settings(recipe, train_examples, table, vocab_size)
+    settings = scaled_settings(recipe, train_examples, vocab_size)
     if counts_in_time(budget, train_examples) and teacher_bytes(train_examples, vocab_size) <= TEACHER_MAX_BYTES:
         settings = distilled(settings)
     else:

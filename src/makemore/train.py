@@ -438,16 +438,16 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
 
     train_ex, dev_ex = corpus.encoded("train"), corpus.encoded("dev")
     dev_pos = dev_ex.subset(first.eval_examples)
+    sequence = members[0].sequence  # predicts every character of its window: trains on whole words
     batches = Minibatches(train_ex, model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
                           [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None,
                           share=dist.batch_share(first.batch_size),  # [dist] this rank's share of each minibatch
-                          whole_words=members[0].sequence)
+                          whole_words=sequence)
     teacher, teacher_seconds = None, 0.0
     if first.teacher > 0:  # distillation from a count model: its distribution for every example
         t_teacher = time.perf_counter()
         teacher = teacher_targets(corpus, first.teacher_context)
         teacher_seconds = time.perf_counter() - t_teacher
-    sequence = members[0].sequence
 
     def batch_teacher(step: int) -> np.ndarray:
         """The teacher's distributions for update `step`'s targets: (K, B, V), or for a sequence
