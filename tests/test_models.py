@@ -7,6 +7,7 @@ forward, and build the same weights from the same seed. A sequence model (Model.
 must also ignore the padding before its sequence.
 """
 
+import dataclasses
 import math
 import types
 from dataclasses import dataclass
@@ -276,6 +277,44 @@ def test_wavenet_batchnorm_is_over_batch_and_positions():
     assert {n for n, _ in bn.named_buffers()} == {"running_mean", "running_var"}
     bn.eval()
     assert torch.allclose(bn(x[:1]), (x[:1] - bn.running_mean) / torch.sqrt(bn.running_var + 1e-5), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rnn", "gru"])
+def test_weight_drop_thins_the_recurrent_weights_once_per_window(name, monkeypatch):
+    """DropConnect (RNNConfig.weight_drop) drops hidden-to-hidden weights, not states, with one
+    mask for every position of the window: with a mask that drops them all, the training loss
+    is that of the same model with those weights zero; in eval mode nothing is dropped."""
+    cfg, _ = small_configs(name, vocab_size=9, block_size=8, weight_drop=0.5)
+    model = models.build(cfg, seed=3).train()
+    with torch.no_grad():  # torch's small initial weights barely use the recurrence: make it count
+        for layer in model.cell.children():
+            layer.weight.mul_(4)
+    masked, dropout = [], F.dropout
+
+    def drop_whole_matrices(x, p=0.5, training=True, inplace=False):
+        if x.dim() == 2:  # a weight matrix (embeddings and states are (B, T, C))
+            masked.append(p)
+            return torch.zeros_like(x)
+        return dropout(x, p, training, inplace)
+
+    monkeypatch.setattr(F, "dropout", drop_whole_matrices)
+    word, y = [4, 2, 7, 1, 3], 5
+    _, loss = model(torch.tensor([[0] * 3 + word]), torch.tensor([y]))
+    assert masked == [0.5] * {"rnn": 1, "gru": 2}[name]  # once per window, not once per position
+
+    cut = models.build(dataclasses.replace(cfg, weight_drop=0.0)).train()
+    cut.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for layer in cut.cell.children():
+            layer.weight[:, cfg.emb_dim:] = 0
+    ref = REFERENCES[name](cut, torch.tensor([0] + word))
+    assert torch.allclose(loss, F.cross_entropy(ref, torch.tensor(word + [y])), atol=1e-5)
+    undropped = F.cross_entropy(REFERENCES[name](model, torch.tensor([0] + word)), torch.tensor(word + [y]))
+    assert not torch.allclose(loss, undropped, atol=1e-3)  # the test can tell the two apart
+
+    masked.clear()
+    model.eval()(torch.tensor([[0] * 3 + word]))
+    assert masked == []
 
 
 def test_model_settings_are_checked():

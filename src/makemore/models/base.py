@@ -52,9 +52,10 @@ class ModelConfig:
         for name in ("vocab_size", "block_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        dropout = getattr(self, "dropout", 0.0)
-        if not 0.0 <= dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {dropout}")
+        for name in ("dropout", "weight_drop"):  # shares dropped, where a model has them
+            share = getattr(self, name, 0.0)
+            if not 0.0 <= share < 1.0:
+                raise UserError(f"{name.replace('_', '-')} must be in [0, 1), got {share}")
 
 
 @contextlib.contextmanager

@@ -52,11 +52,13 @@ class GRUCell(nn.Module):
         b = torch.cat([lin.bias for lin in self._layers()])
         return F.linear(x, W, b)
 
-    def stepper(self):
+    def stepper(self, weight_drop: float = 0.0):
         E = self.emb_dim
         r_lin, z_lin, hbar_lin = self._layers()
         W_rz = torch.cat([r_lin.weight[:, E:], z_lin.weight[:, E:]])  # both gates read h: one product
         W_hbar = hbar_lin.weight[:, E:]
+        if weight_drop > 0:  # RNNConfig.weight_drop
+            W_rz, W_hbar = F.dropout(W_rz, weight_drop), F.dropout(W_hbar, weight_drop)
 
         def step(xt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
             x_r, x_z, x_hbar = xt.chunk(3, dim=1)

@@ -35,6 +35,11 @@ class RNNConfig(ModelConfig):
     hidden: int = setting(64, "size of the recurrent state (makemore.py's n_embd2)", min=1)
     # not in makemore.py: a wide state trained on whole words over-fits within minutes
     dropout: float = setting(0.0, "dropout on the embeddings and on the states the output layer reads, while training")
+    # Merity et al. 2018 (AWD-LSTM), "weight drop": DropConnect (Wan et al. 2013) on the
+    # hidden-to-hidden weights, one mask per forward pass, so every position of a window sees
+    # the same thinned recurrence; dropout on the states alone leaves the recurrence unregularised
+    weight_drop: float = setting(0.0, "share of the recurrent (hidden-to-hidden) weights dropped for each "
+                                 "minibatch, while training (DropConnect)")
 
 
 class RNNCell(nn.Module):
@@ -53,9 +58,12 @@ class RNNCell(nn.Module):
         """(B, T, emb_dim) -> (B, T, hidden): W_x x_t + b at every position."""
         return F.linear(x, self.xh_to_h.weight[:, :self.emb_dim], self.xh_to_h.bias)
 
-    def stepper(self):
-        """The recurrence h_{t-1} -> h_t given inputs(x)[:, t], with W_h sliced once."""
+    def stepper(self, weight_drop: float = 0.0):
+        """The recurrence h_{t-1} -> h_t given inputs(x)[:, t], with W_h sliced once (and
+        thinned by `weight_drop`, one mask for the whole window)."""
         W_h = self.xh_to_h.weight[:, self.emb_dim:]
+        if weight_drop > 0:  # RNNConfig.weight_drop
+            W_h = F.dropout(W_h, weight_drop)
 
         def step(xt: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
             return torch.tanh(xt + F.linear(h, W_h))
@@ -85,7 +93,7 @@ class RNN(Model):
         B, T = window.shape
         start, _ = window_layout(window)
         x = self.cell.inputs(F.dropout(self.wte(window), self.cfg.dropout, self.training))  # all positions at once
-        step = self.cell.stepper()
+        step = self.cell.stepper(self.cfg.weight_drop if self.training else 0.0)
         h = self.start.expand(B, -1)
         hs = []
         for t in range(T):
