@@ -567,7 +567,7 @@ def bench_openmp(corpus, quick: bool) -> dict:
 
 
 # ----------------------------------------------------------------------------------------
-# 10. --precision bfloat16 vs float32: a fused step of each budget recipe and of `best`
+# 10. --precision bfloat16 vs float32: a fused step of each budget recipe and of `mlp-best`
 
 
 def bench_precision(corpus, quick: bool) -> dict:
@@ -575,7 +575,7 @@ def bench_precision(corpus, quick: bool) -> dict:
     from makemore.utils import native_bfloat16
 
     shapes = [(f"{r['budget']:g} s recipe", None, r["settings"]) for r in recipes.tuned_on_names()]
-    shapes.append(("best preset", "best", {}))
+    shapes.append(("mlp-best preset", "mlp-best", {}))
     rows, repeats, all_threads = [], 3 if quick else 5, torch.get_num_threads()
     try:
         for label, preset, settings in shapes:

@@ -60,7 +60,7 @@ def main(recipes_dir: str = "runs/recipes") -> None:
     corpus = mm.load_corpus("names")
     counts = count_models(corpus)
     runs = []
-    for preset in ("fast", "lecture", "default", "best"):
+    for preset in ("fast", "lecture", "default", "mlp-best", "best"):
         path = ROOT / "docs/results/compare" / f"{preset}.json"
         if preset == "fast":
             path = ROOT / "docs/results/fast.json"

@@ -1,6 +1,6 @@
 """The README's model comparison table from the JSON files scripts/compare_models.sh writes.
 
-    python scripts/compare_table.py docs/results/compare "bigram lecture ... best" > docs/results/compare.md
+    python scripts/compare_table.py docs/results/compare "bigram lecture ... gru-long:43 ... best" > docs/results/compare.md
 
 Also writes DIR/../compare.json (the same rows, as numbers). Every row's dev loss chose
 nothing after the fact; the test column is the one reading of the test split.
@@ -29,10 +29,15 @@ def machine() -> str:
 def main(folder: str, presets: str) -> None:
     folder = Path(folder)
     rows = []
-    for preset in presets.split():
-        s = read(folder, preset)
-        rows.append({"model": PRESETS[preset]["model"], "what": f"`--preset {preset}`", "params": s["params"],
-                     "seconds": s["seconds"], "dev_loss": s["dev_loss"], "test_loss": read(folder, f"test_{preset}")["loss"]})
+    runs = {}  # run name -> its row
+    for entry in presets.split():
+        preset, _, seed = entry.partition(":")  # PRESET:SEED is the preset with --seed SEED
+        name = f"{preset}-seed{seed}" if seed else preset
+        s = read(folder, name)
+        runs[name] = {"model": PRESETS[preset]["model"], "what": f"`--preset {preset}" + (f" --seed {seed}`" if seed else "`"),
+                      "params": s["params"], "seconds": s["seconds"], "dev_loss": s["dev_loss"],
+                      "test_loss": read(folder, f"test_{name}")["loss"]}
+        rows.append(runs[name])
     ngram, ngram_test = read(folder, "ngram"), read(folder, "test_ngram")
     for method, label in (("add_alpha", "add-alpha"), ("kneser_ney", "Kneser-Ney")):
         best = min(range(len(ngram)), key=lambda i: ngram[i][method]["dev_loss"])  # chosen on dev
@@ -41,14 +46,13 @@ def main(folder: str, presets: str) -> None:
                      "test_loss": ngram_test[best][method]["test_loss"]})
     ens = read(folder, "ensemble")
     members = list(ens["member_dev_loss"])
-    by_preset = {r["what"]: r for r in rows}
-    member_rows = [by_preset[f"`--preset {m}`"] for m in members]
+    member_rows = [runs[m] for m in members]
     weights = ens.get("weights") or {m: 1 / len(members) for m in members}
     rows.append({"model": "ensemble", "what": " + ".join(f"{weights[m]:.2f} {m}" for m in members)
                  + " (`makemore ensemble`, weights fitted on dev)",
                  "params": sum(r["params"] for r in member_rows), "seconds": sum(r["seconds"] for r in member_rows),
                  "dev_loss": ens["dev_loss"], "test_loss": read(folder, "test_ensemble")["loss"]})
-    for name, label, base in (("best", "best + Kneser-Ney", by_preset["`--preset best`"]),
+    for name, label, base in (("best", "best + Kneser-Ney", runs["best"]),
                               ("ensemble", "ensemble + Kneser-Ney", rows[-1])):
         mix = read(folder, f"mix_{name}")
         rows.append({"model": "mixture", "what": f"{label} 5-gram, weight {mix['weight']:.2f} (`makemore mix`)",

@@ -5,7 +5,7 @@
 # since every trial is a race against the clock).
 #
 # Each study starts from the recipe `train --budget` takes now for its budget and the presets
-# known to be good (--try recipe,fast,default,best) and searches around them with TPE (the
+# known to be good (--try recipe,fast,default,mlp-best) and searches around them with TPE (the
 # teacher's weight included: tune's SPACE); one worker with every core, as `makemore train`
 # runs for a user.
 set -euo pipefail
@@ -26,7 +26,7 @@ for item in $PLAN; do
     budget=${item%%:*}; trials=${item##*:}
     echo "== tune --budget $budget ($trials trials)" >&2
     "$MM" tune --data names --budget "$budget" --trials "$trials" --study "budget-$budget" \
-        --out "$OUT/$budget" --threads 0 --try "${TRY:-recipe,fast,default,best}" --space "$SPACE" >&2
+        --out "$OUT/$budget" --threads 0 --try "${TRY:-recipe,fast,default,mlp-best}" --space "$SPACE" >&2
     studies+=("sqlite:///$(cd "$OUT/$budget" && pwd)/study.db=budget-$budget")
 done
 if [ -n "$BIG_PLAN" ]; then
