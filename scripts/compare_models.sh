@@ -3,8 +3,9 @@
 # names from scratch, the count models, an ensemble of the best neural runs and its mixture with
 # Kneser-Ney. Dev loss picks and compares; the test split is read once, at the end, for these
 # final models only. Run by `make figures`, or alone (about 2 hours on 2 CPU cores: 19 minutes
-# for each of `best`'s three seeds and for `mlp-best`, 5 for each of `gru-long`'s three; 40
-# minutes less with JOBS=2); writes docs/results/compare.json and compare.md.
+# for each of `best`'s three seeds and for `mlp-best`, 5 for each of `gru-long`'s three; the
+# GRU seeds of 2026-11-23 were trained with TRAIN="best best:43 best:44 gru-long:43 gru-long:44"
+# JOBS=2, in 40 minutes); writes docs/results/compare.json and compare.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MM=${MM:-.venv/bin/makemore}

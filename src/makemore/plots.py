@@ -296,10 +296,14 @@ def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], pat
             if c is best or c is counts[0] or c["context"] <= 3:
                 ax.annotate(f"{c['label']} {c['dev_loss']:.3f}" if c is best else c["label"], (c["seconds"], c["dev_loss"]),
                             xytext=(5, -11), textcoords="offset points", fontsize=7, color="tab:red")
-    for r in runs or []:
+    runs = runs or []
+    for r in runs:
         ax.plot([r["seconds"]], [r["dev_loss"]], "s", color="tab:green", ms=5)
-        ax.annotate(r["label"], (r["seconds"], r["dev_loss"]), xytext=(-10, -12), textcoords="offset points",
-                    fontsize=7, color="tab:green")
+        # of two presets of about the same training time, the upper one is labelled above it
+        above = any(o is not r and r["seconds"] / 1.3 < o["seconds"] < r["seconds"] * 1.3
+                    and o["dev_loss"] < r["dev_loss"] for o in runs)
+        ax.annotate(r["label"], (r["seconds"], r["dev_loss"]), xytext=(-10, 6 if above else -12),
+                    textcoords="offset points", fontsize=7, color="tab:green")
     _log_x(ax, "{:g}")
     ax.set_xlabel("seconds of training (log scale)")
     ax.set_ylabel("dev loss (nats per character)")
