@@ -180,6 +180,6 @@ PRESETS: dict[str, dict] = {
     # (`teacher`, half of each target: dev 1.9243 -> 1.9134). Dev loss measured by
     # scripts/compare_models.sh (README, "Models").
     "mlp-best": dict(block_size=10, emb_dim=48, hidden=1024, layers=2, batch_size=1024, steps=20_000, budget=1140,
-                 lr=2e-3, optimizer="adamw", schedule="cosine", dropout=0.35, weight_decay=0.1, init="scaled",
-                 teacher=0.5),
+                     lr=2e-3, optimizer="adamw", schedule="cosine", dropout=0.35, weight_decay=0.1, init="scaled",
+                     teacher=0.5),
 }
