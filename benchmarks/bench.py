@@ -233,7 +233,7 @@ def bench_population(corpus, quick: bool) -> dict:
 
     warm = [replace(cfg, steps=50, eval_interval=50) for cfg in cfgs]
     sequential(warm[:2]), together(warm)  # warm up both
-    with mock.patch("makemore.train.split_nll", no_eval):
+    with mock.patch("makemore.training.split_nll", no_eval):
         seq_s = sum(r.summary["seconds"] for r in sequential(cfgs))
         pop_s = together(cfgs)[0].summary["seconds"]
     t0 = time.perf_counter()

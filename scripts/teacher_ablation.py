@@ -30,7 +30,7 @@ from makemore import recipes
 from makemore.data import load_corpus
 from makemore.ngram import fit_mixture, fit_on_dev
 from makemore.predict import model_predictor
-from makemore.train import train
+from makemore.training import train
 from makemore.utils import atomic_write_json, cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]

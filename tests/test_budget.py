@@ -12,7 +12,7 @@ from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.errors import UserError
-from makemore.train import lr_at, train
+from makemore.training import lr_at, train
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("2m", 120), ("1h", 3600), ("1m30s", 90),

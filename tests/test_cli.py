@@ -220,11 +220,9 @@ def test_two_trainings_started_at_once_with_one_out(tmp_path):
 
 
 def test_a_directory_made_between_the_check_and_the_start_is_refused_and_kept(tmp_path, capsys, monkeypatch):
-    import importlib
-
     from conftest import make_words
 
-    train_module = importlib.import_module("makemore.train")  # (the package's `train` is the function)
+    from makemore import training as train_module
     data = tmp_path / "words.txt"
     data.write_text("\n".join(make_words()))
     out = tmp_path / "run"

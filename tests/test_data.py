@@ -209,7 +209,7 @@ def test_min_char_count_reports_what_it_folds(tmp_path):
 
 @pytest.mark.parametrize("block_size", [1, 3, 5, 16])
 def test_word_windows_predict_every_character_once(block_size):
-    """The windows a sequence model trains on (train.Minibatches with whole_words) hold, over all
+    """The windows a sequence model trains on (training.Minibatches with whole_words) hold, over all
     their columns, every target of the split exactly once, with its own word's context."""
     import torch
 

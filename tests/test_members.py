@@ -21,7 +21,7 @@ from makemore.experiments import lr_find
 from makemore.fused import FusedEngine
 from makemore.models.mlp import MLP
 from makemore.runs import load_ensemble, load_run
-from makemore.train import Minibatches, resume, train, train_members, train_population
+from makemore.training import Minibatches, resume, train, train_members, train_population
 
 TINY = ["--preset", "lecture", "--emb-dim", "4", "--hidden", "16", "--batch-size", "8", "--steps", "60", "--quiet"]
 

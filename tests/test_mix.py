@@ -10,7 +10,7 @@ from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.ngram import NGramModel, _target_log_probs, fit_mixture, mixture_predictor, ngram_predictor
 from makemore.predict import model_predictor as mlp_predictor
-from makemore.train import train
+from makemore.training import train
 
 
 @pytest.fixture(scope="module")

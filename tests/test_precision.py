@@ -13,7 +13,7 @@ from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.errors import UserError
 from makemore.models.mlp import MLP
-from makemore.train import train, train_population
+from makemore.training import train, train_population
 from makemore.utils import native_bfloat16
 
 SMALL = {"emb_dim": 8, "hidden": 16, "layers": 1, "heads": 2, "dropout": 0.0}

@@ -24,9 +24,8 @@ import pytest
 import torch
 
 import makemore as mm
+from makemore import sampling
 from makemore.cli import main
-
-sampling = sys.modules["makemore.sample"]  # the module (makemore.sample is the function)
 
 
 @pytest.fixture(autouse=True, scope="module")

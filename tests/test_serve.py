@@ -118,7 +118,7 @@ def test_runs_lists_both_with_their_files_figures(client, runs):
 def test_sample_is_the_packages_sample_with_true_tags(client, runs):
     from makemore.runs import load_run
     from makemore.predict import model_predictor as mlp_predictor
-    from makemore.sample import sample_tagged
+    from makemore.sampling import sample_tagged
 
     status, data = client.post("/api/sample", {"n": 30, "seed": 7})
     assert status == 200 and data["run"] == "tiny" and data["seed"] == 7
@@ -503,7 +503,7 @@ def test_cli_serves_a_mixture_and_prints_its_url(runs, tmp_path):
         status, scored = c.post("/api/score", {"words": ["mana"]})
         assert status == 200
         from makemore.cli import _load, _predictor
-        from makemore.sample import score
+        from makemore.sampling import score
 
         run = _load(str(mixed), ensemble=True)
         assert scored["scores"][0]["nll"] == pytest.approx(score(_predictor(run, True), run.vocab, ["mana"])[0]["nll"])

@@ -13,7 +13,7 @@ from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.errors import UserError
-from makemore.train import train, train_population
+from makemore.training import train, train_population
 
 
 @pytest.fixture
@@ -70,11 +70,8 @@ def test_a_sequence_model_distils_every_column_of_its_windows(corpus, name, monk
     """A sequence model predicts every character of its window; the teacher's distribution for
     each must line up with it. A teacher that is the one-hot of the true next character, taken
     whole (--teacher 1), is then the plain objective: the same weights, step for step."""
-    import sys
-
     from makemore import models
-
-    train_module = sys.modules["makemore.train"]  # the module (the package exports its train function)
+    from makemore import training as train_module
 
     def one_hot_teacher(corpus, context):
         ids = corpus.encoded("train").targets(np.arange(len(corpus.encoded("train"))))

@@ -42,8 +42,8 @@ from .models import Model, ModelConfig, build, count_params  # noqa: E402
 from .models.mlp import MLP, MLPConfig  # noqa: E402
 from .predict import ensemble_predictor, make_predictor, model_predictor, run_predictor, split_nll, words_nll  # noqa: E402
 from .runs import Ensemble, Run, load_ensemble, load_run  # noqa: E402
-from .sample import sample, sample_tagged, score, tag_words  # noqa: E402
-from .train import EnsembleResult, TrainResult, resume, train, train_ensemble, train_members, train_population  # noqa: E402
+from .sampling import sample, sample_tagged, score, tag_words  # noqa: E402
+from .training import EnsembleResult, TrainResult, resume, train, train_ensemble, train_members, train_population  # noqa: E402
 
 __all__ = [
     "PRESETS", "ModelConfig", "TrainConfig", "make_configs", "Corpus", "Examples", "Vocab", "build_examples",

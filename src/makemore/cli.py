@@ -248,7 +248,7 @@ def cmd_train(args) -> int:
 def _cmd_train(args) -> int:
     from .distributed import is_writer, world
     from .recipes import attach_mixture
-    from .train import resume, train
+    from .training import resume, train
 
     progress = False if args.quiet else None
     if args.seeds < 1:
@@ -335,7 +335,7 @@ def _print_mixture(mix: dict, run_dir) -> None:
 
 
 def _train_ensemble(corpus, model_cfg, train_cfg, seeds: int, out: Path, progress, extra=None) -> int:
-    from .train import train_ensemble
+    from .training import train_ensemble
 
     ens = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress=progress, extra_summary=extra)
     first = ens.results[0].summary
@@ -543,7 +543,7 @@ def _write_all(out, text: str) -> None:
 
 def _write_samples(args) -> tuple[int, bool]:
     """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
-    from .sample import sample_chunks
+    from .sampling import sample_chunks
 
     run = _load(args.run, ensemble=True)
     tagged = args.json or args.jsonl or args.new_only
@@ -584,7 +584,7 @@ def add_score(sub) -> None:
 
 
 def cmd_score(args) -> int:
-    from .sample import score
+    from .sampling import score
 
     run = _load(args.run, ensemble=True)
     results = score(_predictor(run, args.mix), run.vocab, args.words)

@@ -267,7 +267,7 @@ def from_rank0(fn):
 
 
 # --------------------------------------------------------------------------------------------
-# What the training loop calls (train.py, at the places marked [dist])
+# What the training loop calls (training.py, at the places marked [dist])
 
 
 def check(train_cfgs, progress: bool | None) -> None:

@@ -1,6 +1,6 @@
 """Engines: how one training step of K >= 1 models is computed.
 
-The training loop (train.py) knows nothing of how a step is computed; an engine does forward,
+The training loop (training.py) knows nothing of how a step is computed; an engine does forward,
 backward and update for the K members of a run (K = 1 for a plain run, K seeds for a seed
 ensemble, K learning rates for a sweep), behind one interface:
 

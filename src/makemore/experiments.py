@@ -12,7 +12,7 @@ up once it is too large; a good rate lies a little below the bottom of the curve
 sweep trains every combination of a grid of config values, each into its own run directory,
 and tabulates them; a finished configuration is never trained twice. Points whose models have
 the same shape (only lr, seed, weight decay, ... differ) train together as members of one
-training loop (train.train_members; one batched step where that pays), each still into its
+training loop (training.train_members; one batched step where that pays), each still into its
 own run directory.
 
 Both use engines.make_engine for the step and train's minibatches (weights seeded with
@@ -41,7 +41,7 @@ from .data import SPLITS, Corpus
 from .engines import make_engine, resolve_device
 from .errors import UserError
 from .models import ModelConfig
-from .train import DIVERGED_LOSS, SHARED, Minibatches, train_members
+from .training import DIVERGED_LOSS, SHARED, Minibatches, train_members
 from .utils import atomic_write, atomic_write_json
 
 # ----------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ class LRFindResult:
     rule: str
     lr_at_min: float
     min_smoothed_loss: float
-    diverged_at: int | None  # first step whose loss was not finite or > train.DIVERGED_LOSS
+    diverged_at: int | None  # first step whose loss was not finite or > training.DIVERGED_LOSS
     window: int
     seconds: float
     engine: str
@@ -114,7 +114,7 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
     """The lecture's learning-rate sweep: one minibatch step at each rate of lr_schedule.
 
     The loss recorded at step i is the minibatch loss before update i (as in the lecture's
-    loop). Once the loss diverges (inf/NaN or above train.DIVERGED_LOSS) the model is beyond
+    loop). Once the loss diverges (inf/NaN or above training.DIVERGED_LOSS) the model is beyond
     repair: stepping stops and the remaining rows keep their rate with an empty loss.
 
     With `seeds` K > 1, K models (seeds train_cfg.seed, +1, ..., +K-1: other weights, other
@@ -329,7 +329,7 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     `overrides` apply to every point (e.g. steps); a key may not be both in it and the grid.
     A run directory left unfinished by a killed sweep is removed and trained again; one that
     holds a finished run of another config is an error (nothing is deleted).
-    Unfinished points whose models have one config and share train.SHARED settings train
+    Unfinished points whose models have one config and share training.SHARED settings train
     together as members of one loop, when the first of them comes up; the others alone.
     `on_result(i, n, name, row, reused)` is called after each point.
     """
@@ -387,7 +387,7 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
 
 
 def member_key(model_cfg: ModelConfig, train_cfg: TrainConfig) -> tuple:
-    """Runs with equal keys can be members of one training loop (train.SHARED)."""
+    """Runs with equal keys can be members of one training loop (training.SHARED)."""
     return (model_cfg.name, tuple(sorted(vars(model_cfg).items())), *(getattr(train_cfg, n) for n in SHARED))
 
 

@@ -8,7 +8,7 @@
     RUN/metrics.csv        step, train_loss, dev_loss, lr, seconds
     RUN/summary.json       final figures
 
-A seed ensemble (`makemore train --seeds K`, train.train_ensemble) is a directory of such runs:
+A seed ensemble (`makemore train --seeds K`, training.train_ensemble) is a directory of such runs:
 
     ENS/ensemble.json      {"format": "makemore-ensemble/1", "members": ["seed-42", ...], ...}
     ENS/seed-42/ ...       one run directory per member
@@ -180,7 +180,7 @@ def write_ensemble(path: str | Path, members: list[str], info: dict | None = Non
 @dataclass
 class Ensemble:
     """Runs of one configuration and different seeds, used as one model: the mean of their
-    next-character probabilities (sample.ensemble_predictor)."""
+    next-character probabilities (predict.ensemble_predictor)."""
 
     path: Path
     runs: list[Run]

@@ -71,7 +71,7 @@ class ServedModel:
     kind: str                        # "run" or "ensemble of K", "+ n-gram mixture" when mixed
     vocab: object                    # data.Vocab: .chars (index 0 = boundary), .boundary, .encode
     splits: dict[str, frozenset]     # train/dev/test words as sets, for the novelty tags
-    predictor: object                # contexts (N, T) -> log-probs (N, vocab); see sample.py
+    predictor: object                # contexts (N, T) -> log-probs (N, vocab); see sampling.py
     embeddings: np.ndarray | None    # (vocab, emb_dim) character embeddings C, or None
     embeddings_of: str               # which model's C it is (an ensemble's first member)
     metrics: dict[str, Path]         # curve label -> metrics.csv (one per ensemble member)
@@ -121,7 +121,7 @@ def _embeddings(model) -> np.ndarray | None:
 
 def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
                  prefix: str, new_only: bool) -> list[dict]:
-    from .sample import sample_tagged
+    from .sampling import sample_tagged
 
     if seed is None:  # not torch.seed(), which would reseed torch's global generator from a thread
         seed = secrets.randbelow(2**62)
@@ -130,7 +130,7 @@ def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: floa
 
 
 def score_words(model: ServedModel, words: list[str], top: int) -> list[dict]:
-    from .sample import score
+    from .sampling import score
 
     return score(model.predictor, model.vocab, words, top=top)
 

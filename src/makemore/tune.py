@@ -6,7 +6,7 @@
 A study lives in an Optuna RDB storage: a SQLite file by default, or any database URL Optuna
 accepts (PostgreSQL for workers on several machines). Every worker runs the same command; the
 first one creates the study, the others join it (load_if_exists). Each trial trains one model
-with train.train into OUT/trial-NNNN, reports its dev loss at every evaluation, and is pruned
+with training.train into OUT/trial-NNNN, reports its dev loss at every evaluation, and is pruned
 (stopped, its run directory kept) when it falls behind the median of earlier trials.
 
 `--trials N` is the number of trials the *study* should finish (COMPLETE or PRUNED), whatever
@@ -576,7 +576,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     """Join (or create) the study and run trials until it has `opts.trials` finished ones."""
     optuna = _optuna()
     from .models import count_params
-    from .train import train
+    from .training import train
 
     opts.validate()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))

@@ -83,7 +83,7 @@ PRESETS: dict[str, dict] = {
     # rnn.py. Dev 2.04 on names in about 1.5 minutes on 2 CPU cores.
     "gru": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=20_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99), threads=1),
-    # a wider state for 5 minutes, as an ensemble member: whole words (train.Minibatches) make a
+    # a wider state for 5 minutes, as an ensemble member: whole words (training.Minibatches) make a
     # wide GRU over-fit within two minutes (256 wide, no dropout: best dev 1.9676 at step 1,264,
     # then rising), so it has dropout and is distilled from Kneser-Ney 5 like the MLP's `mlp-best`.
     # Probes of 300 s, two at a time on 2 cores (2026-11-23): 256 wide, dropout 0.25: 1.9402;
