@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from makemore import recipes
-from makemore.budget import MAX_EVALS, MIN_BUDGET, Plan, parse_seconds
+from makemore.budget import MAX_EVALS, MIN_BUDGET, TARGET_SHARE, Plan, parse_seconds
 from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
@@ -328,3 +328,29 @@ def test_a_recipe_tuned_with_the_teacher_keeps_its_weight_where_the_teacher_fits
     assert budget_configs(60, vocab_size=27, train_examples=200_000, table=tuned)[1].teacher == 0.7
     assert budget_configs(60, vocab_size=27, train_examples=200_000, table=tuned, teacher=0.2)[1].teacher == 0.2
     assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=tuned)[1].teacher == 0.0
+
+
+@pytest.mark.parametrize("slow_eval", [1, 3, 6])
+def test_one_slow_evaluation_does_not_end_the_plan_early(slow_eval):
+    """A simulated clock: steps of 0.5 ms, dev estimates of 10 ms, one of which stalls for a
+    second. The plan must still fill its budget: the estimate of an evaluation's time must not
+    stay at the stalled one once the steps left were cut for it (a running mean did, and the
+    run ended at 58% of its budget)."""
+    budget, step_seconds, eval_seconds = 4.0, 0.0005, 0.01
+    plan = Plan(budget, provisional_steps=1000)
+    clock = eval_clock = 3 * eval_seconds  # the first estimate, at step 0, is a cold one
+    plan.evaluated(clock)
+    step, total, evals = 0, plan.total, 0
+    while step < total:
+        if plan.due(step, clock):
+            plan.replan(step, clock, clock - eval_clock)
+            total = plan.total
+        assert not plan.over(clock)
+        clock += step_seconds
+        step += 1
+        if step % plan.eval_every == 0 or step == total:
+            evals += 1
+            took = 1.0 if evals == slow_eval else eval_seconds
+            clock, eval_clock = clock + took, eval_clock + took
+            plan.evaluated(took)
+    assert 0.95 * TARGET_SHARE * budget <= clock <= budget and evals > slow_eval

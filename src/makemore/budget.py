@@ -87,6 +87,7 @@ class Plan:
         self.eval_every = provisional_steps  # no dev estimate before the plan sets their interval
         self.start_step = start_step
         self.eval_seconds: float | None = None
+        self.eval_times: list[float] = []
         self.step_seconds: float | None = None
         self.calibrated = False
         self.evals = MAX_EVALS
@@ -95,8 +96,13 @@ class Plan:
         self.timed = (start_step, 0.0)  # (step, seconds spent on steps) at the last plan
 
     def evaluated(self, seconds: float) -> None:
-        """The time of one dev estimate (of all members)."""
-        self.eval_seconds = seconds if self.eval_seconds is None else 0.5 * (self.eval_seconds + seconds)
+        """The time of one dev estimate (of all members). Every estimate reads the same subset
+        of dev, so they take about the same time and the plan charges the lower median of those
+        measured: one estimate slowed by a stall must not stand for all those left. (It did
+        with a running mean: the plan shrank the steps left for the evaluations it expected,
+        no later evaluation came to correct the figure, and a 4-second run ended after 0.8 s.)"""
+        self.eval_times.append(seconds)
+        self.eval_seconds = statistics.median_low(self.eval_times)
 
     def check_feasible(self) -> None:
         """After the first evaluation: a budget that cannot hold two of them (the first and the
