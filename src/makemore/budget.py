@@ -99,8 +99,9 @@ class Plan:
         """The time of one dev estimate (of all members). Every estimate reads the same subset
         of dev, so they take about the same time and the plan charges the lower median of those
         measured: one estimate slowed by a stall must not stand for all those left. (It did
-        with a running mean: the plan shrank the steps left for the evaluations it expected,
-        no later evaluation came to correct the figure, and a 4-second run ended after 0.8 s.)"""
+        with a running mean: the plan shrank the steps left for the evaluations it expected, no
+        later evaluation came to correct the figure, and the run ended at 45-75% of its budget;
+        tests/test_budget.py, on a simulated clock.)"""
         self.eval_times.append(seconds)
         self.eval_seconds = statistics.median_low(self.eval_times)
 
