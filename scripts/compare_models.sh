@@ -4,8 +4,9 @@
 # Kneser-Ney. Dev loss picks and compares; the test split is read once, at the end, for these
 # final models only. Run by `make figures`, or alone (about 2 hours on 2 CPU cores: 19 minutes
 # for each of `best`'s three seeds and for `mlp-best`, 5 for each of `gru-long`'s three; the
-# GRU seeds of 2026-11-23 were trained with TRAIN="best best:43 best:44 gru-long:43 gru-long:44"
-# JOBS=2, in 40 minutes); writes docs/results/compare.json and compare.md.
+# GRU seeds of 2026-11-23 were trained with TRAIN="gru-long:43 gru-long:44" JOBS=2, and the
+# latest `best` seeds with TRAIN="best best:43 best:44" JOBS=2, in 42 minutes); writes
+# docs/results/compare.json and compare.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MM=${MM:-.venv/bin/makemore}
