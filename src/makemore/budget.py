@@ -86,8 +86,7 @@ class Plan:
         self.total = provisional_steps
         self.eval_every = provisional_steps  # no dev estimate before the plan sets their interval
         self.start_step = start_step
-        self.eval_seconds: float | None = None
-        self.eval_times: list[float] = []
+        self.eval_times: list[float] = []  # of every dev estimate so far
         self.step_seconds: float | None = None
         self.calibrated = False
         self.evals = MAX_EVALS
@@ -96,14 +95,18 @@ class Plan:
         self.timed = (start_step, 0.0)  # (step, seconds spent on steps) at the last plan
 
     def evaluated(self, seconds: float) -> None:
-        """The time of one dev estimate (of all members). Every estimate reads the same subset
-        of dev, so they take about the same time and the plan charges the lower median of those
-        measured: one estimate slowed by a stall must not stand for all those left. (It did
-        with a running mean: the plan shrank the steps left for the evaluations it expected, no
-        later evaluation came to correct the figure, and the run ended at 45-75% of its budget;
-        tests/test_budget.py, on a simulated clock.)"""
+        """The time of one dev estimate (of all members)."""
         self.eval_times.append(seconds)
-        self.eval_seconds = statistics.median_low(self.eval_times)
+
+    @property
+    def eval_seconds(self) -> float | None:
+        """What the plan charges for a dev estimate. Every estimate reads the same subset of dev,
+        so they take about the same time: the lower median of those measured, so that one
+        estimate slowed by a stall does not stand for all those left. (It did with a running
+        mean: the plan shrank the steps left for the evaluations it expected, no later
+        evaluation came to correct the figure, and the run ended at 45-75% of its budget;
+        tests/test_budget.py, on a simulated clock.)"""
+        return statistics.median_low(self.eval_times) if self.eval_times else None
 
     def check_feasible(self) -> None:
         """After the first evaluation: a budget that cannot hold two of them (the first and the
