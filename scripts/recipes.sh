@@ -6,7 +6,7 @@
 #
 # Each study starts from the recipe `train --budget` takes now for its budget and the presets
 # known to be good (--try recipe,fast,default,mlp-best) and searches around them with TPE (the
-# teacher's weight included: tune's SPACE); one worker with every core, as `makemore train`
+# teacher's weight included: SEARCH_SPACE in models/mlp.py); one worker with every core, as `makemore train`
 # runs for a user.
 set -euo pipefail
 cd "$(dirname "$0")/.."

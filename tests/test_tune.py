@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_words
+from makemore import models
 from makemore.cli import build_parser, configs_from_args, main
 from makemore.config import configs_to_dict
 
@@ -36,9 +37,11 @@ def words(tmp_path_factory) -> Path:
     return path
 
 
-def tune_args(words, out, trials, steps=200, storage=None, space=SPACE, heartbeat=None, threads=1):
+def tune_args(words, out, trials, steps=200, storage=None, space=SPACE, heartbeat=None, threads=1, model=None):
     args = ["tune", "--data", str(words), "--trials", str(trials), "--steps", str(steps), "--out", str(out),
             "--space", json.dumps(space), "--threads", str(threads)]
+    if model:
+        args += ["--model", model]
     if storage:
         args += ["--storage", storage]
     if heartbeat:
@@ -425,7 +428,38 @@ def _trial_config(run_dir: Path) -> dict:
     return {"model": config["model"], "train": config["train"]}
 
 
-def test_best_command_and_from_study_train_the_best_trial(small_study, words, tmp_path, capsys):
+# A GRU's study: the model's own space (models/rnn.py's SEARCH_SPACE), narrowed to tiny sizes.
+GRU_SPACE = {"hidden": [8, 16], "emb_dim": [4, 8], "block_size": [8, 12], "batch_size": [16, 32]}
+
+
+@pytest.fixture(scope="module")
+def gru_study(words, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gru") / "tune"
+    assert main(tune_args(words, out, 3, steps=40, space=GRU_SPACE, model="gru") + ["--try", "gru"]) == 0
+    return out
+
+
+def test_a_study_searches_the_space_of_the_model_it_is_given(gru_study, capsys):
+    trials = sqlite_trials(gru_study / "study.db")
+    check_study(trials, 3, {gru_study})
+    for number, _, attrs in trials:
+        settings = attrs["settings"]
+        assert settings["model"] == "gru" and 0 <= settings["weight_drop"] <= 0.5  # a GRU's setting, searched
+        config = json.loads((Path(attrs["run_dir"]) / "config.json").read_text())
+        assert config["model"]["name"] == "gru" and config["model"]["weight_drop"] == settings["weight_drop"]
+        assert config["train"]["betas"] == [0.9, 0.99]  # over the gru preset, as `train --model gru` starts
+        assert 8 <= settings["hidden"] <= 16 and "direct" not in settings  # the MLP's setting is not searched
+    first = next(attrs for number, _, attrs in trials if number == 0)["settings"]
+    assert (first["hidden"], first["lr"], first["weight_decay"]) == (16, 0.003, 0.01)  # --try gru, clipped
+    capsys.readouterr()
+    assert main(["tune", "--report", "--out", str(gru_study)]) == 0
+    out = capsys.readouterr().out
+    assert "wdrop" in out.splitlines()[0] and "study 'makemore' (--model gru): 3 complete" in out
+
+
+@pytest.mark.parametrize("study", ["small_study", "gru_study"])
+def test_best_command_and_from_study_train_the_best_trial(study, words, tmp_path, capsys, request):
+    small_study = request.getfixturevalue(study)
     capsys.readouterr()
     assert main(["tune", "--report", "--out", str(small_study), "--json"]) == 0
     best = json.loads(capsys.readouterr().out)["best"]
@@ -451,6 +485,7 @@ def test_best_command_and_from_study_train_the_best_trial(small_study, words, tm
                  "--out", str(run2), "--quiet", "--steps", "7", "--hidden", "9"]) == 0
     config = _trial_config(run2)
     assert config["train"]["steps"] == 7 and config["model"]["hidden"] == 9
+    assert config["model"]["name"] == expected["model"]["name"]
     assert config["model"]["emb_dim"] == expected["model"]["emb_dim"]
 
 
@@ -501,6 +536,12 @@ def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path
         (tune_args(words, tmp_path / "t", 2, space={"dropout": 1.5}), "--space: dropout must be in [0, 1)"),
         (tune_args(words, tmp_path / "t", 2, space={"width": 3}), "unknown parameter 'width'"),
         (tune_args(words, tmp_path / "t", 2)[:-4] + ["--space", "{hidden"], "--space is not valid JSON"),
+        # each model has its own space, its own presets to start from, and its own study
+        (tune_args(words, tmp_path / "t", 2, space={"direct": [True]}, model="gru"), "unknown parameter 'direct'"),
+        (tune_args(words, tmp_path / "t", 2, space={"emb_dim": [30]}, model="transformer"), "must be a multiple of heads"),
+        (tune_args(words, tmp_path / "t", 2, space={"direct": 1}), "--space: direct takes one of its values"),
+        (tune_args(words, tmp_path / "t", 2) + ["--try", "best"], "preset 'best' is a recipe for --model gru"),
+        (tune_args(words, small_study, 2, threads=0, space=GRU_SPACE, model="gru"), "other --model (mlp)"),
         # a study started on other data, or another --out's study, cannot be joined by mistake
         (tune_args(words.parent / "other.txt", small_study, 2, threads=0), "other data"),
         (tune_args(words, small_study, 2, threads=0) + ["--study", "other"], "holds the trials of study 'makemore'"),
@@ -573,6 +614,30 @@ def test_the_teachers_weight_is_searched_where_its_targets_fit(words, tmp_path, 
         tune.run_study(corpus, str(words), tune.TuneOptions(trials=1, out=tmp_path / "v", steps=60, threads=1,
                                                             space={**SPACE, "teacher": [0.2, 0.5]}),
                        log=lambda line: None)
+
+
+@pytest.mark.parametrize("model", models.REGISTRY)
+def test_every_model_has_a_search_space_whose_every_corner_is_a_valid_model(model):
+    """A drawn configuration that the config refuses would fail its trial: each range's ends
+    and each list's choices, in every combination, must build a model, and the model's own
+    recipe must be a point of its space (`--try NAME`)."""
+    import itertools
+
+    from makemore.config import make_configs
+    from makemore.tune import model_space, preset_params, search_space, trial_settings
+
+    space = search_space(100, model=model)
+    base, _ = model_space(model)
+    assert set(space) == set(base) | {"steps"}
+    axes = [spec if isinstance(base.get(name), list) else spec[:2] for name, spec in space.items()]
+    corners = list(itertools.product(*axes))
+    for i, corner in enumerate(corners):
+        settings = trial_settings(dict(zip(space, corner)), seed=0, model=model)
+        model_cfg, _ = make_configs(None, vocab_size=27, **settings)
+        if i in (0, len(corners) - 1):  # the smallest and the largest: built, not only checked
+            assert models.build(model_cfg).num_params() > 0
+    default = preset_params(models.module(model).DEFAULT_PRESET, space, model=model)
+    assert set(default) == set(space)
 
 
 def test_try_recipe_on_a_big_vocabulary_is_the_recipe_as_a_budget_run_there_trains_it(tmp_path):

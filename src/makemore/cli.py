@@ -739,12 +739,14 @@ def cmd_mix(args) -> int:
 
 
 def add_tune(sub) -> None:
+    from . import models
     from .tune import DEFAULT_HEARTBEAT, DEFAULT_OUT, DEFAULT_STEPS, DEFAULT_STUDY
 
     p = _subparser(sub, "tune", "search hyperparameters (Optuna); start the same command on many "
                    "machines with a shared --storage to work on one study",
                    "makemore tune --data names --trials 40 --steps 5000\n"
                    "  makemore tune --data names --trials 200 --storage postgresql://user@dbhost/makemore\n"
+                   "  makemore tune --data names --model gru --budget 5m --trials 20 --study gru --out runs/tune-gru\n"
                    "  makemore tune --report\n"
                    "  makemore train --from-study makemore --out runs/best")
     add_data_flags(p, required=False)
@@ -770,7 +772,9 @@ def add_tune(sub) -> None:
     p.add_argument("--try", dest="tries", metavar="PRESETS", default="",
                    help="comma-separated presets whose settings are the study's first trials (e.g. fast,default; "
                         "with --budget, `recipe` is the recipe `train --budget` takes now)")
-    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model", default=models.DEFAULT_MODEL, choices=models.REGISTRY, metavar="NAME",
+                   help=f"whose settings are searched: {', '.join(models.REGISTRY)} (default {models.DEFAULT_MODEL}; "
+                        f"the space is SEARCH_SPACE in models/NAME.py)")
     p.add_argument("--report", action="store_true", help="show the study's best trials and draw its plots; trains nothing")
     p.add_argument("--top", type=int, default=10, help="trials in the table (default 10)")
     p.add_argument("--json", action="store_true")
@@ -808,10 +812,7 @@ def cmd_tune(args) -> int:
             os.environ.setdefault(var, str(args.threads))
     from .tune import TuneOptions, default_storage, parse_space, print_summary, run_study, summary
 
-    if args.model not in (None, "mlp"):
-        raise UserError(f"tune searches the MLP's settings (README, \"Hyperparameter search\"); --model {args.model} "
-                        f"has no search space: compare models with their presets, or sweep one with `makemore sweep`")
-    opts = TuneOptions(trials=args.trials, out=Path(args.out), study=args.study, storage=args.storage,
+    opts = TuneOptions(model=args.model, trials=args.trials, out=Path(args.out), study=args.study, storage=args.storage,
                        steps=args.steps, timeout=args.timeout, seed=args.seed, threads=args.threads,
                        heartbeat=args.heartbeat, space=parse_space(args.space), budget=args.budget,
                        tries=tuple(t for t in args.tries.split(",") if t))

@@ -206,6 +206,7 @@ def from_studies(studies: list[tuple[str, str]]) -> dict:
 
     import torch
 
+    from . import models
     from .tune import STUDY_ATTR, best_trial, load_study
 
     cpu = cpu_name()
@@ -216,8 +217,10 @@ def from_studies(studies: list[tuple[str, str]]) -> dict:
         if not attrs.get("budget"):
             raise UserError(f"study {name!r} was not run with --budget: it has no time objective")
         t = best_trial(study)
-        settings = {k: v for k, v in t.user_attrs["settings"].items() if k not in ("budget", "seed")}
-        recipes.append({"budget": attrs["budget"], "model": "mlp", "preset": "default", "settings": settings,
+        settings = {k: v for k, v in t.user_attrs["settings"].items() if k not in ("budget", "seed", "model")}
+        model = attrs.get("model", models.DEFAULT_MODEL)
+        recipes.append({"budget": attrs["budget"], "model": model, "preset": models.module(model).DEFAULT_PRESET,
+                        "settings": settings,
                         "dev_loss": t.value, "train_loss": t.user_attrs.get("train_loss"),
                         "steps": t.user_attrs.get("steps_done"), "params": t.user_attrs.get("params"),
                         "study": name, "trial": t.number, "trials": len(study.trials),

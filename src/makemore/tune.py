@@ -2,7 +2,11 @@
 
     makemore tune --data names --trials 40 --steps 5000             # SQLite: runs/tune/study.db
     makemore tune --data names --trials 200 --storage postgresql://user@db/makemore   # per machine
+    makemore tune --data names --model gru --budget 5m --trials 20 --out runs/tune-gru
 
+A study searches one model's settings (`--model`, default mlp): the space is the model's own
+SEARCH_SPACE, beside its presets in models/NAME.py, and every trial trains over that model's
+default recipe, as `makemore train --model NAME` does.
 A study lives in an Optuna RDB storage: a SQLite file by default, or any database URL Optuna
 accepts (PostgreSQL for workers on several machines). Every worker runs the same command; the
 first one creates the study, the others join it (load_if_exists). Each trial trains one model
@@ -38,7 +42,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .budget import check_minimum
-from .config import make_configs
+from . import models
+from .config import TRAIN_FIELDS, make_configs
 from .errors import UserError
 from .ngram import TEACHER_MAX_BYTES, teacher_bytes
 from .utils import atomic_write, atomic_write_json
@@ -47,17 +52,12 @@ DEFAULT_OUT = "runs/tune"
 DEFAULT_STUDY = "makemore"
 DEFAULT_STEPS = 20_000  # cap on each trial's training steps: the `default` preset's length
 DEFAULT_HEARTBEAT = 20  # seconds between a running trial's heartbeats
-STUDY_ATTR = "makemore"  # study user attribute: data, steps cap, seed, fixed settings
-# Settings every trial shares; the searched ones come from `suggest`.
-FIXED = {"optimizer": "adamw", "schedule": "cosine", "init": "scaled"}
+STUDY_ATTR = "makemore"  # study user attribute: data, model, steps cap, seed, fixed settings
 # `--try recipe`: the time-budget recipe `train --budget` takes now for the study's budget.
 RECIPE_TRY = "recipe"
-# The searched parameters, in the order the table and the train command show them.
-PARAM_ORDER = ("block_size", "emb_dim", "hidden", "layers", "direct", "lr", "batch_size",
-               "weight_decay", "dropout", "teacher", "steps")
-SHORT = {"block_size": "block", "emb_dim": "emb", "hidden": "hidden", "layers": "layers",
-         "direct": "direct", "lr": "lr", "batch_size": "batch", "weight_decay": "wd",
-         "dropout": "drop", "teacher": "teach", "steps": "steps"}
+# Column headings of the searched settings (a setting not named here is headed by its name).
+SHORT = {"block_size": "block", "emb_dim": "emb", "batch_size": "batch", "weight_decay": "wd",
+         "dropout": "drop", "weight_drop": "wdrop", "teacher": "teach"}
 
 
 def _optuna():
@@ -71,43 +71,52 @@ def _optuna():
 
 
 # ----------------------------------------------------------------------------------------
-# The search space: ranges for names-like data (README, "Hyperparameter search")
+# The search space: each model's own (models/NAME.py, SEARCH_SPACE and SEARCH_FIXED)
 
 
-# name -> (low, high, log scale) for numbers, or a list of choices. `steps` is added by
-# `search_space`: [cap/5, cap] on a log scale, where cap is `--steps`.
-SPACE: dict = {
-    "block_size": (3, 8, False),
-    "emb_dim": (8, 32, False),
-    "hidden": (64, 1024, True),
-    "layers": (1, 2, False),
-    "direct": [False, True],
-    "lr": (1e-3, 3e-2, True),
-    "batch_size": (64, 1024, True),
-    "weight_decay": (0.0, 0.2, False),
-    "dropout": (0.0, 0.5, False),
-    # Distillation from Kneser-Ney (TrainConfig.teacher): the share of each target taken from the
-    # count model's distribution. Dropped from the space where the data's teacher would not fit
-    # in memory (ngram.TEACHER_MAX_BYTES: a vocabulary of thousands of characters).
-    "teacher": (0.0, 0.9, False),
-}
-INT_PARAMS = {"block_size", "emb_dim", "hidden", "layers", "batch_size", "steps"}
+def model_space(model: str) -> tuple[dict, dict]:
+    """The model's search space, name -> (low, high, log scale) for a number or a list of
+    choices, and the settings every trial of it shares."""
+    mod = models.module(model)
+    if not getattr(mod, "SEARCH_SPACE", None):
+        raise UserError(f"--model {model} has no search space (SEARCH_SPACE in models/{model}.py); "
+                        f"compare it with its presets, or sweep one setting with `makemore sweep`")
+    return mod.SEARCH_SPACE, dict(getattr(mod, "SEARCH_FIXED", {}))
 
 
-def search_space(steps_cap: int, overrides: dict | None = None, budget: float | None = None) -> dict:
-    """SPACE with its `steps` range, and `overrides` ({"hidden": [16, 64]}, {"layers": 1},
-    {"direct": [false]}) replacing the ranges they name. Returned as JSON-ready lists. With a
-    time `budget` there is no `steps`: each trial plans its own from the budget (budget.py)."""
-    space = {k: (list(v) if isinstance(v, list) else [v[0], v[1], v[2]]) for k, v in SPACE.items()}
+def _is_choice(model: str, name: str) -> bool:
+    """Whether `name` is drawn from a list of choices (else from a range of numbers)."""
+    return isinstance(model_space(model)[0].get(name), list)
+
+
+def _kind(model: str, name: str) -> type:
+    """The type of a setting's values (int, float, bool, str), from its config field's default."""
+    f = models.config_fields(model).get(name) or TRAIN_FIELDS[name]
+    return type(f.default)
+
+
+def search_space(steps_cap: int, overrides: dict | None = None, budget: float | None = None,
+                 model: str = "mlp") -> dict:
+    """The model's SEARCH_SPACE with its `steps` range, and `overrides` ({"hidden": [16, 64]},
+    {"layers": 1}, {"direct": [false]}) replacing the ranges or choices they name. Returned as
+    JSON-ready lists. Steps: [cap/5, cap] on a log scale, where cap is `--steps`; with a time
+    `budget` there is no `steps`: each trial plans its own from the budget (budget.py)."""
+    base, _ = model_space(model)
+    space = {k: (list(v) if isinstance(v, list) else [v[0], v[1], v[2]]) for k, v in base.items()}
     if not budget:
         space["steps"] = [max(1, steps_cap // 5), steps_cap, True]
     for name, value in (overrides or {}).items():
         if name not in space:
             raise UserError(f"--space: unknown parameter {name!r}; searched are {', '.join(space)}")
-        if name == "direct":
+        kind = _kind(model, name)
+        if _is_choice(model, name):
             choices = value if isinstance(value, list) else [value]
-            if not choices or any(not isinstance(c, bool) for c in choices):
-                raise UserError(f"--space: direct takes true, false or a list of them, got {value!r}")
+            ok = bool(choices) and all(type(c) is kind or (kind is float and type(c) is int) for c in choices)
+            if not ok:
+                raise UserError(f"--space: {name} takes one of its values or a list of them, "
+                                f"got {json.dumps(value)}")
+            for choice in choices:
+                _check_setting(model, name, choice)
             space[name] = list(dict.fromkeys(choices))
             continue
         if not isinstance(value, list):
@@ -116,20 +125,24 @@ def search_space(steps_cap: int, overrides: dict | None = None, budget: float | 
             low, high = value[0], value[-1]
         else:
             low = high = None
-        kind = int if name in INT_PARAMS else float
         ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
                  and (kind is float or x == int(x)) for x in (low, high))
         if not ok or low > high:
             raise UserError(f"--space: {name} takes a value or [low, high] with low <= high"
                             f"{' (whole numbers)' if kind is int else ''}, got {json.dumps(value)}")
-        for end in (low, high):  # the config's own checks: hidden >= 1, dropout < 1, ...
-            try:
-                make_configs("default", **{name: kind(end)})
-            except UserError as e:
-                raise UserError(f"--space: {e}") from None
+        for end in (low, high):
+            _check_setting(model, name, kind(end))
         log = space[name][2] and low > 0
         space[name] = [kind(low), kind(high), log]
     return space
+
+
+def _check_setting(model: str, name: str, value) -> None:
+    """The config's own checks (hidden >= 1, dropout < 1, ...) of one value of the space."""
+    try:
+        make_configs(None, model, **{name: value})
+    except UserError as e:
+        raise UserError(f"--space: {e}") from None
 
 
 def parse_space(text: str | None) -> dict:
@@ -148,56 +161,56 @@ def parse_space(text: str | None) -> dict:
     return value
 
 
-def preset_params(preset: str, space: dict, budget: float | None = None, corpus=None) -> dict:
-    """A preset's settings as a point of `space` (each clipped into its range), to enqueue as a
-    trial: a study starts from the recipes known to be good. RECIPE_TRY is the recipe a
-    `train --budget` run on `corpus` (names if None) takes for `budget` now (recipes.json, scaled
-    to the data: its teacher, regularisation and direct connections as that run has them)."""
+def preset_params(preset: str, space: dict, budget: float | None = None, corpus=None, model: str = "mlp") -> dict:
+    """A preset's settings as a point of `space` (each clipped into its range, or the first
+    choice where its value is not one), to enqueue as a trial: a study starts from the recipes
+    known to be good. RECIPE_TRY is the recipe a `train --budget` run on `corpus` (names if
+    None) takes for `budget` now (recipes.json, scaled to the data: its teacher, regularisation
+    and direct connections as that run has them)."""
     if preset == RECIPE_TRY:
         from .recipes import NAMES_VOCAB, budget_configs
 
         vocab_size = corpus.vocab.size if corpus is not None else NAMES_VOCAB
         train_examples = len(corpus.encoded("train")) if corpus is not None else 0
-        model_cfg, train_cfg, recipe = budget_configs(budget, vocab_size, train_examples, "mlp")
+        model_cfg, train_cfg, recipe = budget_configs(budget, vocab_size, train_examples, model)
         if recipe is None:
-            raise UserError(f"--try {RECIPE_TRY}: there is no time-budget recipe yet (src/makemore/recipes.json)")
+            raise UserError(f"--try {RECIPE_TRY}: there is no time-budget recipe for --model {model} yet "
+                            f"(src/makemore/recipes.json)")
     else:
-        model_cfg, train_cfg = make_configs(preset)
+        model_cfg, train_cfg = make_configs(preset, model)
     values = {**vars(model_cfg), **vars(train_cfg)}
     params = {}
     for name, spec in space.items():
         value = values[name]
-        if name == "direct":
+        if _is_choice(model, name):
             params[name] = value if value in spec else spec[0]
         else:
             params[name] = min(max(value, spec[0]), spec[1])
     return params
 
 
-def suggest(trial, space: dict) -> dict:
-    """Draw one configuration from `space` (see search_space)."""
+def suggest(trial, space: dict, model: str = "mlp") -> dict:
+    """Draw one configuration from `space` (see search_space), in its order."""
     params = {}
-    for name in PARAM_ORDER:
-        if name not in space:
-            continue
-        spec = space[name]
-        if name == "direct":
+    for name, spec in space.items():
+        if _is_choice(model, name):
             params[name] = trial.suggest_categorical(name, spec)
-        elif name in INT_PARAMS:
+        elif _kind(model, name) is int:
             params[name] = trial.suggest_int(name, spec[0], spec[1], log=spec[2])
         else:
             params[name] = trial.suggest_float(name, spec[0], spec[1], log=spec[2])
     return params
 
 
-def trial_settings(params: dict, seed: int, budget: float | None = None) -> dict:
-    """Every config field a trial sets: what `makemore train` needs to train it again.
+def trial_settings(params: dict, seed: int, budget: float | None = None, model: str = "mlp") -> dict:
+    """Every config field a trial sets, its model first: what `makemore train` needs to train
+    it again (over the model's own recipe, as `makemore train --model NAME` starts from).
 
     Floats are trained as drawn rounded to 3 significant digits, so that the printed command
     line is short and still trains exactly what the trial trained.
     """
     rounded = {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in params.items()}
-    settings = {**{k: rounded[k] for k in PARAM_ORDER if k in rounded}, **FIXED, "seed": seed}
+    settings = {"model": model, **rounded, **model_space(model)[1], "seed": seed}
     if budget:
         settings["budget"] = budget
     return settings
@@ -215,11 +228,10 @@ def train_command(settings: dict, data: str, out: str = "runs/best", split_seed:
     words = ["makemore", "train", "--data", data]
     if split_seed != 42:
         words += ["--split-seed", str(split_seed)]
-    for field in (*PARAM_ORDER, *FIXED, "seed", "budget"):
-        value = settings.get(field)
-        if field == "direct":
-            words += ["--direct"] if value else []
-        elif value is not None:
+    for field, value in settings.items():
+        if isinstance(value, bool):
+            words += [flag(field) if value else "--no-" + field.replace("_", "-")]
+        elif value is not None and not (field == "model" and value == models.DEFAULT_MODEL):
             words += [flag(field), repr(value) if isinstance(value, float) else str(value)]
     words += ["--out", out]
     return " ".join(shlex.quote(w) for w in words)
@@ -424,9 +436,10 @@ class TuneOptions:
     seed: int = 42  # training seed of every trial; the sampler's is seed + worker index
     threads: int = 1
     heartbeat: int = DEFAULT_HEARTBEAT
-    space: dict | None = None  # overrides of SPACE's ranges (see search_space)
+    space: dict | None = None  # overrides of the model's ranges (see search_space)
     budget: float | None = None  # seconds: the time objective, the best dev loss a trial reaches in them
     tries: tuple[str, ...] = ()  # presets whose settings are the study's first trials
+    model: str = models.DEFAULT_MODEL  # whose settings are searched (its SEARCH_SPACE)
 
     def validate(self) -> None:
         if self.trials < 1:
@@ -445,13 +458,13 @@ class TuneOptions:
             raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
         if self.budget is not None:
             check_minimum(self.budget)
-        search_space(self.steps, self.space, self.budget)  # raises on a bad --space
+        search_space(self.steps, self.space, self.budget, self.model)  # raises on a bad --space or model
         for preset in self.tries:
             if preset == RECIPE_TRY:
                 if not self.budget:
                     raise UserError(f"--try {RECIPE_TRY} (the current time-budget recipe) needs --budget")
                 continue
-            make_configs(preset)  # an unknown preset is one error line
+            make_configs(preset, self.model)  # an unknown preset, or another model's, is one error line
 
 
 def _corpus_digest(words: list[str], split_seed: int) -> str:
@@ -464,8 +477,9 @@ def _check_study_attrs(study, wanted: dict) -> None:
     if have is None:
         study.set_user_attr(STUDY_ATTR, wanted)
         return
-    names = {"digest": "data (file contents or --split-seed)", "steps_cap": "--steps", "seed": "--seed",
-             "space": "--space (search ranges)", "budget": "--budget"}
+    names = {"digest": "data (file contents or --split-seed)", "model": "--model", "steps_cap": "--steps",
+             "seed": "--seed", "space": "--space (search ranges)", "budget": "--budget"}
+    have = {"model": models.DEFAULT_MODEL, **have}  # studies from before tune searched other models
     for key, what in names.items():
         if have.get(key) != wanted.get(key):
             shown = have.get("data") if key == "digest" else have.get(key)
@@ -584,21 +598,21 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     url = opts.storage or default_storage(out)
     _check_out_dir(out, opts.study, url)
     lock = _Lock(url, opts.study)
-    space = search_space(opts.steps, opts.space, opts.budget)
+    space = search_space(opts.steps, opts.space, opts.budget, opts.model)
     if teacher_bytes(len(corpus.encoded("train")), corpus.vocab.size) > TEACHER_MAX_BYTES:
         if "teacher" in (opts.space or {}) and space["teacher"][1] > 0:
             raise UserError("--space: this data's teacher would not fit in memory (a Kneser-Ney distribution per "
                             "training example); leave teacher out of the space")
-        space.pop("teacher")  # one-hot targets only, as a budget run on such data trains
+        space.pop("teacher", None)  # one-hot targets only, as a budget run on such data trains
     grace = grace_period(opts.heartbeat)
 
     def dead(_study, t) -> None:  # called by fail_stale_trials, below
         log(f"trial {t.number}: failed, its worker ({t.user_attrs.get('worker', '?')}) sent no heartbeat "
             f"for {grace} s; its slot is run again")
 
-    wanted = {"version": 1, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
+    wanted = {"version": 1, "model": opts.model, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
-              "steps_cap": opts.steps, "seed": opts.seed, "fixed": FIXED, "budget": opts.budget,
+              "steps_cap": opts.steps, "seed": opts.seed, "fixed": model_space(opts.model)[1], "budget": opts.budget,
               "train_examples": len(corpus.encoded("train")), "vocab_size": corpus.vocab.size}
     with lock():
         # With a lock, no other worker is creating the tables now; without one, a race is retried.
@@ -618,7 +632,8 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
             study.set_user_attr("workers", worker + 1)
             if worker == 0:
                 for preset in opts.tries:  # known recipes first: TPE then searches around them
-                    study.enqueue_trial(preset_params(preset, space, opts.budget, corpus), skip_if_exists=True)
+                    study.enqueue_trial(preset_params(preset, space, opts.budget, corpus, opts.model),
+                                        skip_if_exists=True)
     if lock.kind == "none":
         log(f"note: no cross-worker lock for {redact(url).split(':')[0]} storage; with several workers "
             f"the study may run a few more than {opts.trials} trials")
@@ -634,9 +649,9 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     worker_id = f"{host}:{os.getpid()}"
 
     def objective(trial) -> float:
-        params = suggest(trial, space)
-        settings = trial_settings(params, opts.seed, opts.budget)
-        model_cfg, train_cfg = make_configs("default", vocab_size=corpus.vocab.size, **settings,
+        params = suggest(trial, space, opts.model)
+        settings = trial_settings(params, opts.seed, opts.budget, opts.model)
+        model_cfg, train_cfg = make_configs(None, vocab_size=corpus.vocab.size, **settings,
                                             eval_interval=eval_every, threads=opts.threads, engine="auto")
         run_dir = out / f"trial-{trial.number:04d}"
         if run_dir.exists():
@@ -731,7 +746,7 @@ def _trial_line(t) -> str:
         figures += f" at step {a.get('steps_done', '?')}"
     params = f"{a['params']:,} params" if "params" in a else ""
     secs = f"{a['seconds']:.1f} s" if a.get("seconds") is not None else ""
-    space = " ".join(f"{SHORT[k]} {_short(t.params[k])}" for k in PARAM_ORDER if k in t.params)
+    space = " ".join(f"{SHORT.get(k, k)} {_short(v)}" for k, v in t.params.items())
     return f"trial {t.number}: {state:<8} {figures}  {params}  {secs}  [{space}]"
 
 
@@ -769,19 +784,23 @@ def table_rows(study, top: int | None = None) -> list[dict]:
                      "dev_loss": t.value if t.state == S.COMPLETE else a.get("dev_loss"),
                      "train_loss": a.get("train_loss"), "params": a.get("params"), "seconds": a.get("seconds"),
                      "steps_done": a.get("steps_done"), "run_dir": a.get("run_dir"),
-                     **{k: t.params.get(k) for k in PARAM_ORDER}})
+                     **t.params})
     rows.sort(key=lambda r: (r["state"] != "complete", math.inf if r["dev_loss"] is None else r["dev_loss"]))
     return rows[:top] if top else rows
 
 
+ROW_FIELDS = ("trial", "state", "dev_loss", "train_loss", "params", "seconds", "steps_done", "run_dir")
+
+
 def format_table(rows: list[dict]) -> str:
-    head = ["rank", "trial", "state", "dev", "train", "params", "sec"] + [SHORT[k] for k in PARAM_ORDER]
+    searched = list(dict.fromkeys(k for r in rows for k in r if k not in ROW_FIELDS))  # in the space's order
+    head = ["rank", "trial", "state", "dev", "train", "params", "sec"] + [SHORT.get(k, k) for k in searched]
     body = []
     for i, r in enumerate(rows, 1):
         num = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         body.append([str(i), str(r["trial"]), r["state"], num(r["dev_loss"], ".4f"), num(r["train_loss"], ".4f"),
                      num(r["params"], ","), num(r["seconds"], ".1f")]
-                    + ["-" if r[k] is None else _short(r[k]) for k in PARAM_ORDER])
+                    + ["-" if r.get(k) is None else _short(r[k]) for k in searched])
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
@@ -802,7 +821,8 @@ def best_settings(study_name: str, url: str) -> dict:
     t = best_trial(study)
     attrs = study.user_attrs.get(STUDY_ATTR, {})
     settings = t.user_attrs.get("settings") or trial_settings(
-        {**{"steps": attrs.get("steps_cap", DEFAULT_STEPS)}, **t.params}, attrs.get("seed", 42))
+        {**{"steps": attrs.get("steps_cap", DEFAULT_STEPS)}, **t.params}, attrs.get("seed", 42),
+        model=attrs.get("model", models.DEFAULT_MODEL))
     data = attrs.get("data")
     if data is not None and data != "names":
         data = attrs.get("source", data)
@@ -812,7 +832,8 @@ def best_settings(study_name: str, url: str) -> dict:
 
 def summary(study, top: int = 10, url: str | None = None) -> dict:
     rows = table_rows(study, top)
-    result = {"study": study.study_name, "counts": {s.name.lower(): n for s, n in _counts(study).items() if n},
+    model = study.user_attrs.get(STUDY_ATTR, {}).get("model", models.DEFAULT_MODEL)
+    result = {"study": study.study_name, "model": model, "counts": {s.name.lower(): n for s, n in _counts(study).items() if n},
               "top": rows, "best": None}
     with contextlib.suppress(UserError):
         t = best_trial(study)
@@ -834,7 +855,8 @@ def print_summary(result: dict) -> None:
     if result["top"]:
         print(format_table([{**r} for r in result["top"]]))
     counts = ", ".join(f"{n} {s}" for s, n in result["counts"].items()) or "no trials yet"
-    print(f"study {result['study']!r}: {counts}")
+    model = "" if result.get("model", models.DEFAULT_MODEL) == models.DEFAULT_MODEL else f" (--model {result['model']})"
+    print(f"study {result['study']!r}{model}: {counts}")
     best = result["best"]
     if best:
         print(f"best: trial {best['trial']}, dev {best['dev_loss']:.4f} ({best['run_dir']})")

@@ -14,7 +14,8 @@ is always the mean NLL of the targets given, the figure every model is compared 
 A new model is one module in this package defining `Config` (a dataclass subclass of
 ModelConfig with the model's own fields, each with a `help` in its metadata: the CLI makes
 them flags), `MODEL` (its subclass of Model, whose `Config` is that dataclass), `PRESETS` (named
-recipes) and `DEFAULT_PRESET`, plus one line in models/__init__.py.
+recipes) and `DEFAULT_PRESET` (and, to be tuned, `SEARCH_SPACE` and `SEARCH_FIXED`), plus one
+line in models/__init__.py.
 """
 
 from __future__ import annotations

@@ -62,3 +62,11 @@ PRESETS: dict[str, dict] = {
     "bigram": dict(block_size=1, batch_size=256, steps=3_000, lr=0.1, optimizer="adamw", schedule="cosine",
                    weight_decay=0.01, betas=(0.9, 0.99), threads=1),
 }
+
+# `makemore tune --model bigram`: see mlp.py's SEARCH_SPACE. A table has only its training to tune.
+SEARCH_SPACE: dict = {
+    "lr": (1e-2, 1.0, True),
+    "batch_size": (32, 1024, True),
+    "weight_decay": (0.0, 0.1, False),
+}
+SEARCH_FIXED = {"optimizer": "adamw", "schedule": "cosine"}

@@ -85,3 +85,15 @@ PRESETS: dict[str, dict] = {
     "bow": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=20_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99)),
 }
+
+# `makemore tune --model bow`: see mlp.py's SEARCH_SPACE.
+SEARCH_SPACE: dict = {
+    "block_size": (8, 16, False),
+    "emb_dim": (16, 128, True),
+    "hidden": (32, 512, True),
+    "lr": (1e-3, 1e-2, True),
+    "batch_size": (32, 256, True),
+    "weight_decay": (0.0, 0.2, False),
+    "teacher": (0.0, 0.9, False),
+}
+SEARCH_FIXED = {"optimizer": "adamw", "schedule": "cosine"}

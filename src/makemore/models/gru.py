@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import rnn
 from .rnn import RNN, RNNConfig
 
 
@@ -110,3 +111,6 @@ PRESETS: dict[str, dict] = {
                  optimizer="adamw", schedule="cosine", weight_decay=0.1, dropout=0.3, weight_drop=0.2, teacher=0.5,
                  betas=(0.9, 0.99), threads=1),
 }
+
+# `makemore tune --model gru`: rnn's space (the same settings, the same sizes of data).
+SEARCH_SPACE, SEARCH_FIXED = rnn.SEARCH_SPACE, rnn.SEARCH_FIXED

@@ -183,3 +183,21 @@ PRESETS: dict[str, dict] = {
                      lr=2e-3, optimizer="adamw", schedule="cosine", dropout=0.35, weight_decay=0.1, init="scaled",
                      teacher=0.5),
 }
+
+# `makemore tune --model mlp`: name -> (low, high, log scale) for a number, or a list of choices
+# (tune.search_space). Ranges for names-like data (README, "Hyperparameter search"); the
+# teacher's weight (TrainConfig.teacher, distillation from Kneser-Ney) is left out by tune on
+# data whose teacher would not fit in memory. SEARCH_FIXED: what every trial shares.
+SEARCH_SPACE: dict = {
+    "block_size": (3, 8, False),
+    "emb_dim": (8, 32, False),
+    "hidden": (64, 1024, True),
+    "layers": (1, 2, False),
+    "direct": [False, True],
+    "lr": (1e-3, 3e-2, True),
+    "batch_size": (64, 1024, True),
+    "weight_decay": (0.0, 0.2, False),
+    "dropout": (0.0, 0.5, False),
+    "teacher": (0.0, 0.9, False),
+}
+SEARCH_FIXED = {"optimizer": "adamw", "schedule": "cosine", "init": "scaled"}

@@ -120,3 +120,18 @@ PRESETS: dict[str, dict] = {
     "rnn": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=30_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99), threads=1),
 }
+
+# `makemore tune --model rnn` (and gru): see mlp.py's SEARCH_SPACE. Around makemore.py's sizes
+# and the recipes above, for names-like data (16 characters read whole names).
+SEARCH_SPACE: dict = {
+    "block_size": (8, 16, False),
+    "emb_dim": (16, 128, True),
+    "hidden": (64, 512, True),
+    "lr": (1e-3, 1e-2, True),
+    "batch_size": (32, 256, True),
+    "weight_decay": (0.0, 0.2, False),
+    "dropout": (0.0, 0.5, False),
+    "weight_drop": (0.0, 0.5, False),
+    "teacher": (0.0, 0.9, False),
+}
+SEARCH_FIXED = {"optimizer": "adamw", "schedule": "cosine"}

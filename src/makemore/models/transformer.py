@@ -124,3 +124,17 @@ PRESETS: dict[str, dict] = {
     "transformer": dict(block_size=16, emb_dim=64, layers=4, heads=4, batch_size=32, steps=5_000, lr=3e-3,
                         warmup=100, optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99)),
 }
+
+# `makemore tune --model transformer`: see mlp.py's SEARCH_SPACE. Widths are choices that both
+# head counts divide, so that every drawn configuration is a valid one.
+SEARCH_SPACE: dict = {
+    "emb_dim": [32, 48, 64, 96, 128],
+    "heads": [2, 4],
+    "layers": (1, 6, False),
+    "dropout": (0.0, 0.3, False),
+    "lr": (3e-4, 1e-2, True),
+    "batch_size": (32, 256, True),
+    "weight_decay": (0.0, 0.2, False),
+    "teacher": (0.0, 0.9, False),
+}
+SEARCH_FIXED = {"optimizer": "adamw", "schedule": "cosine"}

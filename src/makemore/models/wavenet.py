@@ -141,3 +141,16 @@ PRESETS: dict[str, dict] = {
     "wavenet": dict(block_size=8, emb_dim=24, hidden=128, batch_size=32, steps=200_000, lr=0.1,
                     optimizer="sgd", schedule="step", decay_at=0.75, decay_factor=0.1),
 }
+
+# `makemore tune --model wavenet`: see mlp.py's SEARCH_SPACE. AdamW rather than the lecture's
+# SGD, so that short trials get somewhere; the block sizes are the powers of 2 the tree takes.
+SEARCH_SPACE: dict = {
+    "block_size": [4, 8, 16],
+    "emb_dim": (8, 64, True),
+    "hidden": (64, 512, True),
+    "lr": (1e-3, 3e-2, True),
+    "batch_size": (32, 512, True),
+    "weight_decay": (0.0, 0.2, False),
+    "teacher": (0.0, 0.9, False),
+}
+SEARCH_FIXED = {"optimizer": "adamw", "schedule": "cosine"}
