@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .budget import check_minimum
 from . import models
+from .budget import check_minimum
 from .config import TRAIN_FIELDS, make_configs
 from .errors import UserError
 from .ngram import TEACHER_MAX_BYTES, teacher_bytes
