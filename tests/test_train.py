@@ -112,3 +112,20 @@ def test_the_package_functions_do_not_hide_their_modules():
         module = getattr(mm, module_name)
         assert isinstance(module, types.ModuleType)
         assert getattr(mm, function_name) is getattr(module, function_name)
+
+
+def test_final_examples_computes_the_final_losses_on_a_fixed_subset(corpus, tmp_path):
+    """TrainConfig.final_examples (tune's trials on a big list): the summary's losses are over a
+    fixed random subset of each split, and say how many examples they read."""
+    dev, train_split = corpus.encoded("dev"), corpus.encoded("train")
+    assert len(dev) > 40 and len(train_split) > 40
+    whole = train(corpus, *small(corpus), progress=False)
+    assert whole.summary["dev_loss_examples"] == len(dev) and "final_examples" not in whole.summary
+    result = train(corpus, *small(corpus, final_examples=40), out=tmp_path / "run", progress=False)
+    s = result.summary
+    assert s["final_examples"] == 40 and s["dev_loss_examples"] == 40 and s["train_loss_examples"] == 40
+    predictor = model_predictor(load_run(tmp_path / "run").model)
+    assert s["dev_loss"] == pytest.approx(split_nll(predictor, dev, dev.subset(40)), abs=1e-6)
+    assert s["train_loss"] == pytest.approx(split_nll(predictor, train_split, train_split.subset(40)), abs=1e-6)
+    assert s["dev_loss"] != pytest.approx(split_nll(predictor, dev), abs=1e-6)  # not the whole split's
+    assert result.model.state_dict().keys() == whole.model.state_dict().keys()

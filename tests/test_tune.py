@@ -423,7 +423,7 @@ def test_report_table_and_plots(small_study, capsys):
 
 def _trial_config(run_dir: Path) -> dict:
     config = json.loads((run_dir / "config.json").read_text())
-    for key in ("eval_interval", "threads"):  # how a trial ran, not what it trained
+    for key in ("eval_interval", "threads", "final_examples"):  # how a trial ran, not what it trained
         config["train"].pop(key)
     return {"model": config["model"], "train": config["train"]}
 
@@ -472,7 +472,7 @@ def test_best_command_and_from_study_train_the_best_trial(study, words, tmp_path
     model_cfg, train_cfg = configs_from_args(args, vocab_size=expected["model"]["vocab_size"])
     got = json.loads(json.dumps(configs_to_dict(model_cfg, train_cfg)))
     for part in got.values():
-        part.pop("eval_interval", None), part.pop("threads", None)
+        part.pop("eval_interval", None), part.pop("threads", None), part.pop("final_examples", None)
     assert got == expected
 
     # train --from-study trains the same configuration; flags given still override.
@@ -515,6 +515,26 @@ def test_unreachable_storage_from_a_fresh_process(words, tmp_path):
                         storage="postgresql://nobody@127.0.0.1:1/none")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("makemore: error: cannot use storage")
+
+
+def test_a_trials_objective_is_over_a_fixed_subset_of_a_big_dev_split(words, tmp_path, monkeypatch):
+    """On a list whose dev split is larger than TRIAL_FINAL_EXAMPLES, every trial's final losses
+    (its objective) are over the same fixed subset: their cost does not grow with the list."""
+    from makemore import tune
+    from makemore.data import load_corpus
+    from makemore.predict import model_predictor, split_nll
+    from makemore.runs import load_run
+
+    corpus = load_corpus(words)
+    dev = corpus.encoded("dev")
+    monkeypatch.setattr(tune, "TRIAL_FINAL_EXAMPLES", len(dev) // 3)
+    tune.run_study(corpus, str(words), tune.TuneOptions(trials=2, out=tmp_path / "t", steps=40, threads=1,
+                                                        space=SPACE), log=lambda line: None)
+    for _, state, attrs in sqlite_trials(tmp_path / "t" / "study.db"):
+        summary = json.loads((Path(attrs["run_dir"]) / "summary.json").read_text())
+        assert state == "COMPLETE" and summary["dev_loss_examples"] == len(dev) // 3
+        predictor = model_predictor(load_run(attrs["run_dir"]).model)
+        assert attrs["dev_loss"] == pytest.approx(split_nll(predictor, dev, dev.subset(len(dev) // 3)), abs=1e-6)
 
 
 def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path, capsys):

@@ -219,7 +219,9 @@ def _print_summary(summary: dict, run_dir) -> None:
           f"{summary['seconds']:.1f} s)")
     estimate = summary.get("train_loss_examples")
     print(f"train loss  {summary['train_loss']:.4f}" + (f"  (on {estimate:,} training examples)" if estimate else ""))
-    print(f"dev loss    {summary['dev_loss']:.4f}  (best checkpoint, step {summary['best_step']:,})")
+    subset = summary.get("final_examples") and summary.get("dev_loss_examples")
+    print(f"dev loss    {summary['dev_loss']:.4f}  (best checkpoint, step {summary['best_step']:,}"
+          + (f"; on {subset:,} dev examples" if subset else "") + ")")
     if summary.get("mix") and run_dir is not None:
         _print_mixture(summary["mix"], run_dir)
     if run_dir is not None:

@@ -59,6 +59,8 @@ class TrainConfig:
     eval_interval: int = setting(0, "steps between dev evaluations (0: about 20 per run)")
     eval_examples: int = setting(EVAL_EXAMPLES, "dev examples the dev loss during training is estimated on (a fixed "
                                  f"random subset; default {EVAL_EXAMPLES:,}); the final dev loss is over the whole split")
+    final_examples: int = setting(0, "examples of each split the final train and dev losses are computed on (a fixed "
+                                  "random subset; 0: the whole dev split and up to 250,000 training examples)")
     engine: str = setting("auto", "|".join(ENGINES))
     # Mixed precision (Micikevicius et al. 2018, "Mixed Precision Training"; Kalamkar et al. 2019
     # for bfloat16): the training step's matrix products take bfloat16 inputs and give bfloat16
@@ -86,6 +88,8 @@ class TrainConfig:
             raise UserError(f"teacher-context must be between 1 and 12, got {self.teacher_context}")
         if self.threads < 0:
             raise UserError(f"threads must be >= 0, got {self.threads}")
+        if self.final_examples < 0:
+            raise UserError(f"final-examples must be >= 0 (0: the whole dev split), got {self.final_examples}")
         if not (self.budget >= 0 and self.budget < float("inf")):
             raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
         check_minimum(self.budget)

@@ -253,17 +253,21 @@ class RunLog:
                          "seconds": seconds, "engine": engine})
 
     def finish(self, corpus: Corpus, steps: int, seconds: float, steps_per_second: float,
-               engine: str, device: str, status: str, progress: bool | None, **extra) -> dict:
+               engine: str, device: str, status: str, progress: bool | None, final_examples: int = 0,
+               **extra) -> dict:
         """Put the best-on-dev weights back in the model and report them: the dev loss over
         the whole dev split, the train loss over a fixed subset of the training split (all of
-        it up to FINAL_TRAIN_EXAMPLES); writes summary.json (with `extra`)."""
+        it up to FINAL_TRAIN_EXAMPLES); with `final_examples`, each over a fixed subset of that
+        many (tune's trials on a big list: the final losses cost time in proportion to the
+        data, not to the run). Writes summary.json (with `extra`)."""
         with torch.no_grad():
             for n, t in self.model.state_dict().items():
                 t.copy_(self.best_weights[n])
         self.model.eval()
         predictor = model_predictor(self.model)
         train_ex, dev_ex = corpus.encoded("train"), corpus.encoded("dev")
-        train_pos = train_ex.subset(FINAL_TRAIN_EXAMPLES)
+        train_pos = train_ex.subset(final_examples or FINAL_TRAIN_EXAMPLES)
+        dev_pos = dev_ex.subset(final_examples) if final_examples else None
         summary = {
             "model": self.model.cfg.name,
             "params": self.model.num_params(),
@@ -271,13 +275,14 @@ class RunLog:
             "best_step": self.best_step,
             "train_loss": split_nll(predictor, train_ex, train_pos, progress, "train loss"),
             "train_loss_examples": int(len(train_pos)),
-            "dev_loss": split_nll(predictor, dev_ex, None, progress, "dev loss"),
-            "dev_loss_examples": len(dev_ex),
+            "dev_loss": split_nll(predictor, dev_ex, dev_pos, progress, "dev loss"),
+            "dev_loss_examples": len(dev_ex) if dev_pos is None else int(len(dev_pos)),
             "seconds": round(seconds, 3),
             "steps_per_second": round(steps_per_second, 1),
             "engine": engine,
             "device": device,
             "status": status,
+            **({"final_examples": final_examples} if final_examples else {}),
             **extra,
         }
         if self.run_dir is not None:
@@ -599,7 +604,8 @@ def _train_loop(corpus, model_cfg, train_cfgs, run_dirs, members, engine, device
         done = step if status[k] != "diverged" else last_step[k]
         log.flush()
         summary = log.finish(corpus, done, elapsed + run_seconds, (done - start) / max(run_seconds, 1e-9),
-                             engine.name, device, status[k], progress, precision=engine.precision,
+                             engine.name, device, status[k], progress, train_cfgs[k].final_examples,
+                             precision=engine.precision,
                              **({"members": K} if K > 1 else {}), **(plan.summary() if plan else {}),
                              **(trial.summary() if trial is not None and trial.done else {}),
                              **({"teacher_seconds": teacher_seconds} if teacher is not None else {}),

@@ -53,6 +53,11 @@ DEFAULT_STUDY = "makemore"
 DEFAULT_STEPS = 20_000  # cap on each trial's training steps: the `default` preset's length
 DEFAULT_HEARTBEAT = 20  # seconds between a running trial's heartbeats
 STUDY_ATTR = "makemore"  # study user attribute: data, model, steps cap, seed, fixed settings
+# A trial's final train and dev losses (its objective) are over a fixed random subset of this
+# many examples of each split (TrainConfig.final_examples): all of names' dev split (22,902), and
+# on a list of hundreds of thousands a cost that does not grow with the list. The same subset
+# for every trial, so they compare like with like; `train` of the best trial reports the whole split.
+TRIAL_FINAL_EXAMPLES = 100_000
 # `--try recipe`: the time-budget recipe `train --budget` takes now for the study's budget.
 RECIPE_TRY = "recipe"
 # Column headings of the searched settings (a setting not named here is headed by its name).
@@ -652,7 +657,8 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
         params = suggest(trial, space, opts.model)
         settings = trial_settings(params, opts.seed, opts.budget, opts.model)
         model_cfg, train_cfg = make_configs(None, vocab_size=corpus.vocab.size, **settings,
-                                            eval_interval=eval_every, threads=opts.threads, engine="auto")
+                                            eval_interval=eval_every, threads=opts.threads, engine="auto",
+                                            final_examples=TRIAL_FINAL_EXAMPLES)
         run_dir = out / f"trial-{trial.number:04d}"
         if run_dir.exists():
             raise UserError(f"{run_dir} already exists: it belongs to another study; pick another --out")
