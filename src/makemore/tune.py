@@ -235,7 +235,7 @@ def train_command(settings: dict, data: str, out: str = "runs/best", split_seed:
         words += ["--split-seed", str(split_seed)]
     for field, value in settings.items():
         if isinstance(value, bool):
-            words += [flag(field) if value else "--no-" + field.replace("_", "-")]
+            words += [flag(field) if value else "--no-" + flag(field)[2:]]
         elif value is not None and not (field == "model" and value == models.DEFAULT_MODEL):
             words += [flag(field), repr(value) if isinstance(value, float) else str(value)]
     words += ["--out", out]
