@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .utils import atomic_write
+from .outputs import atomic_write
 
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"

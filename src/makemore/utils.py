@@ -1,45 +1,10 @@
-"""Small helpers shared by several modules: atomic file writes."""
+"""Small helpers shared by several modules: what machine this is."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
-from typing import Any, Callable
+# TODO(merge): the atomic writes moved to outputs.py; this re-export goes once the branches are merged
+from .outputs import atomic_write, atomic_write_json, atomic_write_text  # noqa: F401
 
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Write `path` by calling `write(tmp_path)` on a temp file beside it, then renaming.
-
-    os.replace is atomic on POSIX, so a reader (or a kill -9 in the middle) sees either the
-    old file or the complete new one, never a truncated mix.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    atomic_write(path, write)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _cpuinfo(key: str) -> str | None:
