@@ -3,8 +3,8 @@
 A *predictor* is a function from contexts (N, predictor.context_size) of character ids to the
 log-probabilities (N, vocab) of the next character. A trained model is one (`model_predictor`:
 any model of the registry, through its `logits_fn`); a seed ensemble (`ensemble_predictor`),
-an n-gram model and the mixture of the two (ngram.py, Bengio et al. 2003, section 4) are
-others. Sampling, scoring and evaluation take any predictor and do not care which.
+an n-gram model (ngram.py) and the mixture of the two (mixture.py, Bengio et al. 2003,
+section 4) are others. Sampling, scoring and evaluation take any predictor and do not care which.
 
 `split_nll` is the mean negative log-likelihood of a split (or of a fixed subset of it) under
 a predictor: the lecture's `F.cross_entropy(model(Xdev), Ydev)`, computed in chunks whose
@@ -163,26 +163,3 @@ def split_nll(predictor: Predictor, examples: Examples, positions: np.ndarray | 
 def words_nll(predictor: Predictor, words: list[str], vocab) -> float:
     """Mean NLL per character (end token included) of these words: for small lists."""
     return split_nll(predictor, Examples.from_words(words, vocab))
-
-
-def run_predictor(run, mix: bool = False) -> Predictor:
-    """A loaded run's predictor (runs.load_run / load_ensemble): its model, the mean of a seed
-    ensemble's members, or with `mix` the fitted mixture with an n-gram model (RUN/mix.json,
-    written by `makemore mix`)."""
-    import json
-
-    from .ngram import mixture_from_settings
-    from .runs import Ensemble
-
-    model = (ensemble_predictor(run.models, run.info.get("weights")) if isinstance(run, Ensemble)
-             else model_predictor(run.model))
-    if not mix:
-        return model
-    path = run.path / "mix.json"
-    if not path.is_file():
-        raise UserError(f"{run.path} has no fitted mixture; run `makemore mix {run.path} --ngram-context 5` first")
-    try:
-        settings = json.loads(path.read_text())
-        return mixture_from_settings(model, run.splits["train"], run.vocab, settings)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise UserError(f"{path} is corrupted; fit it again with `makemore mix {run.path}`") from None

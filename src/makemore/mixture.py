@@ -1,0 +1,151 @@
+"""The neural model mixed with a Kneser-Ney model, and which of them is a run's result.
+
+Bengio et al. (2003), section 4: the neural network and a count model make different errors, so
+their mixture beats both,
+
+    P(c | h) = w * P_model(c | h) + (1 - w) * P_ngram(c | h),
+
+with w in [0, 1] fitted on the dev split. A budget run counts the Kneser-Ney model inside its
+budget and mixes (training.py), and `makemore mix RUN` does it for any run; either way the
+fitted mixture is kept as RUN/mix.json (rundir.py) and the count model is rebuilt from it when
+used (counting is fast, its counts are large).
+
+The mixture's dev loss is at most either part's (w = 1 is the model, w = 0 the count model), so
+a run is never worse than counting: where the neural model adds next to nothing (the mixture
+gains less than MIN_GAIN over the count model alone: a short budget on a big list) the run's
+*result* is the count model, and says so. eval, sample, score and serve use a run's result
+(`run_predictor`), unless asked for the neural model alone or the mixture.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import rundir
+from .data import Examples, Vocab
+from .errors import UserError
+from .ngram import NGramModel, ngram_predictor
+from .predict import ensemble_predictor, make_predictor, model_predictor, target_log_probs
+
+# What a run's predictions come from: its neural model (or ensemble), the mixture, or the count model.
+RESULTS = ("model", "mixture", "ngram")
+# Below this gain in dev nats per character, mixing the neural model in is not worth its cost:
+# the count model alone is the run's result.
+MIN_GAIN = 1e-3
+
+
+def mixture_predictor(model, ngram, weight: float):
+    """P(c | h) = weight * P_model(c | h) + (1 - weight) * P_ngram(c | h), in log space."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"mixture weight must be in [0, 1], got {weight}")
+    log_w, log_1mw = math.log(weight) if weight > 0 else -math.inf, math.log1p(-weight) if weight < 1 else -math.inf
+
+    def predict(ctx: torch.Tensor) -> torch.Tensor:
+        return torch.logaddexp(model(ctx) + log_w, ngram(ctx).to(ctx.device) + log_1mw)
+
+    return make_predictor(predict, max(model.context_size, ngram.context_size), model.device, model.vocab_size)
+
+
+def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab) -> dict:
+    """The weight in [0, 1] that minimises the mixture's NLL on `words` (the dev split).
+
+    `ngram` is a predictor, or an NGramModel: then its log-probs of the targets are read off
+    its counts directly, without its distributions over all V characters. The mixture's NLL is
+    convex in the weight, so a fine grid finds its minimum to 1e-3.
+    """
+    examples = Examples.from_words(words, vocab)
+    a = target_log_probs(model, examples)
+    b = ngram.target_log_probs(examples) if isinstance(ngram, NGramModel) else target_log_probs(ngram, examples)
+    weights = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
+    nll = torch.empty_like(weights)
+    # a few weights at a time: (weights, examples) of float64 for all 1001 at once would be
+    # gigabytes for the dev split of a big list
+    step = max(1, (1 << 22) // max(1, a.shape[0]))
+    with torch.no_grad():
+        for i in range(0, weights.shape[0], step):
+            log_w = torch.log(weights[i:i + step])[:, None]
+            log_1mw = torch.log1p(-weights[i:i + step])[:, None]
+            nll[i:i + step] = -torch.logaddexp(a[None, :] + log_w, b[None, :] + log_1mw).mean(dim=1)
+    best = int(torch.argmin(nll))
+    return {"weight": float(weights[best]), "mlp_dev_loss": float(-a.mean()),
+            "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best])}
+
+
+def result_of(fitted: dict) -> str:
+    """Which predictor a fitted mixture makes the run's result (see the module doc)."""
+    if fitted["weight"] >= 1.0:
+        return "model"
+    if fitted["mix_dev_loss"] > fitted["ngram_dev_loss"] - MIN_GAIN:
+        return "ngram"
+    return "mixture"
+
+
+def result_loss(fitted: dict) -> float:
+    return {"model": fitted["mlp_dev_loss"], "ngram": fitted["ngram_dev_loss"],
+            "mixture": fitted["mix_dev_loss"]}[result_of(fitted)]
+
+
+def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Vocab, context: int,
+                ngram: NGramModel | None = None):
+    """Count a Kneser-Ney model on `train_words`, tune its discount and then the mixture weight
+    on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss, result}).
+    A Kneser-Ney `ngram` already counted and tuned so (a budget run's) is used as it is."""
+    if ngram is None:
+        ngram = NGramModel.from_words(train_words, vocab, context, "kneser_ney")
+        ngram.tune(Examples.from_words(dev_words, vocab))
+    result = {"ngram_context": ngram.context, "discount": ngram.smoothing,
+              **tune_mixture_weight(model, ngram, dev_words, vocab)}
+    result["result"] = result_of(result)
+    return mixture_predictor(model, ngram_predictor(ngram), result["weight"]), result
+
+
+def attach(run, ngram: NGramModel | None = None, context: int = 5, count_seconds: float | None = None) -> dict:
+    """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a Kneser-Ney model (the
+    one given, counted already, or one counted here with `context` characters) and keep it as
+    RUN/mix.json; a single run's summary.json records it and the run's result. Returns mix.json."""
+    _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
+                            ngram=ngram)
+    if count_seconds is not None:
+        fitted["count_seconds"] = count_seconds
+    rundir.write_mixture(run.path, fitted)
+    if rundir.is_run_dir(run.path) and rundir.read_summary(run.path):
+        rundir.update_summary(run.path, mix=fitted,
+                              result={"predictor": fitted["result"], "dev_loss": result_loss(fitted)})
+    return fitted
+
+
+def neural_predictor(run):
+    """A loaded run's neural model as a predictor: its model, or an ensemble's weighted mean."""
+    from .runs import Ensemble
+
+    if isinstance(run, Ensemble):
+        return ensemble_predictor(run.models, run.info.get("weights"))
+    return model_predictor(run.model)
+
+
+def run_predictor(run, use: str = "result"):
+    """The predictor of a loaded run (runs.load_run / load_ensemble): `use` "model" for its
+    neural model alone, "mixture" for the fitted mixture, "ngram" for its count model, "result"
+    (default) for whichever is the run's result: the neural model where no mixture was fitted."""
+    if use not in RESULTS + ("result",):
+        raise ValueError(f"use must be one of {RESULTS} or 'result', got {use!r}")
+    model = neural_predictor(run)
+    fitted = rundir.read_mixture(run.path)
+    if fitted is None:
+        if use in ("result", "model"):
+            return model
+        raise UserError(f"{run.path} has no fitted mixture; run `makemore mix {run.path} --ngram-context 5` first")
+    try:
+        if use == "result":
+            use = fitted.get("result") or result_of(fitted)
+        if use == "model":
+            return model
+        ngram = NGramModel.from_words(run.splits["train"], run.vocab, fitted["ngram_context"], "kneser_ney",
+                                      fitted["discount"])
+        if use == "ngram":
+            return ngram_predictor(ngram)
+        return mixture_predictor(model, ngram_predictor(ngram), float(fitted["weight"]))
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{run.path / 'mix.json'} is corrupted; fit it again with `makemore mix {run.path}`") from None
