@@ -17,15 +17,16 @@ ensemble, K learning rates for a sweep), behind one interface:
     engine.grad_hook                       None, or a function called with the gradients
                                            between backward and update (data parallelism)
     engine.name, engine.precision          what it is and the number format of its products
-                                           (TrainConfig.precision, decided: resolve_precision)
+                                           (TrainConfig.precision, decided: runtime.resolve)
 
 AutogradEngine is the lecture's step (loss.backward(), then a torch optimizer) and runs every
-model; fused.FusedEngine computes the MLP's step with a hand-written backward pass, faster.
-make_engine picks one.
+model; fused_engine.FusedEngine computes the MLP's step with a hand-written backward pass,
+faster. make_engine makes the one runtime.resolve chose.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -34,35 +35,7 @@ import torch.nn.functional as F
 
 from . import optimizers
 from .config import TrainConfig
-from .errors import UserError
 from .models import Model
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU here; use --device cpu")
-    return device
-
-
-def resolve_precision(model_cfg, train_cfg: TrainConfig, device: str) -> str:
-    """TrainConfig.precision, with `auto` decided: bfloat16 where it buys a timed run (one with
-    a --budget) steps at no cost in loss (README, "Precision"): on a CUDA GPU that has it, and
-    on a CPU with native bfloat16 where the MLP's fused step has products past OpenBLAS's
-    one-thread size (smaller ones stay on NumPy, cheaper per call than any cast). Else float32,
-    which keeps fixed-step runs bit-for-bit what they were."""
-    from . import fused
-    from .utils import native_bfloat16
-
-    if train_cfg.precision != "auto":
-        return train_cfg.precision
-    if not train_cfg.budget or not native_bfloat16(device):
-        return "float32"
-    if device == "cuda":
-        return "bfloat16"
-    on_fused = train_cfg.engine != "autograd" and fused.unsupported_reason(model_cfg, train_cfg) is None
-    return "bfloat16" if on_fused and not fused.small_products(model_cfg, train_cfg.batch_size) else "float32"
 
 
 class AutogradEngine:
@@ -213,36 +186,19 @@ class Stack:
         self.engines[k].load_member_state(0, state)
 
 
-def fused_reason(models: Sequence[Model], train_cfgs: Sequence[TrainConfig]) -> str | None:
-    """None if the fused engine can train these members, else why not."""
+def make_engine(models: Sequence[Model], train_cfgs: Sequence[TrainConfig], setup):
+    """The engine of these members on `setup` (runtime.Setup: its engine, precision and each
+    member's dropout seed). The fused engine's members share one batched step (a population)
+    while every product is small enough to gain from it; larger ones step one after another."""
     from . import fused
+    from .fused_engine import FusedEngine
 
-    for model, cfg in zip(models, train_cfgs):
-        reason = fused.unsupported_reason(model.cfg, cfg)
-        if reason is not None:
-            return reason
-    return None
-
-
-def make_engine(models: Sequence[Model], train_cfgs: Sequence[TrainConfig]):
-    """The engine for these members: `auto` takes the fused engine whenever it supports the
-    run, else autograd. Members share one fused step (a population) while every product is
-    small enough to gain from it; larger ones step one after another."""
-    from . import fused
-
-    engine = train_cfgs[0].engine
-    if any(c.engine != engine for c in train_cfgs):
-        raise UserError("the members of one run must use one engine")
-    if engine == "autograd":
-        return AutogradEngine(models, train_cfgs)
-    reason = fused_reason(models, train_cfgs)
-    if reason is not None:
-        if engine == "fused":
-            raise UserError(f"--engine fused does not support this run ({reason}); use --engine autograd")
-        return AutogradEngine(models, train_cfgs)
+    cfgs = [replace(c, seed=seed, precision=setup.precision) for c, seed in zip(train_cfgs, setup.dropout_seeds)]
+    if setup.engine == "autograd":
+        return AutogradEngine(models, cfgs)
     if len(models) == 1:
-        return fused.FusedEngine(models, train_cfgs)
-    one_optimizer = len({c.optimizer for c in train_cfgs}) == 1
-    if one_optimizer and fused.small_products(models[0].cfg, train_cfgs[0].batch_size):
-        return fused.FusedEngine(models, train_cfgs)
-    return Stack([fused.FusedEngine([m], [c]) for m, c in zip(models, train_cfgs)])
+        return FusedEngine(models, cfgs)
+    one_optimizer = len({c.optimizer for c in cfgs}) == 1
+    if one_optimizer and fused.small_products(models[0].cfg, cfgs[0].batch_size):
+        return FusedEngine(models, cfgs)
+    return Stack([FusedEngine([m], [c]) for m, c in zip(models, cfgs)])

@@ -11,7 +11,7 @@ The model is the neural probabilistic language model of Bengio, Ducharme, Vincen
     loss   = mean_i -log softmax(logits_i)[y_i]         F.cross_entropy
 
 Its gradients are derived by hand in Karpathy's "makemore part 4: becoming a backprop ninja";
-`_forward_backward` below is that derivation written out once more, layer by layer:
+`forward_backward` below is that derivation written out once more, layer by layer:
 
     dlogits  = (softmax(logits) - onehot(y)) / B        cross-entropy and softmax together
     dW_out   = h_L^T @ dlogits      db_out = sum_i dlogits_i
@@ -52,7 +52,8 @@ allocation:
   widening copy: it pays for itself where the products are large (bench item 10).
 
 The math is checked against torch autograd in tests/test_fused.py, in float64, through
-`loss_and_grads`, which runs the very same `_forward_backward` as the engine.
+`loss_and_grads`, which runs the very same `forward_backward` as the engine. The engine that
+steps with it, keeping the parameters and the optimizer's state, is fused_engine.py.
 """
 
 from __future__ import annotations
@@ -65,9 +66,8 @@ import torch
 
 from . import optimizers
 from .config import TrainConfig
-from .models.mlp import MLP, MLPConfig, param_shapes
+from .models.mlp import MLPConfig, param_shapes
 
-MASK_BITS = 16  # dropout draws 16 random bits per unit (see draw_masks)
 # Which BLAS multiplies the matrices. NumPy's OpenBLAS and torch's MKL each keep a pool of
 # worker threads that spin for a while after each call; in a training loop that also calls
 # torch (minibatch indexing, evaluation) the two pools fight over the cores: with OpenBLAS, a
@@ -88,13 +88,15 @@ def small_products(cfg: MLPConfig, B: int) -> bool:
     return max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
 
 
-def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig) -> str | None:
-    """None if FusedEngine supports these options, else a short reason (e.g. 'device cuda')."""
+def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig, device: str | None = None) -> str | None:
+    """None if the fused engine supports these options on `device` (default: the one
+    runtime.resolve_device makes of train_cfg.device), else a short reason (e.g. 'device cuda')."""
     if model_cfg.name != "mlp":
         return f"it computes the MLP only, not --model {model_cfg.name}"
-    device = train_cfg.device
-    if device == "auto":  # decided as engines.resolve_device decides it
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device is None:
+        from .runtime import resolve_device
+
+        device = resolve_device(train_cfg.device)[0] if train_cfg.device != "cuda" else "cuda"
     if device != "cpu":
         return f"device {device}"
     if not hasattr(optimizers.get(train_cfg.optimizer), "Flat"):
@@ -119,7 +121,7 @@ def _bfloat16_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     torch.from_numpy(out).copy_(product)
 
 
-def _flat_buffer(cfg: MLPConfig, dtype, members: int | None = None,
+def flat_buffer(cfg: MLPConfig, dtype, members: int | None = None,
                  align: int = 1) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """One zeroed flat array holding a tensor per parameter, in `param_shapes` order (so each
     W_l is followed by its b_l, and W_out by b_out), and the name -> view mapping.
@@ -137,6 +139,15 @@ def _flat_buffer(cfg: MLPConfig, dtype, members: int | None = None,
     return flat, views
 
 
+def views(cfg: MLPConfig, buffer: np.ndarray) -> dict[str, np.ndarray]:
+    """name -> (K, *shape) view of a (K, P) buffer laid out as flat_buffer lays it out."""
+    views, offset = {}, 0
+    for name, shape in param_shapes(cfg).items():
+        views[name] = buffer[:, offset:offset + math.prod(shape)].reshape((buffer.shape[0],) + shape)
+        offset += math.prod(shape)
+    return views
+
+
 def _stacked(flat: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[W; b] as one (..., fan_in + 1, fan_out) array: the view of `flat` from W through b."""
     fan_in, fan_out = W.shape[-2:]
@@ -151,7 +162,7 @@ def _t(a: np.ndarray) -> np.ndarray:
     return a.swapaxes(-1, -2)
 
 
-class _Params:
+class Params:
     """Parameter (or gradient) arrays, grouped as the forward pass uses them.
 
     Arrays may carry a leading member axis (K models at once, see FusedEngine); biases get a
@@ -172,14 +183,14 @@ class _Params:
             self.C_flat = flat.reshape(-1)  # C comes first in the buffer: dC's flat indices are flat's
 
 
-def _column_major(shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
+def column_major(shape: tuple[int, ...], dtype, fill: float | None = None) -> np.ndarray:
     """An array of `shape` whose last two axes are column-major (order="F" for a matrix)."""
     swapped = shape[:-2] + (shape[-1], shape[-2])
     a = np.empty(swapped, dtype) if fill is None else np.full(swapped, fill, dtype)
     return _t(a)
 
 
-class _Workspace:
+class Workspace:
     """Every intermediate of one step, for one batch size B, allocated once.
 
     Layer inputs have one more column than the layer's fan_in, always 1 (for the bias).
@@ -201,13 +212,13 @@ class _Workspace:
         # Hidden-layer buffers are column-major (order="F"), so that the first H columns of
         # [h, 1] are one contiguous block: elementwise passes over h then run at full speed.
         # (Only the memory layout differs; BLAS takes either layout at no cost.)
-        self.h1 = [_column_major(lead + (B, H + 1), dtype, 1.0) for _ in range(L)]  # [layer output, 1]
+        self.h1 = [column_major(lead + (B, H + 1), dtype, 1.0) for _ in range(L)]  # [layer output, 1]
         self.inputs1 = [self.x1] + self.h1[:-1]  # each layer's [input, 1]
-        self.hpre = [_column_major(lead + (B, H), dtype) for _ in range(L)]  # later dhpre
+        self.hpre = [column_major(lead + (B, H), dtype) for _ in range(L)]  # later dhpre
         # tanh outputs: straight into h1 without dropout; with it, h1 holds h * mask
-        self.h = [_column_major(lead + (B, H), dtype) if dropout else h1[..., :-1] for h1 in self.h1]
-        self.dh = [_column_major(lead + (B, H), dtype) for _ in range(L)]
-        self.one_minus_h2 = _column_major(lead + (B, H), dtype)
+        self.h = [column_major(lead + (B, H), dtype) if dropout else h1[..., :-1] for h1 in self.h1]
+        self.dh = [column_major(lead + (B, H), dtype) for _ in range(L)]
+        self.one_minus_h2 = column_major(lead + (B, H), dtype)
         # transposed views for the backward products, made once
         self.x_T, self.h1_T, self.inputs1_T = _t(self.x), [_t(a) for a in self.h1], [_t(a) for a in self.inputs1]
         self.logits = np.empty(lead + (B, V), dtype)
@@ -233,7 +244,7 @@ class _Workspace:
         self.keys_flat = self.keys.reshape(-1)
 
 
-def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y: np.ndarray,
+def forward_backward(p: Params, g: Params, ws: Workspace, idx: np.ndarray, y: np.ndarray,
                       masks: Sequence[np.ndarray | None], grad_scale: float,
                       teacher: np.ndarray | None = None, teacher_weight: float = 0.0) -> float:
     """The minibatch (idx, y)'s loss; writes grad_scale * d(loss)/d(param) into g's arrays.
@@ -328,8 +339,8 @@ def _forward_backward(p: _Params, g: _Params, ws: _Workspace, idx: np.ndarray, y
     return loss
 
 
-def _loss_max_shifted(ws: _Workspace) -> float:
-    """The loss part of `_forward_backward` for rows where a logit beats the target's by more
+def _loss_max_shifted(ws: Workspace) -> float:
+    """The loss part of `forward_backward` for rows where a logit beats the target's by more
     than exp can take: shift each row by its max instead (makemore part 4's logit_maxes), so
     that exp(logits - max) <= 1 cannot overflow."""
     logits, counts, counts_sum, matmul = ws.logits, ws.dlogits, ws.counts_sum, ws.sum_matmul
@@ -353,7 +364,7 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
     (B, hidden) array per hidden layer (a bare array for a single layer), 1 where a unit is
     kept and 0 where it is dropped; kept units are scaled by 1/(1 - cfg.dropout) as F.dropout
     scales them. teacher: None, or (B, vocab_size) distributions mixed into the targets with
-    weight teacher_weight (see _forward_backward). precision: "bfloat16" rounds every matrix
+    weight teacher_weight (see forward_backward). precision: "bfloat16" rounds every matrix
     product's inputs and result to bfloat16 as the engine does (TrainConfig.precision); the rest
     stays float64. Returns (mean cross-entropy, name -> d loss / d param).
     """
@@ -362,7 +373,7 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
     for n, shape in param_shapes(cfg).items():
         if arrays[n].shape != shape:
             raise ValueError(f"parameter {n} has shape {arrays[n].shape}, the config says {shape}")
-    flat, grads = _flat_buffer(cfg, np.float64)
+    flat, grads = flat_buffer(cfg, np.float64)
     idx = np.asarray(xb, dtype=np.intp)
     y = np.asarray(yb, dtype=np.intp)
     masks: list[np.ndarray | None] = [None] * cfg.layers
@@ -372,228 +383,8 @@ def loss_and_grads(params: Mapping[str, np.ndarray | torch.Tensor], xb, yb, cfg:
         if len(dropout_mask) != cfg.layers:
             raise ValueError(f"need one dropout mask per hidden layer ({cfg.layers}), got {len(dropout_mask)}")
         masks = [np.asarray(m, dtype=np.float64) / (1.0 - cfg.dropout) for m in dropout_mask]
-    ws = _Workspace(cfg, idx.shape[0], np.float64, dropout=dropout_mask is not None, precision=precision)
+    ws = Workspace(cfg, idx.shape[0], np.float64, dropout=dropout_mask is not None, precision=precision)
     with np.errstate(all="ignore"):
-        loss = _forward_backward(_Params(arrays, cfg), _Params(grads, cfg, flat), ws, idx, y, masks, 1.0,
+        loss = forward_backward(Params(arrays, cfg), Params(grads, cfg, flat), ws, idx, y, masks, 1.0,
                                  None if teacher is None else np.asarray(teacher, dtype=np.float64), teacher_weight)
     return loss, grads
-
-
-# --------------------------------------------------------------------------------------------
-# The engine: the step above and the optimizer update, in place on the model's tensors
-# --------------------------------------------------------------------------------------------
-
-class FusedEngine:
-    """Forward, hand-written backward and optimizer update for K >= 1 MLPs of one shape.
-
-    The engine interface (engines.py): step(idx (K, B, T), y (K, B), lrs (K,)) -> the K
-    minibatch losses before the update. The math of engines.AutogradEngine (the same
-    optimizers, weight decay on C and the W's), with two differences: dropout masks come from a
-    NumPy generator seeded with each member's seed (they cannot equal torch's), and results
-    agree with autograd to float rounding, not bit for bit.
-
-    The members' parameters live in one (K, P) buffer, row k holding member k's flat layout
-    (W_l followed by b_l, so [dW; db] is one product); each model's tensors are re-pointed at
-    views of its row, so the models see their weights change as the engine steps (evaluation
-    and checkpoints use them as they are). They must not be replaced while the engine lives.
-
-    K > 1 is a *population* (a seed ensemble, an lr sweep): the same ~35 NumPy calls a step
-    takes for one model, made K times larger instead of K times more numerous, and each matrix
-    product a batched one, (K, B, n) @ (K, n, m). What it saves is the fixed cost per call,
-    not arithmetic (benchmarks/bench.py, item 4), so engines.make_engine uses it only while
-    every product is small (`small_products`); rows are then padded to a multiple of emb_dim
-    so that the K embedding tables form one (K*P/E, E) table, and one take() gathers every
-    member's embeddings, one np.add.at scatters every member's dC. Member k computes exactly
-    what a solo run with its seed computes (tests/test_population.py).
-    """
-
-    name = "fused"
-
-    def __init__(self, models: Sequence[MLP], train_cfgs: Sequence[TrainConfig]):
-        if len(models) != len(train_cfgs) or not models:
-            raise ValueError(f"need one train config per model, got {len(models)} models and {len(train_cfgs)} configs")
-        cfg = models[0].cfg
-        for model, train_cfg in zip(models, train_cfgs):
-            reason = unsupported_reason(model.cfg, train_cfg)
-            if reason is not None:
-                raise ValueError(f"FusedEngine does not support this run: {reason}")
-            if model.cfg != cfg:
-                raise ValueError("the members of one engine must share one model config")
-        if len({c.optimizer for c in train_cfgs}) != 1:
-            raise ValueError("the members of one engine must share one optimizer")
-        K, E = len(models), cfg.emb_dim
-        self.models, self.K, self.cfg = list(models), K, cfg
-        self.names = list(param_shapes(cfg))
-        dtypes = set()
-        for model in models:
-            tensors = dict(model.named_parameters())
-            if sorted(tensors) != sorted(self.names):
-                raise ValueError(f"model parameters {sorted(tensors)} do not match its config {self.names}")
-            for name, t in tensors.items():
-                if t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64):
-                    raise ValueError(f"FusedEngine needs float32/float64 CPU tensors; {name} is {t.dtype} on {t.device}")
-                dtypes.add(t.dtype)
-        if len(dtypes) != 1:
-            raise ValueError(f"FusedEngine needs one dtype for all parameters, got {dtypes}")
-        self.dtype = torch.empty(0, dtype=dtypes.pop()).numpy().dtype
-        align = E if K > 1 else 1
-        self.flat, self.arrays = _flat_buffer(cfg, self.dtype, members=K, align=align)
-        with torch.no_grad():
-            for k, model in enumerate(models):
-                for n, p in model.named_parameters():
-                    self.arrays[n][k] = p.detach().numpy()
-                    p.data = torch.from_numpy(self.arrays[n][k])  # the model now reads row k
-        self.grad_flat, grad_arrays = _flat_buffer(cfg, self.dtype, members=K, align=align)
-        if K == 1:  # 2-D arrays: NumPy's matmul or torch.mm on plain matrices
-            self.params = _Params({n: a[0] for n, a in self.arrays.items()}, cfg)
-            self.grads = _Params({n: a[0] for n, a in grad_arrays.items()}, cfg, self.grad_flat[0])
-        else:
-            self.params = _Params(self.arrays, cfg)
-            self.rows = self.flat.shape[1] // E  # rows of the C table per member
-            self.params.C = self.flat.reshape(-1, E)  # every member's C, one table (see the class doc)
-            self.row_offset = (np.arange(K, dtype=np.intp) * self.rows).reshape(K, 1, 1)
-            self.grads = _Params(grad_arrays, cfg, self.grad_flat)
-        optimizer = optimizers.get(train_cfgs[0].optimizer)
-        self.optimizer = optimizer.Flat(lambda buf: _views(cfg, buf), self.flat.shape, self.dtype, train_cfgs)
-        self.weight_decay = np.array([c.weight_decay for c in train_cfgs])
-        model_params = dict(models[0].named_parameters())
-        self.decayed = [self.arrays[n] for n in self.names if models[0].decays(n, model_params[n])]
-        self.dropout = float(cfg.dropout)
-        self.drop_below, self.keep_scale = dropout_threshold(self.dropout)
-        self.rngs = [np.random.default_rng(c.seed) for c in train_cfgs]
-        self.teacher_weight = float(train_cfgs[0].teacher)  # shared by the members (train.SHARED)
-        self.precision = train_cfgs[0].precision  # shared too
-        self._workspaces: dict[int, _Workspace] = {}
-        # Called with the (K, P) gradient buffer between the backward pass and the update: the
-        # data-parallel trainer averages it across processes there.
-        self.grad_hook = None
-
-    def _workspace(self, B: int) -> _Workspace:
-        ws = self._workspaces.get(B)
-        if ws is None:
-            K, H, L = self.K, self.cfg.hidden, self.cfg.layers
-            dropout = self.dropout > 0
-            if K == 1:
-                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout, precision=self.precision)
-                lead = ()
-            else:
-                # float32: np.matmul on (K, B, n) stacks, one OpenBLAS product per member on this
-                # thread; at the lecture's size it beat torch.matmul and torch.bmm (bench item 4)
-                ws = _Workspace(self.cfg, B, self.dtype, dropout=dropout, members=K, table_rows=K * self.rows,
-                                precision=self.precision)
-                ws.table_idx = np.empty((K, B, self.cfg.block_size), np.intp)
-                lead = (K,)
-            ws.masks = [None] * L
-            if dropout:  # column-major per member, like the layers' buffers
-                ws.keep = _column_major(lead + (B, H), np.bool_)
-                ws.masks = [_column_major(lead + (B, H), self.dtype) for _ in range(L)]
-                ws.member_masks = [ws.masks] if K == 1 else [[mask[k] for mask in ws.masks] for k in range(K)]
-                ws.member_keep = [ws.keep] if K == 1 else list(ws.keep)
-            self._workspaces[B] = ws
-        return ws
-
-    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray, teacher: np.ndarray | None = None) -> np.ndarray:
-        """One minibatch update of every member; row k of idx (K, B, block_size), y (K, B), lrs
-        (K,) and teacher (K, B, V) (the count model's distributions, with --teacher) is member
-        k's. Returns each member's minibatch loss before the update."""
-        K, B = y.shape
-        ws = self._workspace(B)
-        if self.dropout > 0:
-            for rng, keep, masks in zip(self.rngs, ws.member_keep, ws.member_masks):
-                draw_masks(rng, self.drop_below, self.keep_scale, keep, masks)
-        lrs = np.asarray(lrs, dtype=np.float64)
-        folds_lr = self.optimizer.folds_lr  # SGD: every gradient comes out multiplied by its lr
-        with np.errstate(all="ignore"):  # see _forward_backward
-            if K == 1:
-                loss = _forward_backward(self.params, self.grads, ws, idx[0], y[0], ws.masks,
-                                         float(lrs[0]) if folds_lr else 1.0,
-                                         None if teacher is None else teacher[0].astype(self.dtype, copy=False),
-                                         self.teacher_weight)
-                losses = np.array([loss])
-            else:
-                np.add(idx, self.row_offset, out=ws.table_idx)  # member k's characters are its rows of C
-                scale = lrs.astype(self.dtype).reshape(K, 1) if folds_lr else 1.0
-                _forward_backward(self.params, self.grads, ws, ws.table_idx, y, ws.masks, scale,
-                                  None if teacher is None else teacher.astype(self.dtype, copy=False),
-                                  self.teacher_weight)
-                losses = np.add.reduce(ws.nll, axis=1).astype(np.float64) / B
-            if self.grad_hook is not None:
-                self.grad_hook(self.grad_flat)
-            if self.weight_decay.any():  # decoupled: p <- p * (1 - lr*wd), on C and the W's
-                shrink = (1.0 - lrs * self.weight_decay).astype(self.dtype).reshape(K, 1, 1)
-                for p in self.decayed:
-                    p *= shrink
-            self.optimizer.update(self.flat, self.grad_flat, lrs)
-        return losses
-
-    def freeze(self, k: int, weights: Mapping[str, torch.Tensor]) -> None:
-        """Put `weights` in member k and keep them there (the loop steps it with lr 0): what a
-        diverged member gets, so that its inf/NaN do not stay in the buffers."""
-        for n in self.names:
-            self.arrays[n][k] = weights[n].detach().cpu().numpy()
-        if hasattr(self.optimizer, "reset"):
-            self.optimizer.reset(k)
-
-    # ---- checkpoints ----
-
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's optimizer state under the autograd engine's names (so that a run resumes
-        with either engine) and, with dropout, its mask generator ('fused.dropout_rng')."""
-        state = self.optimizer.state(k)
-        if self.dropout > 0:
-            state["fused.dropout_rng"] = _rng_to_tensor(self.rngs[k])
-        return state
-
-    def load_member_state(self, k: int, state: Mapping[str, torch.Tensor]) -> None:
-        self.optimizer.load(k, state)
-        if "fused.dropout_rng" in state:
-            _rng_from_tensor(self.rngs[k], state["fused.dropout_rng"])
-
-
-def _views(cfg: MLPConfig, buffer: np.ndarray) -> dict[str, np.ndarray]:
-    """name -> (K, *shape) view of a (K, P) buffer laid out as _flat_buffer lays it out."""
-    views, offset = {}, 0
-    for name, shape in param_shapes(cfg).items():
-        views[name] = buffer[:, offset:offset + math.prod(shape)].reshape((buffer.shape[0],) + shape)
-        offset += math.prod(shape)
-    return views
-
-
-def dropout_threshold(p: float) -> tuple[int, float]:
-    """(drop_below, keep_scale): dropout keeps a unit when its 16 random bits are >= drop_below,
-    with probability (2^16 - drop_below) / 2^16, within 2^-17 of 1 - p; the scale is its
-    exact inverse."""
-    drop_below = min(round(p * 2**MASK_BITS), 2**MASK_BITS - 1)
-    return drop_below, 2**MASK_BITS / (2**MASK_BITS - drop_below)
-
-
-def draw_masks(rng: np.random.Generator, drop_below: int, keep_scale: float, keep: np.ndarray,
-               masks: Sequence[np.ndarray]) -> None:
-    """Inverted dropout: keep each unit with probability ~1-p and scale it by 1/P(keep).
-
-    Fills each (B, H) mask in turn (and `keep`, a scratch (B, H) bool array), with uniform
-    16-bit integers straight from the generator's raw 64-bit output (a quarter of the draws
-    and a third of the time of `rng.random`); P(keep) = (2^16 - drop_below)/2^16.
-    """
-    B, H = keep.shape
-    for mask in masks:
-        scale = mask.dtype.type(keep_scale)
-        bits = rng.bit_generator.random_raw(-(-B * H // 4)).view(np.uint16)[:B * H]
-        np.greater_equal(bits.reshape(H, B).T, drop_below, out=keep)
-        np.multiply(keep, scale, out=mask)
-
-
-def _rng_to_tensor(rng: np.random.Generator) -> torch.Tensor:
-    """PCG64's state (two 128-bit integers and a buffered 32-bit draw) as 6 int64 words."""
-    s = rng.bit_generator.state
-    low = 2**64 - 1
-    words = [s["state"]["state"] >> 64, s["state"]["state"] & low,
-             s["state"]["inc"] >> 64, s["state"]["inc"] & low, s["has_uint32"], s["uinteger"]]
-    return torch.from_numpy(np.array(words, dtype=np.uint64).view(np.int64))
-
-
-def _rng_from_tensor(rng: np.random.Generator, t: torch.Tensor) -> None:
-    w = [int(v) for v in t.detach().cpu().numpy().astype(np.int64).view(np.uint64)]
-    rng.bit_generator.state = {"bit_generator": "PCG64",
-                               "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
-                               "has_uint32": w[4], "uinteger": w[5]}

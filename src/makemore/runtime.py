@@ -1,0 +1,138 @@
+"""How a run runs, decided once before its engine is made: device, precision, engine, threads,
+and each member's seeds on this process.
+
+`resolve` turns the configs' requests (`--device auto`, `--precision auto`, `--engine auto`,
+`--threads 0`) and the process group (distributed.py) into one Setup record. The engine and the
+training loop read it and decide none of it; summary.json keeps it under "setup". The torch
+thread count is set here alone (`using_threads`, `set_threads`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class Setup:
+    device: str  # "cpu" or "cuda"
+    device_reason: str  # why this device, when it was chosen for the user (`--device auto`)
+    precision: str  # "float32" or "bfloat16": the number format of the step's matrix products
+    engine: str  # "fused" (fused.py) or "autograd" (engines.py)
+    threads: int  # torch threads of the step; 0: torch's default
+    thread_trial: bool  # a budget run on torch's default threads times one thread against all (budget.ThreadTrial)
+    world_size: int  # processes of a data-parallel run (1: a plain run)
+    rank: int
+    dropout_seeds: tuple[int, ...]  # per member: its seed, + rank in a data-parallel run
+
+    def summary(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int, environment: bool = False) -> None:
+    """n torch (OpenMP/MKL) threads for this process; `environment`: also for the processes it
+    starts (torchrun sets OMP_NUM_THREADS=1 when it starts several workers)."""
+    torch.set_num_threads(n)
+    if environment:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = str(n)
+
+
+@contextmanager
+def using_threads(n: int) -> Iterator[None]:
+    """n torch threads inside the block (0: leave them), then the caller's count again (a
+    notebook that trains twice keeps its own setting)."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_threads(n: int, what: str = "threads") -> None:
+    """A thread count the machine can run: 0 (the default) up to its cores. More threads than
+    cores only wait for one another, and torch's thread pool crashes at absurd counts."""
+    cores = usable_cores()
+    if n < 0 or n > cores:
+        raise UserError(f"--{what} must be between 0 (torch's default) and the {cores} cores this machine has, "
+                        f"got {n}")
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> tuple[str, str]:
+    """(device, why): `auto` takes a CUDA GPU when one is present, else the CPU."""
+    if device == "auto":
+        if cuda_available():
+            return "cuda", f"--device auto: a CUDA GPU is present ({torch.cuda.get_device_name(0)})"
+        return "cpu", ""
+    if device == "cuda" and not cuda_available():
+        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU here; use --device cpu")
+    return device, ""
+
+
+def resolve_precision(model_cfg, train_cfg, device: str, engine: str | None = None) -> str:
+    """TrainConfig.precision, with `auto` decided: bfloat16 where it buys a timed run (one with
+    a --budget) steps at no cost in loss (docs/precision.md): on a CUDA GPU that has it, and on a
+    CPU with native bfloat16 where the MLP's fused step has products past OpenBLAS's one-thread
+    size (smaller ones stay on NumPy, cheaper per call than any cast). Else float32, which keeps
+    fixed-step runs bit-for-bit what they were."""
+    from . import fused
+    from .utils import native_bfloat16
+
+    if train_cfg.precision != "auto":
+        return train_cfg.precision
+    if not train_cfg.budget or not native_bfloat16(device):
+        return "float32"
+    if device == "cuda":
+        return "bfloat16"
+    engine = engine or resolve_engine(model_cfg, [train_cfg], device)
+    return "bfloat16" if engine == "fused" and not fused.small_products(model_cfg, train_cfg.batch_size) else "float32"
+
+
+def resolve_engine(model_cfg, train_cfgs: Sequence, device: str) -> str:
+    """`--engine auto`: the fused engine wherever it supports the run, else autograd."""
+    from . import fused
+
+    engine = train_cfgs[0].engine
+    if any(c.engine != engine for c in train_cfgs):
+        raise UserError("the members of one run must use one engine")
+    if engine == "autograd":
+        return "autograd"
+    reason = next((r for r in (fused.unsupported_reason(model_cfg, c, device) for c in train_cfgs) if r), None)
+    if reason is None:
+        return "fused"
+    if engine == "fused":
+        raise UserError(f"--engine fused does not support this run ({reason}); use --engine autograd")
+    return "autograd"
+
+
+def resolve(model_cfg, train_cfgs: Sequence, world=None) -> Setup:
+    """The Setup of a run of these members (training.SHARED settings are the same for all) on
+    this process of `world` (distributed.World, or None for a plain run)."""
+    first = train_cfgs[0]
+    device, why = resolve_device(first.device)
+    engine = resolve_engine(model_cfg, train_cfgs, device)
+    precision = resolve_precision(model_cfg, first, device, engine)
+    rank, size = (0, 1) if world is None else (world.rank, world.size)
+    threads = first.threads if world is None else world.threads
+    trial = bool(first.budget) and threads == 0 and device == "cpu" and world is None and torch.get_num_threads() > 1
+    return Setup(device, why, precision, engine, threads, trial, size, rank,
+                 tuple(c.seed + rank for c in train_cfgs))
