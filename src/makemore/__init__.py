@@ -5,8 +5,8 @@ In a notebook:
 
     import makemore as mm
     corpus = mm.load_corpus("names")                       # or a path to any file of words
-    model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, steps=20_000)
-    result = mm.train(corpus, model_cfg, train_cfg)        # out="runs/x" keeps a run directory
+    result = mm.train(corpus, preset="lecture", steps=20_000)   # out="runs/x" keeps a run directory
+    result = mm.train(corpus, budget=60)                   # = makemore train --budget 60: recipe + mixture
     predictor = mm.model_predictor(result.model)
     mm.sample(predictor, corpus.vocab, n=10, seed=1)
     mm.score(predictor, corpus.vocab, ["emma", "xqzt"])
@@ -14,7 +14,9 @@ In a notebook:
 
 Other models (models/: bigram, rnn, gru, bow, transformer, wavenet) by name:
 
-    model_cfg, train_cfg = mm.make_configs(model="gru", vocab_size=corpus.vocab.size)
+    result = mm.train(corpus, model="gru", hidden=128)
+    model_cfg, train_cfg = mm.make_configs(model="gru", vocab_size=corpus.vocab.size)   # or explicit configs
+    result = mm.train(corpus, model_cfg, train_cfg)
 
 Several runs at once are the members of one training loop, e.g. a seed ensemble:
 
@@ -40,10 +42,13 @@ from .data import Corpus, Examples, Vocab, build_examples, load_corpus, split_wo
 from .errors import UserError  # noqa: E402
 from .models import Model, ModelConfig, build, count_params  # noqa: E402
 from .models.mlp import MLP, MLPConfig  # noqa: E402
-from .predict import ensemble_predictor, make_predictor, model_predictor, run_predictor, split_nll, words_nll  # noqa: E402
+from .fit import resume, train  # noqa: E402
+from .loop import TrainResult  # noqa: E402
+from .mixture import run_predictor  # noqa: E402
+from .predict import ensemble_predictor, make_predictor, model_predictor, split_nll, words_nll  # noqa: E402
 from .runs import Ensemble, Run, load_ensemble, load_run  # noqa: E402
 from .sampling import sample, sample_tagged, score, tag_words  # noqa: E402
-from .training import EnsembleResult, TrainResult, resume, train, train_ensemble, train_members, train_population  # noqa: E402
+from .training import EnsembleResult, train_ensemble, train_members, train_population  # noqa: E402
 
 __all__ = [
     "PRESETS", "ModelConfig", "TrainConfig", "make_configs", "Corpus", "Examples", "Vocab", "build_examples",

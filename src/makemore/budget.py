@@ -52,18 +52,19 @@ MIN_BUDGET = 1.0
 
 
 def parse_seconds(text: str | float | int) -> float:
-    """'90', '90s', '2m', '1h', '1m30s' -> seconds; a bad or non-positive value is a UserError."""
+    """'90', '90s', '2m', '1h', '1m30s' -> seconds; 0 means no budget (train --steps); a bad or
+    negative value is a UserError."""
     if isinstance(text, (int, float)):
         value = float(text)
     else:
         spec = str(text).strip().lower()
         parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", spec)
-        if not spec or parts is None or not any(parts.groups()):
+        if not spec or parts is None or not any(g is not None for g in parts.groups()):
             raise UserError(f"budget {text!r} is not a duration: give seconds (90), or 2m, 1h, 1m30s")
         h, m, s = (float(g) if g else 0.0 for g in parts.groups())
         value = 3600 * h + 60 * m + s
-    if not (math.isfinite(value) and value > 0):
-        raise UserError(f"budget must be a positive duration, got {text!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise UserError(f"budget must be a duration of 0 (train --steps) or more seconds, got {text!r}")
     return value
 
 

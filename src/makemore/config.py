@@ -51,7 +51,7 @@ class TrainConfig:
     # Distillation from a count model (Hinton et al. 2015, with Bengio et al. 2003's Kneser-Ney
     # model as the teacher): each example's target is (1 - teacher) * onehot(y) + teacher *
     # P_KN(. | its last teacher_context characters), the KN model counted on the training split
-    # and tuned on dev (ngram.teacher_targets). The train loss logged stays the one-hot one.
+    # and tuned on dev (teacher.py). The train loss logged stays the one-hot one.
     teacher: float = setting(0.0, "share of each target taken from a Kneser-Ney model's next-character distribution "
                              "(distillation; 0: the one-hot target alone)")
     teacher_context: int = setting(5, "characters of context of the --teacher Kneser-Ney model")
@@ -68,7 +68,7 @@ class TrainConfig:
     # optimizer's moments, the loss and every evaluation stay float32. CPUs with AVX512-BF16 or
     # AMX multiply bfloat16 2-2.5x faster than float32 (bench item 10); elsewhere it is emulated
     # and slower (utils.native_bfloat16). auto: bfloat16 where it buys a timed run steps, else
-    # float32 (engines.resolve_precision); summary.json records the one used.
+    # float32 (runtime.resolve_precision); summary.json records the one used.
     precision: str = setting("auto", "|".join(PRECISIONS) + ": number format of the training step's matrix "
                              "products (auto: bfloat16 for a --budget run where the hardware has it, else float32)")
     device: str = setting("cpu", "|".join(DEVICES) + " (default cpu)")
@@ -119,7 +119,8 @@ def make_configs(preset: str | None = None, model: str | None = None,
     """Start from the dataclass defaults, apply the preset, then `overrides` (None = unset).
 
     With no preset, `model`'s default recipe (models/<model>.py, DEFAULT_PRESET); with no
-    model either, the MLP's `default`. A setting the model does not have is an error.
+    model either, the MLP's `default`. A setting the model does not have is an error. Settings
+    given override the preset's, its time budget included: `steps` given trains that many steps.
     """
     if preset is None:
         preset = models.module(model or models.DEFAULT_MODEL).DEFAULT_PRESET
@@ -129,6 +130,8 @@ def make_configs(preset: str | None = None, model: str | None = None,
         raise UserError(f"preset {preset!r} is a recipe for --model {name}; for --model {model} drop --preset "
                         f"(its recipe is --preset {models.module(model).DEFAULT_PRESET})")
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "steps" in given:  # the steps asked for, not the preset's budget (with a budget given: the provisional plan)
+        given.setdefault("budget", 0.0)
     values = {**{k: v for k, v in PRESETS[preset].items() if k != "model"}, **given}
     model_fields = set(models.config_fields(name)) | {"vocab_size"}
     unknown = sorted(set(values) - model_fields - set(TRAIN_FIELDS))

@@ -28,21 +28,23 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from . import models
 from .config import TRAIN_FIELDS, TrainConfig, configs_to_dict, make_configs
 from .data import SPLITS, Corpus
-from .engines import make_engine, resolve_device
+from . import runtime
+from .engines import make_engine
 from .errors import UserError
 from .models import ModelConfig
-from .training import DIVERGED_LOSS, SHARED, Minibatches, train_members
-from .utils import atomic_write, atomic_write_json
+from .batches import Minibatches
+from .loop import DIVERGED_LOSS
+from .training import SHARED, train_members
+from .outputs import atomic_write, atomic_write_json
 
 # ----------------------------------------------------------------------------------------
 # Learning-rate range test
@@ -88,7 +90,7 @@ def suggest_lr(lrs: np.ndarray, smoothed: np.ndarray, lr_min: float, lr_max: flo
     lr = min(max(at_min / divisor, lr_min), lr_max)
     rule = f"the rate at the minimum of the smoothed loss ({at_min:.3g}) / {divisor:g}"
     if at_min / divisor < lr_min:
-        rule += f", raised to --lr-min; the minimum lies at the low end, try a lower --lr-min"
+        rule += ", raised to --lr-min; the minimum lies at the low end, try a lower --lr-min"
     elif i == len(lrs) - 1:
         rule += "; the loss was still falling at --lr-max, try a higher --lr-max"
     return float(lr), rule
@@ -136,13 +138,12 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
     train_cfg.validate()
     if model_cfg.vocab_size != corpus.vocab.size:
         raise UserError(f"model vocab_size {model_cfg.vocab_size} != data vocabulary {corpus.vocab.size}")
-    device = resolve_device(train_cfg.device)
-    if train_cfg.threads > 0:
-        torch.set_num_threads(train_cfg.threads)
     lrs = lr_schedule(lr_min, lr_max, steps)
     t0 = time.perf_counter()
     cfgs = [replace(train_cfg, seed=train_cfg.seed + i) for i in range(seeds)]
-    losses, engine_name = _range_test(corpus, model_cfg, cfgs, lrs, device)
+    setup = runtime.resolve(model_cfg, cfgs)
+    with runtime.using_threads(setup.threads):
+        losses, engine_name = _range_test(corpus, model_cfg, cfgs, lrs, setup)
     seconds = time.perf_counter() - t0
     diverged = np.flatnonzero(np.isnan(losses))
     diverged_at = int(diverged[0]) if len(diverged) else None
@@ -163,13 +164,13 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
 
 
 def _range_test(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig], lrs: np.ndarray,
-                device: str) -> tuple[np.ndarray, str]:
+                setup: runtime.Setup) -> tuple[np.ndarray, str]:
     """K seeds' minibatch losses at the rates `lrs`, as the members of one engine (a population
     where it pays): their mean loss, NaN from the first divergence of any of them on."""
-    members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in cfgs]
+    members = [models.build(model_cfg, seed=cfg.seed).to(setup.device) for cfg in cfgs]
     for model in members:
         model.train()
-    engine = make_engine(members, cfgs)
+    engine = make_engine(members, cfgs, setup)
     batches = Minibatches(corpus.encoded("train"), model_cfg.block_size, [cfg.seed for cfg in cfgs],
                           cfgs[0].batch_size, whole_words=members[0].sequence)
     losses = np.full(len(lrs), np.nan)

@@ -8,14 +8,12 @@ small (DPI 100, about 7 x 4.5 inches). matplotlib is imported only when a pictur
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .utils import atomic_write
+from .outputs import atomic_write
 
 DPI = 100
 SIZE = (7.0, 4.5)  # inches: 700 x 450 pixels
@@ -68,26 +66,7 @@ def _log_x(ax, number_format: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Training curves of a run: RUN/metrics.csv -> RUN/loss.png
-
-
-def read_metrics(path: str | Path) -> dict[str, np.ndarray]:
-    """RUN/metrics.csv as float arrays by column; blank cells (no train loss at step 0, no
-    dev loss between evaluations) are NaN."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found: the run has no metrics yet")
-    columns = ("step", "train_loss", "dev_loss", "lr", "seconds")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        data = {c: np.array([float(r[c]) if r.get(c) not in ("", None) else np.nan for r in rows])
-                for c in columns}
-    except (KeyError, ValueError, csv.Error) as e:
-        raise UserError(f"{path} is not a makemore metrics file ({e})") from None
-    if not rows:
-        raise UserError(f"{path} has no rows yet")
-    return data
+# Training curves of a run: RUN/metrics.csv (rundir.read_metrics) -> RUN/loss.png
 
 
 def plot_loss(metrics: dict[str, np.ndarray], path: str | Path, title: str, subtitle: str = "") -> Path:

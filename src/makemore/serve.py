@@ -83,11 +83,11 @@ class ServedModel:
 
 def load_model(path: str | Path, mix: bool = False) -> ServedModel:
     """A run directory or seed-ensemble directory, ready to serve; a bad one is a UserError."""
-    from .predict import run_predictor  # the same loading and --mix logic as sample/score
+    from .mixture import run_predictor  # the same loading and --mix logic as sample/score
     from .runs import Ensemble, load_any
 
     run = load_any(path)
-    predictor = run_predictor(run, mix)
+    predictor = run_predictor(run, "mixture" if mix else "model")
     members = run.runs if isinstance(run, Ensemble) else [run]
     first = members[0]
     config = json.loads((first.path / "config.json").read_text(encoding="utf-8"))

@@ -10,7 +10,7 @@ default recipe, as `makemore train --model NAME` does.
 A study lives in an Optuna RDB storage: a SQLite file by default, or any database URL Optuna
 accepts (PostgreSQL for workers on several machines). Every worker runs the same command; the
 first one creates the study, the others join it (load_if_exists). Each trial trains one model
-with training.train into OUT/trial-NNNN, reports its dev loss at every evaluation, and is pruned
+with fit.train into OUT/trial-NNNN, reports its dev loss at every evaluation, and is pruned
 (stopped, its run directory kept) when it falls behind the median of earlier trials.
 
 `--trials N` is the number of trials the *study* should finish (COMPLETE or PRUNED), whatever
@@ -45,7 +45,7 @@ from . import models
 from .budget import check_minimum
 from .config import TRAIN_FIELDS, make_configs
 from .errors import UserError
-from .ngram import TEACHER_MAX_BYTES, teacher_bytes
+from .teacher import TEACHER_MAX_BYTES, teacher_bytes
 from .utils import atomic_write, atomic_write_json
 
 DEFAULT_OUT = "runs/tune"
@@ -595,7 +595,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     """Join (or create) the study and run trials until it has `opts.trials` finished ones."""
     optuna = _optuna()
     from .models import count_params
-    from .training import train
+    from .fit import train
 
     opts.validate()
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,0 +1,183 @@
+"""What `makemore train` does, as one library function that the CLI and a notebook both call:
+
+    import makemore as mm
+    corpus = mm.load_corpus("names")
+    result = mm.train(corpus, budget=60, out="runs/b60")     # = makemore train --data names --budget 60
+
+A run's configs come from a preset, a model's own recipe, or, for a time budget with neither,
+the best recipe known for that budget (recipes.py); settings given override them
+(config.make_configs). A budget run with a recipe also counts a Kneser-Ney model inside its
+budget (how long that takes is measured on this data: ngram.estimate_fit_seconds), hands it to
+its neural model as the teacher the recipe asks for (teacher.py), and mixes the two after
+training (mixture.py, Bengio et al. 2003, section 4), so that its result is never worse than
+counting. Where counting would take more than MIX_SHARE of the budget, the model trains alone,
+and the run says so.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from . import distributed as dist
+from . import mixture
+from .config import make_configs
+from .data import Corpus
+from .errors import UserError
+from .loop import TrainResult
+from .models import ModelConfig
+from .ngram import estimate_fit_seconds, fit_on_dev
+from .recipes import MIX_CONTEXT, budget_configs, choose
+from .runs import load_any
+from .teacher import TEACHER_MAX_BYTES, teacher_bytes, teacher_targets
+from .training import EnsembleResult, resume as resume_run, train_ensemble, train_members
+
+# Counting the Kneser-Ney model may take at most this share of a budget run's time.
+MIX_SHARE = 0.1
+
+
+def configure(corpus: Corpus, preset: str | None = None, model: str | None = None, note: Callable[[str], None] = print,
+              teacher_allowed: bool = True, **settings) -> tuple[ModelConfig, object, dict | None]:
+    """(model config, train config, recipe) of a run on `corpus`: a budget with no preset takes
+    the recipe for that budget (recipe None where the model has none: its own preset), any other
+    run its preset or model's recipe; `settings` (None = unset) override either."""
+    budget = settings.pop("budget", None)
+    if budget and preset is None:
+        model_cfg, train_cfg, recipe = budget_configs(budget, corpus.vocab.size, len(corpus.encoded("train")), model,
+                                                      teacher_allowed=teacher_allowed, **settings)
+        if recipe is None:
+            note(f"note: no time-budget recipe is known for --model {model_cfg.name}: its own preset, with the steps "
+                 f"planned for {budget:g} s")
+        else:
+            note(f"note: the recipe for {recipe['budget']:g} s (--model {recipe['model']}: dev {recipe['dev_loss']:.4f} "
+                 f"on {recipe.get('data', 'names')} in {recipe['budget']:g} s on "
+                 f"{recipe.get('machine') or 'the tuning machine'}, {recipe.get('date') or 'undated'}); steps planned "
+                 f"for {budget:g} s here")
+        return model_cfg, train_cfg, recipe
+    model_cfg, train_cfg = make_configs(preset, model, vocab_size=corpus.vocab.size, budget=budget, **settings)
+    return model_cfg, train_cfg, None
+
+
+def allows_teacher(train_examples: int, vocab_size: int, counted: bool) -> bool:
+    """Whether a budget run's recipe gets its teacher: the count model was counted in time, and
+    its distributions for every training example fit in memory (teacher.TEACHER_MAX_BYTES)."""
+    return counted and teacher_bytes(train_examples, vocab_size) <= TEACHER_MAX_BYTES
+
+
+def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], None]):
+    """(Kneser-Ney model of MIX_CONTEXT characters, seconds it took) counted for a budget run, or
+    None where counting would take more than MIX_SHARE of the budget (measured on a sample)."""
+    estimate = estimate_fit_seconds(corpus, MIX_CONTEXT)
+    if estimate > MIX_SHARE * budget:
+        note(f"note: counting a Kneser-Ney model of {MIX_CONTEXT} characters would take about {estimate:.1f} s on "
+             f"this data, more than a tenth of {budget:g} s: the model is trained alone")
+        return None
+    started = time.perf_counter()
+    ngram = fit_on_dev(corpus, MIX_CONTEXT)
+    return ngram, time.perf_counter() - started
+
+
+def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, out: str | Path | None = None, *,
+          preset: str | None = None, model: str | None = None, seeds: int = 1, mix: bool | None = None,
+          progress: bool | None = None, callbacks: tuple = (), note: Callable[[str], None] | None = None,
+          **settings) -> TrainResult | EnsembleResult:
+    """Train a model on `corpus` as `makemore train` does (the module doc), into the run
+    directory `out` if given (a seed ensemble with `seeds` > 1). Either configs (`model_cfg`,
+    `train_cfg`), or a `preset`/`model` and settings (`budget=60`, `steps=...`, `hidden=...`).
+    `mix` (default: for a budget run that took a recipe) counts a Kneser-Ney model and mixes it
+    in; `note` receives the run's notes (what was chosen and why; default: printed on stderr)."""
+    if note is None:
+        def note(line: str) -> None:
+            if dist.is_writer():
+                print(line, file=sys.stderr)
+    if seeds < 1:
+        raise UserError(f"seeds must be at least 1, got {seeds}")
+    counted = None
+    if model_cfg is not None or train_cfg is not None:
+        if model_cfg is None or train_cfg is None or preset or model or settings:
+            raise UserError("give both configs (model_cfg, train_cfg), or a preset/model and settings, not both")
+        recipe = None
+    else:
+        budget = settings.get("budget")
+        if (budget and preset is None and dist.world() is None
+                and choose(budget, model, vocab_size=corpus.vocab.size) is not None):
+            counted = count_inside_budget(corpus, budget, note)  # for the recipe's teacher and the mixture
+        allowed = allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, counted is not None)
+        model_cfg, train_cfg, recipe = configure(corpus, preset, model, note, teacher_allowed=allowed, **settings)
+    mix = recipe is not None if mix is None else mix
+    if mix and counted is None and recipe is None:  # asked to mix a run of a preset or configs
+        counted = (count_inside_budget(corpus, train_cfg.budget, note) if train_cfg.budget
+                   else _timed(lambda: fit_on_dev(corpus, MIX_CONTEXT)))
+    extra: dict = {"recipe": recipe} if recipe else {}
+    ngram = counted[0] if counted is not None else None
+    teacher = None
+    if counted is not None:
+        extra["count_seconds"] = counted[1]
+        if train_cfg.budget:
+            extra["budget_requested"] = train_cfg.budget
+        train_cfg = _spend(train_cfg, counted[1])
+        if train_cfg.teacher > 0 and train_cfg.teacher_context == ngram.context:  # the same model teaches
+            teacher, extra["teacher_seconds"] = _timed(lambda: teacher_targets(ngram, corpus.encoded("train")))
+            train_cfg = _spend(train_cfg, extra["teacher_seconds"])
+    if corpus.vocab.boundary != ".":
+        note(f"note: the data uses '.', so the boundary token is {corpus.vocab.boundary!r}")
+    if seeds > 1:
+        if dist.world() is not None:
+            raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate runs")
+        result = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress, extra_summary=extra,
+                                teacher=teacher)
+    else:
+        result = train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks, extra_summary=extra,
+                               teacher=teacher)[0]
+    if ngram is not None and mix and result.status == "completed":
+        attach_result(result, corpus, ngram, counted[1])
+    return result
+
+
+def _timed(fn):
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+def _spend(train_cfg, seconds: float):
+    """The train config with `seconds` of its budget spent (before training: counting, a teacher)."""
+    return replace(train_cfg, budget=max(train_cfg.budget - seconds, 1e-3)) if train_cfg.budget else train_cfg
+
+
+def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, count_seconds: float | None) -> None:
+    """The mixture of a finished run with its count model: kept in its run directory (mixture.attach)
+    or, without one, in the result's summary."""
+    if result.run_dir is not None:
+        fitted = mixture.attach(load_any(result.run_dir), ngram, count_seconds=count_seconds)
+    else:
+        from .predict import ensemble_predictor, model_predictor
+
+        models = [r.model for r in result.results] if isinstance(result, EnsembleResult) else [result.model]
+        predictor = model_predictor(models[0]) if len(models) == 1 else ensemble_predictor(models)
+        _, fitted = mixture.fit_mixture(predictor, corpus.splits["train"], corpus.splits["dev"], corpus.vocab,
+                                        ngram.context, ngram=ngram)
+        fitted["count_seconds"] = count_seconds
+    if isinstance(result, TrainResult):
+        result.summary["mix"] = fitted
+        result.summary["result"] = {"predictor": fitted["result"], "dev_loss": mixture.result_loss(fitted)}
+    else:
+        result.mix = fitted
+
+
+def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
+           callbacks: tuple = ()) -> TrainResult:
+    """Continue RUN from its last checkpoint (training.resume); a run that had a mixture fitted
+    gets it fitted again to the model it ends with."""
+    result = resume_run(run_dir, steps, progress, callbacks)
+    if result.status == "completed" and dist.is_writer():
+        run = load_any(run_dir)
+        from .rundir import read_mixture
+
+        fitted = read_mixture(run_dir)
+        if fitted is not None:
+            result.summary["mix"] = mixture.attach(run, context=int(fitted.get("ngram_context", MIX_CONTEXT)))
+    return result
