@@ -22,7 +22,7 @@ engine's torch generator), so a W-process run is reproducible for a fixed seed a
 when dropout > 0, differs from a 1-process run (which draws one mask for the whole batch).
 
 Evaluation: each rank evaluates a 1/W share of the positions and the sums are all-reduced
-(`split_nll`): the dev estimates and the final figures are the same on every rank and cost 1/W.
+(`mean_nll`): the dev estimates and the final figures are the same on every rank and cost 1/W.
 Rank 0 alone writes the run directory (config, metrics.csv, checkpoints, summary.json with
 `world_size`) and prints; its checkpoints also hold every rank's random state (rank<r>.<key>),
 so that `--resume` with the same W continues exactly where the run stopped; with another W the
@@ -33,39 +33,31 @@ DEFAULT_TIMEOUT, never torch's 30 minutes). A worker that dies closes its TCP co
 the others' next collective fails at once; one that hangs (or a machine that vanishes) is given
 up on after the timeout. Either way the survivors raise WorkerLost: one line, exit status 1.
 
-`makemore train --nproc N` (`launch`) starts N workers on this machine with torch's own elastic
-launcher (torchrun's code, with --standalone's rendezvous on a free port), and turns whatever
-they end with into one exit status and at most one line; under `torchrun` the same command is
-a worker already (`init` reads RANK, WORLD_SIZE, ... from the environment).
+`makemore train --nproc N` starts the workers (launch.py); under `torchrun` the same command is a
+worker already (`init` reads RANK, WORLD_SIZE, ... from the environment).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
-import pickle
-import shutil
 import signal
 import sys
-import tempfile
-import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import UserError
+from .runtime import set_threads, usable_cores
 
 DEFAULT_TIMEOUT = 120.0  # seconds a collective (or joining the group) may take before we give up
-LAUNCH_SHUTDOWN = 300  # seconds the launcher waits for workers to save and exit after a signal
-# Set by `launch` for its workers: where each writes its error (instead of printing it), and
+# Set by launch.py for its workers: where each writes its error (instead of printing it), and
 # the launcher's pid (a worker stops when the launcher dies).
 ERRORS_ENV, LAUNCHER_ENV = "MAKEMORE_WORKER_ERRORS", "MAKEMORE_LAUNCHER_PID"
-THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 class WorkerLost(UserError):
@@ -110,27 +102,12 @@ def is_writer() -> bool:
 # Joining and leaving the process group
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def default_threads(workers_here: int) -> int:
     """BLAS/OpenMP threads per worker: this machine's cores shared among its workers."""
     return max(1, usable_cores() // max(1, workers_here))
 
 
-def set_threads(n: int) -> None:
-    """n threads for torch's OpenMP/MKL here, and the same through the environment for anything
-    started later (torchrun sets OMP_NUM_THREADS=1 when it starts several workers)."""
-    torch.set_num_threads(n)
-    for name in THREAD_ENVS:
-        os.environ[name] = str(n)
-
-
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     """The gist of an exception's message: its first line, less gloo's source location and advice."""
     text = str(e).strip().splitlines()
     line = text[0] if text else type(e).__name__
@@ -151,7 +128,7 @@ def init(timeout: float = DEFAULT_TIMEOUT, threads: int = 0) -> World | None:
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     threads = threads or default_threads(local_size)
-    set_threads(threads)
+    set_threads(threads, environment=True)
     if world_size == 1:
         return None
     if timeout <= 0:
@@ -162,7 +139,7 @@ def init(timeout: float = DEFAULT_TIMEOUT, threads: int = 0) -> World | None:
                                 timeout=datetime.timedelta(seconds=timeout))
     except (RuntimeError, ValueError, OSError) as e:  # torch's DistNetworkError/DistStoreError are RuntimeErrors
         raise UserError(f"worker {rank} of {world_size} could not join the process group at {where} "
-                        f"within {timeout:g} s: {_first_line(e)}") from None
+                        f"within {timeout:g} s: {first_line(e)}") from None
     _world = World(rank, world_size, int(os.environ.get("LOCAL_RANK", rank)), local_size, threads, timeout)
     return _world
 
@@ -188,15 +165,21 @@ def _collective(what: str, fn, *args, **kwargs):
             saved = (f"; the last checkpoint (step {w.saved_step}) is in {w.run_dir}: continue with "
                      f"makemore train --resume {w.run_dir} on as many workers")
         raise WorkerLost(f"lost contact with another worker in {what} at step {w.step if w else '?'} "
-                         f"({_first_line(e)}){saved}") from None
+                         f"({first_line(e)}){saved}") from None
 
 
 @contextmanager
 def worker(timeout: float | None = None, threads: int | None = None):
     """Around a worker's whole command: join the group, leave it, and settle errors so that one
     line reports them (rank 0 reports errors every rank shares; a lost worker is reported once
-    per machine; under `launch` the launcher reports). Ranks other than 0 print nothing else."""
-    w = init(DEFAULT_TIMEOUT if timeout is None else timeout, threads or 0)
+    per machine; a worker started by launch.py writes its error for the launcher to report).
+    Ranks other than 0 print nothing else."""
+    if os.environ.get(LAUNCHER_ENV):
+        _stop_with_launcher()
+    try:
+        w = init(DEFAULT_TIMEOUT if timeout is None else timeout, threads or 0)
+    except UserError as e:
+        _report_or_raise(e)
     if w is None:
         yield None
         return
@@ -212,12 +195,41 @@ def worker(timeout: float | None = None, threads: int | None = None):
         if os.environ.get(ERRORS_ENV) is None and (
                 (isinstance(e, Echo) and w.rank != 0) or (isinstance(e, WorkerLost) and w.local_rank != 0)):
             raise SystemExit(1) from None
-        raise
+        _report_or_raise(e)
+    except KeyboardInterrupt:
+        if os.environ.get(ERRORS_ENV) is None:
+            raise
+        raise SystemExit(130) from None
     finally:
         if sys.stdout is not stdout:
             sys.stdout.close()
             sys.stdout = stdout
         shutdown()
+
+
+def _report_or_raise(e: UserError):
+    """A worker started by launch.py writes its error for the launcher, which prints one line for
+    all of them, and exits 1; any other process raises it (the CLI prints it)."""
+    folder = os.environ.get(ERRORS_ENV)
+    if folder is None:
+        raise e
+    kind = "lost" if isinstance(e, WorkerLost) else "echo" if isinstance(e, Echo) else "own"
+    Path(folder, f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps({"kind": kind, "message": str(e)}))
+    raise SystemExit(1) from None
+
+
+def _stop_with_launcher() -> None:
+    """Ask the kernel for a SIGTERM when the launcher dies (the workers run in sessions of their
+    own, so nothing else would stop them): they then stop together and save, as after kill."""
+    pid = int(os.environ.get(LAUNCHER_ENV, "0"))
+    if not pid or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != pid:  # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _barrier() -> None:
@@ -297,14 +309,6 @@ def writer_dirs(run_dirs: list) -> list:
         return run_dirs
     _world.run_dir = next((d for d in run_dirs if d is not None), None)
     return run_dirs if _world.rank == 0 else [None] * len(run_dirs)
-
-
-def rank_seeded(train_cfgs: list) -> list:
-    """The members' configs as this rank's engine sees them: seed + rank for the dropout masks
-    (weights are built from the plain seed, and broadcast from rank 0 anyway)."""
-    if _world is None or _world.rank == 0:
-        return list(train_cfgs)
-    return [replace(cfg, seed=cfg.seed + _world.rank) for cfg in train_cfgs]
 
 
 def attach(engine) -> None:
@@ -419,9 +423,10 @@ def resume_note(tensors: dict) -> str | None:
             f"are the same, the dropout masks of workers past the first {saved} start afresh")
 
 
-def split_nll(predictor, examples, positions=None, progress: bool | None = False, desc: str = "evaluating") -> float:
-    """predict.split_nll, with each rank evaluating a 1/W share of the positions: the same
-    figure on every rank (an all-reduced sum), W times cheaper."""
+def mean_nll(predictor, examples, positions=None, progress: bool | None = False, desc: str = "evaluating") -> float:
+    """predict.split_nll as a data-parallel run computes it: each rank evaluates a 1/W share of
+    the positions and the sums are all-reduced, the same figure on every rank, W times cheaper
+    (a plain run: predict.split_nll itself)."""
     from . import predict
 
     if _world is None:
@@ -450,195 +455,3 @@ def resume_flags() -> str:
 def summary() -> dict:
     """What summary.json records of the processes a run trained on."""
     return {"world_size": size()}
-
-
-# --------------------------------------------------------------------------------------------
-# `makemore train --nproc N`: torch's elastic launcher, with its outcome made one line
-
-
-def launches(args) -> bool:
-    """Whether this `makemore train` is to start workers (--nproc/--nnodes) rather than be one."""
-    wanted = (args.nproc or 1) > 1 or (args.nnodes or 1) > 1
-    if wanted and "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        raise UserError("this process is already a worker (RANK and WORLD_SIZE are set, e.g. by torchrun): "
-                        "drop --nproc/--nnodes and let the launcher start the workers")
-    return wanted
-
-
-def _quiet_torch_logs() -> None:
-    """torch.distributed.elastic logs every worker it stops and prints its own error reports;
-    the launcher says what happened in one line instead."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-
-
-def launch(args) -> int:
-    """Start args.nproc workers of `makemore train` here (and, with --nnodes M, as many on each of
-    M machines meeting at --rdzv-endpoint) with torch's elastic launcher; return the run's exit
-    status. Rank 0 prints the run's own output; anything that fails is reported in one line."""
-    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    nproc, nnodes = args.nproc or 1, args.nnodes or 1
-    timeout = DEFAULT_TIMEOUT if args.dist_timeout is None else args.dist_timeout
-    if nproc < 1 or nnodes < 1:
-        raise UserError(f"--nproc and --nnodes must be at least 1, got {nproc} and {nnodes}")
-    if timeout <= 0:
-        raise UserError(f"--dist-timeout must be positive, got {timeout:g}")
-    if nnodes > 1 and not args.rdzv_endpoint:
-        raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT, the same on every machine")
-    threads = args.threads or default_threads(nproc)
-    tmp = Path(tempfile.mkdtemp(prefix="makemore-workers-"))
-    worker_args = replace_namespace(args, nproc=None, nnodes=None, rdzv_endpoint=None)
-    (tmp / "args.pickle").write_bytes(pickle.dumps(worker_args))
-    env = {ERRORS_ENV: str(tmp), LAUNCHER_ENV: str(os.getpid()), **{k: str(threads) for k in THREAD_ENVS}}
-    saved_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the workers inherit this process's environment
-    endpoint = args.rdzv_endpoint or "localhost:0"  # --standalone: a free port on this machine
-    if args.rdzv_endpoint:
-        check_endpoint(endpoint, timeout)
-    config = LaunchConfig(
-        min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc,
-        run_id=("makemore-" + uuid.uuid4().hex) if nnodes == 1 else "makemore",  # the same on every machine
-        rdzv_backend="c10d", rdzv_endpoint=endpoint,
-        rdzv_configs={"timeout": timeout, "join_timeout": timeout, "read_timeout": timeout},
-        max_restarts=0, monitor_interval=0.1, logs_specs=DefaultLogsSpecs(log_dir=str(tmp / "logs")),
-        shutdown_timeout=LAUNCH_SHUTDOWN)
-    try:
-        _quiet_torch_logs()
-        elastic_launch(config, sys.executable)("-c", WORKER_CODE, str(tmp / "args.pickle"))
-        return 0
-    except ChildFailedError as e:
-        return _outcome(e.failures, tmp, nproc * nnodes)
-    except SignalException as e:  # Ctrl-C or kill: the workers got it too, saved and exited
-        return 128 + int(e.sigval)
-    except ValueError as e:  # a malformed endpoint
-        raise UserError(f"bad --rdzv-endpoint {endpoint!r}: {_first_line(e)}") from None
-    except Exception as e:  # the rendezvous: RendezvousError, DistNetworkError, socket errors
-        if type(e).__name__ == "RendezvousTimeoutError":
-            raise UserError(f"not all {nnodes} machines joined the rendezvous at {endpoint} within {timeout:g} s "
-                            f"(--dist-timeout)") from None
-        if type(e).__module__.startswith("torch.distributed") or isinstance(e, (RuntimeError, OSError)):
-            raise UserError(f"the workers could not meet at {endpoint} ({type(e).__name__}: {_first_line(e)})") from None
-        raise
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def check_endpoint(endpoint: str, timeout: float) -> None:
-    """A rendezvous endpoint that cannot work, as one line before torch tries it (torch's C++
-    store logs every retry): a malformed one, a host name that does not resolve, and, for
-    another machine's endpoint, nothing answering there within `timeout` seconds."""
-    import socket
-    import time
-
-    from torch.distributed.elastic.rendezvous.utils import _matches_machine_hostname, parse_rendezvous_endpoint
-
-    try:
-        host, port = parse_rendezvous_endpoint(endpoint, default_port=29400)
-    except ValueError as e:
-        raise UserError(f"bad --rdzv-endpoint {endpoint!r}: {_first_line(e)}") from None
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as e:
-        raise UserError(f"the rendezvous host {host!r} of --rdzv-endpoint {endpoint} is not known here "
-                        f"({getattr(e, 'strerror', None) or e})") from None
-    if _matches_machine_hostname(host):
-        return  # this machine hosts the rendezvous: torch listens there
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection((host, port), timeout=min(5.0, timeout)).close()
-            return
-        except OSError as e:
-            if time.monotonic() >= deadline:
-                raise UserError(f"nothing answers at --rdzv-endpoint {endpoint} after {timeout:g} s ({e.strerror or e}): "
-                                f"start the command on {host} first, and check the address and port") from None
-            time.sleep(1.0)
-
-
-def replace_namespace(args, **changes):
-    import argparse
-
-    return argparse.Namespace(**{**vars(args), **changes})
-
-
-def _signal_name(code: int) -> str:
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _outcome(failures: dict, tmp: Path, world_size: int) -> int:
-    """The launcher's exit status from the failed workers; raises the one line to print."""
-    reports = {}
-    for r in failures:
-        path = tmp / f"rank{r}.json"
-        if path.is_file():
-            reports[r] = json.loads(path.read_text())
-    by_time = sorted(failures, key=lambda r: (failures[r].timestamp, r))
-    # a worker's own error; rank 0's first: several ranks raise the same one (a bad flag)
-    own = sorted((r for r in by_time if reports.get(r, {}).get("kind") == "own"), key=lambda r: r != 0)
-    if own:  # a worker's own error (a missing file, a bad flag): it says it best
-        r = own[0]
-        raise UserError(reports[r]["message"] if r == 0 else f"worker {r}: {reports[r]['message']}")
-    echo = [r for r in by_time if reports.get(r, {}).get("kind") == "echo"]
-    lost = [r for r in by_time if reports.get(r, {}).get("kind") == "lost"]
-    silent = [r for r in by_time if r not in reports]
-    if not lost and (echo or not any(failures[r].exitcode < 0 for r in silent)):
-        if echo and 0 in reports:
-            raise UserError(reports[0]["message"])
-        # a run that ended on its own terms (interrupted: 130/143, diverged: 1); rank 0 said so
-        return failures[0].exitcode if 0 in failures else max(f.exitcode for f in failures.values())
-    if silent:  # the first to go without a word: killed, or crashed (its traceback is above)
-        r = silent[0]
-        f = failures[r]
-        how = f"was killed by {_signal_name(f.exitcode)}" if f.exitcode < 0 else f"exited with status {f.exitcode}"
-        detail = reports[lost[0]]["message"] if lost else ""
-        raise UserError(f"worker {r} of {world_size} (pid {f.pid}) {how}; the others stopped"
-                        + (f": {detail}" if detail else ""))
-    raise UserError(reports[lost[0]]["message"])
-
-
-WORKER_CODE = "import sys; from makemore.distributed import worker_main; sys.exit(worker_main(sys.argv[1]))"
-
-
-def _stop_with_launcher() -> None:
-    """Ask the kernel for a SIGTERM when the launcher dies (the workers run in sessions of their
-    own, so nothing else would stop them): they then stop together and save, as after kill."""
-    pid = int(os.environ.get(LAUNCHER_ENV, "0"))
-    if not pid or not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    if os.getppid() != pid:  # it died before we asked
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def worker_main(args_path: str) -> int:
-    """A worker started by `launch`: `makemore train` with the launcher's arguments; a UserError
-    is written for the launcher to report, not printed."""
-    _stop_with_launcher()
-    from .cli import cmd_train
-
-    args = pickle.loads(Path(args_path).read_bytes())
-    try:
-        return cmd_train(args)
-    except UserError as e:
-        kind = "lost" if isinstance(e, WorkerLost) else "echo" if isinstance(e, Echo) else "own"
-        rank = os.environ.get("RANK", "0")
-        report = {"kind": kind, "message": str(e)}
-        Path(os.environ[ERRORS_ENV], f"rank{rank}.json").write_text(json.dumps(report))
-        return 1
-    except KeyboardInterrupt:
-        return 130
