@@ -1,0 +1,80 @@
+"""The `makemore` command: a thin layer of argument parsing over the Python API.
+
+Each subcommand is a pair: `add_<name>(subparsers)` declares its flags and an example,
+`cmd_<name>(args)` calls the API and prints; one module per family of commands. Errors a user
+can cause (UserError) become one line on stderr and exit status 1; argparse's own errors are one
+line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UserError
+from ..outputs import os_error
+from .combine import add_ensemble, add_mix, cmd_ensemble, cmd_mix
+from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser
+from .data import add_data, add_ngram, cmd_data, cmd_ngram
+from .experiments import (add_embeddings, add_lr_find, add_plot, add_sweep, cmd_embeddings, cmd_lr_find, cmd_plot,
+                          cmd_sweep)
+from .train import add_train, cmd_train
+from .tune import add_tune, cmd_tune
+from .use import add_eval, add_sample, add_score, add_serve, cmd_eval, cmd_sample, cmd_score, cmd_serve
+
+
+COMMANDS = {
+    "data": (add_data, cmd_data),
+    "train": (add_train, cmd_train),
+    "eval": (add_eval, cmd_eval),
+    "sample": (add_sample, cmd_sample),
+    "score": (add_score, cmd_score),
+    "ngram": (add_ngram, cmd_ngram),
+    "mix": (add_mix, cmd_mix),
+    "ensemble": (add_ensemble, cmd_ensemble),
+    "tune": (add_tune, cmd_tune),
+    "lr-find": (add_lr_find, cmd_lr_find),
+    "sweep": (add_sweep, cmd_sweep),
+    "plot": (add_plot, cmd_plot),
+    "embeddings": (add_embeddings, cmd_embeddings),
+    "serve": (add_serve, cmd_serve),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="makemore", description="Character-level language models: the MLP of Bengio et al. 2003 "
+                    "(makemore part 2) and makemore's other models (--model); train on a file of words, then "
+                    "sample and score.",
+                    epilog="example:\n  makemore train --data names --preset lecture --out runs/lecture\n"
+                    "  makemore sample runs/lecture -n 10", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given: what `train --nproc N` starts each worker with
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command][1](args)
+    except UserError as e:
+        print(f"makemore: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("makemore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output has what it wanted (`| head`)
+        return 0
+    except OSError as e:  # a full disk, a file we may not write: one line naming it (outputs.py)
+        print(f"makemore: error: {os_error(e)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

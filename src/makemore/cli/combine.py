@@ -1,0 +1,80 @@
+"""Runs combined into one model: `makemore ensemble` (several runs) and `makemore mix` (a run and
+a Kneser-Ney model, Bengio et al. 2003, section 4)."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from .common import _load, _print_json, _subparser
+
+
+def add_ensemble(sub) -> None:
+    p = _subparser(sub, "ensemble", "one model from several trained runs (any models, same data): the mean of "
+                   "their probabilities", "makemore ensemble runs/default runs/wavenet runs/gru --out runs/ens\n"
+                   "  makemore mix runs/ens --ngram-context 5")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data and split")
+    p.add_argument("--out", required=True, help="the ensemble directory to create (the runs are copied into it)")
+    p.add_argument("--equal", action="store_true", help="weight every member 1/K (default: the weights that "
+                   "maximise the dev likelihood, fitted by EM)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_ensemble(args) -> int:
+    import torch
+
+    from ..data import Examples
+    from ..predict import ensemble_predictor, fit_ensemble_weights, model_predictor, split_nll, target_log_probs
+    from ..runs import combine_runs, load_members, member_names
+
+    runs = load_members(args.out, args.runs)
+    dev = Examples.from_words(runs[0].splits["dev"], runs[0].vocab)
+    progress = False if args.json else None
+    logp = torch.stack([target_log_probs(model_predictor(r.model), dev, progress=progress,
+                                         desc=f"dev loss of {r.path.name}") for r in runs])
+    weights = [1.0 / len(runs)] * len(runs) if args.equal else fit_ensemble_weights(logp)
+    dev_loss = split_nll(ensemble_predictor([r.model for r in runs], weights), dev, progress=progress, desc="dev loss")
+    names = member_names(runs)
+    members = {name: -logp[k].mean().item() for k, name in enumerate(names)}
+    ens = combine_runs(args.out, runs, {"weights": weights, "weights_from": "equal" if args.equal else "dev",
+                                        "member_dev_loss": members, "dev_loss": dev_loss})
+    if args.json:
+        _print_json({"out": str(ens.path), "member_dev_loss": members, "weights": dict(zip(names, weights)),
+                     "dev_loss": dev_loss})
+        return 0
+    for (name, loss), w in zip(members.items(), weights):
+        print(f"{name:<24} dev loss {loss:.4f}  weight {w:.3f}")
+    how = "equal weights" if args.equal else "weights fitted on dev"
+    print(f"{'ensemble':<24} dev loss {dev_loss:.4f}  (mixture of the {len(members)} members' probabilities, {how})")
+    print(f"saved to {ens.path}; eval, sample, score, mix and serve take it as one run")
+    return 0
+
+
+def add_mix(sub) -> None:
+    p = _subparser(sub, "mix", "mix a trained model with a Kneser-Ney model (Bengio et al. 2003, sec. 4), weight tuned on dev",
+                   "makemore mix runs/lecture --ngram-context 5\n  makemore sample runs/lecture --mix")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--ngram-context", type=int, default=5, help="context length of the n-gram model")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_mix(args) -> int:
+    from ..mixture import attach
+    from ..rundir import RunLock
+
+    if not 1 <= args.ngram_context <= 12:
+        raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
+    run = _load(args.run, ensemble=True)
+    try:
+        with RunLock(run.path):
+            result = attach(run, context=args.ngram_context)
+    except MemoryError:
+        raise UserError(f"out of memory counting contexts of {args.ngram_context} characters; "
+                        f"use a smaller --ngram-context") from None
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"model dev loss        {result['mlp_dev_loss']:.4f}")
+    print(f"Kneser-Ney (k={args.ngram_context}) dev  {result['ngram_dev_loss']:.4f}  (discount {result['discount']:.3f})")
+    print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the model {result['weight']:.3f})")
+    print(f"result                {result['result']}: what eval, sample, score and serve use ({run.path / 'mix.json'}; "
+          f"--neural for the model alone)")
+    return 0

@@ -1,0 +1,115 @@
+"""`makemore data` and `makemore ngram`: a data file described, and its count baselines."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+from .common import _load, _load_corpus, _print_json, _subparser, add_data_flags
+
+
+VOCAB_SHOWN = 120  # a vocabulary up to this size is printed whole; larger ones are summarised
+
+
+def add_data(sub) -> None:
+    p = _subparser(sub, "data", "describe a data file: words, vocabulary, split sizes",
+                   "makemore data --data names --block-size 3\n  makemore data --data big.txt --min-char-count 5")
+    add_data_flags(p)
+    p.add_argument("--block-size", type=int, default=3)
+    p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # older spelling of --split-seed
+    p.add_argument("--json", action="store_true", help="everything, the whole vocabulary and character counts included")
+
+
+def cmd_data(args) -> int:
+    if args.block_size < 1:
+        raise UserError(f"block-size must be at least 1, got {args.block_size}")
+    if args.seed is not None:
+        args.split_seed = args.seed
+    stats = _load_corpus(args).stats(args.block_size)
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"source        {stats['source']}")
+    print(f"words         {stats['words']:,} ({stats['distinct_words']:,} distinct, {stats['duplicates']:,} duplicates)")
+    print(f"characters    {stats['chars']:,} in all, {stats['distinct_chars']:,} distinct")
+    if stats["vocab_size"] <= VOCAB_SHOWN:
+        print(f"vocabulary    {stats['vocab_size']} characters: {stats['vocab']!r} (boundary token "
+              f"{stats['boundary']!r} at index 0{_unk_note(stats)})")
+    else:
+        counts = stats["char_counts_train"]
+        common = "".join(list(counts)[:40])
+        rare = sum(1 for n in counts.values() if n < 5)
+        print(f"vocabulary    {stats['vocab_size']:,} characters (boundary token {stats['boundary']!r} at index 0"
+              f"{_unk_note(stats)}); `--json` lists them all")
+        print(f"  most common {common!r}")
+        print(f"  rare        {rare:,} characters are seen fewer than 5 times in the training split")
+        scripts = stats["scripts"]
+        shown = list(scripts.items())[:12]
+        print("  by script   " + ", ".join(f"{k} {v['chars']:,} ({v['count'] / stats['chars']:.1%})" for k, v in shown)
+              + (f", {len(scripts) - len(shown)} more" if len(scripts) > len(shown) else ""))
+    if stats["min_char_count"] > 1:
+        print(f"rare chars    --min-char-count {stats['min_char_count']}: {stats['folded_chars']:,} characters, "
+              f"{stats['folded_share']:.3%} of the text, are read as the unknown token {stats['unk']!r}")
+    print(f"longest word  {stats['longest_word']!r} ({stats['longest_length']} characters)")
+    sw, ex = stats["split_words"], stats["examples"]
+    print(f"split (seed {stats['seed']})  train {sw['train']:,} / dev {sw['dev']:,} / test {sw['test']:,} words")
+    print(f"examples (block {stats['block_size']})  train {ex['train']:,} / dev {ex['dev']:,} / test {ex['test']:,}")
+    return 0
+
+
+def _unk_note(stats: dict) -> str:
+    return f"; unknown-character token {stats['unk']!r} at index 1" if stats.get("unk") else ""
+
+
+def add_ngram(sub) -> None:
+    p = _subparser(sub, "ngram", "count baselines (add-alpha, Kneser-Ney) for context lengths 1..K",
+                   "makemore ngram --data names --max-context 6 --compare runs/lecture")
+    add_data_flags(p)
+    p.add_argument("--max-context", type=int, default=6, help="largest context length K")
+    p.add_argument("--compare", metavar="RUN", help="show this run's size and dev NLL beside them")
+    p.add_argument("--test", action="store_true", help="also the test NLL of each dev-tuned model (read the "
+                   "test split once, for final figures)")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_ngram(args) -> int:
+    from ..ngram import ngram_table
+
+    if not 1 <= args.max_context <= 12:
+        raise UserError(f"max-context must be between 1 and 12, got {args.max_context}")
+    corpus = _load_corpus(args)
+    compare = None
+    if args.compare:
+        from ..data import Examples
+        from ..predict import model_predictor, split_nll
+
+        run = _load(args.compare)
+        if run.splits["dev"] != corpus.splits["dev"]:
+            raise UserError(f"{args.compare} was trained on another data file or split; its dev NLL would not compare")
+        dev = Examples.from_words(run.splits["dev"], run.vocab)
+        compare = {"run": args.compare, "model": run.model_cfg.name, "params": run.model.num_params(),
+                   "block_size": run.model_cfg.block_size, "dev_loss": split_nll(model_predictor(run.model), dev)}
+    try:
+        rows = ngram_table(corpus, args.max_context, test=args.test)
+    except MemoryError:  # NGramCounts checks its bound beforehand; this is for what that misses
+        raise UserError(f"out of memory counting contexts of up to {args.max_context} characters; "
+                        f"use a smaller --max-context") from None
+    if args.json:
+        _print_json(rows if compare is None else {"ngram": rows, "mlp": compare})
+        return 0
+    print(f"{'context':>7}  {'table entries':>16}  {'unseen dev ctx':>14}  {'add-alpha':>9} {'(alpha)':>8}  "
+          f"{'Kneser-Ney':>10} {'(D)':>6}")
+    for r in rows:
+        entries = r["table_entries"]  # V^(k+1), a Python int: 3.2e+25 for V = 4,400 and k = 6
+        entries = f"{entries:,}" if entries < 10**12 else f"{float(entries):.1e}"
+        alpha = r["add_alpha"]["alpha"]  # 0.06 to 0.4 on names, 1e-4 to 1e-3 on a list of thousands of characters
+        alpha = f"{alpha:.3f}" if alpha >= 0.01 else f"{alpha:.1e}"
+        print(f"{r['context']:>7}  {entries:>16}  {r['unseen_dev_contexts']:>14.1%}  "
+              f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
+              f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}"
+              + (f"  test {r['add_alpha']['test_loss']:.4f} / {r['kneser_ney']['test_loss']:.4f}" if args.test else ""))
+    if compare:
+        print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
+              f"dev {compare['dev_loss']:.4f}")
+    print("dev NLL in nats per character on the dev split; smoothing tuned on dev")
+    return 0

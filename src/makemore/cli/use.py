@@ -1,0 +1,256 @@
+"""Using a trained run: `makemore eval`, `sample`, `score` and `serve`."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+from ..errors import UserError
+from .common import (EXIT_INTERRUPTED, _at_least_one, _load, _positive_float, _predictor, _print_json,
+                     _subparser, add_use_flags)
+
+
+def _which(run, use: str) -> str:
+    """Which predictor `use` ("result", "model", "mixture") is for this run."""
+    from ..mixture import result_of
+    from ..rundir import read_mixture
+
+    if use != "result":
+        return use
+    fitted = read_mixture(run.path)
+    return "model" if fitted is None else fitted.get("result") or result_of(fitted)
+
+
+def add_eval(sub) -> None:
+    p = _subparser(sub, "eval", "mean NLL and perplexity of a trained model over a whole split",
+                   "makemore eval runs/lecture --split dev")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--split", choices=("train", "dev", "test"), default="dev",
+                   help="the test split is only touched when named")
+    add_use_flags(p, "evaluate")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_eval(args) -> int:
+    import math
+
+    from ..data import Examples
+    from ..predict import model_predictor, split_nll
+    from ..runs import Ensemble
+
+    run = _load(args.run, ensemble=True)
+    examples = Examples.from_words(run.splits[args.split], run.vocab)
+    progress = None if not args.json else False
+    predictor = _predictor(run, args.use)
+    loss = split_nll(predictor, examples, progress=progress, desc=f"{args.split} loss")
+    members = None
+    if isinstance(run, Ensemble):
+        members = [{"run": r.path.name, "loss": split_nll(model_predictor(r.model), examples, progress=progress)}
+                   for r in run.runs]
+    result = {"split": args.split, "loss": loss, "perplexity": math.exp(loss), "examples": len(examples)}
+    which = _which(run, args.use)
+    if which != "model":  # the run's result (or --mix) is the mixture, or the count model
+        result["predictor"] = which
+    if which == "mixture":
+        result["mix"] = True
+    if members is not None:
+        result["members"] = members
+    if args.json:
+        _print_json(result)
+        return 0
+    what = f", ensemble of {len(members)}: mean of their probabilities" if members is not None else ""
+    what += {"mixture": ", mixed with its n-gram model", "ngram": ", its count model (the run's result)",
+             "model": ""}[which]
+    print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({len(examples):,} examples{what})")
+    for m in members or []:
+        print(f"  {m['run']:<12} loss {m['loss']:.4f}")
+    return 0
+
+
+def add_sample(sub) -> None:
+    p = _subparser(sub, "sample", "generate new words from a trained model",
+                   "makemore sample runs/lecture -n 20 --seed 1 --new-only\n"
+                   "  makemore sample runs/lecture -n 100000000 | head    # streamed: starts at once, stops quietly")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("-n", type=_at_least_one, default=20,
+                   help="how many samples (default 20); written a chunk at a time as they are drawn, in "
+                        "bounded memory however large n is")
+    p.add_argument("--seed", type=int, default=None,
+                   help="fixes the samples: the same seed, model and flags give the same words, and a smaller "
+                        "-n the first lines of a larger one, but for rare float-rounding ties (default: random)")
+    p.add_argument("--temperature", type=_positive_float, default=1.0,
+                   help="divide the log-probabilities by this: < 1 sharper, > 1 flatter (default 1)")
+    p.add_argument("--top-k", type=_at_least_one, default=None, help="draw only among the k likeliest characters")
+    p.add_argument("--prefix", default="", help="start every sample with these characters")
+    p.add_argument("--unique", action="store_true",
+                   help="no repeated samples (remembers every sample written: memory grows with -n)")
+    p.add_argument("--new-only", action="store_true", help="only words in none of the splits")
+    add_use_flags(p, "sample from")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: sampling is many small steps, and on a busy machine torch's "
+                        "thread pool cost more than it gave; 0: torch's default)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true",
+                     help='one JSON array of {"text", "tag"} objects, tag train/dev/test/new (written as it goes)')
+    out.add_argument("--jsonl", action="store_true", help="JSON Lines: one such object per line")
+
+
+class _StopAtChunk:
+    """Ctrl-C (SIGINT) while sampling: note it, so the loop stops between two chunks and the
+    output ends on a whole line (and a closed JSON array). A second Ctrl-C stops at once."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _quiet_stdout() -> None:
+    """After the reader closed the pipe (`| head`): point stdout at /dev/null, so that the
+    interpreter's last flush at exit does not fail again with a message on stderr."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+
+
+def cmd_sample(args) -> int:
+    import torch
+
+    if args.threads < 0:
+        raise UserError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        written, stopped = _write_samples(args)
+    except BrokenPipeError:  # the reader has what it wanted (`| head`)
+        _quiet_stdout()
+        return 0
+    finally:
+        torch.set_num_threads(threads)
+    if stopped:
+        print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if written < args.n:
+        print(f"note: only {written:,} samples met the conditions before the model stopped giving new ones",
+              file=sys.stderr)
+    return 0
+
+
+def _write_all(out, text: str) -> None:
+    """Write text to `out` in full and flush it. Under `python -u` or PYTHONUNBUFFERED, stdout
+    has no buffer, and a write that Ctrl-C interrupts while the pipe is full writes only part
+    of its bytes, which TextIOWrapper then drops: the output would end inside a line. So the
+    bytes go to the binary layer in a loop until all are written."""
+    binary = getattr(out, "buffer", None)
+    if binary is None:  # a plain text stream (an embedding application's)
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+    while data:
+        data = data[binary.write(data) or 0:]
+    binary.flush()
+
+
+def _write_samples(args) -> tuple[int, bool]:
+    """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
+    from ..sampling import sample_chunks
+
+    run = _load(args.run, ensemble=True)
+    tagged = args.json or args.jsonl or args.new_only
+    chunks = sample_chunks(_predictor(run, args.use), run.vocab, args.n, seed=args.seed,
+                           splits=run.splits if tagged else None, unique=args.unique, new_only=args.new_only,
+                           temperature=args.temperature, top_k=args.top_k, prefix=args.prefix)
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    out, written = sys.stdout, 0
+    with _StopAtChunk() as stop:
+        for words, tags in chunks:
+            if stop.requested:
+                break
+            if not words:
+                continue
+            if args.json or args.jsonl:
+                lines = [f'{{"text": {encode(w)}, "tag": "{t}"}}' for w, t in zip(words, tags)]
+                if args.json:
+                    text = ("[\n" if written == 0 else ",\n") + ",\n".join(lines)
+                else:
+                    text = "\n".join(lines) + "\n"
+            else:
+                text = "\n".join(words) + "\n"
+            _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn
+            written += len(words)
+        if args.json:
+            _write_all(out, "\n]\n" if written else "[]\n")  # closed on Ctrl-C too: the output stays valid JSON
+    return written, stop.requested
+
+
+def add_score(sub) -> None:
+    p = _subparser(sub, "score", "how plausible each word is under the model",
+                   "makemore score runs/lecture emma xqzzt --verbose")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("words", nargs="+", metavar="WORD")
+    p.add_argument("--verbose", action="store_true", help="per-character probabilities")
+    add_use_flags(p, "score with")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_score(args) -> int:
+    from ..sampling import score
+
+    run = _load(args.run, ensemble=True)
+    results = score(_predictor(run, args.use), run.vocab, args.words)
+    if not args.verbose:
+        for r in results:
+            del r["chars"]
+    if args.json:
+        _print_json(results)
+        return 0
+    width = max(len(r["word"]) for r in results)
+    print(f"{'word':<{width}}  {'nll':>8}  {'nll/char':>8}  {'perplexity':>10}")
+    for r in results:
+        print(f"{r['word']:<{width}}  {r['nll']:8.3f}  {r['nll_per_char']:8.3f}  {r['perplexity']:10.3f}")
+        if args.verbose:
+            print("    " + "  ".join(f"{c['char']}:{c['prob']:.3f}" for c in r["chars"]))
+    return 0
+
+
+def add_serve(sub) -> None:
+    p = _subparser(sub, "serve", "a local web page over trained runs: sample, explain a name, embeddings, "
+                   "training curves; and its JSON API (see the README)",
+                   "makemore serve runs/lecture runs/ensemble --port 8000")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run or seed-ensemble directories; the first opens")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
+                        "server to the network: see the README first)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--mix", action="store_true", help="serve each RUN's model + n-gram mixture (see `mix`)")
+
+
+def cmd_serve(args) -> int:
+    from ..serve import serve
+
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
+    serve(args.runs, host=args.host, port=args.port, mix=args.mix)  # TODO(serve-split): the run's result
+    return 0
