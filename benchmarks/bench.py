@@ -664,7 +664,7 @@ def main() -> None:
         results["dates"][name] = f"{date.today().isoformat()}, {machine()}"
         print(f"[{name}] done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     report(results)
-    from makemore.utils import atomic_write_json
+    from makemore.outputs import atomic_write_json
 
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")

@@ -58,7 +58,7 @@ CELLS = [
     from IPython.display import Image, display
 
     import makemore as mm
-    from makemore import experiments, ngram, plots
+    from makemore import experiments, mixture, ngram, plots, rundir
 
     # MAKEMORE_NOTEBOOK_STEPS caps every training (and the lr range test) at that many steps.
     STEPS = int(os.environ.get("MAKEMORE_NOTEBOOK_STEPS") or 0) or None
@@ -213,7 +213,7 @@ CELLS = [
                                           "seconds", "engine", "status")})
     """),
     code("""
-    png = plots.plot_loss(plots.read_metrics(WORK / "lecture" / "metrics.csv"), WORK / "lecture" / "loss.png",
+    png = plots.plot_loss(rundir.read_metrics(WORK / "lecture" / "metrics.csv"), WORK / "lecture" / "loss.png",
                           f"lecture preset: loss during training ({result.summary['params']:,} parameters)")
     display(Image(filename=str(png)))
     """),
@@ -363,10 +363,10 @@ CELLS = [
     """),
     md("""
     Bengio et al. (2003, section 4) report their best results from averaging the network's
-    probabilities with an n-gram model's. `ngram.fit_mixture` tunes the mixing weight on dev:
+    probabilities with an n-gram model's. `mixture.fit_mixture` tunes the mixing weight on dev:
     """),
     code("""
-    mixture, mix = ngram.fit_mixture(predictor, corpus.splits["train"], corpus.splits["dev"], vocab, context=5)
+    mixed, mix = mixture.fit_mixture(predictor, corpus.splits["train"], corpus.splits["dev"], vocab, context=5)
     print(f"MLP {mix['mlp_dev_loss']:.4f}  Kneser-Ney (5) {mix['ngram_dev_loss']:.4f}  "
           f"mixture {mix['mix_dev_loss']:.4f} with weight {mix['weight']:.3f} on the MLP")
     """),

@@ -22,7 +22,7 @@ import makemore as mm
 from makemore import recipes
 from makemore.ngram import NGramModel
 from makemore.plots import plot_budget
-from makemore.utils import atomic_write_json
+from makemore.outputs import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

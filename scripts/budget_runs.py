@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from makemore.utils import atomic_write_json, cpu_name
+from makemore.outputs import atomic_write_json
+from makemore.utils import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "budget-runs"

@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from makemore.config import PRESETS
-from makemore.utils import atomic_write_json, cpu_name
+from makemore.outputs import atomic_write_json
+from makemore.utils import cpu_name
 
 
 def read(folder: Path, name: str) -> dict:

@@ -41,7 +41,7 @@ from pathlib import Path
 from faker.config import AVAILABLE_LOCALES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
-from makemore.utils import atomic_write_json, atomic_write_text  # noqa: E402
+from makemore.outputs import atomic_write_json, atomic_write_text  # noqa: E402
 
 DEFAULT_OUT = Path("runs/big/names.txt")
 

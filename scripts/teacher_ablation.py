@@ -30,8 +30,9 @@ from makemore import recipes
 from makemore.data import load_corpus
 from makemore.ngram import fit_mixture, fit_on_dev
 from makemore.predict import model_predictor
-from makemore.training import train
-from makemore.utils import atomic_write_json, cpu_name
+from makemore.fit import train
+from makemore.outputs import atomic_write_json
+from makemore.utils import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "teacher.json"

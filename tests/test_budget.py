@@ -12,7 +12,8 @@ from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.errors import UserError
-from makemore.training import lr_at, train
+from makemore.batches import lr_at
+from makemore.fit import train
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("2m", 120), ("1h", 3600), ("1m30s", 90),
@@ -21,10 +22,19 @@ def test_durations(text, seconds):
     assert parse_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "x", "2x", "-1", "0", "1d", "m"])
+@pytest.mark.parametrize("text", ["", "x", "2x", "-1", "1d", "m", "-0.5s"])
 def test_bad_durations_are_user_errors(text):
     with pytest.raises(UserError):
         parse_seconds(text)
+
+
+def test_a_budget_of_zero_means_train_the_steps():
+    """--help says `--budget 0` trains --steps: it parses, and it overrides a preset's budget."""
+    from makemore.config import make_configs
+
+    assert parse_seconds("0") == 0.0 == parse_seconds("0s")
+    _, cfg = make_configs("best", budget=0.0)
+    assert cfg.budget == 0 and cfg.steps == make_configs("best")[1].steps
 
 
 def simulate(budget, step_seconds, eval_seconds, provisional=10_000):
@@ -271,7 +281,7 @@ def test_a_budget_run_mixes_its_model_with_kneser_ney_inside_the_budget(words_fi
     assert mix["mlp_dev_loss"] == pytest.approx(summary["dev_loss"], abs=1e-6)
     # the weight is fitted on dev: the mixture is no worse than either of its parts there
     assert mix["mix_dev_loss"] <= min(mix["mlp_dev_loss"], mix["ngram_dev_loss"]) + 1e-9
-    assert "mixture     dev" in printed and "--mix" in printed
+    assert "mixture     dev" in printed and "--neural" in printed  # the mixture is the result; --neural the model
     assert main(["eval", str(out), "--mix", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-6)
 
@@ -289,9 +299,9 @@ def test_no_mix_and_presets_train_the_model_alone(words_file, tmp_path, capsys, 
 
 def test_a_budget_too_short_to_count_trains_the_model_alone_with_a_note(words_file, tmp_path, capsys,
                                                                          small_recipes, monkeypatch):
-    from makemore import recipes
+    from makemore import fit
 
-    monkeypatch.setattr(recipes, "COUNT_RATE", 1)  # counting "would take" minutes
+    monkeypatch.setattr(fit, "estimate_fit_seconds", lambda corpus, context: 600.0)  # counting "would take" minutes
     out = tmp_path / "run"
     assert main(["train", "--data", str(words_file), "--budget", "2", "--out", str(out), "--quiet"]) == 0
     assert "trained alone" in capsys.readouterr().err
@@ -316,9 +326,13 @@ def test_a_budget_run_distils_from_kneser_ney_where_it_is_counted_in_time_and_fi
     assert train_cfg.teacher == TEACHER_WEIGHT and train_cfg.teacher_context == 5
     _, train_cfg, _ = budget_configs(60, vocab_size=27, train_examples=200_000, table=TABLE, teacher=0.0)
     assert train_cfg.teacher == 0.0  # --teacher 0 turns it off
-    # 5M examples of 3,652 characters: 73 GB of targets; 10 s: no time to count them either
-    assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=TABLE)[1].teacher == 0.0
-    assert budget_configs(10, vocab_size=27, train_examples=5_000_000, table=TABLE)[1].teacher == 0.0
+    # no time to count the teacher, or no memory to hold its targets (fit.allows_teacher): none
+    assert budget_configs(60, vocab_size=27, train_examples=200_000, table=TABLE, teacher_allowed=False)[1].teacher == 0
+    from makemore.fit import allows_teacher
+
+    assert allows_teacher(200_000, 27, counted=True)
+    assert not allows_teacher(5_000_000, 3652, counted=True)  # 73 GB of targets
+    assert not allows_teacher(200_000, 27, counted=False)  # not counted in time
 
 
 def test_a_recipe_tuned_with_the_teacher_keeps_its_weight_where_the_teacher_fits():
@@ -327,7 +341,8 @@ def test_a_recipe_tuned_with_the_teacher_keeps_its_weight_where_the_teacher_fits
     tuned = {**TABLE, "recipes": [{**TABLE["recipes"][1], "settings": {"hidden": 96, "teacher": 0.7}}]}
     assert budget_configs(60, vocab_size=27, train_examples=200_000, table=tuned)[1].teacher == 0.7
     assert budget_configs(60, vocab_size=27, train_examples=200_000, table=tuned, teacher=0.2)[1].teacher == 0.2
-    assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=tuned)[1].teacher == 0.0
+    assert budget_configs(600, vocab_size=3652, train_examples=5_000_000, table=tuned,
+                          teacher_allowed=False)[1].teacher == 0.0
 
 
 @pytest.mark.parametrize("slow_eval", [1, 3, 6])

@@ -222,18 +222,20 @@ def test_two_trainings_started_at_once_with_one_out(tmp_path):
 def test_a_directory_made_between_the_check_and_the_start_is_refused_and_kept(tmp_path, capsys, monkeypatch):
     from conftest import make_words
 
-    from makemore import training as train_module
+    from makemore import outputs
     data = tmp_path / "words.txt"
     data.write_text("\n".join(make_words()))
     out = tmp_path / "run"
-    real = train_module.make_run_dir
+    real = outputs.check_new_dir
 
-    def someone_else_first(run_dir):
-        run_dir.mkdir()
-        (run_dir / "theirs.txt").write_text("another run's file")
-        real(run_dir)
+    def someone_else_first(path, *args, **kwargs):
+        checked = real(path, *args, **kwargs)
+        if checked == out:  # another process makes it just after our check
+            out.mkdir()
+            (out / "theirs.txt").write_text("another run's file")
+        return checked
 
-    monkeypatch.setattr(train_module, "make_run_dir", someone_else_first)
+    monkeypatch.setattr(outputs, "check_new_dir", someone_else_first)
     code = main(["train", "--data", str(data), "--out", str(out), *TRAIN])
     assert "already exists" in one_error_line(capsys, code)
     assert (out / "theirs.txt").read_text() == "another run's file"
@@ -245,7 +247,7 @@ def test_a_signal_saves_and_prints_the_resume_command(tmp_path, sig, code):
     import signal
 
     from conftest import make_words
-    from makemore.runs import load_checkpoint
+    from makemore.rundir import load_checkpoint
 
     data = tmp_path / "words.txt"
     data.write_text("\n".join(make_words()))

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import makemore as mm
-from makemore.runs import load_checkpoint
+from makemore.rundir import load_checkpoint
 
 
 SRC = str(Path(mm.__file__).resolve().parents[1])
@@ -61,7 +61,7 @@ WORKER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import makemore as mm
     from makemore import distributed
-    from makemore.runs import load_checkpoint
+    from makemore.rundir import load_checkpoint
     from test_distributed import BATCH, configs
     torch.set_default_dtype(torch.float64)
     with distributed.worker(timeout=30, threads=1) as world:

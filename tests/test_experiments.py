@@ -19,7 +19,7 @@ from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.experiments import (embedding_projection, lr_schedule, nearest_neighbours, parse_grid,
                                   smooth, suggest_lr)
-from makemore.training import train
+from makemore.fit import train
 
 TINY = ["--preset", "lecture", "--emb-dim", "4", "--hidden", "16", "--batch-size", "16"]
 SWEEP = ["--preset", "lecture", "--batch-size", "16"]

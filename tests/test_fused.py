@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import makemore.models.mlp
-from makemore import fused
+from makemore import fused, fused_engine
 from makemore.config import make_configs
-from makemore.fused import FusedEngine, loss_and_grads, unsupported_reason
+from makemore.fused import loss_and_grads, unsupported_reason
+from makemore.fused_engine import FusedEngine
 from makemore.models.mlp import MLP, param_shapes
 
 
@@ -29,7 +30,7 @@ class Solo:
         self.engine.load_member_state(0, state)
 
     def grads(self):
-        return {n: g[0] for n, g in fused._views(self.engine.cfg, self.engine.grad_flat).items()}
+        return {n: g[0] for n, g in fused.views(self.engine.cfg, self.engine.grad_flat).items()}
 
 
 def small_cfg(**overrides):
@@ -105,9 +106,9 @@ def test_large_batches_multiply_with_torch_and_agree():
     from makemore import fused
 
     lecture, _ = make_configs("lecture")
-    assert fused._Workspace(lecture, 32, np.float32, dropout=False).matmul is np.matmul
+    assert fused.Workspace(lecture, 32, np.float32, dropout=False).matmul is np.matmul
     cfg, _ = small_cfg(layers=2, hidden=64, direct=True)
-    assert fused._Workspace(cfg, 300, np.float64, dropout=False).matmul is fused._torch_matmul
+    assert fused.Workspace(cfg, 300, np.float64, dropout=False).matmul is fused._torch_matmul
     model = MLP(cfg, seed=3).double()
     xb, yb = random_batch(cfg, 300, seed=5)
     loss, grads = autograd_loss_and_grads(model, xb, yb)
@@ -354,7 +355,7 @@ def test_dropout_masks_keep_the_expected_fraction_and_scale():
     ws = engine._workspace(256)
 
     def draw():
-        fused.draw_masks(engine.rngs[0], engine.drop_below, engine.keep_scale, ws.keep, ws.masks)
+        fused_engine.draw_masks(engine.rngs[0], engine.drop_below, engine.keep_scale, ws.keep, ws.masks)
 
     draw()
     mask = ws.masks[0]

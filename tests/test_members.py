@@ -18,10 +18,12 @@ from makemore.data import Examples, build_examples, load_corpus
 from makemore.engines import AutogradEngine, Stack, make_engine
 from makemore.errors import UserError
 from makemore.experiments import lr_find
-from makemore.fused import FusedEngine
+from makemore.fused_engine import FusedEngine
 from makemore.models.mlp import MLP
 from makemore.runs import load_ensemble, load_run
-from makemore.training import Minibatches, resume, train, train_members, train_population
+from makemore.batches import Minibatches
+from makemore.fit import resume, train
+from makemore.training import train_population
 
 TINY = ["--preset", "lecture", "--emb-dim", "4", "--hidden", "16", "--batch-size", "8", "--steps", "60", "--quiet"]
 
@@ -157,7 +159,9 @@ def test_members_of_any_engine_equal_solo_runs(corpus, engine, extra):
     model_cfg, base = small(corpus, engine=engine, **extra)
     cfgs = [replace(base, seed=3), replace(base, seed=4, optimizer="sgd", lr=0.1)]
     members = [MLP(model_cfg, seed=c.seed) for c in cfgs]
-    chosen = make_engine(members, cfgs)
+    from makemore.runtime import resolve
+
+    chosen = make_engine(members, cfgs, resolve(model_cfg, cfgs))
     assert isinstance(chosen, AutogradEngine if engine == "autograd" else Stack)
     results = train_population(corpus, model_cfg, cfgs, progress=False)
     for cfg, member in zip(cfgs, results):
@@ -267,7 +271,7 @@ def test_train_seeds_errors_are_one_line(words_file, ensemble_dir, tmp_path, cap
     out = tmp_path / "e"
     assert "--seeds must be at least 1" in _one_error_line(
         capsys, main(["train", "--data", str(words_file), "--out", str(out), "--seeds", "0", *TINY]))
-    assert "drop --out" in _one_error_line(capsys, main(["train", "--resume", str(ensemble_dir / "seed-5"), "--seeds", "2"]))
+    assert "drop --seeds" in _one_error_line(capsys, main(["train", "--resume", str(ensemble_dir / "seed-5"), "--seeds", "2"]))
     # every member diverges: the ensemble is kept (best checkpoints of step 0) and the exit status says so
     code = main(["train", "--data", str(words_file), "--out", str(out), "--seeds", "2", "--lr", "1e5", *TINY])
     assert "2 of 2 seeds diverged" in _one_error_line(capsys, code)

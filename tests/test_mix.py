@@ -8,9 +8,16 @@ import torch
 from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
-from makemore.ngram import NGramModel, _target_log_probs, fit_mixture, mixture_predictor, ngram_predictor
+from makemore.data import Examples
+from makemore.mixture import fit_mixture, mixture_predictor
+from makemore.ngram import NGramModel, ngram_predictor
+from makemore.predict import target_log_probs
+
+
+def _target_log_probs(predictor, words, vocab):
+    return target_log_probs(predictor, Examples.from_words(words, vocab))
 from makemore.predict import model_predictor as mlp_predictor
-from makemore.training import train
+from makemore.fit import train
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +109,9 @@ def test_ngram_command_on_a_vocabulary_of_thousands(many_chars_file, capsys):
 
 
 def test_ngram_command_says_what_it_cannot_count(many_chars_file, monkeypatch, capsys):
-    import makemore.ngram
+    import makemore.counts
 
-    monkeypatch.setattr(makemore.ngram, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(makemore.counts, "available_memory", lambda: 2**20)
     assert main(["ngram", "--data", str(many_chars_file), "--max-context", "12"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "use a shorter context" in err and "Traceback" not in err

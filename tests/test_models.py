@@ -18,13 +18,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from makemore import cli, config, models
-from makemore.config import TrainConfig, make_configs
+from makemore.config import make_configs
 from makemore.data import Examples, load_corpus
 from makemore.models.base import Model, ModelConfig, last_position_loss, seeded, setting
 from makemore.predict import model_predictor, split_nll
 from makemore.runs import load_run
 from makemore.sampling import sample, score
-from makemore.training import train
+from makemore.fit import train
 
 from conftest import make_words
 
@@ -227,7 +227,7 @@ def test_sequence_models_train_on_whole_words(name, corpus, monkeypatch):
     Models that predict one character per window draw every position, as the lecture does."""
     import numpy as np
 
-    from makemore.training import Minibatches
+    from makemore.batches import Minibatches
 
     drawn = []
     real_at = Minibatches.at
@@ -258,7 +258,7 @@ def test_wavenet_is_the_lectures_model():
     model = models.build(cfg)
     assert model.num_params() == 76_579  # the notebook's count
     assert (tcfg.optimizer, tcfg.batch_size, tcfg.steps, tcfg.lr) == ("sgd", 32, 200_000, 0.1)
-    from makemore.training import lr_at
+    from makemore.batches import lr_at
     assert lr_at(tcfg, 149_999) == 0.1 and lr_at(tcfg, 150_000) == pytest.approx(0.01)  # `0.1 if i < 150000 else 0.01`
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import make_words
-from makemore import ngram
+import makemore.counts as sparse_counts
 from makemore.data import Examples, Vocab, build_examples, load_corpus
 from makemore.errors import UserError
 from makemore.ngram import NGramModel, add_one_bigram_nll, example_columns, fit_on_dev, ngram_table
@@ -286,7 +286,7 @@ def test_example_columns_are_the_columns_of_the_contexts():
 def test_counting_refuses_what_would_not_fit_in_memory(monkeypatch):
     words = make_words(50)
     vocab = Vocab.from_words(words)
-    monkeypatch.setattr(ngram, "available_memory", lambda: 1000)
+    monkeypatch.setattr(sparse_counts, "available_memory", lambda: 1000)
     with pytest.raises(UserError, match="GiB"):
         NGramModel.from_words(words, vocab, 3)
 
@@ -296,7 +296,7 @@ def test_unique_ranks_with_keys_too_wide_to_pack():
     rng = np.random.default_rng(0)
     for low in (0, 2**62):
         keys = low + rng.integers(0, 50, 1000)
-        distinct, ranks = ngram._unique_ranks(keys)
+        distinct, ranks = sparse_counts._unique_ranks(keys)
         expected_distinct, expected_ranks = np.unique(keys, return_inverse=True)
         np.testing.assert_array_equal(distinct, expected_distinct)
         np.testing.assert_array_equal(ranks, expected_ranks)

@@ -13,7 +13,8 @@ from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.errors import UserError
 from makemore.models.mlp import MLP
-from makemore.training import train, train_population
+from makemore.fit import train
+from makemore.training import train_population
 from makemore.utils import native_bfloat16
 
 SMALL = {"emb_dim": 8, "hidden": 16, "layers": 1, "heads": 2, "dropout": 0.0}
@@ -125,7 +126,7 @@ def test_native_bfloat16_reads_the_cpu_flags(monkeypatch, tmp_path):
 
 def test_auto_takes_bfloat16_where_a_timed_run_gains(monkeypatch):
     import makemore.utils
-    from makemore.engines import resolve_precision
+    from makemore.runtime import resolve_precision
 
     big = make_configs("default", vocab_size=27, hidden=512, batch_size=512)
     small = make_configs("lecture", vocab_size=27)

@@ -502,11 +502,12 @@ def test_cli_serves_a_mixture_and_prints_its_url(runs, tmp_path):
         assert data["runs"][0]["dev_loss"] == json.loads((mixed / "mix.json").read_text())["mix_dev_loss"]
         status, scored = c.post("/api/score", {"words": ["mana"]})
         assert status == 200
-        from makemore.cli import _load, _predictor
+        from makemore.mixture import run_predictor
+        from makemore.runs import load_any
         from makemore.sampling import score
 
-        run = _load(str(mixed), ensemble=True)
-        assert scored["scores"][0]["nll"] == pytest.approx(score(_predictor(run, True), run.vocab, ["mana"])[0]["nll"])
+        run = load_any(str(mixed))
+        assert scored["scores"][0]["nll"] == pytest.approx(score(run_predictor(run, "mixture"), run.vocab, ["mana"])[0]["nll"])
         proc.send_signal(signal.SIGINT)  # Ctrl-C: the way to stop it, so a clean exit
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "Traceback" not in err and err.strip().endswith("makemore serve: stopped")

@@ -6,14 +6,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 import makemore.ngram as ngram
+import makemore.teacher as teacher
 from makemore.cli import main
 from makemore.config import make_configs
 from makemore.data import load_corpus
 from makemore.errors import UserError
-from makemore.training import train, train_population
+from makemore.fit import train
+from makemore.training import train_population
 
 
 @pytest.fixture
@@ -28,12 +29,11 @@ def small(corpus, **overrides):
 
 
 def test_teacher_targets_are_the_count_models_distributions(corpus):
-    targets = ngram.teacher_targets(corpus, 3)
+    kn = ngram.fit_on_dev(corpus, 3)
     train_ex = corpus.encoded("train")
+    targets = teacher.teacher_targets(kn, train_ex)
     assert targets.shape == (len(train_ex), corpus.vocab.size) and targets.dtype == np.float32
     np.testing.assert_allclose(targets.sum(1), 1.0, atol=1e-5)
-    kn = ngram.fit_on_dev(corpus, 3)
-    assert kn is ngram.fit_on_dev(corpus, 3)  # counted once per corpus
     some = np.array([0, 5, len(train_ex) - 1])
     expected = kn.probs(train_ex.contexts(some, 3)).numpy()
     np.testing.assert_allclose(targets[some], expected, rtol=1e-6)
@@ -71,17 +71,16 @@ def test_a_sequence_model_distils_every_column_of_its_windows(corpus, name, monk
     each must line up with it. A teacher that is the one-hot of the true next character, taken
     whole (--teacher 1), is then the plain objective: the same weights, step for step."""
     from makemore import models
-    from makemore import training as train_module
 
-    def one_hot_teacher(corpus, context):
-        ids = corpus.encoded("train").targets(np.arange(len(corpus.encoded("train"))))
+    def one_hot_teacher(kn, train_examples):
+        ids = train_examples.targets(np.arange(len(train_examples)))
         return np.eye(corpus.vocab.size, dtype=np.float32)[ids]
 
     sizes = {k: v for k, v in dict(emb_dim=8, hidden=16, layers=1, heads=2).items() if k in models.config_fields(name)}
     model_cfg, cfg = make_configs(name, vocab_size=corpus.vocab.size, steps=20, batch_size=8, eval_interval=10,
                                   lr=0.01, optimizer="adamw", **sizes)
     plain = train(corpus, model_cfg, cfg, progress=False)
-    monkeypatch.setattr(train_module, "teacher_targets", one_hot_teacher)
+    monkeypatch.setattr(teacher, "teacher_targets", one_hot_teacher)
     taught = train(corpus, model_cfg, replace(cfg, teacher=1.0), progress=False)
     for (n, p), (_, q) in zip(plain.model.named_parameters(), taught.model.named_parameters()):
         np.testing.assert_allclose(q.detach().numpy(), p.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=n)
@@ -93,7 +92,7 @@ def test_a_sequence_model_distils_every_column_of_its_windows(corpus, name, monk
 def test_teacher_errors_are_one_line(corpus, words_file, tmp_path, monkeypatch, capsys):
     with pytest.raises(UserError, match="between 0 and 1"):
         make_configs("lecture", teacher=1.5)
-    monkeypatch.setattr(ngram, "TEACHER_MAX_BYTES", 1000)
+    monkeypatch.setattr(teacher, "TEACHER_MAX_BYTES", 1000)
     code = main(["train", "--data", str(words_file), "--out", str(tmp_path / "r"), "--preset", "lecture",
                  "--steps", "5", "--teacher", "0.5", "--quiet"])
     err = capsys.readouterr().err

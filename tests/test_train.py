@@ -5,9 +5,11 @@ import torch
 
 from makemore.config import make_configs
 from makemore.data import load_corpus
-from makemore.runs import load_checkpoint, load_run
+from makemore.rundir import load_checkpoint
+from makemore.runs import load_run
 from makemore.predict import model_predictor, split_nll
-from makemore.training import lr_at, resume, train
+from makemore.batches import lr_at
+from makemore.fit import resume, train
 
 
 def small(corpus, **overrides):
@@ -100,14 +102,14 @@ def test_divergence_stops_with_a_message_and_keeps_the_best(corpus, tmp_path):
 
 def test_the_package_functions_do_not_hide_their_modules():
     """`mm.train` and `mm.sample` are functions; the modules that hold them are named apart
-    (training, sampling), so `import makemore.training as T` binds the module (that form reads the
+    (fit, sampling), so `import makemore.fit as F` binds the module (that form reads the
     package's attribute) and a patch of it holds."""
     import importlib
     import types
 
     import makemore as mm
 
-    for module_name, function_name in [("training", "train"), ("sampling", "sample")]:
+    for module_name, function_name in [("fit", "train"), ("sampling", "sample")]:
         importlib.import_module(f"makemore.{module_name}")
         module = getattr(mm, module_name)
         assert isinstance(module, types.ModuleType)

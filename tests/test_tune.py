@@ -21,7 +21,8 @@ import pytest
 
 from conftest import make_words
 from makemore import models
-from makemore.cli import build_parser, configs_from_args, main
+from makemore.cli import build_parser, main
+from makemore.cli.common import configs_from_args
 from makemore.config import configs_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
