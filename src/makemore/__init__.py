@@ -29,11 +29,10 @@ Several runs at once are the members of one training loop, e.g. a seed ensemble:
 import os
 
 # OpenMP threads that wait for work by spinning (GNU OpenMP's default) collapse when another
-# process wants a core. `make bench`, item `openmp` (2 cores, 2026-11-23, steps/s quiet / beside
-# one busy process): the transformer preset 65 / 13 with GNU's default, 66 / 3 with a 100k spin,
-# 32 / 43 with PASSIVE; the default MLP 27 / 10, 28 / 7, 27 / 15. Threads that sleep at once cost
-# small autograd models up to half their speed on a free machine and save them from collapse on a
-# shared one. Set before torch starts its OpenMP runtime; values the user chose are kept.
+# process wants a core. Threads that sleep at once cost small autograd models some speed on a
+# free machine and save them from collapse on a shared one, which is the better default for a
+# tool people run beside other work (`make bench`, item `openmp`: docs/speed.md). Set before
+# torch starts its OpenMP runtime; values the user chose are kept.
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 

@@ -57,8 +57,8 @@ DEFAULT_PRESET = "bigram"
 PRESETS: dict[str, dict] = {
     # makemore.py trains every model with AdamW (betas 0.9, 0.99; weight decay 0.01). A table
     # of 729 logits needs a larger rate and bigger batches than its lr 5e-4 to converge in a
-    # short run (part 1 took full-batch gradient steps of lr 50): dev 2.46 on names in
-    # seconds. One thread, as rnn.py explains: a step is a few tiny operations.
+    # short run (part 1 took full-batch gradient steps of lr 50). One thread, as rnn.py
+    # explains: a step is a few tiny operations.
     "bigram": dict(block_size=1, batch_size=256, steps=3_000, lr=0.1, optimizer="adamw", schedule="cosine",
                    weight_decay=0.01, betas=(0.9, 0.99), threads=1),
 }

@@ -80,8 +80,7 @@ MODEL = BoW
 DEFAULT_PRESET = "bow"
 PRESETS: dict[str, dict] = {
     # makemore.py's settings (n_embd 64, n_embd2 64, AdamW betas 0.9/0.99, weight decay 0.01,
-    # batch 32) with a cosine schedule from a peak above its constant 5e-4 for a short run:
-    # dev 2.19 on names in under a minute on 2 CPU cores.
+    # batch 32) with a cosine schedule from a peak above its constant 5e-4 for a short run.
     "bow": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=20_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99)),
 }

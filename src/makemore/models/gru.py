@@ -80,33 +80,23 @@ class GRU(RNN):
 MODEL = GRU
 DEFAULT_PRESET = "gru"
 PRESETS: dict[str, dict] = {
-    # as rnn's recipe (makemore.py's settings, cosine from a higher peak, one thread): see
-    # rnn.py. Dev 2.04 on names in about 1.5 minutes on 2 CPU cores.
+    # as rnn's recipe (makemore.py's settings, cosine from a higher peak, one thread): see rnn.py.
     "gru": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=20_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99), threads=1),
     # a wider state for 5 minutes, as an ensemble member: whole words (training.Minibatches) make a
-    # wide GRU over-fit within two minutes (256 wide, no dropout: best dev 1.9676 at step 1,264,
-    # then rising), so it has dropout and is distilled from Kneser-Ney 5 like the MLP's `mlp-best`.
-    # Probes of 300 s, two at a time on 2 cores (2026-11-23): 256 wide, dropout 0.25: 1.9402;
-    # dropout 0.4: 1.9438; 384 wide, dropout 0.35: 1.9319; the same with teacher 0.5: 1.9124
-    # (1.9127 in the comparison), with teacher 0.7: 1.9173, with teacher 0.5 and dropout 0.2:
-    # 1.9069; 512 wide, dropout 0.4: 1.9417 (too slow: 1,881 steps). One thread: a second does
-    # not speed up these products (400 steps of the 384-wide GRU: 34.0 s on one, 34.5 s on two).
+    # wide GRU over-fit within minutes, so it has dropout and is distilled from Kneser-Ney 5 like
+    # the MLP's `mlp-best`. Width, dropout and the teacher's weight are the best of 5-minute probes;
+    # wider states take too few steps in the time. One thread: a second does not speed up these
+    # products. Measurements: docs/models.md.
     "gru-long": dict(block_size=16, emb_dim=64, hidden=384, batch_size=128, steps=20_000, budget=300, lr=3e-3,
                      optimizer="adamw", schedule="cosine", weight_decay=0.1, dropout=0.2, teacher=0.5,
                      betas=(0.9, 0.99), threads=1),
-    # Issue 11's best single model in 20 minutes of training on 2 CPU cores. gru-long for 19
-    # minutes over-fits (dropout 0.4: dev 1.9107, train 1.63; 0.25: 1.9159; both worse than 5
-    # minutes), and dropout on embeddings and states does not reach the recurrence: weight drop
-    # does (RNNConfig.weight_drop). Runs of 19 minutes, two at a time (2026-11-23, dev): 384
-    # wide, dropout 0.3, weight drop 0.3: 1.9001 (10,106 steps); 512 wide, the same: 1.8997
-    # (6,098 steps; seed 43: 1.8947); 512 wide, dropout 0.35, weight drop 0.4: 1.9054. From the
-    # 512-wide one: embeddings of 128: 1.8923 (6,083 steps; seed 43: 1.8932); weight drop 0.2:
-    # 1.8975 (6,715 steps); both: 1.8917 (6,218 steps), the preset (seeds 42, 43, 44 in the
-    # comparison: 1.8914, 1.8956, 1.8959; README, "Models"); in bfloat16, 8,375 steps: 1.8940
-    # (seed 43: 1.8972), no better for 1.4x the steps. At 5 minutes weight drop
-    # costs more than it saves (gru-long with weight drop 0.3: dev 1.9184; with it and dropout
-    # 0.1: 1.9101).
+    # The best single model found for 20 minutes of training on 2 CPU cores. gru-long trained
+    # this long over-fits, and dropout on embeddings and states does not reach the recurrence:
+    # weight drop does (RNNConfig.weight_drop). Width, embedding size, dropout and weight drop are
+    # the best of 19-minute probes; bfloat16 gave more steps and no better loss, so `--precision
+    # auto` keeps it in float32. At 5 minutes weight drop costs more than it saves, so gru-long
+    # has none. Measurements: docs/models.md.
     "best": dict(block_size=16, emb_dim=128, hidden=512, batch_size=128, steps=20_000, budget=1140, lr=3e-3,
                  optimizer="adamw", schedule="cosine", weight_decay=0.1, dropout=0.3, weight_drop=0.2, teacher=0.5,
                  betas=(0.9, 0.99), threads=1),

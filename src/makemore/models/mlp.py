@@ -142,7 +142,7 @@ class MLP(Model):
 
 
 def _tanh_(h: torch.Tensor) -> torch.Tensor:
-    """tanh in place; on the CPU by NumPy, whose vectorised tanh ran ~5x faster than torch's here."""
+    """tanh in place; on the CPU by NumPy, whose vectorised tanh is faster than torch's (docs/speed.md)."""
     if h.device.type == "cpu":
         a = h.numpy()
         np.tanh(a, out=a)
@@ -157,35 +157,33 @@ def count_params(cfg: MLPConfig) -> int:
 MODEL = MLP
 DEFAULT_PRESET = "default"
 PRESETS: dict[str, dict] = {
-    # makemore part 2, end of the lecture: 11,897 parameters, dev 2.17 in the video.
+    # makemore part 2, end of the lecture (the video reports dev 2.17).
     "lecture": dict(block_size=3, emb_dim=10, hidden=200, init="randn", batch_size=32,
                     steps=200_000, lr=0.1, optimizer="sgd", schedule="step",
                     decay_at=0.5, decay_factor=0.1),
-    # The lecture's 2-D embedding experiment: 3,481 parameters, small enough to plot C.
+    # The lecture's 2-D embedding experiment: small enough to plot C directly.
     "tiny2d": dict(block_size=3, emb_dim=2, hidden=100, init="randn", batch_size=32,
                    steps=50_000, lr=0.1, optimizer="sgd", schedule="step"),
-    # Least wall time to dev <= 2.17 on 2 CPU cores (see README, `make bench`).
+    # The least training time to the lecture's dev 2.17 (`make bench`, item 2; docs/speed.md).
     "fast": dict(block_size=4, emb_dim=12, hidden=128, batch_size=128, steps=1_000,
                  lr=0.03, optimizer="adamw", schedule="cosine", weight_decay=0.01),
-    # Best dev loss in about 3 minutes on 2 CPU cores (see README): the best trial of a
-    # 30-minute `makemore tune` study on names (dev 1.9386 with hidden 922 in 274 s), narrowed
-    # to hidden 768 and 5,500 steps to fit the time.
+    # The best dev loss found for about 3 minutes on 2 CPU cores: the best trial of a `makemore
+    # tune` study on names, narrowed (hidden, steps) to fit the time (docs/models.md, docs/tuning.md).
     "default": dict(block_size=10, emb_dim=48, hidden=768, layers=2, batch_size=676, steps=5_500,
                     lr=2.4e-3, optimizer="adamw", schedule="cosine", dropout=0.278,
                     weight_decay=0.0517, init="scaled"),
-    # The best MLP for issue 11's 20 minutes of training on 2 CPU cores (`--preset best` until
-    # 2026-11-23, when a GRU beat it: models/gru.py): `default` made wider (hidden 1,024), with
-    # larger batches and more regularisation for a 6x longer run; the steps are planned to fill
-    # 19 minutes (`budget`), so it fits on a slower machine too; and distilled from Kneser-Ney 5
-    # (`teacher`, half of each target: dev 1.9243 -> 1.9134). Dev loss measured by
-    # scripts/compare_models.sh (README, "Models").
+    # The best MLP found for 20 minutes of training on 2 CPU cores (the best single model is a
+    # GRU, models/gru.py): `default` made wider, with larger batches and more regularisation for a
+    # longer run, and distilled from Kneser-Ney 5 (`teacher`: half of each target), which lowers
+    # its dev loss. The steps are planned to fill 19 minutes (`budget`), so that it fits the time
+    # on a slower machine too. Measurements: docs/models.md.
     "mlp-best": dict(block_size=10, emb_dim=48, hidden=1024, layers=2, batch_size=1024, steps=20_000, budget=1140,
                      lr=2e-3, optimizer="adamw", schedule="cosine", dropout=0.35, weight_decay=0.1, init="scaled",
                      teacher=0.5),
 }
 
 # `makemore tune --model mlp`: name -> (low, high, log scale) for a number, or a list of choices
-# (tune.search_space). Ranges for names-like data (README, "Hyperparameter search"); the
+# (tune.search_space). Ranges for names-like data (docs/tuning.md); the
 # teacher's weight (TrainConfig.teacher, distillation from Kneser-Ney) is left out by tune on
 # data whose teacher would not fit in memory. SEARCH_FIXED: what every trial shares.
 SEARCH_SPACE: dict = {

@@ -112,11 +112,10 @@ DEFAULT_PRESET = "rnn"
 PRESETS: dict[str, dict] = {
     # makemore.py's settings (n_embd 64, n_embd2 64, AdamW betas 0.9/0.99, weight decay 0.01,
     # batch 32) with a cosine schedule from a peak above its constant 5e-4, so that a short
-    # run gets somewhere: dev 2.09 on names in about 1.5 minutes on 2 CPU cores.
+    # run gets somewhere.
     # threads=1: the step is many tiny products (one per position, in order); a second thread
-    # only adds synchronisation, and when the other core is busy a step ran 5-10x slower
-    # (shared 2-core machine beside one busy process, OMP_WAIT_POLICY=PASSIVE as main sets
-    # it: ~450 steps/s on one thread, ~80 on two; gru ~220 and ~50).
+    # only adds synchronisation, and when the other core is busy a step runs several times
+    # slower (docs/models.md).
     "rnn": dict(block_size=16, emb_dim=64, hidden=64, batch_size=32, steps=30_000, lr=3e-3,
                 optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99), threads=1),
 }

@@ -118,9 +118,8 @@ MODEL = Transformer
 DEFAULT_PRESET = "transformer"
 PRESETS: dict[str, dict] = {
     # makemore.py's settings (4 layers, 4 heads, n_embd 64, AdamW betas 0.9/0.99, weight decay
-    # 0.01, batch 32) with a cosine schedule and a short warm-up for a short run: dev 2.13 on
-    # names in about 2.5 minutes on 2 CPU cores, still falling (more steps, larger batches:
-    # to be tuned).
+    # 0.01, batch 32) with a cosine schedule and a short warm-up for a short run. Not tuned: its
+    # dev loss is still falling when the run ends (docs/models.md).
     "transformer": dict(block_size=16, emb_dim=64, layers=4, heads=4, batch_size=32, steps=5_000, lr=3e-3,
                         warmup=100, optimizer="adamw", schedule="cosine", weight_decay=0.01, betas=(0.9, 0.99)),
 }

@@ -9,8 +9,8 @@ pairs, level after level, as WaveNet's dilated causal convolutions do, until one
     x = tanh(BN(FlattenConsecutive(2)(x) @ W3))   (B, hidden)        the whole context
     logits = x @ W_out + b_out
 
-The lecture's sizes (emb_dim 24, hidden 128) give 76,579 parameters and dev 1.993 with its
-recipe (the `wavenet` preset). Its BatchNorm "done right" (the bug the lecture fixes): on a
+The lecture's sizes (emb_dim 24, hidden 128) give 76,579 parameters; its recipe is the
+`wavenet` preset (the lecture reports dev 1.993 on its own split; ours: docs/models.md). Its BatchNorm "done right" (the bug the lecture fixes): on a
 (B, T, C) input the statistics are over the batch *and* the positions, dims (0, 1), since every
 position of a level is a sample of the same channel; the running mean and variance are
 buffers (saved in checkpoints, not trained) and replace the batch statistics in eval mode.
@@ -136,8 +136,7 @@ MODEL = WaveNet
 DEFAULT_PRESET = "wavenet"
 PRESETS: dict[str, dict] = {
     # makemore part 5's recipe: plain SGD, batch 32, lr 0.1 for 150,000 of 200,000 steps, then
-    # 0.01 (the notebook's `lr = 0.1 if i < 150000 else 0.01`). Dev 1.993 in the lecture
-    # (its own split); 1.985 on ours, in about 7 minutes on 2 CPU cores.
+    # 0.01 (the notebook's `lr = 0.1 if i < 150000 else 0.01`).
     "wavenet": dict(block_size=8, emb_dim=24, hidden=128, batch_size=32, steps=200_000, lr=0.1,
                     optimizer="sgd", schedule="step", decay_at=0.75, decay_factor=0.1),
 }
