@@ -578,7 +578,8 @@ def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path
 def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, tmp_path, capsys):
     """tune --budget: no steps searched, every trial trains for the budget, --try's presets are
     the first trials, and its best trial becomes a recipe of `train --budget`."""
-    from makemore.recipes import budget_configs, from_studies
+    from makemore.recipes import budget_configs
+    from makemore.tune.recipes_table import from_studies
 
     out = tmp_path / "b"
     args = ["tune", "--data", str(words), "--budget", "2", "--trials", "3", "--out", str(out),

@@ -17,6 +17,11 @@ The package, each module depending only on those above it:
     space.py          the search space, the --try presets, a trial's settings and train command
     report.py         reading a study back: table, best trial and settings, plots
     worker.py         TuneOptions and run_study: claiming and running trials
+    recipes_table.py  recipes.json, the time-budget recipes, from `tune --budget` studies
+
+tune reads recipes (space.py's `--try recipe`; recipes_table.py writes its table); recipes
+knows nothing of tune. recipes_table is not imported here, so that
+`python -m makemore.tune.recipes_table` (scripts/recipes.sh) runs it fresh.
 """
 
 from .report import best_settings, best_trial, format_table, print_summary, summary, table_rows, write_plots
