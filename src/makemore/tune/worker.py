@@ -49,8 +49,8 @@ from .storage import (DEFAULT_HEARTBEAT, DEFAULT_STUDY, STUDY_ATTR, _heartbeats,
                       default_storage, grace_period, open_storage, redact)
 
 # A trial's final train and dev losses (its objective) are over a fixed random subset of this
-# many examples of each split (TrainConfig.final_examples): all of names' dev split (22,902), and
-# on a list of hundreds of thousands a cost that does not grow with the list. The same subset
+# many examples of each split (TrainConfig.final_examples): the whole dev split of names, and on
+# a list of hundreds of thousands a cost that does not grow with the list. The same subset
 # for every trial, so they compare like with like; `train` of the best trial reports the whole split.
 TRIAL_FINAL_EXAMPLES = 100_000
 
