@@ -39,7 +39,7 @@ if [ -n "$BIG_PLAN" ]; then
         studies+=("sqlite:///$(cd "$OUT/big-$budget" && pwd)/study.db=budget-$budget-big")
     done
 fi
-"$PY" -m makemore.recipes "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
+"$PY" -m makemore.tune.recipes_table "${RECIPES:-src/makemore/recipes.json}" "${studies[@]}"
 # fresh `train --budget` runs of the new recipes, as a user gets them (docs/results/budget_runs.json)
 "$PY" scripts/budget_runs.py
 # what the Kneser-Ney teacher of a budget run does to each recipe, steps fixed (docs/results/teacher.json)

@@ -248,7 +248,8 @@ def test_run_trial_tells_how_the_claimed_trial_ended(tmp_path):
     if another worker failed it meanwhile (took it for dead), it says so instead of a traceback."""
     import optuna
 
-    from makemore.tune import _claim, _run_trial, open_storage
+    from makemore.tune import open_storage
+    from makemore.tune.worker import _claim, _run_trial
 
     url = f"sqlite:///{tmp_path}/run.db"
     storage = open_storage(url, heartbeat=1)
@@ -285,7 +286,8 @@ def test_a_live_trial_longer_than_the_grace_period_is_not_failed(tmp_path):
     stale trials after more than the grace period (3 s at --heartbeat 1) leaves it running."""
     import optuna
 
-    from makemore.tune import _claim, _run_trial, open_storage
+    from makemore.tune import open_storage
+    from makemore.tune.worker import _claim, _run_trial
 
     url = f"sqlite:///{tmp_path}/beat.db"
     storage = open_storage(url, heartbeat=1)
@@ -528,7 +530,7 @@ def test_a_trials_objective_is_over_a_fixed_subset_of_a_big_dev_split(words, tmp
 
     corpus = load_corpus(words)
     dev = corpus.encoded("dev")
-    monkeypatch.setattr(tune, "TRIAL_FINAL_EXAMPLES", len(dev) // 3)
+    monkeypatch.setattr(tune.worker, "TRIAL_FINAL_EXAMPLES", len(dev) // 3)
     tune.run_study(corpus, str(words), tune.TuneOptions(trials=2, out=tmp_path / "t", steps=40, threads=1,
                                                         space=SPACE), log=lambda line: None)
     for _, state, attrs in sqlite_trials(tmp_path / "t" / "study.db"):
@@ -577,7 +579,8 @@ def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path
 def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, tmp_path, capsys):
     """tune --budget: no steps searched, every trial trains for the budget, --try's presets are
     the first trials, and its best trial becomes a recipe of `train --budget`."""
-    from makemore.recipes import budget_configs, from_studies
+    from makemore.recipes import budget_configs
+    from makemore.tune.recipes_table import from_studies
 
     out = tmp_path / "b"
     args = ["tune", "--data", str(words), "--budget", "2", "--trials", "3", "--out", str(out),
@@ -626,7 +629,7 @@ def test_the_teachers_weight_is_searched_where_its_targets_fit(words, tmp_path, 
         config = json.loads((Path(attrs["run_dir"]) / "config.json").read_text())
         assert config["train"]["teacher"] == attrs["settings"]["teacher"]
 
-    monkeypatch.setattr(tune, "TEACHER_MAX_BYTES", 0)  # as if the vocabulary were thousands of characters
+    monkeypatch.setattr(tune.worker, "TEACHER_MAX_BYTES", 0)  # as if the vocabulary were thousands of characters
     tune.run_study(corpus, str(words), tune.TuneOptions(trials=1, out=tmp_path / "u", steps=60, threads=1,
                                                         space=SPACE), log=lambda line: None)
     (_, _, attrs), = sqlite_trials(tmp_path / "u" / "study.db")

@@ -3,7 +3,7 @@
 Each model is one module here defining `MODEL` (its nn.Module class, a models.base.Model whose
 `Config` is its config dataclass), `PRESETS` (named recipes: config and training settings) and
 `DEFAULT_PRESET` (the recipe `--model NAME` trains when no --preset is given), and for
-`makemore tune --model NAME` its `SEARCH_SPACE` and `SEARCH_FIXED` (tune.py). Adding a model
+`makemore tune --model NAME` its `SEARCH_SPACE` and `SEARCH_FIXED` (tune/space.py). Adding a model
 is writing that module and adding its name to REGISTRY below; every command then takes
 `--model NAME`, its config fields become flags, and checkpoints record it (docs/models.md).
 """

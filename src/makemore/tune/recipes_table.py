@@ -1,0 +1,73 @@
+"""The table of time-budget recipes (recipes.json, which recipes.py reads for `makemore train
+--budget S`) written from `makemore tune --budget S` studies: each study's best trial is the
+recipe for its budget, with what it was tuned on and the machine and date.
+
+    python -m makemore.tune.recipes_table OUT.json STORAGE_URL=STUDY_NAME ...   # scripts/recipes.sh
+
+It is part of tune, not of recipes: tune reads recipes (`--try recipe` starts a study from the
+recipe `train --budget` takes now), so the two depend in one direction only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+
+from .. import models
+from ..errors import UserError
+from ..recipes import NAMES_VOCAB
+from ..outputs import atomic_write_json
+from ..utils import cpu_name
+from .report import best_trial
+from .storage import STUDY_ATTR, load_study
+
+
+def from_studies(studies: list[tuple[str, str]]) -> dict:
+    """A recipes table from `makemore tune --budget S` studies, given as (storage URL, study
+    name): each study's best trial is the recipe for its budget."""
+    import torch
+
+    cpu = cpu_name()
+    recipes = []
+    for url, name in studies:
+        study = load_study(name, url)
+        attrs = study.user_attrs.get(STUDY_ATTR, {})
+        if not attrs.get("budget"):
+            raise UserError(f"study {name!r} was not run with --budget: it has no time objective")
+        t = best_trial(study)
+        settings = {k: v for k, v in t.user_attrs["settings"].items() if k not in ("budget", "seed", "model")}
+        model = attrs.get("model", models.DEFAULT_MODEL)
+        recipes.append({"budget": attrs["budget"], "model": model, "preset": models.module(model).DEFAULT_PRESET,
+                        "settings": settings,
+                        "dev_loss": t.value, "train_loss": t.user_attrs.get("train_loss"),
+                        "steps": t.user_attrs.get("steps_done"), "params": t.user_attrs.get("params"),
+                        "study": name, "trial": t.number, "trials": len(study.trials),
+                        "data": attrs.get("data"), "train_examples": attrs.get("train_examples"),
+                        "vocab_size": attrs.get("vocab_size") or NAMES_VOCAB})
+    recipes.sort(key=lambda r: (r["vocab_size"], r["budget"]))
+    return {"machine": f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}",
+            "date": datetime.date.today().isoformat(), "command": "scripts/recipes.sh", "recipes": recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m makemore.tune.recipes_table OUT.json URL=STUDY ...: write a recipes table (scripts/recipes.sh)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or any("=" not in a for a in args[1:]):
+        print("usage: python -m makemore.tune.recipes_table OUT.json STORAGE_URL=STUDY_NAME ...", file=sys.stderr)
+        return 2
+    try:
+        table = from_studies([tuple(a.rsplit("=", 1)) for a in args[1:]])
+    except UserError as e:
+        print(f"makemore: error: {e}", file=sys.stderr)
+        return 1
+    atomic_write_json(args[0], table)
+    for r in table["recipes"]:
+        print(f"{r['budget']:>6g} s  dev {r['dev_loss']:.4f}  {r['params']:,} params  {r['steps']} steps  "
+              f"(study {r['study']}, trial {r['trial']} of {r['trials']})")
+    print(f"wrote {args[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
