@@ -20,7 +20,7 @@ from .requests import LIMITS, BadRequest, parse_sample, parse_score, read_body
 from .security import HostCheck, SecurityHeaders, allowed_hosts_for
 
 STATIC = Path(__file__).parent.with_name("static")  # src/makemore/static: the page, shipped as package data
-MODEL_THREADS = 2  # sampling/scoring at once; the rest wait their turn (2 cores here: more only adds GIL churn)
+MODEL_THREADS = 2  # sampling/scoring at once; the rest wait their turn (threads beyond the cores only add GIL churn)
 
 
 def _run_ids(paths: list[str | Path]) -> list[str]:

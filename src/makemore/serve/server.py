@@ -37,9 +37,8 @@ def serve(runs: list[str], host: str = "127.0.0.1", port: int = 8000, mix: bool 
     import torch
 
     # One torch thread per request instead of several per operation: on small batches the
-    # intra-op threads cost more in synchronisation than they save (sampling 20 names took
-    # ~3x longer with 2 threads than with 1 on the 2-core machine of benchmarks/serve_bench.py),
-    # and concurrent requests already keep the cores busy.
+    # intra-op threads cost more in synchronisation than they save, and concurrent requests
+    # already keep the cores busy.
     torch.set_num_threads(1)
     app = create_app(runs, mix=mix, host=host)
     server = Server(app, bind(host, port))
