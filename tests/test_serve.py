@@ -23,6 +23,7 @@ import torch
 
 from makemore import serve
 from makemore.cli import main
+from makemore.serve import app as serve_app  # where App looks up draw_samples and score_words
 
 TRAIN = ["--block-size", "3", "--emb-dim", "8", "--hidden", "32", "--batch-size", "32",
          "--steps", "300", "--preset", "lecture", "--lr", "0.1", "--quiet"]
@@ -287,10 +288,10 @@ def test_unknown_runs_routes_and_methods(client):
 
 
 TRAVERSALS = [
-    "/static/../serve.py", "/static/..%2fserve.py", "/static/..%2Fserve.py", "/static/%2e%2e/serve.py",
-    "/static/%2e%2e%2fserve.py", "/static/..%5cserve.py", "/static/....//serve.py", "/static//etc/passwd",
+    "/static/../serve/app.py", "/static/..%2fserve/app.py", "/static/..%2Fserve/app.py", "/static/%2e%2e/serve/app.py",
+    "/static/%2e%2e%2fserve/app.py", "/static/..%5cserve/app.py", "/static/....//serve/app.py", "/static//etc/passwd",
     "/static/%2fetc%2fpasswd", "/static/..%2f..%2f..%2f..%2f..%2f..%2fetc%2fpasswd", "/../../etc/passwd",
-    "/static/%252e%252e/serve.py", "/static/.%2e/cli.py", "/static/..;/serve.py", "/static/%00",
+    "/static/%252e%252e/serve/app.py", "/static/.%2e/cli.py", "/static/..;/serve/app.py", "/static/%00",
 ]
 
 
@@ -336,7 +337,7 @@ def test_sampling_does_not_block_other_requests(server, client, monkeypatch):
         assert release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(serve, "draw_samples", held)
+    monkeypatch.setattr(serve_app, "draw_samples", held)
     results = []
     workers = [threading.Thread(target=lambda s=s: results.append(client.post("/api/sample", {"n": 3, "seed": s})))
                for s in range(serve.MODEL_THREADS + 1)]
@@ -367,7 +368,7 @@ def test_unseeded_requests_waiting_together_are_drawn_as_one_batch(server, clien
         assert release.wait(30)
         return real(model, n, seed, *args, **kwargs)
 
-    monkeypatch.setattr(serve, "draw_samples", recorded)
+    monkeypatch.setattr(serve_app, "draw_samples", recorded)
     results: dict[int, tuple] = {}
 
     def ask(i: int, body: dict):
@@ -521,7 +522,7 @@ def test_an_unexpected_failure_is_a_json_500_without_traceback(client, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("something the API did not foresee")
 
-    monkeypatch.setattr(serve, "score_words", broken)
+    monkeypatch.setattr(serve_app, "score_words", broken)
     status, headers, raw = client.request("POST", "/api/score", json.dumps({"words": ["mana"]}),
                                           {"Content-Type": "application/json"})
     assert status == 500 and json.loads(raw) == {"error": "internal error (the server's log has the details)"}

@@ -244,7 +244,7 @@ def add_serve(sub) -> None:
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
                         "server to the network: see the README first)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--mix", action="store_true", help="serve each RUN's model + n-gram mixture (see `mix`)")
+    add_use_flags(p, "serve")
 
 
 def cmd_serve(args) -> int:
@@ -252,5 +252,5 @@ def cmd_serve(args) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
-    serve(args.runs, host=args.host, port=args.port, mix=args.mix)  # TODO(serve-split): the run's result
+    serve(args.runs, host=args.host, port=args.port, use=args.use)
     return 0

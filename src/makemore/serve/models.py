@@ -1,0 +1,162 @@
+"""The served runs: the ONLY code of the server that knows how runs are stored, loaded and
+turned into a predictor, and what the page is shown of them (samples, scores, embeddings,
+training curves). When the core's run format or model classes change, change this module only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_MAX_LEN = 64  # characters a sample may grow after its prefix (sample()'s max_len)
+NEIGHBOURS = 5
+
+
+@dataclass
+class ServedModel:
+    """What the server needs of one run (or seed ensemble, or --mix mixture)."""
+
+    path: Path
+    kind: str                        # "run" or "ensemble of K", and what of it is served (mixture, count model)
+    vocab: object                    # data.Vocab: .chars (index 0 = boundary), .boundary, .encode
+    splits: dict[str, frozenset]     # train/dev/test words as sets, for the novelty tags
+    predictor: object                # contexts (N, T) -> log-probs (N, vocab); see sampling.py
+    embeddings: np.ndarray | None    # (vocab, emb_dim) character embeddings C, or None
+    embeddings_of: str               # which model's C it is (an ensemble's first member)
+    metrics: dict[str, Path]         # curve label -> metrics.csv (one per ensemble member)
+    summaries: dict[str, Path]       # curve label -> summary.json (written when training ends)
+    config: dict                     # config.json, as written by train
+    params: int                      # parameters (all members of an ensemble together)
+    dev_loss: float | None           # the model's dev loss as training reported it
+
+
+def load_model(path: str | Path, use: str = "result") -> ServedModel:
+    """A run directory or seed-ensemble directory, ready to serve: its result (mixture.py), or
+    `use` "model" or "mixture" as sample and score take them; a bad one is a UserError."""
+    from ..mixture import result_of, run_predictor
+    from ..rundir import read_mixture
+    from ..runs import Ensemble, load_any
+
+    run = load_any(path)
+    predictor = run_predictor(run, use)
+    settings = read_mixture(run.path)
+    if use == "result":
+        use = "model" if settings is None else settings.get("result") or result_of(settings)
+    members = run.runs if isinstance(run, Ensemble) else [run]
+    first = members[0]
+    config = json.loads((first.path / "config.json").read_text(encoding="utf-8"))
+    config.pop("format", None)
+    if isinstance(run, Ensemble):
+        kind, dev_loss = f"ensemble of {len(members)}", run.info.get("dev_loss")
+        config["members"] = [m.path.name for m in members]
+    else:
+        kind, dev_loss = "run", run.summary().get("dev_loss")
+    if use != "model":
+        kind += " + n-gram mixture" if use == "mixture" else ": its count model (the run's result)"
+        dev_loss = settings.get("mix_dev_loss" if use == "mixture" else "ngram_dev_loss", dev_loss)
+        config["mix"] = settings
+    label = (lambda r: r.path.name) if len(members) > 1 else (lambda r: "run")
+    return ServedModel(
+        path=Path(path), kind=kind, vocab=run.vocab, predictor=predictor,
+        splits={name: frozenset(words) for name, words in run.splits.items()},  # built once, not per request
+        embeddings=_embeddings(first.model),
+        embeddings_of=first.path.name if len(members) > 1 else "",
+        metrics={label(r): r.path / "metrics.csv" for r in members},
+        summaries={label(r): r.path / "summary.json" for r in members},
+        config=config, params=sum(r.model.num_params() for r in members),
+        dev_loss=float(dev_loss) if isinstance(dev_loss, (int, float)) else None)
+
+
+def _embeddings(model) -> np.ndarray | None:
+    table = model.embedding_table()
+    return None if table is None else table.detach().cpu().double().numpy()
+
+
+def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
+                 prefix: str, new_only: bool) -> list[dict]:
+    from ..sampling import sample_tagged
+
+    if seed is None:  # not torch.seed(), which would reseed torch's global generator from a thread
+        seed = secrets.randbelow(2**62)
+    return sample_tagged(model.predictor, model.vocab, model.splits, n, seed=seed, new_only=new_only,
+                         temperature=temperature, top_k=top_k, prefix=prefix, max_len=SAMPLE_MAX_LEN)
+
+
+def score_words(model: ServedModel, words: list[str], top: int) -> list[dict]:
+    from ..sampling import score
+
+    return score(model.predictor, model.vocab, words, top=top)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run for the page: embeddings, metrics
+
+
+def embedding_view(model: ServedModel) -> dict:
+    """The character embeddings as the page draws them: 2-D points (C itself, or its first two
+    principal components) and each character's nearest neighbours in the full space."""
+    from ..experiments import embedding_projection, nearest_neighbours
+
+    chars = list(model.vocab.chars)
+    if model.embeddings is None:
+        return {"chars": chars, "points": None, "note": "this model has no character embedding table"}
+    C = model.embeddings
+    xy, share, shares = embedding_projection(C)
+    dim = C.shape[1]
+    if dim == 2:
+        axes = ["C[:, 0]", "C[:, 1]"]
+    elif dim == 1:
+        axes = ["C[:, 0]", ""]
+    else:
+        axes = [f"PC 1 ({shares[0]:.0%} of the variance)", f"PC 2 ({shares[1]:.0%} of the variance)"]
+    neighbours = nearest_neighbours(C, NEIGHBOURS)
+    return {
+        "chars": chars, "boundary": model.vocab.boundary, "emb_dim": dim, "variance_share": share,
+        "axes": axes, "of_member": model.embeddings_of,
+        "points": [[float(x), float(y)] for x, y in xy],
+        "neighbours": [[{"char": chars[j], "distance": d} for j, d in nn] for nn in neighbours],
+    }
+
+
+MAX_POINTS = 4000  # rows per curve sent to the page; longer logs are thinned evenly
+
+
+def read_metrics_rows(path: Path) -> dict[str, list]:
+    """metrics.csv (rundir.read_metrics, which skips a row being written) as lists by column,
+    None for a blank or non-finite cell; a long log thinned to MAX_POINTS rows, keeping every
+    row with a dev loss."""
+    from ..rundir import read_metrics
+
+    table = read_metrics(path, strict=False)
+    columns = {c: [float(v) if math.isfinite(v) else None for v in values] for c, values in table.items()}
+    n = len(columns["step"])
+    if n > MAX_POINTS:
+        stride = math.ceil(n / MAX_POINTS)
+        keep = [i for i in range(n) if i % stride == 0 or columns["dev_loss"][i] is not None or i == n - 1]
+        columns = {c: [v[i] for i in keep] for c, v in columns.items()}
+    return columns
+
+
+def is_training(metrics: Path, summary: Path) -> bool:
+    """Still training: metrics.csv exists and summary.json (written at the end) does not, or is
+    older than the metrics (a resumed run)."""
+    try:
+        grown = metrics.stat().st_mtime
+    except OSError:
+        return False
+    try:
+        return summary.stat().st_mtime < grown
+    except OSError:
+        return True
+
+
+def metrics_view(model: ServedModel) -> dict:
+    curves = [{"label": label, "training": is_training(path, model.summaries[label]), **read_metrics_rows(path)}
+              for label, path in model.metrics.items()]
+    return {"curves": curves, "training": any(c["training"] for c in curves)}
+

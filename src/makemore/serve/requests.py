@@ -1,0 +1,121 @@
+"""Reading and checking what a client sends: the JSON body, and each field of a sample or score
+request. Every check names the field and what was expected, and fails with BadRequest, which
+the application answers as a 4xx with {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .models import ServedModel
+
+# Limits on one request, stated in the README and returned by GET /api/runs.
+LIMITS = {
+    "n_max": 500,              # samples per /api/sample request
+    "word_max": 32,            # characters in a scored word or a sampling prefix
+    "words_max": 100,          # words per /api/score request
+    "top_max": 10,             # alternatives per position in /api/score
+    "temperature_max": 100.0,  # temperature is in (0, temperature_max]
+    "body_max": 64 * 1024,     # bytes of a request body
+}
+TOP_DEFAULT = 5
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _int(body: dict, key: str, default, lo: int, hi: int):
+    value = body.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{key} must be an integer, got {json.dumps(value)}")
+    if not lo <= value <= hi:
+        raise BadRequest(f"{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _number(body: dict, key: str, default: float, lo_exclusive: float, hi: float) -> float:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{key} must be a number, got {json.dumps(value)}")
+    if not (lo_exclusive < value <= hi):
+        raise BadRequest(f"{key} must be greater than {lo_exclusive:g} and at most {hi:g}, got {value}")
+    return float(value)
+
+
+def _bool(body: dict, key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, got {json.dumps(value)}")
+    return value
+
+
+def _text(model: ServedModel, value, what: str, allow_empty: bool) -> str:
+    """A word or prefix: a string of the model's characters, not too long."""
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string, got {json.dumps(value)}")
+    if not value and not allow_empty:
+        raise BadRequest(f"{what} is empty")
+    if len(value) > LIMITS["word_max"]:
+        raise BadRequest(f"{what} is {len(value)} characters long; at most {LIMITS['word_max']} are allowed")
+    boundary = model.vocab.boundary
+    if boundary in value:
+        raise BadRequest(f"{what} {value!r} contains the boundary token {boundary!r}")
+    missing = sorted({c for c in value if c not in model.vocab.chars})
+    if missing:
+        raise BadRequest(f"{what} {value!r} has character(s) {''.join(missing)!r} that are not in the "
+                         f"model's vocabulary {model.vocab.chars[1:]!r}")
+    return value
+
+
+def parse_sample(model: ServedModel, body: dict) -> dict:
+    seed = _int(body, "seed", None, 0, 2**63 - 1)
+    top_k = _int(body, "top_k", None, 1, len(model.vocab.chars))
+    return {
+        "n": _int(body, "n", 20, 1, LIMITS["n_max"]),
+        "seed": seed,
+        "temperature": _number(body, "temperature", 1.0, 0.0, LIMITS["temperature_max"]),
+        "top_k": top_k,
+        "prefix": _text(model, body.get("prefix", ""), "prefix", allow_empty=True),
+        "new_only": _bool(body, "new_only", False),
+    }
+
+
+def parse_score(model: ServedModel, body: dict) -> tuple[list[str], int]:
+    words = body.get("words")
+    if not isinstance(words, list) or not words:
+        raise BadRequest(f"words must be a non-empty list of strings, got {json.dumps(words)[:80]}")
+    if len(words) > LIMITS["words_max"]:
+        raise BadRequest(f"at most {LIMITS['words_max']} words per request, got {len(words)}")
+    words = [_text(model, w, f"word {i + 1}", allow_empty=False) for i, w in enumerate(words)]
+    return words, _int(body, "top", TOP_DEFAULT, 0, LIMITS["top_max"])
+
+
+async def read_body(request) -> dict:
+    """The request's body: a JSON object of at most body_max bytes, sent as application/json."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise BadRequest("the body must be JSON, sent with Content-Type: application/json", 415)
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > LIMITS["body_max"]):
+        raise BadRequest(f"the body must be at most {LIMITS['body_max']} bytes", 413)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > LIMITS["body_max"]:
+            raise BadRequest(f"the body must be at most {LIMITS['body_max']} bytes", 413)
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; JSON does not
