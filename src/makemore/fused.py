@@ -66,6 +66,7 @@ import torch
 
 from . import optimizers
 from .config import TrainConfig
+from .devices import resolve_device
 from .models.mlp import MLPConfig, param_shapes
 
 # Which BLAS multiplies the matrices. NumPy's OpenBLAS and torch's MKL each keep a pool of
@@ -90,12 +91,10 @@ def small_products(cfg: MLPConfig, B: int) -> bool:
 
 def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig, device: str | None = None) -> str | None:
     """None if the fused engine supports these options on `device` (default: the one
-    runtime.resolve_device makes of train_cfg.device), else a short reason (e.g. 'device cuda')."""
+    devices.resolve_device makes of train_cfg.device), else a short reason (e.g. 'device cuda')."""
     if model_cfg.name != "mlp":
         return f"it computes the MLP only, not --model {model_cfg.name}"
     if device is None:
-        from .runtime import resolve_device
-
         device = resolve_device(train_cfg.device)[0] if train_cfg.device != "cuda" else "cuda"
     if device != "cpu":
         return f"device {device}"

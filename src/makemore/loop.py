@@ -391,7 +391,7 @@ class Trainer:
             done = self.step if self.status[k] != "diverged" else self.last_step[k]
             log.flush()
             summary = log.finish(self.corpus, {
-                "steps": done, "seconds": round(self.elapsed + run_seconds, 3),
+                "steps": done, "planned_steps": self.total, "seconds": round(self.elapsed + run_seconds, 3),
                 "steps_per_second": round((done - self.start) / max(run_seconds, 1e-9), 1),
                 "status": self.status[k], **shared}, self.progress, cfg.final_examples)
             with torch.no_grad():

@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .devices import resolve_device
 from .errors import UserError
 
 
@@ -71,21 +72,6 @@ def check_threads(n: int, what: str = "threads") -> None:
     if n < 0 or n > cores:
         raise UserError(f"--{what} must be between 0 (torch's default) and the {cores} cores this machine has, "
                         f"got {n}")
-
-
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
-def resolve_device(device: str) -> tuple[str, str]:
-    """(device, why): `auto` takes a CUDA GPU when one is present, else the CPU."""
-    if device == "auto":
-        if cuda_available():
-            return "cuda", f"--device auto: a CUDA GPU is present ({torch.cuda.get_device_name(0)})"
-        return "cpu", ""
-    if device == "cuda" and not cuda_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU here; use --device cpu")
-    return device, ""
 
 
 def resolve_precision(model_cfg, train_cfg, device: str, engine: str | None = None) -> str:
