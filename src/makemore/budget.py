@@ -12,10 +12,8 @@ late (the schedule then does not complete; the summary says so).
 
 How many threads a step should use depends on the model: with torch's default threads on CPU a
 budget run first times a few steps on one thread and a few on all of them, and keeps the faster
-(ThreadTrial). On the 2-core machine of the README the 10-second recipe takes 10-33% less time per
-step on one thread (OpenMP's passive wait wakes the other thread for every small product), the
-60-second one 6-19% less on two and the 300-second one 30% less on two (scripts/budget_runs.py,
-2026-11-23, bfloat16).
+(ThreadTrial): small products run faster on one thread (OpenMP's passive wait wakes the other
+thread for every one), large ones on all (docs/budgets.md has the measurements).
 """
 
 from __future__ import annotations

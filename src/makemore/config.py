@@ -4,7 +4,7 @@ A run is described by two configs: the model's (models/<name>.py defines its dat
 subclass of models.base.ModelConfig that carries the model's name) and TrainConfig below.
 A preset is a dict of field values of both, with the model it is a recipe for; flags given on
 the command line override it. The `lecture` preset is the recipe of "makemore part 2"; the
-others are ours and each README figure names the preset and command that produced it.
+others are ours, and each figure in docs/ names the preset and command that produced it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class TrainConfig:
     # for bfloat16): the training step's matrix products take bfloat16 inputs and give bfloat16
     # results, with float32 accumulation inside the product; weights, their updates, the
     # optimizer's moments, the loss and every evaluation stay float32. CPUs with AVX512-BF16 or
-    # AMX multiply bfloat16 2-2.5x faster than float32 (bench item 10); elsewhere it is emulated
+    # AMX multiply bfloat16 faster than float32 (docs/precision.md); elsewhere it is emulated
     # and slower (utils.native_bfloat16). auto: bfloat16 where it buys a timed run steps, else
     # float32 (runtime.resolve_precision); summary.json records the one used.
     precision: str = setting("auto", "|".join(PRECISIONS) + ": number format of the training step's matrix "

@@ -49,7 +49,7 @@ allocation:
   the backward pass's) rounds its inputs to bfloat16 and multiplies them in torch, as
   torch.autocast does for the autograd engine; the buffers, the elementwise math, the loss and
   the update stay float32. NumPy has no bfloat16, so each product pays two casts and a
-  widening copy: it pays for itself where the products are large (bench item 10).
+  widening copy: it pays for itself where the products are large (docs/precision.md).
 
 The math is checked against torch autograd in tests/test_fused.py, in float64, through
 `loss_and_grads`, which runs the very same `forward_backward` as the engine. The engine that

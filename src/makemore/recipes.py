@@ -74,7 +74,7 @@ def choose(budget: float, model: str | None = None, table: dict | None = None,
 
 
 def tuned_on_names(table: dict | None = None) -> list[dict]:
-    """The recipes tuned on names.txt's vocabulary (the README's figures and benchmarks)."""
+    """The recipes tuned on names.txt's vocabulary (the figures of docs/budgets.md and the benchmarks)."""
     table = table if table is not None else load()
     return [r for r in table.get("recipes", []) if tuned_vocab(r) == NAMES_VOCAB]
 

@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
-import torch
-
 from .devices import resolve_device
 from .errors import UserError
 
@@ -43,19 +41,34 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+THREAD_ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def set_threads(n: int, environment: bool = False) -> None:
-    """n torch (OpenMP/MKL) threads for this process; `environment`: also for the processes it
-    starts (torchrun sets OMP_NUM_THREADS=1 when it starts several workers)."""
-    torch.set_num_threads(n)
+    """n torch (OpenMP/MKL) threads for this process; `environment`: also for the BLAS libraries
+    not yet started and the processes it starts (torchrun sets OMP_NUM_THREADS=1 when it starts
+    several workers)."""
+    import torch
+
     if environment:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        for name in THREAD_ENVIRONMENT:
             os.environ[name] = str(n)
+    torch.set_num_threads(n)
+
+
+def default_blas_threads(n: int) -> None:
+    """n threads for every BLAS library this process starts from now on, unless the user set
+    them: before torch and NumPy start their pools (`makemore tune` runs one trial per core)."""
+    for name in THREAD_ENVIRONMENT:
+        os.environ.setdefault(name, str(n))
 
 
 @contextmanager
 def using_threads(n: int) -> Iterator[None]:
     """n torch threads inside the block (0: leave them), then the caller's count again (a
     notebook that trains twice keeps its own setting)."""
+    import torch
+
     before = torch.get_num_threads()
     if n > 0:
         torch.set_num_threads(n)
@@ -113,6 +126,8 @@ def resolve_engine(model_cfg, train_cfgs: Sequence, device: str) -> str:
 def resolve(model_cfg, train_cfgs: Sequence, world=None) -> Setup:
     """The Setup of a run of these members (training.SHARED settings are the same for all) on
     this process of `world` (distributed.World, or None for a plain run)."""
+    import torch
+
     first = train_cfgs[0]
     device, why = resolve_device(first.device)
     engine = resolve_engine(model_cfg, train_cfgs, device)

@@ -32,7 +32,7 @@ from .predict import Predictor, target_log_probs
 
 # How much is drawn at once. A chunk is at most MAX_CHUNK samples, and fewer for a large
 # vocabulary, so that one step's (chunk x vocab) arrays stay below CHUNK_CELLS entries
-# (16 MiB of float32) whatever the vocabulary: 65,536 samples for names' 27 characters,
+# (16 MiB of float32) whatever the vocabulary: 65,536 samples for a few dozen characters,
 # 1,048 for 4,000. Nothing in a draw grows with n.
 MAX_CHUNK = 1 << 16
 CHUNK_CELLS = 1 << 22
@@ -43,7 +43,7 @@ CHUNK_CELLS = 1 << 22
 # (at least contexts / 8: ~8 steps per name) every row is computed up front, in a few large
 # batches; otherwise each row the first time a sample reaches it (20 `fast` names visit ~100
 # contexts, a million ~130,000), in many small batches, which torch's thread pool handled
-# badly on the busy 2-core machine.
+# badly on a busy machine.
 TABLE_CELLS = 1 << 24
 
 # SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"):

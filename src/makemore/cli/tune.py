@@ -35,7 +35,7 @@ def add_tune(sub) -> None:
                    help=f"seconds between a running trial's heartbeats; a trial silent for 3 of them is "
                    f"failed and re-run (default {DEFAULT_HEARTBEAT})")
     p.add_argument("--space", metavar="JSON", help="narrow or widen the search ranges, as JSON or a JSON file: "
-                   "'{\"hidden\": [32, 256], \"layers\": 1, \"direct\": [false]}' (see the README, \"Hyperparameter search\")")
+                   "'{\"hidden\": [32, 256], \"layers\": 1, \"direct\": [false]}' (see docs/tuning.md)")
     p.add_argument("--budget", type=_duration, metavar="TEXT",
                    help="a time objective: each trial trains for this long (90, 2m, 1h; its steps planned from its "
                         "speed) and the study seeks the best dev loss reached in it; --steps is then not searched")
@@ -51,7 +51,6 @@ def add_tune(sub) -> None:
 
 
 def cmd_tune(args) -> int:
-    import os
 
     if args.top < 1:
         raise UserError(f"top must be at least 1, got {args.top}")
@@ -77,9 +76,11 @@ def cmd_tune(args) -> int:
         raise UserError("--data is required (a text file with one item per line, or `names`)")
     if args.trials is None:
         raise UserError("--trials N is required: how many trials the study should finish")
-    if args.threads > 0:  # before torch and NumPy start their thread pools
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, str(args.threads))
+    if args.threads > 0:
+        from ..runtime import check_threads, default_blas_threads
+
+        check_threads(args.threads)
+        default_blas_threads(args.threads)
     from ..tune import TuneOptions, default_storage, parse_space, print_summary, run_study, summary
 
     opts = TuneOptions(model=args.model, trials=args.trials, out=Path(args.out), study=args.study, storage=args.storage,

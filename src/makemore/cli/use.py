@@ -134,19 +134,15 @@ def _quiet_stdout() -> None:
 
 
 def cmd_sample(args) -> int:
-    import torch
+    from ..runtime import check_threads, using_threads
 
-    if args.threads < 0:
-        raise UserError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads or threads)
+    check_threads(args.threads)
     try:
-        written, stopped = _write_samples(args)
+        with using_threads(args.threads):
+            written, stopped = _write_samples(args)
     except BrokenPipeError:  # the reader has what it wanted (`| head`)
         _quiet_stdout()
         return 0
-    finally:
-        torch.set_num_threads(threads)
     if stopped:
         print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -237,12 +233,12 @@ def cmd_score(args) -> int:
 
 def add_serve(sub) -> None:
     p = _subparser(sub, "serve", "a local web page over trained runs: sample, explain a name, embeddings, "
-                   "training curves; and its JSON API (see the README)",
+                   "training curves; and its JSON API (see docs/serve.md)",
                    "makemore serve runs/lecture runs/ensemble --port 8000")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run or seed-ensemble directories; the first opens")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
-                        "server to the network: see the README first)")
+                        "server to the network: see docs/serve.md first)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     add_use_flags(p, "serve")
 

@@ -9,7 +9,7 @@ import json
 
 from .models import ServedModel
 
-# Limits on one request, stated in the README and returned by GET /api/runs.
+# Limits on one request, stated in docs/serve.md and returned by GET /api/runs.
 LIMITS = {
     "n_max": 500,              # samples per /api/sample request
     "word_max": 32,            # characters in a scored word or a sampling prefix

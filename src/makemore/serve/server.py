@@ -34,12 +34,12 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(runs: list[str], host: str = "127.0.0.1", port: int = 8000, use: str = "result") -> None:
     """`makemore serve`: load the runs, listen, print the URL, serve until Ctrl-C."""
-    import torch
+    from ..runtime import set_threads
 
     # One torch thread per request instead of several per operation: on small batches the
     # intra-op threads cost more in synchronisation than they save, and concurrent requests
     # already keep the cores busy.
-    torch.set_num_threads(1)
+    set_threads(1)
     app = create_app(runs, use=use, host=host)
     server = Server(app, bind(host, port))
     print(f"makemore serve: {len(app.models)} run(s) ({', '.join(app.models)}) at {server.url}", flush=True)
