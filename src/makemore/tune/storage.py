@@ -7,8 +7,9 @@ Optuna accept (PostgreSQL for workers on several machines). What lets many worke
 
 - every SQLite transaction starts with BEGIN IMMEDIATE (_serialize_sqlite, SQLAlchemy's
   documented recipe for pysqlite transactions), so two workers never both take one trial;
-- a lock held by one worker of a study at a time (_Lock): an flock file beside a SQLite
-  database, a PostgreSQL advisory lock (pg_advisory_lock) on a server;
+- a lock held by one worker of a study at a time (_Lock): an flock on the SQLite database file
+  itself (SQLite's own locks are fcntl record locks, which an flock does not touch, and no file
+  is made beside the user's), a PostgreSQL advisory lock (pg_advisory_lock) on a server;
 - heartbeats (Optuna's heartbeat_interval and grace_period): the worker running a trial records
   one every --heartbeat seconds from a thread (_heartbeats); a trial with none for the grace
   period counts as dead, and optuna.storages.fail_stale_trials fails it.
@@ -91,6 +92,32 @@ def _sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_storage(url: str) -> Path | None:
+    """Refuse a storage that cannot work, before anything is written: a URL that does not parse,
+    and for SQLite a path that is a folder, lies inside a file or in a folder we may not write,
+    or a file that is not a SQLite database. Returns the SQLite file (None for another backend)."""
+    from ..outputs import check_writable_parent
+
+    path = _sqlite_path(resolve_url(url)) if url.startswith("sqlite") else None
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UserError(f"cannot use storage {url}: {path} is a folder")
+    check_writable_parent(path, "--storage")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+        except OSError as e:
+            raise UserError(f"cannot use storage {url}: {e.strerror}") from None
+        if head and head != SQLITE_HEADER:
+            raise UserError(f"cannot use storage {url}: {path} is not a SQLite database")
+    return path
 
 
 def _storage_error(url: str, e: BaseException) -> UserError:
@@ -182,7 +209,7 @@ class _Lock:
         self.url, self.kind, self.engine, self.path = url, "none", None, None
         path = _sqlite_path(url) if url.startswith("sqlite") else None
         if path is not None:
-            self.kind, self.path = "file", path.with_name(path.name + ".lock")
+            self.kind, self.path = "file", path
         elif url.startswith("postgresql"):
             import sqlalchemy
             from sqlalchemy.pool import NullPool

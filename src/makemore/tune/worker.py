@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -42,11 +43,11 @@ from ..budget import check_minimum
 from ..config import make_configs
 from ..errors import UserError
 from ..teacher import TEACHER_MAX_BYTES, teacher_bytes
-from ..outputs import atomic_write_json
+from ..outputs import atomic_write_json, check_writable_parent
 from .report import _counts, _trial_line
 from .space import DEFAULT_STEPS, RECIPE_TRY, model_space, preset_params, search_space, suggest, trial_settings
 from .storage import (DEFAULT_HEARTBEAT, DEFAULT_STUDY, STUDY_ATTR, _heartbeats, _Lock, _optuna, _storage_errors,
-                      default_storage, grace_period, open_storage, redact)
+                      check_storage, default_storage, grace_period, open_storage, redact)
 
 # A trial's final train and dev losses (its objective) are over a fixed random subset of this
 # many examples of each split (TrainConfig.final_examples): the whole dev split of names, and on
@@ -117,21 +118,37 @@ def _check_study_attrs(study, wanted: dict) -> None:
                             f"join it with the same settings, or pick another --study")
 
 
-def _check_out_dir(out: Path, study: str, storage: str) -> None:
-    """OUT holds one study's trial directories: refuse to mix two studies' trial-NNNN."""
+def _check_out_dir(out: Path, study: str, storage: str) -> bool:
+    """OUT holds one study's trial directories: refuse to mix two studies' trial-NNNN, and an
+    OUT that cannot be a folder we write in. True if OUT is this study's already."""
     marker = out / "tune.json"
-    mine = {"study": study, "storage": redact(storage)}
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    check_writable_parent(out / "tune.json", "--out")
     if marker.is_file():
         try:
             have = json.loads(marker.read_text())
         except (json.JSONDecodeError, OSError):
             have = {}
-        if have.get("study") != study or have.get("storage") != mine["storage"]:
+        if have.get("study") != study or have.get("storage") != redact(storage):
             raise UserError(f"{out} holds the trials of study {have.get('study')!r} in {have.get('storage')}; "
                             f"pick another --out for study {study!r}")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, mine)
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _setting_up(out: Path, database: Path | None):
+    """The setup of a worker (OUT, the study's database): if it fails, what it created goes."""
+    made_out, made_db = not out.exists(), database is not None and not database.exists()
+    try:
+        yield
+    except BaseException:
+        if made_db and database.exists():
+            database.unlink()
+        if made_out:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _fail_orphans(study, storage, grace: float) -> list[int]:
@@ -199,8 +216,8 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(opts.out)
     url = opts.storage or default_storage(out)
-    _check_out_dir(out, opts.study, url)
-    lock = _Lock(url, opts.study)
+    database = check_storage(url)
+    ours = _check_out_dir(out, opts.study, url)
     space = search_space(opts.steps, opts.space, opts.budget, opts.model)
     if teacher_bytes(len(corpus.encoded("train")), corpus.vocab.size) > TEACHER_MAX_BYTES:
         if "teacher" in (opts.space or {}) and space["teacher"][1] > 0:
@@ -217,26 +234,31 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
               "steps_cap": opts.steps, "seed": opts.seed, "fixed": model_space(opts.model)[1], "budget": opts.budget,
               "train_examples": len(corpus.encoded("train")), "vocab_size": corpus.vocab.size}
-    with lock():
-        # With a lock, no other worker is creating the tables now; without one, a race is retried.
-        for attempt in range(1 if lock.kind != "none" else 3):
-            try:
-                storage = open_storage(url, heartbeat=opts.heartbeat, on_stale=dead)
-                break
-            except UserError:
-                if lock.kind != "none" or attempt == 2:
-                    raise
-                time.sleep(0.5 + attempt)
-        with _storage_errors(url):
-            study = optuna.create_study(study_name=opts.study, storage=storage, direction="minimize",
-                                        load_if_exists=True)
-            _check_study_attrs(study, wanted)
-            worker = int(study.user_attrs.get("workers", 0))
-            study.set_user_attr("workers", worker + 1)
-            if worker == 0:
-                for preset in opts.tries:  # known recipes first: TPE then searches around them
-                    study.enqueue_trial(preset_params(preset, space, opts.budget, corpus, opts.model),
-                                        skip_if_exists=True)
+    with _setting_up(out, database):  # nothing is left behind if the storage cannot be used
+        lock = _Lock(url, opts.study)
+        with lock():
+            # With a lock, no other worker is creating the tables now; without one, a race is retried.
+            for attempt in range(1 if lock.kind != "none" else 3):
+                try:
+                    storage = open_storage(url, heartbeat=opts.heartbeat, on_stale=dead)
+                    break
+                except UserError:
+                    if lock.kind != "none" or attempt == 2:
+                        raise
+                    time.sleep(0.5 + attempt)
+            with _storage_errors(url):
+                study = optuna.create_study(study_name=opts.study, storage=storage, direction="minimize",
+                                            load_if_exists=True)
+                _check_study_attrs(study, wanted)
+                worker = int(study.user_attrs.get("workers", 0))
+                study.set_user_attr("workers", worker + 1)
+                if worker == 0:
+                    for preset in opts.tries:  # known recipes first: TPE then searches around them
+                        study.enqueue_trial(preset_params(preset, space, opts.budget, corpus, opts.model),
+                                            skip_if_exists=True)
+        if not ours:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / "tune.json", {"study": opts.study, "storage": redact(url)})
     if lock.kind == "none":
         log(f"note: no cross-worker lock for {redact(url).split(':')[0]} storage; with several workers "
             f"the study may run a few more than {opts.trials} trials")
