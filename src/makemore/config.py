@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from . import models, optimizers
 from .budget import check_minimum
 from .errors import UserError
-from .models.base import ModelConfig, setting
+from .models.base import ModelConfig, check_fields, setting
+from .devices import usable_cores
 
 SCHEDULES = ("step", "inverse", "cosine", "constant")
 ENGINES = ("auto", "fused", "autograd")
@@ -30,38 +31,40 @@ EVAL_EXAMPLES = 25_000
 class TrainConfig:
     """Minibatch gradient descent on the training split, judged on the dev split."""
 
-    steps: int = setting(200_000, "training steps (minibatch updates)")
+    steps: int = setting(200_000, "training steps (minibatch updates)", min=1)
     # seconds of training: the loop plans `steps` from the time a step takes (budget.py)
     budget: float = setting(0.0, "seconds of training (also 2m, 1h): the steps are planned to fill it "
-                            "(0: train --steps)", parse="duration")
-    batch_size: int = setting(32, "examples per minibatch")
-    lr: float = setting(0.1, "peak learning rate")
-    optimizer: str = setting("sgd", "|".join(optimizers.REGISTRY))
+                            "(0: train --steps)", parse="duration", min=0, below=float("inf"))
+    batch_size: int = setting(32, "examples per minibatch", min=1)
+    lr: float = setting(0.1, "peak learning rate", above=0, below=float("inf"))
+    optimizer: str = setting("sgd", "|".join(optimizers.REGISTRY))  # optimizers.get names the known ones
     # step: lr until `decay_at` of the run, then lr*decay_factor (the lecture: 0.1 -> 0.01 at
     # 100k of 200k); inverse: lr / (1 + decay_rate*t) (Bengio et al.); cosine: lr down to
     # lr*min_lr_frac after `warmup` linear steps; constant.
-    schedule: str = setting("step", "|".join(SCHEDULES))
-    decay_at: float = setting(0.5, "share of the run after which the step schedule decays")
-    decay_factor: float = setting(0.1, "lr factor after the step schedule's decay")
-    decay_rate: float = setting(1e-4, "r in lr/(1+r*t) (inverse schedule)")
-    min_lr_frac: float = setting(0.0, "cosine schedule: final lr as a share of the peak")
-    warmup: int = setting(0, "linear warm-up steps (cosine schedule)")
-    weight_decay: float = setting(0.0, "decoupled weight decay on embedding tables and weight matrices")
+    schedule: str = setting("step", "|".join(SCHEDULES), choices=SCHEDULES)
+    decay_at: float = setting(0.5, "share of the run after which the step schedule decays", min=0, max=1)
+    decay_factor: float = setting(0.1, "lr factor after the step schedule's decay", above=0, max=1)
+    decay_rate: float = setting(1e-4, "r in lr/(1+r*t) (inverse schedule)", min=0, below=float("inf"))
+    min_lr_frac: float = setting(0.0, "cosine schedule: final lr as a share of the peak", min=0, max=1)
+    warmup: int = setting(0, "linear warm-up steps (cosine schedule)", min=0)
+    weight_decay: float = setting(0.0, "decoupled weight decay on embedding tables and weight matrices", min=0,
+                                  below=float("inf"))
     betas: tuple[float, float] = (0.9, 0.999)
     # Distillation from a count model (Hinton et al. 2015, with Bengio et al. 2003's Kneser-Ney
     # model as the teacher): each example's target is (1 - teacher) * onehot(y) + teacher *
     # P_KN(. | its last teacher_context characters), the KN model counted on the training split
     # and tuned on dev (teacher.py). The train loss logged stays the one-hot one.
     teacher: float = setting(0.0, "share of each target taken from a Kneser-Ney model's next-character distribution "
-                             "(distillation; 0: the one-hot target alone)")
-    teacher_context: int = setting(5, "characters of context of the --teacher Kneser-Ney model")
-    seed: int = setting(42, "seed for weights, minibatches and dropout; the data split has its own")
-    eval_interval: int = setting(0, "steps between dev evaluations (0: about 20 per run)")
+                             "(distillation; 0: the one-hot target alone)", min=0, max=1)
+    teacher_context: int = setting(5, "characters of context of the --teacher Kneser-Ney model", min=1, max=12)
+    seed: int = setting(42, "seed for weights, minibatches and dropout; the data split has its own", min=0,
+                        max=2**63 - 1)
+    eval_interval: int = setting(0, "steps between dev evaluations (0: about 20 per run)", min=0)
     eval_examples: int = setting(EVAL_EXAMPLES, "dev examples the dev loss during training is estimated on (a fixed "
-                                 f"random subset; default {EVAL_EXAMPLES:,}); the final dev loss is over the whole split")
+                                 f"random subset; default {EVAL_EXAMPLES:,}); the final dev loss is over the whole split", min=1)
     final_examples: int = setting(0, "examples of each split the final train and dev losses are computed on (a fixed "
-                                  "random subset; 0: the whole dev split and up to 250,000 training examples)")
-    engine: str = setting("auto", "|".join(ENGINES))
+                                  "random subset; 0: the whole dev split and up to 250,000 training examples)", min=0)
+    engine: str = setting("auto", "|".join(ENGINES), choices=ENGINES)
     # Mixed precision (Micikevicius et al. 2018, "Mixed Precision Training"; Kalamkar et al. 2019
     # for bfloat16): the training step's matrix products take bfloat16 inputs and give bfloat16
     # results, with float32 accumulation inside the product; weights, their updates, the
@@ -70,34 +73,16 @@ class TrainConfig:
     # and slower (utils.native_bfloat16). auto: bfloat16 where it buys a timed run steps, else
     # float32 (runtime.resolve_precision); summary.json records the one used.
     precision: str = setting("auto", "|".join(PRECISIONS) + ": number format of the training step's matrix "
-                             "products (auto: bfloat16 for a --budget run where the hardware has it, else float32)")
-    device: str = setting("cpu", "|".join(DEVICES) + " (default cpu)")
-    threads: int = setting(0, "torch threads (0: torch's default)")
+                             "products (auto: bfloat16 for a --budget run where the hardware has it, else float32)", choices=PRECISIONS)
+    device: str = setting("cpu", "|".join(DEVICES) + " (default cpu)", choices=DEVICES)
+    # more threads than cores only wait for one another, and torch's pool crashes at absurd counts
+    threads: int = setting(0, "torch threads (0: torch's default; at most the machine's cores)", min=0,
+                           max=usable_cores)
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "eval_examples"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UserError(f"lr (learning rate) must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise UserError(f"weight-decay must be >= 0, got {self.weight_decay}")
-        if not 0.0 <= self.teacher <= 1.0:
-            raise UserError(f"teacher must be between 0 and 1 (a share of the target), got {self.teacher}")
-        if not 1 <= self.teacher_context <= 12:
-            raise UserError(f"teacher-context must be between 1 and 12, got {self.teacher_context}")
-        if self.threads < 0:
-            raise UserError(f"threads must be >= 0, got {self.threads}")
-        if self.final_examples < 0:
-            raise UserError(f"final-examples must be >= 0 (0: the whole dev split), got {self.final_examples}")
-        if not (self.budget >= 0 and self.budget < float("inf")):
-            raise UserError(f"budget must be a positive number of seconds, got {self.budget}")
+        check_fields(self)
         check_minimum(self.budget)
         optimizers.get(self.optimizer)
-        for name, allowed in (("schedule", SCHEDULES), ("engine", ENGINES), ("device", DEVICES),
-                              ("precision", PRECISIONS)):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
     @property
     def eval_every(self) -> int:

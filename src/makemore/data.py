@@ -14,6 +14,7 @@ import functools
 import hashlib
 import os
 import random
+import re
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -92,7 +93,8 @@ def resolve_data(spec: str | os.PathLike) -> Path:
 
 
 def read_words(path: str | os.PathLike) -> list[str]:
-    """One item per line: stripped (also of '\\r' and a UTF-8 BOM), blank lines dropped."""
+    """One item per line, whatever ends the lines (\\n, \\r\\n, or a lone \\r as old Mac files
+    have): stripped (also of a UTF-8 BOM), blank lines dropped."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -104,7 +106,7 @@ def read_words(path: str | os.PathLike) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
-    words = [line.strip() for line in text.split("\n")]
+    words = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
     words = [w for w in words if w]
     if not words:
         raise UserError(f"{path} has no words: it is empty or holds only blank lines")
@@ -347,6 +349,11 @@ class Corpus:
     # count models fitted on this corpus (ngram.fit_on_dev), so that a budget run's mixture and
     # its teacher count one
     fitted: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @functools.cached_property
+    def longest(self) -> int:
+        """Characters in the longest item: a context longer than this + 1 is all padding."""
+        return max(map(len, self.words))
 
     def encoded(self, split: str) -> Examples:
         """The split's examples in compact form, encoded once."""

@@ -1,11 +1,20 @@
-"""Which device a run computes on: `--device auto` resolved, here alone (runtime.py records it
-in a run's Setup; the fused engine asks it which device a config means)."""
+"""What the machine offers a run: its cores, and which device it computes on (`--device auto`
+resolved here alone; runtime.py records it in a run's Setup)."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from .errors import UserError
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def cuda_available() -> bool:

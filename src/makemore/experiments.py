@@ -43,8 +43,8 @@ from .errors import UserError
 from .models import ModelConfig
 from .batches import Minibatches
 from .loop import DIVERGED_LOSS
-from .training import SHARED, train_members
-from .outputs import atomic_write, atomic_write_json
+from .training import SHARED, check_data, train_members
+from .outputs import atomic_write, atomic_write_json, reused_dir
 
 # ----------------------------------------------------------------------------------------
 # Learning-rate range test
@@ -134,10 +134,7 @@ def lr_find(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, lr_m
         raise UserError(f"the divisor of the suggested rate must be at least 1, got {divisor:g}")
     if seeds < 1:
         raise UserError(f"seeds must be at least 1, got {seeds}")
-    model_cfg.validate()
-    train_cfg.validate()
-    if model_cfg.vocab_size != corpus.vocab.size:
-        raise UserError(f"model vocab_size {model_cfg.vocab_size} != data vocabulary {corpus.vocab.size}")
+    check_data(corpus, model_cfg, train_cfg)
     lrs = lr_schedule(lr_min, lr_max, steps)
     t0 = time.perf_counter()
     cfgs = [replace(train_cfg, seed=train_cfg.seed + i) for i in range(seeds)]
@@ -335,6 +332,8 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     `on_result(i, n, name, row, reused)` is called after each point.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is a file, not a folder")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     both = sorted(set(grid) & set(overrides))
     if both:
@@ -357,7 +356,11 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     for i, (_, _, model_cfg, train_cfg, state) in enumerate(plans):
         if state != "finished":
             groups.setdefault(member_key(model_cfg, train_cfg), []).append(i)
-    out.mkdir(parents=True, exist_ok=True)
+    with reused_dir(out):  # removed again if the sweep fails before anything is written into it
+        return _sweep_points(corpus, grid, out, plans, groups, on_result)
+
+
+def _sweep_points(corpus, grid, out, plans, groups, on_result) -> SweepResult:
     table, trained, reused = [], [], []
     summaries: dict[int, dict] = {}  # points trained ahead of their turn, as members of one loop
     for i, (combo, name, model_cfg, train_cfg, state) in enumerate(plans):

@@ -44,11 +44,22 @@ SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threa
           "teacher", "teacher_context", "budget")
 
 
+# A context past the longest item + 1 is padding for every window, which no model learns from;
+# block sizes up to this are still taken (a sequence model's default reads 16 on any data).
+BLOCK_SLACK = 64
+
+
 def check_data(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """The configs valid, and fit for this data, before any memory is taken."""
     model_cfg.validate()
     train_cfg.validate()
     if model_cfg.vocab_size != corpus.vocab.size:
         raise UserError(f"model vocab_size {model_cfg.vocab_size} != data vocabulary {corpus.vocab.size}")
+    useful = corpus.longest + 1
+    if model_cfg.block_size > max(useful, BLOCK_SLACK):
+        raise UserError(f"block-size {model_cfg.block_size:,} is more context than this data has: its longest item has "
+                        f"{corpus.longest} characters, so a context of {useful} reads every item whole; give "
+                        f"--block-size {useful} or less")
 
 
 def make_teacher(corpus: Corpus, train_cfg: TrainConfig):

@@ -14,7 +14,7 @@ import sys
 from ..errors import UserError
 from ..outputs import os_error
 from .combine import add_ensemble, add_mix, cmd_ensemble, cmd_mix
-from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser
+from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, _quiet_stdout
 from .data import add_data, add_ngram, cmd_data, cmd_ngram
 from .experiments import (add_embeddings, add_lr_find, add_plot, add_sweep, cmd_embeddings, cmd_lr_find, cmd_plot,
                           cmd_sweep)
@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return COMMANDS[args.command][1](args)
+        code = COMMANDS[args.command][1](args)
+        sys.stdout.flush()  # here, where a full disk or a closed pipe is still ours to report
+        return code
     except UserError as e:
         print(f"makemore: error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -70,9 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         print("makemore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of our output has what it wanted (`| head`)
+        _quiet_stdout()
         return 0
     except OSError as e:  # a full disk, a file we may not write: one line naming it (outputs.py)
-        print(f"makemore: error: {os_error(e)}", file=sys.stderr)
+        _quiet_stdout()
+        # our files are written through outputs.py, which names them: one with no name is stdout
+        print(f"makemore: error: {os_error(e, 'standard output' if e.filename is None else None)}", file=sys.stderr)
         return EXIT_ERROR
 
 

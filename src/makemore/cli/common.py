@@ -4,6 +4,7 @@ argument types, and printing."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 
@@ -23,6 +24,17 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         sys.exit(EXIT_USAGE)
+
+
+def _quiet_stdout() -> None:
+    """After the reader closed the pipe (`| head`): point stdout at /dev/null, so that the
+    interpreter's last flush at exit does not fail again with a message on stderr."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def _subparser(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:

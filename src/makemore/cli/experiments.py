@@ -31,38 +31,20 @@ def add_lr_find(sub) -> None:
 
 
 def cmd_lr_find(args) -> int:
-    import csv
 
-    from ..experiments import LR_FIND_FIELDS, SUGGEST_DIVISOR, lr_find
-    from ..plots import plot_lr_find
-    from ..outputs import atomic_write
+    from ..experiments import SUGGEST_DIVISOR, lr_find
+    from ..outputs import reused_dir
 
     if args.lr is not None:
         raise UserError("lr-find sweeps the learning rate itself; give the range with --lr-min/--lr-max, not --lr")
-    corpus = _load_corpus(args)
-    model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
-    divisor = SUGGEST_DIVISOR if args.divide_by is None else args.divide_by
-    result = lr_find(corpus, model_cfg, train_cfg, args.lr_min, args.lr_max, args.steps, divisor=divisor,
-                     seeds=args.seeds)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
+    with reused_dir(args.out) as out:  # checked before any work; removed if this fails having written nothing
+        corpus = _load_corpus(args)
+        model_cfg, train_cfg = configs_from_args(args, corpus.vocab.size)
+        divisor = SUGGEST_DIVISOR if args.divide_by is None else args.divide_by
+        result = lr_find(corpus, model_cfg, train_cfg, args.lr_min, args.lr_max, args.steps, divisor=divisor,
+                         seeds=args.seeds)
+        csv_path, png_path = _write_lr_find(out, result, corpus, model_cfg, train_cfg, divisor, args)
 
-    def write_csv(tmp: str) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=LR_FIND_FIELDS)
-            writer.writeheader()
-            for row in result.rows:
-                writer.writerow({k: "" if row[k] is None else row[k] for k in LR_FIND_FIELDS})
-
-    csv_path, png_path = out / "lr_find.csv", out / "lr_find.png"
-    atomic_write(csv_path, write_csv)
-    data_name = Path(corpus.source).name
-    plot_lr_find(result.rows, result.suggested_lr, png_path,
-                 f"Learning-rate range test on {data_name}: {args.steps:,} steps, "
-                 f"{args.preset or 'default'} preset" + (f", mean of {args.seeds} seeds" if args.seeds > 1 else ""),
-                 f"{_settings_line(model_cfg, train_cfg)}; suggested lr {result.suggested_lr:.3g} = "
-                 f"lr at the minimum / {divisor:g}")
     report = {"suggested_lr": result.suggested_lr, "rule": result.rule, "lr_at_min": result.lr_at_min,
               "min_smoothed_loss": result.min_smoothed_loss, "diverged_at_step": result.diverged_at,
               "smoothing_window": result.window, "seconds": round(result.seconds, 3), "engine": result.engine,
@@ -80,6 +62,31 @@ def cmd_lr_find(args) -> int:
     print(f"wrote         {csv_path} ({len(result.rows)} rows)")
     print(f"wrote         {png_path}")
     return 0
+
+
+def _write_lr_find(out: Path, result, corpus, model_cfg, train_cfg, divisor: float, args) -> tuple[Path, Path]:
+    """lr_find.csv and lr_find.png in OUT."""
+    import csv
+
+    from ..experiments import LR_FIND_FIELDS as fields
+    from ..outputs import atomic_write
+    from ..plots import plot_lr_find
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow({k: "" if row[k] is None else row[k] for k in fields})
+
+    csv_path, png_path = out / "lr_find.csv", out / "lr_find.png"
+    atomic_write(csv_path, write_csv)
+    plot_lr_find(result.rows, result.suggested_lr, png_path,
+                 f"Learning-rate range test on {Path(corpus.source).name}: {args.steps:,} steps, "
+                 f"{args.preset or 'default'} preset" + (f", mean of {args.seeds} seeds" if args.seeds > 1 else ""),
+                 f"{_settings_line(model_cfg, train_cfg)}; suggested lr {result.suggested_lr:.3g} = "
+                 f"lr at the minimum / {divisor:g}")
+    return csv_path, png_path
 
 
 def add_sweep(sub) -> None:
@@ -185,7 +192,10 @@ def cmd_embeddings(args) -> int:
 
     if args.neighbours < 1:
         raise UserError(f"--neighbours must be at least 1, got {args.neighbours}")
+    from ..outputs import output_file
+
     run = _load(args.run)
+    png_path = output_file(args.out) if args.out else run.path / "embeddings.png"
     table = run.model.embedding_table()
     if table is None:
         raise UserError(f"--model {run.model_cfg.name} has no table of character embeddings to draw")
@@ -204,7 +214,7 @@ def cmd_embeddings(args) -> int:
         title = f"{name}: {dim}-D embeddings C by PCA; the two axes keep {share:.0%} of the variance"
         labels = (f"principal component 1 ({shares[0]:.0%} of the variance)",
                   f"principal component 2 ({shares[1]:.0%} of the variance)")
-    png = plot_embeddings(xy, chars, Path(args.out) if args.out else run.path / "embeddings.png", title, *labels,
+    png = plot_embeddings(xy, chars, png_path, title, *labels,
                           subtitle=f"{run.model.num_params():,} parameters; close characters are interchangeable "
                                    "to the network")
     neighbours = nearest_neighbours(C, args.neighbours, args.metric)

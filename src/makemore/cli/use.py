@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 
@@ -122,27 +121,12 @@ class _StopAtChunk:
         return False
 
 
-def _quiet_stdout() -> None:
-    """After the reader closed the pipe (`| head`): point stdout at /dev/null, so that the
-    interpreter's last flush at exit does not fail again with a message on stderr."""
-    import os
-
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        pass
-
-
 def cmd_sample(args) -> int:
     from ..runtime import check_threads, using_threads
 
     check_threads(args.threads)
-    try:
-        with using_threads(args.threads):
-            written, stopped = _write_samples(args)
-    except BrokenPipeError:  # the reader has what it wanted (`| head`)
-        _quiet_stdout()
-        return 0
+    with using_threads(args.threads):
+        written, stopped = _write_samples(args)  # a closed pipe or a full disk: main says so
     if stopped:
         print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
         return EXIT_INTERRUPTED

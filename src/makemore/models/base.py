@@ -32,8 +32,48 @@ from ..errors import UserError
 
 
 def setting(default, help: str, **kwargs):
-    """A config field with the help text of its command-line flag."""
+    """A config field with the help text of its command-line flag and the values it takes:
+    `min`/`max` (inclusive), `above`/`below` (exclusive), `choices`; a bound may be a function
+    of nothing (the machine's cores). check_fields enforces them, for the CLI and the API alike."""
     return field(default=default, metadata={"help": help, **kwargs})
+
+
+def check_fields(cfg) -> None:
+    """Every field of a config dataclass within the values its `setting` declares: one
+    UserError naming the flag otherwise."""
+    for f in fields(cfg):
+        value, meta = getattr(cfg, f.name), f.metadata
+        flag = f.name.replace("_", "-")
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise UserError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        bounds = {k: (v() if callable(v) else v) for k, v in meta.items() if k in ("min", "max", "above", "below")}
+        if bounds.get("below") == float("inf"):  # a finite number: said as such below
+            del bounds["below"]
+            if value == float("inf"):
+                raise UserError(f"{flag} must be a finite number, got {value}")
+        ok = (value == value and ("min" not in bounds or value >= bounds["min"])
+              and ("max" not in bounds or value <= bounds["max"]) and ("above" not in bounds or value > bounds["above"])
+              and ("below" not in bounds or value < bounds["below"]))
+        if not ok:
+            if "min" in bounds and "max" in bounds:
+                wanted = f"between {_number(bounds['min'])} and {_number(bounds['max'])}"
+            elif "min" in bounds and "below" in bounds:
+                wanted = f"in [{_number(bounds['min'])}, {_number(bounds['below'])})"
+            elif bounds.get("above") == 0 and len(bounds) == 1:
+                wanted = "positive"
+            else:
+                low = (f"at least {_number(bounds['min'])}" if "min" in bounds else
+                       f"above {_number(bounds['above'])}" if "above" in bounds else "")
+                high = (f"at most {_number(bounds['max'])}" if "max" in bounds else
+                        f"below {_number(bounds['below'])}" if "below" in bounds else "")
+                wanted = " and ".join(x for x in (low, high) if x)
+            raise UserError(f"{flag} must be {wanted}, got {_number(value)}")
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
 
 
 @dataclass
@@ -41,22 +81,11 @@ class ModelConfig:
     """Settings every model has: the vocabulary (from the data) and the context it reads."""
 
     name: ClassVar[str] = ""
-    vocab_size: int = setting(27, "characters in the vocabulary, boundary token included (from the data)")
-    block_size: int = setting(3, "characters of context")
+    vocab_size: int = setting(27, "characters in the vocabulary, boundary token included (from the data)", min=1)
+    block_size: int = setting(3, "characters of context", min=1)
 
     def validate(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int) and not isinstance(value, bool) and f.metadata.get("min") is not None:
-                if value < f.metadata["min"]:
-                    raise UserError(f"{f.name.replace('_', '-')} must be at least {f.metadata['min']}, got {value}")
-        for name in ("vocab_size", "block_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("dropout", "weight_drop"):  # shares dropped, where a model has them
-            share = getattr(self, name, 0.0)
-            if not 0.0 <= share < 1.0:
-                raise UserError(f"{name.replace('_', '-')} must be in [0, 1), got {share}")
+        check_fields(self)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ class BigramConfig(ModelConfig):
     """One table of next-character logits, read at the last character of the context."""
 
     name = "bigram"
-    block_size: int = setting(1, "characters of context (the bigram reads one: must be 1)")
+    block_size: int = setting(1, "characters of context (the bigram reads one: must be 1)", min=1)
 
     def validate(self) -> None:
         super().validate()

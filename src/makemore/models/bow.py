@@ -28,7 +28,7 @@ class BoWConfig(ModelConfig):
     """Embeddings -> causal mean + MLP -> logits (makemore.py's sizes)."""
 
     name = "bow"
-    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words")
+    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words", min=1)
     emb_dim: int = setting(64, "size of each character's embedding (makemore.py's n_embd)", min=1)
     hidden: int = setting(64, "units of the MLP after the average (makemore.py's n_embd2)", min=1)
 

@@ -37,7 +37,7 @@ class MLPConfig(ModelConfig):
     hidden: int = setting(200, "units per tanh hidden layer", min=1)
     layers: int = setting(1, "tanh hidden layers", min=1)
     direct: bool = setting(False, "Bengio's direct connections from the embeddings to the output")
-    dropout: float = setting(0.0, "dropout on each hidden layer's output while training")
+    dropout: float = setting(0.0, "dropout on each hidden layer's output while training", min=0, below=1)
     # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
     # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)

@@ -30,16 +30,17 @@ class RNNConfig(ModelConfig):
 
     name = "rnn"
     # makemore.py: block_size = longest word + 1 (<START>); 16 for names
-    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words")
+    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words", min=1)
     emb_dim: int = setting(64, "size of each character's embedding (makemore.py's n_embd)", min=1)
     hidden: int = setting(64, "size of the recurrent state (makemore.py's n_embd2)", min=1)
     # not in makemore.py: a wide state trained on whole words over-fits within minutes
-    dropout: float = setting(0.0, "dropout on the embeddings and on the states the output layer reads, while training")
+    dropout: float = setting(0.0, "dropout on the embeddings and on the states the output layer reads, while training",
+                             min=0, below=1)
     # Merity et al. 2018 (AWD-LSTM), "weight drop": DropConnect (Wan et al. 2013) on the
     # hidden-to-hidden weights, one mask per forward pass, so every position of a window sees
     # the same thinned recurrence; dropout on the states alone leaves the recurrence unregularised
     weight_drop: float = setting(0.0, "share of the recurrent (hidden-to-hidden) weights dropped for each "
-                                 "minibatch, while training (DropConnect)")
+                                 "minibatch, while training (DropConnect)", min=0, below=1)
 
 
 class RNNCell(nn.Module):

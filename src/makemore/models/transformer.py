@@ -30,12 +30,13 @@ class TransformerConfig(ModelConfig):
     """GPT-2's decoder blocks over character and position embeddings (makemore.py's sizes)."""
 
     name = "transformer"
-    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words")
+    block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words", min=1)
     emb_dim: int = setting(64, "width of the residual stream: each character's embedding (makemore.py's n_embd)",
                            min=1)
     layers: int = setting(4, "transformer blocks (makemore.py's n_layer)", min=1)
     heads: int = setting(4, "attention heads per block (makemore.py's n_head); must divide emb-dim", min=1)
-    dropout: float = setting(0.0, "dropout on the embeddings, attention weights and residual branches while training")
+    dropout: float = setting(0.0, "dropout on the embeddings, attention weights and residual branches while training",
+                             min=0, below=1)
 
     def validate(self) -> None:
         super().validate()

@@ -34,7 +34,7 @@ class WaveNetConfig(ModelConfig):
     """Embeddings -> levels of (fuse pairs -> linear -> BatchNorm -> tanh) -> logits."""
 
     name = "wavenet"
-    block_size: int = setting(8, "characters of context: a power of 2 (each level fuses pairs)")
+    block_size: int = setting(8, "characters of context: a power of 2 (each level fuses pairs)", min=1)
     emb_dim: int = setting(24, "size of each character's embedding (the lecture's n_embd)", min=1)
     hidden: int = setting(128, "units of each level (the lecture's n_hidden)", min=1)
 

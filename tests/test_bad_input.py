@@ -1,0 +1,319 @@
+"""Every command with each class of bad input (issue 29): a non-zero exit, one line on stderr,
+no traceback, nothing left behind, no hang. The cases are generated where they can be (every
+command that writes, every numeric setting's declared range), so a new command or setting is
+covered without a new test."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import make_words
+from makemore import models
+from makemore.cli import main
+from makemore.config import TRAIN_FIELDS
+from makemore.rundir import RunLock
+
+TINY = ["--preset", "lecture", "--emb-dim", "4", "--hidden", "16", "--steps", "30", "--batch-size", "16", "--quiet"]
+HANG = 120  # seconds after which a command counts as hung
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A data file, two runs on it, a run on other data, and a plain file."""
+    tmp = tmp_path_factory.mktemp("bad")
+    data = tmp / "words.txt"
+    data.write_text("\n".join(make_words()))
+    other = tmp / "other.txt"
+    other.write_text("\n".join(w.upper() for w in make_words(seed=3)))
+    for name, source in (("run", data), ("run2", data), ("alien", other)):
+        assert main(["train", "--data", str(source), "--out", str(tmp / name), *TINY]) == 0
+    (tmp / "file.txt").write_text("not a folder")
+    return tmp
+
+
+@contextmanager
+def no_hang(seconds: int = HANG):
+    def hung(signum, frame):
+        raise TimeoutError(f"the command did not end within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every path under `folder` with its size and modification time (a run's lock file only by
+    name: every writer, refused or not, takes it)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            if p.is_file() and p.name != RunLock.NAME else None for p in sorted(folder.rglob("*"))}
+
+
+def assert_one_line_and_nothing_left(argv: list[str], world: Path, capsys, expect: str = "") -> str:
+    before = snapshot(world)
+    capsys.readouterr()
+    with no_hang():
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own one-line usage errors
+            code = e.code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code != 0, f"{argv} exited 0"
+    assert len(lines) == 1 and lines[0].startswith("makemore"), captured.err
+    assert "Traceback" not in captured.err
+    assert expect in lines[0], lines[0]
+    after = snapshot(world)
+    assert after == before, f"{argv} left {set(after) ^ set(before) or 'changed files'}"
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------
+# Outputs: every command that writes, at a place it cannot
+
+
+def writers(w: Path, out: str) -> dict[str, list[str]]:
+    """Each command that writes an output, with OUT as its output."""
+    data = str(w / "words.txt")
+    return {
+        "train": ["train", "--data", data, "--out", out, *TINY],
+        "ensemble": ["ensemble", str(w / "run"), str(w / "run2"), "--out", out],
+        "tune": ["tune", "--data", data, "--trials", "1", "--steps", "20", "--out", out],
+        "lr-find": ["lr-find", "--data", data, "--preset", "lecture", "--steps", "20", "--out", out],
+        "sweep": ["sweep", "--data", data, "--preset", "lecture", "--steps", "20", "--grid", "hidden=8,16", "--out", out],
+        "plot": ["plot", str(w / "run"), "--out", out],
+        "embeddings": ["embeddings", str(w / "run"), "--out", out],
+    }
+
+
+WRITERS = list(writers(Path("."), "x"))
+FOLDER_OUTPUTS = ["train", "ensemble", "tune", "lr-find", "sweep"]
+
+
+@pytest.mark.parametrize("command", WRITERS)
+@pytest.mark.parametrize("place", ["unwritable", "inside a file"])
+def test_an_output_that_cannot_be_written_is_one_line(world, capsys, command, place):
+    out = "/proc/makemore-out/x" if place == "unwritable" else str(world / "file.txt" / "sub")
+    assert_one_line_and_nothing_left(writers(world, out)[command], world, capsys)
+
+
+@pytest.mark.parametrize("command", FOLDER_OUTPUTS)
+def test_a_file_where_a_folder_is_wanted_is_one_line(world, capsys, command):
+    line = assert_one_line_and_nothing_left(writers(world, str(world / "file.txt"))[command], world, capsys)
+    assert "file" in line and "--resume" not in line  # not "the run already exists"
+
+
+@pytest.mark.parametrize("command", ["plot", "embeddings"])
+def test_a_folder_where_a_file_is_wanted_is_one_line(world, capsys, command):
+    assert_one_line_and_nothing_left(writers(world, str(world / "run"))[command], world, capsys, "folder")
+
+
+@pytest.mark.parametrize("command", ["train", "ensemble"])
+def test_an_existing_folder_is_refused(world, capsys, command):
+    assert_one_line_and_nothing_left(writers(world, str(world / "run2"))[command], world, capsys, "already exists")
+
+
+STORAGES = {
+    "unwritable": lambda w: "sqlite:////proc/makemore-out/x.db",
+    "inside a file": lambda w: f"sqlite:///{w / 'file.txt'}/x.db",
+    "not a database": lambda w: f"sqlite:///{w / 'file.txt'}",
+    "malformed": lambda w: "nosuch://x",
+    "unreachable": lambda w: "postgresql://nobody:x@127.0.0.1:1/none",
+}
+
+
+@pytest.mark.parametrize("storage", list(STORAGES))
+def test_a_study_storage_that_cannot_be_used_is_one_line(world, capsys, storage):
+    """... and leaves no OUT/tune.json and no .lock beside the user's file."""
+    argv = writers(world, str(world / "t"))["tune"] + ["--storage", STORAGES[storage](world)]
+    assert_one_line_and_nothing_left(argv, world, capsys)
+
+
+# ----------------------------------------------------------------------------------------
+# A full disk: every atomic write fails as it would with no space left
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)  # outputs.atomic_write syncs every file it writes
+    real_open = open
+
+    def opening(file, mode="r", *args, **kwargs):  # metrics.csv is appended to
+        if "a" in mode:
+            no_space()
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", opening)
+
+
+@pytest.mark.parametrize("command", WRITERS + ["resume", "mix"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(world, capsys, full_disk, command):
+    out = str(world / "new")
+    argv = {"resume": ["train", "--resume", str(world / "run"), "--steps", "60", "--quiet"],
+            "mix": ["mix", str(world / "run")], **writers(world, out)}[command]
+    if command in ("plot", "embeddings"):
+        argv = argv[:-2]  # into the run's own folder, as by default
+    line = assert_one_line_and_nothing_left(argv, world, capsys)
+    assert "no space left" in line
+
+
+def test_a_full_standard_output_is_one_line(world, capsys, monkeypatch):
+    class Full:
+        encoding, errors = "utf-8", "strict"
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def flush(self):
+            pass
+
+        def fileno(self):
+            raise OSError(errno.EBADF, "no file")
+
+    stdout = Full()
+    stdout.buffer = Full()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    for argv in (["sample", str(world / "run"), "-n", "50"], ["eval", str(world / "run"), "--json"]):
+        line = assert_one_line_and_nothing_left(argv, world, capsys)
+        assert "standard output" in line and "no space left" in line
+
+
+# ----------------------------------------------------------------------------------------
+# Settings: every numeric setting just outside the range its field declares
+
+
+def out_of_range() -> list[tuple[str, str]]:
+    """(flag, value) just outside each declared bound, for the training settings and every model's."""
+    fields = {**{n: f for n, f in TRAIN_FIELDS.items() if n != "betas"},
+              **{n: f for m in models.REGISTRY for n, f in models.config_fields(m).items()}}
+    cases = []
+    for name, f in fields.items():
+        if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
+            continue
+        meta, flag = f.metadata, "--" + name.replace("_", "-")
+        bound = lambda v: v() if callable(v) else v  # noqa: E731
+        step = 1 if isinstance(f.default, int) else 0.5
+        if "min" in meta:
+            cases.append((flag, str(bound(meta["min"]) - step)))
+        if "max" in meta:
+            cases.append((flag, str(bound(meta["max"]) + step)))
+        if "above" in meta:
+            cases.append((flag, str(bound(meta["above"]))))
+        if "below" in meta and bound(meta["below"]) != float("inf"):
+            cases.append((flag, str(bound(meta["below"]))))
+    return sorted(set(cases))
+
+
+def test_every_numeric_setting_declares_its_range():
+    cases = out_of_range()
+    flags = {flag for flag, _ in cases}
+    assert {"--steps", "--lr", "--eval-interval", "--warmup", "--decay-at", "--threads", "--hidden",
+            "--emb-dim", "--block-size", "--dropout"} <= flags
+
+
+@pytest.mark.parametrize("flag, value", out_of_range())
+def test_a_setting_out_of_range_is_one_line(world, capsys, flag, value):
+    """For whichever model has the setting: the error names it, before anything is written."""
+    name = flag[2:].replace("-", "_")
+    model = next((m for m in models.REGISTRY if name in models.config_fields(m)), "mlp")
+    argv = ["train", "--data", str(world / "words.txt"), "--out", str(world / "new"), "--model", model,
+            "--steps", "20", flag, value, "--quiet"]
+    if flag == "--steps":
+        argv = argv[:argv.index("--steps")] + argv[argv.index("--steps") + 2:]
+    assert_one_line_and_nothing_left(argv, world, capsys, flag[2:])
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["--block-size", "100000"], "more context than this data has"),
+    (["--threads", "100000"], "threads"),
+    (["--nproc", "0"], "--nproc must be at least 1"),
+    (["--nproc", "-3"], "--nproc must be at least 1"),
+    (["--nproc", "4096"], "cores"),
+])
+def test_what_the_machine_or_the_data_cannot_hold_is_refused_first(world, capsys, argv, expect):
+    base = ["train", "--data", str(world / "words.txt"), "--out", str(world / "new"), *TINY]
+    assert_one_line_and_nothing_left(base + argv, world, capsys, expect)
+
+
+# ----------------------------------------------------------------------------------------
+# Flags that cannot apply, a second writer, and messages that say what happened
+
+
+@pytest.mark.parametrize("flag", [["--hidden", "999"], ["--preset", "fast"], ["--model", "gru"], ["--lr", "0.5"]])
+def test_a_flag_resume_cannot_apply_is_an_error(world, capsys, flag):
+    argv = ["train", "--resume", str(world / "run"), "--steps", "60", *flag]
+    assert_one_line_and_nothing_left(argv, world, capsys, "cannot apply to --resume")
+
+
+@pytest.mark.parametrize("command", ["resume", "mix"])
+def test_a_second_writer_is_refused_with_the_holders_pid(world, capsys, command):
+    argv = {"resume": ["train", "--resume", str(world / "run"), "--steps", "60", "--quiet"],
+            "mix": ["mix", str(world / "run")]}[command]
+    with RunLock(world / "run"):
+        assert_one_line_and_nothing_left(argv, world, capsys, f"pid {os.getpid()}")
+    capsys.readouterr()
+    assert main(["eval", str(world / "run")]) == 0  # readers never take the lock
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["eval", "FILE"], "is a file, not a run directory"),
+    (["ensemble", "RUN", "RUN", "--out", "NEW"], "given twice"),
+    (["ensemble", "RUN", "ALIEN", "--out", "NEW"], "another vocabulary"),
+    (["train", "--resume", "RUN", "--steps", "10"], "is at step 30 already"),
+])
+def test_messages_say_what_happened(world, capsys, argv, expect):
+    names = {"FILE": world / "file.txt", "RUN": world / "run", "ALIEN": world / "alien", "NEW": world / "new"}
+    argv = [str(names.get(a, a)) for a in argv]
+    assert_one_line_and_nothing_left(argv, world, capsys, expect)
+
+
+def test_a_file_with_lone_cr_line_ends_is_read_as_lines(tmp_path, capsys):
+    data = tmp_path / "mac.txt"
+    data.write_bytes("\r".join(make_words()).encode())
+    assert main(["data", "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["words"] == len(make_words())
+
+
+# ----------------------------------------------------------------------------------------
+# Two writers racing on one run
+
+
+def test_two_writers_on_one_run_one_proceeds_and_each_step_is_logged_once(world, tmp_path):
+    """A resume of a run that another process is still training: exactly one of them writes."""
+    run = tmp_path / "race"
+    data = str(world / "words.txt")
+    assert main(["train", "--data", data, "--out", str(run), *TINY, "--eval-interval", "100"]) == 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "makemore", "train", "--resume", str(run), "--steps", "10000000", "--quiet"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and first.poll() is None:  # wait until it holds the lock
+        try:
+            holder = (run / RunLock.NAME).read_text().strip()
+        except OSError:
+            holder = ""
+        if holder == str(first.pid):
+            break
+        time.sleep(0.05)
+    second = subprocess.run(command, capture_output=True, text=True, env=env, timeout=HANG)
+    first.send_signal(signal.SIGINT)  # it saves where it is and stops
+    out, err = first.communicate(timeout=HANG)
+    assert first.returncode == 130, err
+    assert second.returncode == 1 and len(second.stderr.strip().splitlines()) == 1
+    assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] > 30  # each step once, in order: one writer
