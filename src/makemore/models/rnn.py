@@ -110,8 +110,10 @@ def fused_recurrence(kernel, x: torch.Tensor, h0: torch.Tensor, weights: list[to
         # weights every window anyway: laying them out in one buffer here is that copy, silent.
         flat = torch.cat([w.reshape(-1) for w in weights])
         weights = [part.view_as(w) for part, w in zip(flat.split([w.numel() for w in weights]), weights)]
-    # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)
-    out, _ = kernel(x, h0[None].contiguous(), weights, True, 1, 0.0, False, False, False)
+    # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first);
+    # `train` only keeps what backward needs (with no dropout between layers, there being one
+    # layer): cuDNN refuses a backward through a call made without it, in eval mode too
+    out, _ = kernel(x, h0[None].contiguous(), weights, True, 1, 0.0, torch.is_grad_enabled(), False, False)
     return out
 
 
