@@ -1,7 +1,7 @@
 """`make bench`: every speed figure of the README, each a ratio measured in this one run
 against the baseline it names. Prints a table and writes benchmarks/results.json.
 
-    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision]
+    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision,recurrent]
 
 `--only` updates those items in an existing results.json (each item keeps its own date).
 
@@ -615,6 +615,100 @@ def report_precision(p: dict) -> None:
               f"{row['float32_ms']:8.2f} / {row['bfloat16_ms']:8.2f}   {row['speedup']:.2f}x")
 
 
+# ----------------------------------------------------------------------------------------
+# 11. The RNN and GRU: the recurrence as a cell loop in Python vs torch's fused kernel (rnn.py)
+
+# (label, preset, overrides): each preset's sizes (rnn 64 wide, batch 32; gru 64/32, gru-long
+# 384/128, best 512/128 with embeddings of 128 and weight drop); makemore.py's GRU cell (cho) has
+# no fused kernel, so it is timed as the loop only, beside PyTorch's cell (cudnn) both ways.
+RECURRENT_SHAPES = [("rnn", "rnn", {}), ("gru (cho)", "gru", {}), ("gru (cudnn)", "gru", {"cell": "cudnn"}),
+                    ("gru-long (cho)", "gru-long", {}), ("gru-long (cudnn)", "gru-long", {"cell": "cudnn"}),
+                    ("best (cho)", "best", {}), ("best (cudnn)", "best", {"cell": "cudnn"})]
+
+
+def bench_recurrent(corpus, quick: bool) -> dict:
+    """Training steps per second (the autograd engine's step: forward, backward, AdamW) of each
+    recurrent preset with RNN.recurrence "loop" and "fused", on minibatches of whole words as
+    training draws them: on the CPU with the presets' one thread, and on the GPU where there is
+    one. The two ways alternate within each repeat, so that both see the same load on a shared
+    machine; each figure is the median of the repeats and the ratio is fused / loop of those
+    medians. On the CPU the ratio of the CPU time the steps took (the thread's) is reported
+    beside it: a busy neighbour slows the wall clock of both ways, not the work each does. The
+    preset's teacher is left out: it changes the targets, not the recurrence; products are float32."""
+    repeats, seconds = (3, 0.3) if quick else (7, 1.0)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows, all_threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for device in devices:
+            for label, preset, overrides in RECURRENT_SHAPES:
+                rows.append(recurrent_row(corpus, device, label, preset, overrides, repeats, seconds))
+    finally:
+        torch.set_num_threads(all_threads)
+    return {"repeats": repeats, "threads": 1, "devices": devices, "rows": rows}
+
+
+def recurrent_row(corpus, device: str, label: str, preset: str, overrides: dict, repeats: int,
+                  seconds: float) -> dict:
+    from makemore import models
+    from makemore.batches import Minibatches
+
+    model_cfg, train_cfg = mm.make_configs(preset, vocab_size=corpus.vocab.size, teacher=0.0, engine="autograd",
+                                           device=device, precision="float32", **overrides)
+    B, T = train_cfg.batch_size, model_cfg.block_size
+    draws = Minibatches(corpus.encoded("train"), T, [0], B, whole_words=True)
+    batches = [draws.at(step, 999) for step in range(1000)]
+    ways = ["loop", "fused"] if models.build(model_cfg).cell.kernel is not None else ["loop"]
+    engines = {}
+    for way in ways:
+        model = models.build(model_cfg, seed=train_cfg.seed)
+        model.recurrence = way
+        engines[way] = make_engine([model], [train_cfg])  # each step ends in loss.item(): synchronised
+    lr = np.array([train_cfg.lr])
+    slowest = 0.0
+    for engine in engines.values():  # warm up, and time a step to size the repeats
+        for idx, y in batches[:2]:
+            engine.step(idx, y, lr)
+        t0 = time.perf_counter()
+        for idx, y in batches[2:5]:
+            engine.step(idx, y, lr)
+        slowest = max(slowest, (time.perf_counter() - t0) / 3)
+    n = max(3, min(len(batches), int(seconds / slowest)))
+    rates, cpu = {way: [] for way in ways}, {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, engine in engines.items():
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for idx, y in batches[:n]:
+                engine.step(idx, y, lr)
+            rates[way].append(n / (time.perf_counter() - t0))
+            cpu[way].append((time.thread_time() - c0) / n * 1e3)
+    row = {"device": device, "model": label, "preset": preset, **overrides, "hidden": model_cfg.hidden, "batch": B,
+           "steps_per_repeat": n}
+    for way in ways:
+        row[f"{way}_steps_per_s"] = float(np.median(rates[way]))
+        row[f"{way}_runs"] = rates[way]
+        if device == "cpu":
+            row[f"{way}_cpu_ms_per_step"] = float(np.median(cpu[way]))
+    if "fused" in ways:
+        row["speedup"] = row["fused_steps_per_s"] / row["loop_steps_per_s"]
+        if device == "cpu":
+            row["cpu_time_speedup"] = row["loop_cpu_ms_per_step"] / row["fused_cpu_ms_per_step"]
+    print(f"  recurrent: {device} {label}: " + ", ".join(f"{w} {row[f'{w}_steps_per_s']:.1f}" for w in ways)
+          + " steps/s", file=sys.stderr, flush=True)
+    return row
+
+
+def report_recurrent(r: dict) -> None:
+    print(f"\n11. rnn/gru training steps/s, cell loop / fused kernel (RNN.recurrence), median of {r['repeats']}; "
+          f"on the CPU {r['threads']} thread, and the ratio of CPU time per step")
+    for row in r["rows"]:
+        fused = f"{row['fused_steps_per_s']:8.1f}   {row['speedup']:.2f}x" if "speedup" in row else f"{'-':>8}"
+        if "cpu_time_speedup" in row:
+            fused += f"   (CPU time {row['cpu_time_speedup']:.2f}x)"
+        print(f"   {row.get('device', 'cpu'):<4} {row['model']:<18} hidden {row['hidden']:>3}, batch {row['batch']:>3}: "
+              f"{row['loop_steps_per_s']:8.1f} / {fused}")
+
+
 def bench_serve_item(corpus, quick: bool) -> dict:
     from serve_bench import bench_serve
 
@@ -622,14 +716,15 @@ def bench_serve_item(corpus, quick: bool) -> dict:
 
 
 def mm_cores() -> int:
-    from makemore.distributed import usable_cores
+    from makemore.devices import usable_cores
 
     return usable_cores()
 
 
 BENCHES = {"step": bench_step, "fast": bench_time_to_target, "sample": bench_sampling,
            "population": bench_population, "scaling": bench_scaling, "big": bench_big, "dp": bench_data_parallel,
-           "openmp": bench_openmp, "serve": bench_serve_item, "precision": bench_precision}
+           "openmp": bench_openmp, "serve": bench_serve_item, "precision": bench_precision,
+           "recurrent": bench_recurrent}
 
 
 def main() -> None:
@@ -717,6 +812,8 @@ def report(r: dict) -> None:
                   f"  failures {x['failures']}  {x['requests_per_s']:.0f} req/s")
     if "precision" in r:
         report_precision(r["precision"])
+    if "recurrent" in r:
+        report_recurrent(r["recurrent"])
 
 
 def report_openmp(o: dict) -> None:

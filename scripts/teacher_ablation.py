@@ -28,7 +28,8 @@ import torch
 
 from makemore import recipes
 from makemore.data import load_corpus
-from makemore.ngram import fit_mixture, fit_on_dev
+from makemore.mixture import fit_mixture
+from makemore.ngram import fit_on_dev
 from makemore.predict import model_predictor
 from makemore.fit import train
 from makemore.outputs import atomic_write_json

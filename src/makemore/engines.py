@@ -186,13 +186,16 @@ class Stack:
         self.engines[k].load_member_state(0, state)
 
 
-def make_engine(models: Sequence[Model], train_cfgs: Sequence[TrainConfig], setup):
+def make_engine(models: Sequence[Model], train_cfgs: Sequence[TrainConfig], setup=None):
     """The engine of these members on `setup` (runtime.Setup: its engine, precision and each
-    member's dropout seed). The fused engine's members share one batched step (a population)
-    while every product is small enough to gain from it; larger ones step one after another."""
+    member's dropout seed; resolved from the configs if not given). The fused engine's members
+    share one batched step (a population) while every product is small enough to gain from it;
+    larger ones step one after another."""
     from . import fused
     from .fused_engine import FusedEngine
+    from .runtime import resolve
 
+    setup = setup or resolve(models[0].cfg, train_cfgs)
     cfgs = [replace(c, seed=seed, precision=setup.precision) for c, seed in zip(train_cfgs, setup.dropout_seeds)]
     if setup.engine == "autograd":
         return AutogradEngine(models, cfgs)
