@@ -390,6 +390,7 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         members = [models.build(model_cfg, seed=cfg.seed).to(device) for cfg in train_cfgs]
         for model in members:
             model.train()
+            model.observe_training_data(corpus.encoded("train"))  # a resumed one's checkpoint then overrides it
         precision = resolve_precision(model_cfg, first, device)
         if precision == "bfloat16" and not native_bfloat16(device) and dist.is_writer():
             print(f"note: this {device.upper()} has no native bfloat16: --precision bfloat16 is emulated, "

@@ -11,6 +11,12 @@ compute its *training* loss over more predictions than the last one (a sequence 
 every position of its window at once, as makemore.py and nanoGPT train); in eval mode the loss
 is always the mean NLL of the targets given, the figure every model is compared on.
 
+A model whose output layer is an adaptive softmax (models/softmax.py) returns log-probabilities
+as its logits (a normalised distribution: log_softmax leaves them as they are), and in training
+with targets returns None for them unless `needs_logits` is set: computing the full (B, V)
+distribution is the cost its loss avoids. Training asks for them only for a teacher's term
+(engines.AutogradEngine).
+
 A new model is one module in this package defining `Config` (a dataclass subclass of
 ModelConfig with the model's own fields, each with a `help` in its metadata: the CLI makes
 them flags), `MODEL` (its subclass of Model, whose `Config` is that dataclass), `PRESETS` (named
@@ -44,6 +50,11 @@ class ModelConfig:
     vocab_size: int = setting(27, "characters in the vocabulary, boundary token included (from the data)")
     block_size: int = setting(3, "characters of context")
 
+    def decided(self) -> "ModelConfig":
+        """This config with each `auto` setting decided (make_configs returns it so, and a run
+        records it so): what a saved run means does not change with the rule that decided it."""
+        return self
+
     def validate(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -76,6 +87,9 @@ class Model(nn.Module):
     # True for a model that reads its window as makemore.py's sequence (window_layout below):
     # it takes any width up to block_size, and padding before the start changes nothing.
     sequence: ClassVar[bool] = False
+    # Whether forward(idx, targets) in training must return the logits even where the model
+    # need not compute them for its loss (see the module doc); set by the engine that needs them.
+    needs_logits: bool = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -105,6 +119,13 @@ class Model(nn.Module):
     def embedding_table(self) -> torch.Tensor | None:
         """The (vocab_size, d) table of character embeddings, for `makemore embeddings`."""
         return None
+
+    def observe_training_data(self, train) -> None:
+        """Called once on a freshly built model, before its first step, with its training
+        split (data.Examples): what a model takes from the data's statistics rather than by
+        gradient (an adaptive softmax's frequency order of the characters). It is saved with
+        the weights (a buffer), so a resumed or loaded model is not called again. Nothing,
+        for most models."""
 
 
 def last_position_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:

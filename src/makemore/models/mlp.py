@@ -6,6 +6,11 @@
     logits = h @ W_out + b_out  [+ x @ W_direct]                         Bengio's direct links
     loss   = F.cross_entropy(logits, targets)
 
+With --softmax adaptive (the default from a few hundred characters on) the last two lines are an
+adaptive softmax (models/softmax.py: Goodman 2001, Grave et al. 2017): W_head, b_head [and
+W_direct] over the most frequent characters and one token per tail cluster, then P_j, W_tail_j,
+b_tail_j per cluster, read only for the rows whose target is in it.
+
 Weights are (fan_in, fan_out) tensors named as in the lecture (C, W1, b1, ...) rather than
 nn.Linear modules, so that `x @ W + b` reads as on the blackboard and the fused engine
 (fused.py) can share the very same tensors.
@@ -14,7 +19,7 @@ nn.Linear modules, so that `x @ W + b` reads as on the blackboard and the fused 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -22,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from . import softmax as output_layer
 from .base import Model, ModelConfig, last_position_loss, setting
 
 TANH_GAIN = 5.0 / 3.0  # torch.nn.init.calculate_gain("tanh")
@@ -41,11 +47,33 @@ class MLPConfig(ModelConfig):
     # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
     # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
+    # The output layer (models/softmax.py). A config written before this setting existed had a
+    # full softmax whatever its vocabulary (`legacy`: what an absent field meant).
+    softmax: str = setting("auto", "output layer: full, adaptive (a head of the most frequent characters and tail "
+                           f"clusters, for large vocabularies) or auto (adaptive from {output_layer.ADAPTIVE_FROM} "
+                           "characters on)", choices=output_layer.SOFTMAXES, legacy="full")
+    softmax_head: int = setting(output_layer.DEFAULT_HEAD, "characters in the adaptive softmax's head (the most frequent "
+                                "ones); the rest fall in tail clusters", min=1)
 
     def validate(self) -> None:
         super().validate()
         if self.init not in INITS:
             raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        output_layer.resolve(self.softmax, self.vocab_size)
+
+    def decided(self) -> "MLPConfig":
+        return replace(self, softmax=output_layer.resolve(self.softmax, self.vocab_size))
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the output layer is the adaptive softmax (`softmax`, with auto decided)."""
+        return output_layer.resolve(self.softmax, self.vocab_size) == "adaptive"
+
+    def output_layout(self) -> output_layer.Layout | None:
+        """The adaptive softmax's layout (from the config alone), or None for a full softmax."""
+        if not self.adaptive:
+            return None
+        return output_layer.Layout.of(self.hidden, self.vocab_size, self.softmax_head)
 
 
 def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
@@ -57,6 +85,9 @@ def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"W{i}"] = (fan_in, cfg.hidden)
         shapes[f"b{i}"] = (cfg.hidden,)
         fan_in = cfg.hidden
+    layout = cfg.output_layout()
+    if layout is not None:
+        return {**shapes, **layout.shapes(direct_features=concat if cfg.direct else 0)}
     shapes["W_out"] = (cfg.hidden, cfg.vocab_size)
     shapes["b_out"] = (cfg.vocab_size,)
     if cfg.direct:
@@ -71,9 +102,16 @@ class MLP(Model):
 
     def __init__(self, cfg: MLPConfig, seed: int = 42):
         super().__init__(cfg)
+        self.layout = cfg.output_layout()
+        outputs = self.layout.shapes(direct_features=1) if self.layout is not None else {}
         g = torch.Generator().manual_seed(seed)
         for name, shape in param_shapes(cfg).items():
-            self.register_parameter(name, nn.Parameter(self._init(name, shape, g)))
+            w = (output_layer.init_tensor(name, shape, g, scaled=cfg.init == "scaled") if name in outputs
+                 else self._init(name, shape, g))
+            self.register_parameter(name, nn.Parameter(w))
+        if self.layout is not None:
+            # character id -> frequency rank (softmax.py): the identity until fit_output_order
+            self.register_buffer("output_order", torch.arange(cfg.vocab_size))
 
     def _init(self, name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         w = torch.randn(shape, generator=g)
@@ -90,6 +128,10 @@ class MLP(Model):
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.cfg.layers + 1)]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """(logits, loss). With the adaptive softmax the logits are log-probabilities (a
+        normalised distribution: log_softmax leaves them as they are), and in training with
+        targets they are None unless asked for (Model.needs_logits): the loss reads the head
+        and the targets' own clusters, never the full (B, V) distribution."""
         emb = self.C[idx]  # (B, block_size, emb_dim): indexing is a one-hot matmul, cheaper
         x = emb.view(emb.shape[0], -1)
         h = x
@@ -97,16 +139,33 @@ class MLP(Model):
             h = torch.tanh(h @ W + b)
             if self.cfg.dropout > 0 and self.training:
                 h = F.dropout(h, self.cfg.dropout, training=True)
+        if self.layout is not None:
+            direct = x @ self.W_direct if self.cfg.direct else None
+            if targets is not None and self.training and not self.needs_logits:
+                return None, output_layer.nll(self.layout, self, h, targets, direct)
+            log_probs = output_layer.log_probs(self.layout, self, h, direct)
+            return log_probs, last_position_loss(log_probs, targets)
         logits = h @ self.W_out + self.b_out
         if self.cfg.direct:
             logits = logits + x @ self.W_direct
         return logits, last_position_loss(logits, targets)
 
+    def observe_training_data(self, train) -> None:
+        if self.layout is not None:
+            self.fit_output_order(np.bincount(train.ids, minlength=self.cfg.vocab_size))
+
+    def fit_output_order(self, counts) -> None:
+        """The adaptive softmax's frequency order from each character's count as a target in
+        the training split (V,): the most frequent in the head. For a fresh model: its
+        weights are stored by rank."""
+        output_layer.fit_output_order(self, counts)
+
     def embedding_table(self) -> torch.Tensor:
         return self.C
 
     def logits_fn(self):
-        """The model's logits for contexts (N, block_size), computed for inference by tables.
+        """The model's logits for contexts (N, block_size), computed for inference by tables
+        (log-probabilities, with the adaptive softmax).
 
         The first layer reads x = [C[c_1], ..., C[c_T]], so x @ W1 = sum_t C[c_t] @ W1_t, where
         W1_t is W1's rows for position t. With the table P[t, c] = C[c] @ W1_t (block_size x
@@ -124,7 +183,9 @@ class MLP(Model):
             (W1, b1), *deeper = self.hidden_weights
             first, direct = table(W1), table(self.W_direct) if cfg.direct else None
             deeper = [(W.detach(), b.detach()) for W, b in deeper]
-            W_out, b_out, b1 = self.W_out.detach(), self.b_out.detach(), b1.detach()
+            b1 = b1.detach()
+            if self.layout is None:
+                W_out, b_out = self.W_out.detach(), self.b_out.detach()
         offsets = torch.arange(T, device=first.device) * V
 
         def logits(ctx: torch.Tensor) -> torch.Tensor:
@@ -133,9 +194,13 @@ class MLP(Model):
             h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
             for W, b in deeper:
                 h = _tanh_(torch.addmm(b, h, W))
+            extra = F.embedding_bag(rows, direct, mode="sum") if direct is not None else None
+            if self.layout is not None:
+                with torch.no_grad():
+                    return output_layer.log_probs(self.layout, self, h, extra)
             out = torch.addmm(b_out, h, W_out)
-            if direct is not None:
-                out += F.embedding_bag(rows, direct, mode="sum")
+            if extra is not None:
+                out += extra
             return out
 
         return logits
