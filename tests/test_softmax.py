@@ -12,13 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from makemore import cli
+from makemore import cli, models
 from makemore.config import configs_from_dict, configs_to_dict, make_configs, model_from_dict
 from makemore.data import Examples, load_corpus
 from makemore.engines import AutogradEngine, make_engine
 from makemore.errors import UserError
 from makemore.fused import unsupported_reason
 from makemore.models import softmax
+from makemore.models.base import dense_targets, trim_padding
 from makemore.models.mlp import MLP, MLPConfig, param_shapes
 from makemore.predict import model_predictor, split_nll
 from makemore.runs import load_run
@@ -275,3 +276,79 @@ def test_an_adaptive_model_learns_a_list_in_many_scripts(corpus):
     # the unigram entropy of the list is about 4.3 nats; syllables and scripts make it learnable below
     assert after < before - 1.0 and after < 3.5, (before, after)
     assert after == pytest.approx(split_nll(model_predictor(result.model), dev), rel=1e-6)
+
+
+# ----------------------------------------------------------------------------------------
+# The same layer as the lm_head of the other models
+
+HEADED = [n for n in models.REGISTRY if n not in ("mlp", "bigram")]
+SMALL = {"emb_dim": 8, "hidden": 16, "layers": 1, "heads": 2, "dropout": 0.0}
+
+
+def small_adaptive(name: str, vocab_size: int, **overrides):
+    sizes = {k: v for k, v in SMALL.items() if k in models.config_fields(name)}
+    return make_configs(model=name, vocab_size=vocab_size, softmax="adaptive", softmax_head=4,
+                        **{**sizes, **overrides})
+
+
+def test_every_model_with_an_output_layer_has_the_setting():
+    assert set(HEADED) == {"rnn", "gru", "bow", "transformer", "wavenet"}
+    for name in HEADED:
+        assert make_configs(model=name, vocab_size=27)[0].softmax == "full"
+        assert make_configs(model=name, vocab_size=3653)[0].softmax == "adaptive"
+
+
+@pytest.mark.parametrize("name", HEADED)
+def test_lm_head_log_probs_sum_to_one_and_the_training_loss_is_their_cross_entropy(name, corpus):
+    cfg, _ = small_adaptive(name, corpus.vocab.size)
+    model = models.build(cfg, seed=0).double()
+    assert isinstance(model.lm_head, softmax.AdaptiveSoftmax) and len(model.lm_head.layout.tails) == 3
+    model.observe_training_data(corpus.encoded("train"))
+    assert not torch.equal(model.lm_head.output_order, torch.arange(cfg.vocab_size))
+    X, Y = corpus.encoded("dev").tensors(cfg.block_size)
+    X, Y = X[:300], Y[:300]
+    model.eval()
+    with torch.no_grad():
+        log_probs = model(X)[0]
+        assert torch.allclose(log_probs.exp().sum(-1), torch.ones(len(X), dtype=torch.float64), atol=1e-10)
+        assert torch.allclose(model.logits_fn()(X), log_probs, atol=1e-10)
+    model.train()
+    logits, loss = model(X, Y)
+    assert logits is None
+    model.needs_logits = True
+    log_probs, same = model(X, Y)
+    if model.sequence:  # every column of the window predicts its next character
+        targets = dense_targets(trim_padding(X), Y)
+        assert log_probs.shape == (*targets.shape, cfg.vocab_size)
+        expected = F.nll_loss(log_probs.reshape(-1, cfg.vocab_size), targets.reshape(-1), ignore_index=-1)
+    else:
+        expected = F.nll_loss(log_probs, Y)
+    assert torch.allclose(loss, expected, atol=1e-10) and torch.allclose(same, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", HEADED)
+def test_lm_head_trains_and_its_order_survives_a_checkpoint(name, corpus, tmp_path):
+    cfg, tcfg = small_adaptive(name, corpus.vocab.size, steps=30, batch_size=16, lr=1e-2, optimizer="adamw",
+                               schedule="constant", eval_interval=10, eval_examples=500)
+    result = train(corpus, cfg, tcfg, out=tmp_path / "run", progress=False)
+    assert result.status == "completed" and result.summary["dev_loss"] < math.log(corpus.vocab.size)
+    run = load_run(tmp_path / "run")
+    expected = softmax.frequency_order(np.bincount(corpus.encoded("train").ids, minlength=cfg.vocab_size))
+    assert torch.equal(run.model.lm_head.output_order, expected)
+    dev = corpus.encoded("dev")
+    assert split_nll(model_predictor(run.model), dev) == pytest.approx(result.summary["dev_loss"], rel=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("name", ["mlp", *HEADED])
+def test_trains_on_cuda(name, corpus):
+    cfg, tcfg = small_adaptive(name, corpus.vocab.size, steps=20, batch_size=16, lr=1e-2, optimizer="adamw",
+                               eval_examples=500, engine="auto", device="cuda")
+    result = train(corpus, cfg, tcfg, progress=False)
+    assert result.status == "completed" and result.summary["device"] == "cuda"
+    model = result.model.eval()
+    X, _ = corpus.encoded("dev").tensors(cfg.block_size)
+    with torch.no_grad():
+        log_probs = model.logits_fn()(X[:100].cuda())
+    assert log_probs.is_cuda and torch.allclose(log_probs.exp().sum(-1), torch.ones(100, device="cuda"), atol=1e-4)
+    assert len(sample(model_predictor(model), corpus.vocab, 5, seed=0)) == 5

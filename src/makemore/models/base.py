@@ -30,11 +30,13 @@ import contextlib
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .softmax import AdaptiveSoftmax
 
 
 def setting(default, help: str, **kwargs):
@@ -124,8 +126,12 @@ class Model(nn.Module):
         """Called once on a freshly built model, before its first step, with its training
         split (data.Examples): what a model takes from the data's statistics rather than by
         gradient (an adaptive softmax's frequency order of the characters). It is saved with
-        the weights (a buffer), so a resumed or loaded model is not called again. Nothing,
-        for most models."""
+        the weights (a buffer), so a resumed or loaded model is not called again. This default fits the frequency order of any AdaptiveSoftmax it holds."""
+        heads = [m for m in self.modules() if isinstance(m, AdaptiveSoftmax)]
+        if heads:
+            counts = np.bincount(train.ids, minlength=self.cfg.vocab_size)
+            for head in heads:
+                head.fit_output_order(counts)
 
 
 def last_position_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
@@ -202,20 +208,28 @@ def dense_targets(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nxt
 
 
-def sequence_output(model: nn.Module, head: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor,
-                    window: torch.Tensor, targets: torch.Tensor | None):
-    """(logits, loss) of a sequence model from its states (B, T, hidden) over the window.
+def sequence_output(model: nn.Module, head: nn.Module, states: torch.Tensor, window: torch.Tensor,
+                    targets: torch.Tensor | None, norm: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """(logits, loss) of a sequence model from its states (B, T, hidden) over the window, read
+    out by `head` (its lm_head: nn.Linear, or an AdaptiveSoftmax) after `norm`, if any.
     Training: the loss is the mean NLL over every position of the window (makemore.py's and
     nanoGPT's objective, many predictions per example) and the logits are every column's,
     (B, T, vocab) for the window without its leading padding (trim_padding), which a teacher's
-    targets are matched with (engines.AutogradEngine); eval: only the last position is read
-    out and scored, as every model is."""
+    targets are matched with (engines.AutogradEngine); an adaptive head returns them only if
+    the model `needs_logits` (see the module doc). Eval: only the last position is read out
+    and scored, as every model is."""
     if model.training and targets is not None:
+        states = states if norm is None else norm(states)
+        dense = dense_targets(window, targets)
+        if isinstance(head, AdaptiveSoftmax):
+            loss = head.nll(states, dense, ignore_index=-1)
+            return (head.log_probs(states) if model.needs_logits else None), loss
         all_logits = head(states)  # (B, T, vocab)
         V = all_logits.shape[-1]
-        loss = F.cross_entropy(all_logits.reshape(-1, V), dense_targets(window, targets).reshape(-1), ignore_index=-1)
+        loss = F.cross_entropy(all_logits.reshape(-1, V), dense.reshape(-1), ignore_index=-1)
         return all_logits, loss
-    logits = head(states[:, -1])
+    last = states[:, -1]
+    logits = head(last if norm is None else norm(last))
     return logits, last_position_loss(logits, targets)
 
 

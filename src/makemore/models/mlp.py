@@ -19,7 +19,7 @@ nn.Linear modules, so that `x @ W + b` reads as on the blackboard and the fused 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ INITS = ("randn", "scaled")
 
 
 @dataclass
-class MLPConfig(ModelConfig):
+class MLPConfig(output_layer.OutputSettings, ModelConfig):
     """Embeddings -> tanh hidden layer(s) -> logits (Bengio et al. 2003)."""
 
     name = "mlp"
@@ -47,27 +47,13 @@ class MLPConfig(ModelConfig):
     # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
     # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
-    # The output layer (models/softmax.py). A config written before this setting existed had a
-    # full softmax whatever its vocabulary (`legacy`: what an absent field meant).
-    softmax: str = setting("auto", "output layer: full, adaptive (a head of the most frequent characters and tail "
-                           f"clusters, for large vocabularies) or auto (adaptive from {output_layer.ADAPTIVE_FROM} "
-                           "characters on)", choices=output_layer.SOFTMAXES, legacy="full")
-    softmax_head: int = setting(output_layer.DEFAULT_HEAD, "characters in the adaptive softmax's head (the most frequent "
-                                "ones); the rest fall in tail clusters", min=1)
+    softmax: str = output_layer.softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = output_layer.head_field()
 
     def validate(self) -> None:
         super().validate()
         if self.init not in INITS:
             raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        output_layer.resolve(self.softmax, self.vocab_size)
-
-    def decided(self) -> "MLPConfig":
-        return replace(self, softmax=output_layer.resolve(self.softmax, self.vocab_size))
-
-    @property
-    def adaptive(self) -> bool:
-        """Whether the output layer is the adaptive softmax (`softmax`, with auto decided)."""
-        return output_layer.resolve(self.softmax, self.vocab_size) == "adaptive"
 
     def output_layout(self) -> output_layer.Layout | None:
         """The adaptive softmax's layout (from the config alone), or None for a full softmax."""

@@ -22,10 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import Model, ModelConfig, seeded, sequence_output, setting, trim_padding, window_layout
+from .softmax import OutputSettings, head_field, output_head, softmax_field
 
 
 @dataclass
-class RNNConfig(ModelConfig):
+class RNNConfig(OutputSettings, ModelConfig):
     """Embeddings -> a recurrent hidden state along the window -> logits (makemore.py's sizes)."""
 
     name = "rnn"
@@ -40,6 +41,8 @@ class RNNConfig(ModelConfig):
     # the same thinned recurrence; dropout on the states alone leaves the recurrence unregularised
     weight_drop: float = setting(0.0, "share of the recurrent (hidden-to-hidden) weights dropped for each "
                                  "minibatch, while training (DropConnect)")
+    softmax: str = softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = head_field()
 
 
 class RNNCell(nn.Module):
@@ -86,7 +89,7 @@ class RNN(Model):
             self.start = nn.Parameter(torch.zeros(cfg.hidden))
             self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
             self.cell = self.Cell(cfg.emb_dim, cfg.hidden)
-            self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size)
+            self.lm_head = output_head(cfg, cfg.hidden)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         window = trim_padding(idx)

@@ -40,7 +40,7 @@ C and W1), other models hold an `AdaptiveSoftmax`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 import torch.nn as nn
@@ -62,6 +62,54 @@ MIN_TAIL_DIM = 16
 # included) on: below it the full softmax's step measured as fast or faster (bench item 11).
 ADAPTIVE_FROM = 200
 DEFAULT_HEAD = 64
+
+
+def softmax_field():
+    """The `softmax` setting of a model config. A config written before the setting existed
+    had a full softmax whatever its vocabulary (`legacy`: what an absent field meant)."""
+    return field(default="auto", metadata={
+        "help": "output layer: full, adaptive (a head of the most frequent characters and tail clusters, for "
+                f"large vocabularies) or auto (adaptive from {ADAPTIVE_FROM:,} characters on)",
+        "choices": SOFTMAXES, "legacy": "full"})
+
+
+def head_field():
+    """The `softmax_head` setting of a model config."""
+    return field(default=DEFAULT_HEAD, metadata={
+        "help": "characters in the adaptive softmax's head (the most frequent ones); the rest fall in tail "
+                "clusters", "min": 1})
+
+
+class OutputSettings:
+    """What a model config with an output layer over the vocabulary adds to ModelConfig: its
+    fields `softmax` (softmax_field()) and `softmax_head` (head_field()) are declared by each
+    config, after its own; this mixin (before ModelConfig in the bases) checks and decides them."""
+
+    softmax: str
+    softmax_head: int
+    vocab_size: int
+
+    def validate(self) -> None:
+        super().validate()
+        resolve(self.softmax, self.vocab_size)
+
+    def decided(self):
+        return replace(self, softmax=resolve(self.softmax, self.vocab_size))
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the output layer is the adaptive softmax (`softmax`, with auto decided)."""
+        return resolve(self.softmax, self.vocab_size) == "adaptive"
+
+
+def output_head(cfg: OutputSettings, in_features: int, bias: bool = True) -> nn.Module:
+    """A sequence model's lm_head: nn.Linear(in_features, V), or with cfg.adaptive an
+    AdaptiveSoftmax, its initial weights drawn from torch's global generator (a model builds
+    its modules under base.seeded)."""
+    if not cfg.adaptive:
+        return nn.Linear(in_features, cfg.vocab_size, bias=bias)
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, ())))
+    return AdaptiveSoftmax(in_features, cfg.vocab_size, cfg.softmax_head, g=g)
 
 
 def resolve(softmax: str, vocab_size: int) -> str:
@@ -245,5 +293,6 @@ class AdaptiveSoftmax(nn.Module):
     forward = log_probs
 
 
-__all__ = ["SOFTMAXES", "ADAPTIVE_FROM", "DEFAULT_HEAD", "resolve", "Layout", "log_probs", "nll", "frequency_order",
+__all__ = ["SOFTMAXES", "ADAPTIVE_FROM", "DEFAULT_HEAD", "softmax_field", "head_field", "OutputSettings",
+           "output_head", "resolve", "Layout", "log_probs", "nll", "frequency_order",
            "fit_output_order", "init_tensor", "AdaptiveSoftmax"]
