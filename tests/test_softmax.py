@@ -180,6 +180,27 @@ def test_training_loss_is_the_cross_entropy_of_the_distribution_and_its_gradient
     assert (ranks >= 8).any() and ((ranks >= 2) & (ranks < 8)).any()  # both clusters are exercised
 
 
+@pytest.mark.parametrize("direct", [False, True])
+def test_scoring_reads_the_targets_clusters_only_and_agrees_with_the_distribution(direct, corpus):
+    V = corpus.vocab.size
+    cfg, _ = make_configs("lecture", vocab_size=V, block_size=3, emb_dim=4, hidden=6, softmax="adaptive",
+                          softmax_head=4, direct=direct, layers=2)
+    model = MLP(cfg, seed=0)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    model.observe_training_data(corpus.encoded("train"))
+    predictor = model_predictor(model)
+    dev = corpus.encoded("dev")
+    X, Y = dev.tensors(cfg.block_size)
+    with torch.no_grad():
+        expected = predictor(X).gather(1, Y[:, None]).squeeze(1)
+    assert torch.allclose(predictor.target_log_probs(X, Y), expected, atol=1e-5)
+    assert split_nll(predictor, dev) == pytest.approx(-expected.double().mean().item(), rel=1e-6)
+    assert (model.output_order[Y] >= 16).any()  # targets in the last clusters too
+
+
 def test_gradients_match_finite_differences():
     model = adaptive_mlp(40, head=2, direct=True)
     g = torch.Generator().manual_seed(5)

@@ -118,6 +118,12 @@ class Model(nn.Module):
 
         return logits
 
+    def target_log_probs_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """(contexts (N, block_size), targets (N,)) -> log p(target | context) (N,) for scoring
+        (eval mode, no gradient), where the model computes it faster than by logits_fn's whole
+        distribution (an adaptive softmax reads only each target's cluster); None otherwise."""
+        return None
+
     def embedding_table(self) -> torch.Tensor | None:
         """The (vocab_size, d) table of character embeddings, for `makemore embeddings`."""
         return None

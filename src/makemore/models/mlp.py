@@ -6,7 +6,7 @@
     logits = h @ W_out + b_out  [+ x @ W_direct]                         Bengio's direct links
     loss   = F.cross_entropy(logits, targets)
 
-With --softmax adaptive (the default from a few hundred characters on) the last two lines are an
+With --softmax adaptive (auto's choice for a large vocabulary) the last two lines are an
 adaptive softmax (models/softmax.py: Goodman 2001, Grave et al. 2017): W_head, b_head [and
 W_direct] over the most frequent characters and one token per tail cluster, then P_j, W_tail_j,
 b_tail_j per cluster, read only for the rows whose target is in it.
@@ -160,6 +160,41 @@ class MLP(Model):
         lecture's sizes. Direct connections get the same treatment. A snapshot: build it again
         after more training.
         """
+        hidden = self._hidden_fn()
+        if self.layout is not None:
+            def log_probs(ctx: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return output_layer.log_probs(self.layout, self, *hidden(ctx))
+
+            return log_probs
+        W_out, b_out = self.W_out.detach(), self.b_out.detach()
+
+        def logits(ctx: torch.Tensor) -> torch.Tensor:
+            h, direct = hidden(ctx)
+            out = torch.addmm(b_out, h, W_out)
+            if direct is not None:
+                out += direct
+            return out
+
+        return logits
+
+    def target_log_probs_fn(self):
+        """log p(target | context) by the adaptive softmax's head and each target's own
+        cluster (output_layer.target_log_probs), the hidden state as logits_fn computes it."""
+        if self.layout is None:
+            return None
+        hidden = self._hidden_fn()
+
+        def target_log_probs(ctx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                h, direct = hidden(ctx)
+                return output_layer.target_log_probs(self.layout, self, h, targets, direct)
+
+        return target_log_probs
+
+    def _hidden_fn(self):
+        """contexts -> (last hidden layer's state, the direct connections' term or None), by the
+        tables of logits_fn."""
         cfg = self.cfg
         T, E, V = cfg.block_size, cfg.emb_dim, cfg.vocab_size
         with torch.no_grad():
@@ -170,26 +205,17 @@ class MLP(Model):
             first, direct = table(W1), table(self.W_direct) if cfg.direct else None
             deeper = [(W.detach(), b.detach()) for W, b in deeper]
             b1 = b1.detach()
-            if self.layout is None:
-                W_out, b_out = self.W_out.detach(), self.b_out.detach()
         offsets = torch.arange(T, device=first.device) * V
 
-        def logits(ctx: torch.Tensor) -> torch.Tensor:
+        def hidden(ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             rows = ctx + offsets
             # in place: a fresh large tensor per operation costs more in page faults than the math
             h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
             for W, b in deeper:
                 h = _tanh_(torch.addmm(b, h, W))
-            extra = F.embedding_bag(rows, direct, mode="sum") if direct is not None else None
-            if self.layout is not None:
-                with torch.no_grad():
-                    return output_layer.log_probs(self.layout, self, h, extra)
-            out = torch.addmm(b_out, h, W_out)
-            if extra is not None:
-                out += extra
-            return out
+            return h, (F.embedding_bag(rows, direct, mode="sum") if direct is not None else None)
 
-        return logits
+        return hidden
 
 
 def _tanh_(h: torch.Tensor) -> torch.Tensor:

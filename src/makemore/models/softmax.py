@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -55,12 +56,14 @@ SOFTMAXES = ("auto", "full", "adaptive")
 CLUSTER_GROWTH = 4
 TAIL_DIVISOR = 4
 # The narrowest projection a cluster reads: below it the rarest cluster's characters (thousands
-# of ideographs, some 0.5% of the targets) would be nearly a unigram of the cluster, for a
+# of ideographs, some 0.4% of the targets on names in dozens of scripts) would be nearly a unigram of the cluster, for a
 # saving of nothing (the rows that reach it are few).
 MIN_TAIL_DIM = 16
 # softmax "auto" takes the adaptive softmax from this many characters (the boundary token
-# included) on: below it the full softmax's step measured as fast or faster (bench item 11).
-ADAPTIVE_FROM = 200
+# included) on: from here its training step measured faster than the full softmax's at every
+# shape of bench item 11 (hidden 64-512, batch 32-512); below it, the few operations each tail
+# cluster adds cost more than they save at the smallest shapes, though large ones gain earlier.
+ADAPTIVE_FROM = 2000
 DEFAULT_HEAD = 64
 
 
@@ -103,9 +106,9 @@ class OutputSettings:
 
 
 def output_head(cfg: OutputSettings, in_features: int, bias: bool = True) -> nn.Module:
-    """A sequence model's lm_head: nn.Linear(in_features, V), or with cfg.adaptive an
-    AdaptiveSoftmax, its initial weights drawn from torch's global generator (a model builds
-    its modules under base.seeded)."""
+    """A model's lm_head: nn.Linear(in_features, V), or with cfg.adaptive an AdaptiveSoftmax
+    (with its biases, whatever `bias` says), its initial weights drawn from torch's global
+    generator (a model builds its modules under base.seeded)."""
     if not cfg.adaptive:
         return nn.Linear(in_features, cfg.vocab_size, bias=bias)
     g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, ())))
@@ -197,9 +200,28 @@ def log_probs(layout: Layout, p: nn.Module, h: torch.Tensor, head_extra: torch.T
         by_rank = head_lp.new_empty((h.shape[0], layout.vocab_size))
         by_rank[:, :layout.head] = head_lp[:, :layout.head]
         for j, (lo, hi) in enumerate(layout.tails, start=1):
-            cluster = head_lp[:, layout.head + j - 1, None]
-            by_rank[:, lo:hi] = F.log_softmax(_tail_logits(p, j, h), dim=-1) + cluster
+            by_rank[:, lo:hi] = F.log_softmax(_tail_logits(p, j, h), dim=-1)
+            by_rank[:, lo:hi] += head_lp[:, layout.head + j - 1, None]  # log p(cluster) + log p(c | cluster)
     return by_rank[:, p.output_order]  # column c: rank output_order[c]
+
+
+def target_log_probs(layout: Layout, p: nn.Module, h: torch.Tensor, targets: torch.Tensor,
+                     head_extra: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(target | h) of each row (N,): the head, and for a rare target its own cluster,
+    as `nll` reads them. What scoring a split needs, at a fraction of `log_probs`' cost (no
+    row computes every cluster, and nothing is V wide)."""
+    rank = p.output_order[targets]
+    head_lp = F.log_softmax(_head_logits(p, h, head_extra), dim=-1)
+    if not layout.tails:
+        return head_lp.gather(1, rank[:, None]).squeeze(1)
+    cluster = torch.bucketize(rank, rank.new_tensor(layout.cutoffs), right=True)
+    out = head_lp.gather(1, torch.where(cluster == 0, rank, cluster + (layout.head - 1))[:, None]).squeeze(1)
+    for j, (lo, _) in enumerate(layout.tails, start=1):
+        rows = (cluster == j).nonzero().squeeze(1)
+        if rows.numel():
+            tail_lp = F.log_softmax(_tail_logits(p, j, h[rows]), dim=-1)
+            out[rows] += tail_lp.gather(1, (rank[rows] - lo)[:, None]).squeeze(1)
+    return out
 
 
 def nll(layout: Layout, p: nn.Module, h: torch.Tensor, targets: torch.Tensor,
@@ -294,5 +316,5 @@ class AdaptiveSoftmax(nn.Module):
 
 
 __all__ = ["SOFTMAXES", "ADAPTIVE_FROM", "DEFAULT_HEAD", "softmax_field", "head_field", "OutputSettings",
-           "output_head", "resolve", "Layout", "log_probs", "nll", "frequency_order",
+           "output_head", "resolve", "Layout", "log_probs", "target_log_probs", "nll", "frequency_order",
            "fit_output_order", "init_tensor", "AdaptiveSoftmax"]
