@@ -200,9 +200,11 @@ def log_probs(layout: Layout, p: nn.Module, h: torch.Tensor, head_extra: torch.T
         by_rank = head_lp.new_empty((h.shape[0], layout.vocab_size))
         by_rank[:, :layout.head] = head_lp[:, :layout.head]
         for j, (lo, hi) in enumerate(layout.tails, start=1):
-            by_rank[:, lo:hi] = F.log_softmax(_tail_logits(p, j, h), dim=-1)
-            by_rank[:, lo:hi] += head_lp[:, layout.head + j - 1, None]  # log p(cluster) + log p(c | cluster)
-    return by_rank[:, p.output_order]  # column c: rank output_order[c]
+            z = _tail_logits(p, j, h)
+            # log p(c | cluster) + log p(cluster), in one pass over the cluster's columns
+            by_rank[:, lo:hi] = z - (torch.logsumexp(z, dim=-1, keepdim=True) - head_lp[:, layout.head + j - 1, None])
+    # column c: rank output_order[c] (index_select: a column gather, several times faster than indexing)
+    return by_rank.index_select(1, p.output_order)
 
 
 def target_log_probs(layout: Layout, p: nn.Module, h: torch.Tensor, targets: torch.Tensor,
