@@ -132,7 +132,8 @@ class Model(nn.Module):
         """Called once on a freshly built model, before its first step, with its training
         split (data.Examples): what a model takes from the data's statistics rather than by
         gradient (an adaptive softmax's frequency order of the characters). It is saved with
-        the weights (a buffer), so a resumed or loaded model is not called again. This default fits the frequency order of any AdaptiveSoftmax it holds."""
+        the weights (a buffer), so a resumed or loaded model is not called again. This default
+        fits the frequency order of any AdaptiveSoftmax the model holds."""
         heads = [m for m in self.modules() if isinstance(m, AdaptiveSoftmax)]
         if heads:
             counts = np.bincount(train.ids, minlength=self.cfg.vocab_size)
