@@ -21,6 +21,7 @@ Bengio's direct connections, block_size * emb_dim * V weights, are cheap for nam
 characters (7,128 of the 10-second recipe's 93,305 parameters) but a large share of a model on a
 list of thousands of characters (964k of 2.2M for 3,653), where they double the cost of the
 V-wide products: a recipe drops them where they would be more than DIRECT_MAX_SHARE of the model.
+(With the adaptive softmax, softmax auto's choice there, they feed its head alone and stay.)
 
 A budget run's model is then mixed with a Kneser-Ney model of MIX_CONTEXT characters (Bengio et
 al. 2003, sec. 4: the MLP and the count model err differently), the weight fitted on dev: on
