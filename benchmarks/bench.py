@@ -1,7 +1,7 @@
 """`make bench`: every speed figure of the README, each a ratio measured in this one run
 against the baseline it names. Prints a table and writes benchmarks/results.json.
 
-    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision,recurrent]
+    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision,recurrent,softmax]
 
 `--only` updates those items in an existing results.json (each item keeps its own date).
 
@@ -709,6 +709,103 @@ def report_recurrent(r: dict) -> None:
               f"{row['loop_steps_per_s']:8.1f} / {fused}")
 
 
+# 12. The expensive layer made cheap (issue 25): a training step with the full softmax and
+# with the adaptive one (models/softmax.py), by vocabulary size
+
+SOFTMAX_VOCABS = (100, 200, 300, 500, 1000, 2000, 3653, 4400, 5000)  # 3,653: the big list; 4,400: issue 25's
+SOFTMAX_SHAPES = ((64, 32), (64, 512), (512, 32), (512, 512))  # (hidden, batch)
+
+
+def vocab_examples(train, V: int):
+    """The big list's training examples read with a V-character vocabulary: the V - 2 most
+    frequent characters and the boundary token kept, the rest folded into one (as
+    --min-char-count folds them); past the list's own vocabulary, the examples as they are (the
+    model's extra characters never occur)."""
+    from makemore.data import Examples
+
+    counts = np.bincount(train.ids, minlength=int(train.ids.max()) + 1)
+    if V >= len(counts):
+        return train
+    by_rank = np.argsort(-counts[1:], kind="stable") + 1
+    new_id = np.full(len(counts), V - 1, dtype=np.int64)
+    new_id[0] = 0  # the boundary token
+    new_id[by_rank[:V - 2]] = np.arange(1, V - 1)
+    return Examples(new_id[train.ids].astype(train.ids.dtype), train.starts)
+
+
+def bench_softmax(corpus, quick: bool, vocabs=SOFTMAX_VOCABS, shapes=SOFTMAX_SHAPES, preset: str = "default",
+                  fused: bool = True, **settings) -> dict:
+    """us per training step of the `default` preset's MLP (hidden and batch varied) on the big
+    list read with V characters (vocab_examples), full softmax and adaptive, by the autograd
+    engine, and the full softmax by the fused one (its fastest path on the CPU): the variants
+    alternate within each repeat, and each figure is the median of the repeats. On the CPU a
+    step runs on one thread and is timed by the process's CPU time, which on a quiet core is
+    its wall time and on the shared 2-core machine is not inflated by other people's work (its
+    wall time was, by up to 20x). The crossover is the smallest V from which adaptive is faster
+    than full (both autograd) at every shape: softmax auto's threshold (models/softmax.py)."""
+    path, _ = big_list(BIG_LINES, BIG_TIMEOUT)
+    train = mm.load_corpus(path).encoded("train")
+    repeats, rows = (3 if quick else 5), []
+    cpu = settings.get("device", "cpu") == "cpu"
+    fused = fused and cpu
+    clock = time.process_time if cpu else time.perf_counter
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if cpu else threads)
+    try:
+        for V in vocabs:
+            examples = vocab_examples(train, V)
+            for hidden, batch in shapes:
+                variants = {}
+                for name, softmax, engine in (("full", "full", "autograd"), ("adaptive", "adaptive", "autograd"),
+                                              ("fused_full", "full", "fused"))[:3 if fused else 2]:
+                    model_cfg, train_cfg = mm.make_configs(preset, vocab_size=V, hidden=hidden, batch_size=batch,
+                                                           softmax=softmax, engine=engine, **settings)
+                    model = mm.models.build(model_cfg, seed=0).to(train_cfg.device)
+                    model.train()
+                    model.observe_training_data(examples)
+                    variants[name] = make_engine([model], [train_cfg])
+                # ~0.2 s of the slowest variant per repeat, at least 3 steps
+                n = max(3, min(200, int(2e8 / (batch * hidden * (V + 2 * hidden)))))
+                g = np.random.default_rng(0)
+                batches = [examples.batch(g.integers(0, len(examples), batch), model_cfg.block_size) for _ in range(n)]
+                lr = np.array([1e-3])
+                times = {name: [] for name in variants}
+                for name, engine in variants.items():  # warm up
+                    engine.step(batches[0][0][None], batches[0][1][None], lr)
+                for _ in range(repeats):
+                    for name, engine in variants.items():
+                        t0 = clock()
+                        for X, Y in batches:
+                            engine.step(X[None], Y[None], lr)
+                        times[name].append((clock() - t0) / n * 1e6)
+                row = {"vocab": V, "hidden": hidden, "batch": batch, "steps": n}
+                row.update({f"{name}_us": float(np.median(t)) for name, t in times.items()})
+                row["speedup"] = row["full_us"] / row["adaptive_us"]
+                if fused:
+                    row["speedup_vs_fused"] = row["fused_full_us"] / row["adaptive_us"]
+                rows.append(row)
+                print(f"[softmax] V {V} hidden {hidden} batch {batch}: " + ", ".join(
+                    f"{k} {v:.0f}" for k, v in row.items() if k.endswith("_us")), file=sys.stderr, flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    faster = {V: all(r["speedup"] > 1 for r in rows if r["vocab"] == V) for V in vocabs}
+    crossover = next((V for i, V in enumerate(vocabs) if all(faster[W] for W in vocabs[i:])), None)
+    return {"preset": preset, "settings": settings, "repeats": repeats, "clock": "cpu, 1 thread" if cpu else "wall",
+            "rows": rows, "crossover_vocab": crossover, "auto_from": mm.models.softmax.ADAPTIVE_FROM}
+
+
+def report_softmax(x: dict) -> None:
+    fused = "fused_full_us" in x["rows"][0]
+    print(f"\n12. training step, full / adaptive softmax (autograd{'; full by the fused engine' if fused else ''}), "
+          f"us of {x['clock']} time (median of {x['repeats']}), `{x['preset']}` MLP on the big list read with V "
+          f"characters")
+    for row in x["rows"]:
+        extra = f"   fused full {row['fused_full_us']:9.0f} ({row['speedup_vs_fused']:.2f}x)" if fused else ""
+        print(f"   V {row['vocab']:>5}  hidden {row['hidden']:>4}  batch {row['batch']:>4}: "
+              f"{row['full_us']:9.0f} / {row['adaptive_us']:9.0f}   {row['speedup']:5.2f}x{extra}")
+    print(f"   adaptive faster at every shape from V = {x['crossover_vocab']} on (softmax auto: from {x['auto_from']})")
+
+
 def bench_serve_item(corpus, quick: bool) -> dict:
     from serve_bench import bench_serve
 
@@ -724,7 +821,8 @@ def mm_cores() -> int:
 BENCHES = {"step": bench_step, "fast": bench_time_to_target, "sample": bench_sampling,
            "population": bench_population, "scaling": bench_scaling, "big": bench_big, "dp": bench_data_parallel,
            "openmp": bench_openmp, "serve": bench_serve_item, "precision": bench_precision,
-           "recurrent": bench_recurrent}
+           "recurrent": bench_recurrent,
+           "softmax": bench_softmax}
 
 
 def main() -> None:
@@ -814,6 +912,8 @@ def report(r: dict) -> None:
         report_precision(r["precision"])
     if "recurrent" in r:
         report_recurrent(r["recurrent"])
+    if "softmax" in r:
+        report_softmax(r["softmax"])
 
 
 def report_openmp(o: dict) -> None:

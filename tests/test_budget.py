@@ -215,13 +215,17 @@ def test_direct_connections_are_dropped_where_a_big_vocabulary_makes_them_most_o
     # the 10-second recipe of names: 9 x 33 inputs, one layer of 74, direct connections
     recipe = {"budget": 10, "model": "mlp", "preset": "default",
               "settings": {"block_size": 9, "emb_dim": 33, "hidden": 74, "layers": 1, "direct": True}}
+    full = {**recipe, "settings": {**recipe["settings"], "softmax": "full"}}
     assert scaled_settings(recipe, 1000, vocab_size=27)["direct"] is True  # 8,019 of 32,987
-    assert scaled_settings(recipe, 1000, vocab_size=3652)["direct"] is False  # 1.08M of 1.4M
+    assert scaled_settings(full, 1000, vocab_size=3652)["direct"] is False  # 1.08M of 1.4M
+    # softmax auto takes the adaptive softmax there: the direct connections feed its head alone
+    assert scaled_settings(recipe, 1000, vocab_size=3652)["direct"] is True  # 19,899 of 232,572
     assert scaled_settings(recipe, 1000)["direct"] is True  # vocabulary unknown: as tuned
     # the 10-second recipe of 2026-11-23: 12 x 22 inputs, one layer of 293
     recipe = {**recipe, "settings": {"block_size": 12, "emb_dim": 22, "hidden": 293, "layers": 1, "direct": True}}
+    full = {**recipe, "settings": {**recipe["settings"], "softmax": "full"}}
     assert scaled_settings(recipe, 1000, vocab_size=27)["direct"] is True  # 7,128 of 93,305
-    assert scaled_settings(recipe, 1000, vocab_size=3653)["direct"] is False  # 964k of 2.2M
+    assert scaled_settings(full, 1000, vocab_size=3653)["direct"] is False  # 964k of 2.2M
 
 
 def test_recipes_are_chosen_by_the_vocabulary_they_were_tuned_on():

@@ -125,7 +125,7 @@ def make_configs(preset: str | None = None, model: str | None = None,
         hint = f" (settings of --model {', '.join(others)})" if others else ""
         raise UserError(f"{', '.join('--' + u.replace('_', '-') for u in unknown)} does not apply to "
                         f"--model {name}{hint}")
-    model_cfg = models.config_class(name)(**{k: v for k, v in values.items() if k in model_fields})
+    model_cfg = models.config_class(name)(**{k: v for k, v in values.items() if k in model_fields}).decided()
     train_cfg = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_FIELDS})
     if isinstance(train_cfg.betas, list):
         train_cfg = replace(train_cfg, betas=tuple(train_cfg.betas))
@@ -152,6 +152,9 @@ def model_from_dict(d: dict) -> ModelConfig:
     if unknown:
         raise UserError(f"the config of this --model {name} run has settings this makemore does not know: "
                         f"{', '.join(unknown)}")
+    for f in fields(cls):  # a setting added since: what its absence meant, where that is not its default
+        if f.name not in d and "legacy" in f.metadata:
+            d[f.name] = f.metadata["legacy"]
     return cls(**d)
 
 

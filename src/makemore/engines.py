@@ -63,6 +63,9 @@ class AutogradEngine:
             self.optimizers.append(optimizers.get(cfg.optimizer).torch_optimizer(groups, cfg))
             self.decayed.append(decays)
             self.rng_states.append(self._seeded_state(cfg.seed))
+            # the teacher's term reads every character's log-probability: a model that computes
+            # its training loss without them (an adaptive softmax) is asked for them
+            model.needs_logits = cfg.teacher > 0
         self.grad_hook = None
 
     def _seeded_state(self, seed: int) -> dict:

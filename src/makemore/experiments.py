@@ -167,6 +167,7 @@ def _range_test(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig],
     members = [models.build(model_cfg, seed=cfg.seed).to(setup.device) for cfg in cfgs]
     for model in members:
         model.train()
+        model.observe_training_data(corpus.encoded("train"))
     engine = make_engine(members, cfgs, setup)
     batches = Minibatches(corpus.encoded("train"), model_cfg.block_size, [cfg.seed for cfg in cfgs],
                           cfgs[0].batch_size, whole_words=members[0].sequence)

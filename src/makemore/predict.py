@@ -49,7 +49,9 @@ def make_predictor(fn: Callable[[torch.Tensor], torch.Tensor], context_size: int
 
 
 def model_predictor(model) -> Predictor:
-    """A trained model as a predictor (in eval mode: no dropout), by its `logits_fn`."""
+    """A trained model as a predictor (in eval mode: no dropout), by its `logits_fn`; with
+    `.target_log_probs(ctx, y)` too where the model scores targets faster than by its whole
+    distribution (Model.target_log_probs_fn: an adaptive softmax), which `target_log_probs` uses."""
     block_size = model.cfg.block_size
     model.eval()
     logits = model.logits_fn()
@@ -62,6 +64,9 @@ def model_predictor(model) -> Predictor:
         return F.log_softmax(scores(ctx), dim=-1)
 
     predict.logits = scores  # sampling needs only the logits: it skips the log_softmax
+    of_targets = model.target_log_probs_fn()
+    if of_targets is not None:  # scoring needs only the targets' (an adaptive softmax: no V-wide row)
+        predict.target_log_probs = lambda ctx, y: of_targets(ctx[:, ctx.shape[1] - block_size:], y).float()
     return make_predictor(predict, block_size, next(model.parameters()).device, model.cfg.vocab_size)
 
 
@@ -133,13 +138,16 @@ def target_log_probs(predictor: Predictor, examples: Examples, positions: np.nda
     out = torch.empty(n, dtype=torch.float64)
     rows = chunk_rows(getattr(predictor, "vocab_size", None))
     logits_of = getattr(predictor, "logits", None)
+    of_targets = getattr(predictor, "target_log_probs", None)
     bar = _progress(n, progress, desc)
     try:
         for i in range(0, n, rows):
             pos = np.arange(i, min(n, i + rows), dtype=np.int64) if positions is None else positions[i:i + rows]
             X, Y = examples.batch(pos, predictor.context_size)
             X, Y = torch.from_numpy(X).to(predictor.device), torch.from_numpy(Y).to(predictor.device)[:, None]
-            if logits_of is not None:  # log p(y) = logit_y - logsumexp(logits): one pass, no (N, V) output
+            if of_targets is not None:
+                target = of_targets(X, Y.squeeze(1))
+            elif logits_of is not None:  # log p(y) = logit_y - logsumexp(logits): one pass, no (N, V) output
                 z = logits_of(X)
                 target = z.gather(1, Y).squeeze(1) - torch.logsumexp(z, dim=1)
             else:

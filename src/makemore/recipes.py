@@ -17,6 +17,7 @@ min(1, the recipe's training examples / the data's). Bengio's direct connections
 block_size * emb_dim * V weights, are cheap for a few dozen characters but most of a model on a
 list of thousands, where they double the cost of the V-wide products: a recipe drops them where
 they would be more than DIRECT_MAX_SHARE of the model.
+(With the adaptive softmax they feed its head alone and stay.)
 
 A budget run's model is then mixed with a Kneser-Ney model of MIX_CONTEXT characters, counted
 inside the budget, and distilled from it where the recipe has a teacher (fit.py).

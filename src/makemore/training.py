@@ -128,6 +128,7 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         members = [models.build(model_cfg, seed=cfg.seed).to(setup.device) for cfg in train_cfgs]
         for model in members:
             model.train()
+            model.observe_training_data(corpus.encoded("train"))  # a resumed one's checkpoint then overrides it
         engine = make_engine(members, train_cfgs, setup)
         dist.attach(engine)  # [dist] gradients averaged across the ranks
         starts, logs = [0] * K, []

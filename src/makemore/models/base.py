@@ -11,6 +11,12 @@ compute its *training* loss over more predictions than the last one (a sequence 
 every position of its window at once, as makemore.py and nanoGPT train); in eval mode the loss
 is always the mean NLL of the targets given, the figure every model is compared on.
 
+A model whose output layer is an adaptive softmax (models/softmax.py) returns log-probabilities
+as its logits (a normalised distribution: log_softmax leaves them as they are), and in training
+with targets returns None for them unless `needs_logits` is set: computing the full (B, V)
+distribution is the cost its loss avoids. Training asks for them only for a teacher's term
+(engines.AutogradEngine).
+
 A new model is one module in this package defining `Config` (a dataclass subclass of
 ModelConfig with the model's own fields, each with a `help` in its metadata: the CLI makes
 them flags), `MODEL` (its subclass of Model, whose `Config` is that dataclass), `PRESETS` (named
@@ -24,11 +30,13 @@ import contextlib
 from dataclasses import dataclass, field, fields
 from typing import Callable, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .softmax import AdaptiveSoftmax
 
 
 def setting(default, help: str, **kwargs):
@@ -84,6 +92,11 @@ class ModelConfig:
     vocab_size: int = setting(27, "characters in the vocabulary, boundary token included (from the data)", min=1)
     block_size: int = setting(3, "characters of context", min=1)
 
+    def decided(self) -> "ModelConfig":
+        """This config with each `auto` setting decided (make_configs returns it so, and a run
+        records it so): what a saved run means does not change with the rule that decided it."""
+        return self
+
     def validate(self) -> None:
         check_fields(self)
 
@@ -105,6 +118,9 @@ class Model(nn.Module):
     # True for a model that reads its window as makemore.py's sequence (window_layout below):
     # it takes any width up to block_size, and padding before the start changes nothing.
     sequence: ClassVar[bool] = False
+    # Whether forward(idx, targets) in training must return the logits even where the model
+    # need not compute them for its loss (see the module doc); set by the engine that needs them.
+    needs_logits: bool = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -131,9 +147,27 @@ class Model(nn.Module):
 
         return logits
 
+    def target_log_probs_fn(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """(contexts (N, block_size), targets (N,)) -> log p(target | context) (N,) for scoring
+        (eval mode, no gradient), where the model computes it faster than by logits_fn's whole
+        distribution (an adaptive softmax reads only each target's cluster); None otherwise."""
+        return None
+
     def embedding_table(self) -> torch.Tensor | None:
         """The (vocab_size, d) table of character embeddings, for `makemore embeddings`."""
         return None
+
+    def observe_training_data(self, train) -> None:
+        """Called once on a freshly built model, before its first step, with its training
+        split (data.Examples): what a model takes from the data's statistics rather than by
+        gradient (an adaptive softmax's frequency order of the characters). It is saved with
+        the weights (a buffer), so a resumed or loaded model is not called again. This default
+        fits the frequency order of any AdaptiveSoftmax the model holds."""
+        heads = [m for m in self.modules() if isinstance(m, AdaptiveSoftmax)]
+        if heads:
+            counts = np.bincount(train.ids, minlength=self.cfg.vocab_size)
+            for head in heads:
+                head.fit_output_order(counts)
 
 
 def last_position_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:
@@ -210,20 +244,28 @@ def dense_targets(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return nxt
 
 
-def sequence_output(model: nn.Module, head: Callable[[torch.Tensor], torch.Tensor], states: torch.Tensor,
-                    window: torch.Tensor, targets: torch.Tensor | None):
-    """(logits, loss) of a sequence model from its states (B, T, hidden) over the window.
+def sequence_output(model: nn.Module, head: nn.Module, states: torch.Tensor, window: torch.Tensor,
+                    targets: torch.Tensor | None, norm: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """(logits, loss) of a sequence model from its states (B, T, hidden) over the window, read
+    out by `head` (its lm_head: nn.Linear, or an AdaptiveSoftmax) after `norm`, if any.
     Training: the loss is the mean NLL over every position of the window (makemore.py's and
     nanoGPT's objective, many predictions per example) and the logits are every column's,
     (B, T, vocab) for the window without its leading padding (trim_padding), which a teacher's
-    targets are matched with (engines.AutogradEngine); eval: only the last position is read
-    out and scored, as every model is."""
+    targets are matched with (engines.AutogradEngine); an adaptive head returns them only if
+    the model `needs_logits` (see the module doc). Eval: only the last position is read out
+    and scored, as every model is."""
     if model.training and targets is not None:
+        states = states if norm is None else norm(states)
+        dense = dense_targets(window, targets)
+        if isinstance(head, AdaptiveSoftmax):
+            loss = head.nll(states, dense, ignore_index=-1)
+            return (head.log_probs(states) if model.needs_logits else None), loss
         all_logits = head(states)  # (B, T, vocab)
         V = all_logits.shape[-1]
-        loss = F.cross_entropy(all_logits.reshape(-1, V), dense_targets(window, targets).reshape(-1), ignore_index=-1)
+        loss = F.cross_entropy(all_logits.reshape(-1, V), dense.reshape(-1), ignore_index=-1)
         return all_logits, loss
-    logits = head(states[:, -1])
+    last = states[:, -1]
+    logits = head(last if norm is None else norm(last))
     return logits, last_position_loss(logits, targets)
 
 

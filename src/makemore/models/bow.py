@@ -21,16 +21,19 @@ import torch.nn as nn
 
 from .base import (Model, ModelConfig, causal_mask, seeded, sequence_output, setting, trim_padding,
                    window_layout)
+from .softmax import OutputSettings, head_field, output_head, softmax_field
 
 
 @dataclass
-class BoWConfig(ModelConfig):
+class BoWConfig(OutputSettings, ModelConfig):
     """Embeddings -> causal mean + MLP -> logits (makemore.py's sizes)."""
 
     name = "bow"
     block_size: int = setting(16, "characters of context: the longest word + 1 reads whole words", min=1)
     emb_dim: int = setting(64, "size of each character's embedding (makemore.py's n_embd)", min=1)
     hidden: int = setting(64, "units of the MLP after the average (makemore.py's n_embd2)", min=1)
+    softmax: str = softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = head_field()
 
 
 class BoWBlock(nn.Module):
@@ -60,7 +63,7 @@ class BoW(Model):
             self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
             self.wpe = nn.Embedding(cfg.block_size, cfg.emb_dim)
             self.block = BoWBlock(cfg.emb_dim, cfg.hidden)
-            self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size)
+            self.lm_head = output_head(cfg, cfg.emb_dim)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         if idx.shape[1] > self.cfg.block_size:

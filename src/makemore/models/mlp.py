@@ -6,6 +6,11 @@
     logits = h @ W_out + b_out  [+ x @ W_direct]                         Bengio's direct links
     loss   = F.cross_entropy(logits, targets)
 
+With --softmax adaptive (auto's choice for a large vocabulary) the last two lines are an
+adaptive softmax (models/softmax.py: Goodman 2001, Grave et al. 2017): W_head, b_head [and
+W_direct] over the most frequent characters and one token per tail cluster, then P_j, W_tail_j,
+b_tail_j per cluster, read only for the rows whose target is in it.
+
 Weights are (fan_in, fan_out) tensors named as in the lecture (C, W1, b1, ...) rather than
 nn.Linear modules, so that `x @ W + b` reads as on the blackboard and the fused engine
 (fused.py) can share the very same tensors.
@@ -22,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from . import softmax as output_layer
 from .base import Model, ModelConfig, last_position_loss, setting
 
 TANH_GAIN = 5.0 / 3.0  # torch.nn.init.calculate_gain("tanh")
@@ -29,7 +35,7 @@ INITS = ("randn", "scaled")
 
 
 @dataclass
-class MLPConfig(ModelConfig):
+class MLPConfig(output_layer.OutputSettings, ModelConfig):
     """Embeddings -> tanh hidden layer(s) -> logits (Bengio et al. 2003)."""
 
     name = "mlp"
@@ -41,11 +47,19 @@ class MLPConfig(ModelConfig):
     # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
     # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
+    softmax: str = output_layer.softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = output_layer.head_field()
 
     def validate(self) -> None:
         super().validate()
         if self.init not in INITS:
             raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+    def output_layout(self) -> output_layer.Layout | None:
+        """The adaptive softmax's layout (from the config alone), or None for a full softmax."""
+        if not self.adaptive:
+            return None
+        return output_layer.Layout.of(self.hidden, self.vocab_size, self.softmax_head)
 
 
 def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
@@ -57,6 +71,9 @@ def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"W{i}"] = (fan_in, cfg.hidden)
         shapes[f"b{i}"] = (cfg.hidden,)
         fan_in = cfg.hidden
+    layout = cfg.output_layout()
+    if layout is not None:
+        return {**shapes, **layout.shapes(direct_features=concat if cfg.direct else 0)}
     shapes["W_out"] = (cfg.hidden, cfg.vocab_size)
     shapes["b_out"] = (cfg.vocab_size,)
     if cfg.direct:
@@ -71,9 +88,16 @@ class MLP(Model):
 
     def __init__(self, cfg: MLPConfig, seed: int = 42):
         super().__init__(cfg)
+        self.layout = cfg.output_layout()
+        outputs = self.layout.shapes(direct_features=1) if self.layout is not None else {}
         g = torch.Generator().manual_seed(seed)
         for name, shape in param_shapes(cfg).items():
-            self.register_parameter(name, nn.Parameter(self._init(name, shape, g)))
+            w = (output_layer.init_tensor(name, shape, g, scaled=cfg.init == "scaled") if name in outputs
+                 else self._init(name, shape, g))
+            self.register_parameter(name, nn.Parameter(w))
+        if self.layout is not None:
+            # character id -> frequency rank (softmax.py): the identity until fit_output_order
+            self.register_buffer("output_order", torch.arange(cfg.vocab_size))
 
     def _init(self, name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         w = torch.randn(shape, generator=g)
@@ -90,6 +114,10 @@ class MLP(Model):
         return [(getattr(self, f"W{i}"), getattr(self, f"b{i}")) for i in range(1, self.cfg.layers + 1)]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """(logits, loss). With the adaptive softmax the logits are log-probabilities (a
+        normalised distribution: log_softmax leaves them as they are), and in training with
+        targets they are None unless asked for (Model.needs_logits): the loss reads the head
+        and the targets' own clusters, never the full (B, V) distribution."""
         emb = self.C[idx]  # (B, block_size, emb_dim): indexing is a one-hot matmul, cheaper
         x = emb.view(emb.shape[0], -1)
         h = x
@@ -97,16 +125,33 @@ class MLP(Model):
             h = torch.tanh(h @ W + b)
             if self.cfg.dropout > 0 and self.training:
                 h = F.dropout(h, self.cfg.dropout, training=True)
+        if self.layout is not None:
+            direct = x @ self.W_direct if self.cfg.direct else None
+            if targets is not None and self.training and not self.needs_logits:
+                return None, output_layer.nll(self.layout, self, h, targets, direct)
+            log_probs = output_layer.log_probs(self.layout, self, h, direct)
+            return log_probs, last_position_loss(log_probs, targets)
         logits = h @ self.W_out + self.b_out
         if self.cfg.direct:
             logits = logits + x @ self.W_direct
         return logits, last_position_loss(logits, targets)
 
+    def observe_training_data(self, train) -> None:
+        if self.layout is not None:
+            self.fit_output_order(np.bincount(train.ids, minlength=self.cfg.vocab_size))
+
+    def fit_output_order(self, counts) -> None:
+        """The adaptive softmax's frequency order from each character's count as a target in
+        the training split (V,): the most frequent in the head. For a fresh model: its
+        weights are stored by rank."""
+        output_layer.fit_output_order(self, counts)
+
     def embedding_table(self) -> torch.Tensor:
         return self.C
 
     def logits_fn(self):
-        """The model's logits for contexts (N, block_size), computed for inference by tables.
+        """The model's logits for contexts (N, block_size), computed for inference by tables
+        (log-probabilities, with the adaptive softmax).
 
         The first layer reads x = [C[c_1], ..., C[c_T]], so x @ W1 = sum_t C[c_t] @ W1_t, where
         W1_t is W1's rows for position t. With the table P[t, c] = C[c] @ W1_t (block_size x
@@ -115,6 +160,41 @@ class MLP(Model):
         lecture's sizes. Direct connections get the same treatment. A snapshot: build it again
         after more training.
         """
+        hidden = self._hidden_fn()
+        if self.layout is not None:
+            def log_probs(ctx: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return output_layer.log_probs(self.layout, self, *hidden(ctx))
+
+            return log_probs
+        W_out, b_out = self.W_out.detach(), self.b_out.detach()
+
+        def logits(ctx: torch.Tensor) -> torch.Tensor:
+            h, direct = hidden(ctx)
+            out = torch.addmm(b_out, h, W_out)
+            if direct is not None:
+                out += direct
+            return out
+
+        return logits
+
+    def target_log_probs_fn(self):
+        """log p(target | context) by the adaptive softmax's head and each target's own
+        cluster (output_layer.target_log_probs), the hidden state as logits_fn computes it."""
+        if self.layout is None:
+            return None
+        hidden = self._hidden_fn()
+
+        def target_log_probs(ctx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                h, direct = hidden(ctx)
+                return output_layer.target_log_probs(self.layout, self, h, targets, direct)
+
+        return target_log_probs
+
+    def _hidden_fn(self):
+        """contexts -> (last hidden layer's state, the direct connections' term or None), by the
+        tables of logits_fn."""
         cfg = self.cfg
         T, E, V = cfg.block_size, cfg.emb_dim, cfg.vocab_size
         with torch.no_grad():
@@ -124,21 +204,18 @@ class MLP(Model):
             (W1, b1), *deeper = self.hidden_weights
             first, direct = table(W1), table(self.W_direct) if cfg.direct else None
             deeper = [(W.detach(), b.detach()) for W, b in deeper]
-            W_out, b_out, b1 = self.W_out.detach(), self.b_out.detach(), b1.detach()
+            b1 = b1.detach()
         offsets = torch.arange(T, device=first.device) * V
 
-        def logits(ctx: torch.Tensor) -> torch.Tensor:
+        def hidden(ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             rows = ctx + offsets
             # in place: a fresh large tensor per operation costs more in page faults than the math
             h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
             for W, b in deeper:
                 h = _tanh_(torch.addmm(b, h, W))
-            out = torch.addmm(b_out, h, W_out)
-            if direct is not None:
-                out += F.embedding_bag(rows, direct, mode="sum")
-            return out
+            return h, (F.embedding_bag(rows, direct, mode="sum") if direct is not None else None)
 
-        return logits
+        return hidden
 
 
 def _tanh_(h: torch.Tensor) -> torch.Tensor:

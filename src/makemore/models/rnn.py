@@ -29,10 +29,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import Model, ModelConfig, seeded, sequence_output, setting, trim_padding, window_layout
+from .softmax import OutputSettings, head_field, output_head, softmax_field
 
 
 @dataclass
-class RNNConfig(ModelConfig):
+class RNNConfig(OutputSettings, ModelConfig):
     """Embeddings -> a recurrent hidden state along the window -> logits (makemore.py's sizes)."""
 
     name = "rnn"
@@ -48,6 +49,8 @@ class RNNConfig(ModelConfig):
     # the same thinned recurrence; dropout on the states alone leaves the recurrence unregularised
     weight_drop: float = setting(0.0, "share of the recurrent (hidden-to-hidden) weights dropped for each "
                                  "minibatch, while training (DropConnect)", min=0, below=1)
+    softmax: str = softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = head_field()
 
 
 class RNNCell(nn.Module):
@@ -138,7 +141,7 @@ class RNN(Model):
             self.start = nn.Parameter(torch.zeros(cfg.hidden))
             self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
             self.cell = self.cell_class(cfg)(cfg.emb_dim, cfg.hidden)
-            self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size)
+            self.lm_head = output_head(cfg, cfg.hidden)
 
     @classmethod
     def cell_class(cls, cfg: RNNConfig) -> type[nn.Module]:

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from ..errors import UserError
 from .base import (Model, ModelConfig, causal_mask, init_normal_, seeded, sequence_output, setting,
                    trim_padding, window_layout)
+from .softmax import OutputSettings, head_field, output_head, softmax_field
 
 
 @dataclass
-class TransformerConfig(ModelConfig):
+class TransformerConfig(OutputSettings, ModelConfig):
     """GPT-2's decoder blocks over character and position embeddings (makemore.py's sizes)."""
 
     name = "transformer"
@@ -37,6 +38,8 @@ class TransformerConfig(ModelConfig):
     heads: int = setting(4, "attention heads per block (makemore.py's n_head); must divide emb-dim", min=1)
     dropout: float = setting(0.0, "dropout on the embeddings, attention weights and residual branches while training",
                              min=0, below=1)
+    softmax: str = softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = head_field()
 
     def validate(self) -> None:
         super().validate()
@@ -96,8 +99,9 @@ class Transformer(Model):
             self.wpe = nn.Embedding(cfg.block_size, cfg.emb_dim)
             self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
             self.ln_f = nn.LayerNorm(cfg.emb_dim)
-            self.lm_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-            init_normal_(self)  # GPT-2's N(0, 0.02), as minGPT and makemore.py's first version
+            self.lm_head = output_head(cfg, cfg.emb_dim, bias=False)
+            # GPT-2's N(0, 0.02), as minGPT and makemore.py's first version (an adaptive head keeps its own)
+            init_normal_(self)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         if idx.shape[1] > self.cfg.block_size:
@@ -109,7 +113,7 @@ class Transformer(Model):
         mask = causal_mask(start, window.shape[1])
         for block in self.blocks:
             x = block(x, mask)
-        return sequence_output(self, lambda states: self.lm_head(self.ln_f(states)), x, window, targets)
+        return sequence_output(self, self.lm_head, x, window, targets, norm=self.ln_f)
 
     def embedding_table(self) -> torch.Tensor:
         return self.wte.weight

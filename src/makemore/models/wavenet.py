@@ -27,16 +27,19 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from .base import Model, ModelConfig, last_position_loss, seeded, setting
+from .softmax import AdaptiveSoftmax, OutputSettings, head_field, output_head, softmax_field
 
 
 @dataclass
-class WaveNetConfig(ModelConfig):
+class WaveNetConfig(OutputSettings, ModelConfig):
     """Embeddings -> levels of (fuse pairs -> linear -> BatchNorm -> tanh) -> logits."""
 
     name = "wavenet"
     block_size: int = setting(8, "characters of context: a power of 2 (each level fuses pairs)", min=1)
     emb_dim: int = setting(24, "size of each character's embedding (the lecture's n_embd)", min=1)
     hidden: int = setting(128, "units of each level (the lecture's n_hidden)", min=1)
+    softmax: str = softmax_field()  # the output layer (models/softmax.py)
+    softmax_head: int = head_field()
 
     def validate(self) -> None:
         super().validate()
@@ -105,8 +108,12 @@ class WaveNet(Model):
                 width = cfg.hidden
             if cfg.levels == 0:
                 layers.append(FlattenConsecutive(1))  # block_size 1: (B, 1, emb_dim) -> (B, emb_dim)
-            layers.append(nn.Linear(width, cfg.vocab_size))
+            # the last layer of the lecture's Sequential; an adaptive softmax is a layer of its own
+            head = output_head(cfg, width)
+            if not isinstance(head, AdaptiveSoftmax):
+                layers.append(head)
         self.layers = nn.Sequential(*layers)
+        self.lm_head = head if isinstance(head, AdaptiveSoftmax) else None
         self._init(seed)
 
     @torch.no_grad()
@@ -122,11 +129,18 @@ class WaveNet(Model):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / m.in_features ** 0.5)
                 if m.bias is not None:
                     m.bias.zero_()
-        self.layers[-1].weight.mul_(0.1)
+        if self.lm_head is None:
+            self.layers[-1].weight.mul_(0.1)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        logits = self.layers(idx)
-        return logits, last_position_loss(logits, targets)
+        if self.lm_head is None:
+            logits = self.layers(idx)
+            return logits, last_position_loss(logits, targets)
+        h = self.layers(idx)
+        if targets is not None and self.training and not self.needs_logits:
+            return None, self.lm_head.nll(h, targets)
+        log_probs = self.lm_head.log_probs(h)
+        return log_probs, last_position_loss(log_probs, targets)
 
     def embedding_table(self) -> torch.Tensor:
         return self.layers[0].weight
