@@ -1,7 +1,7 @@
 """`make bench`: every speed figure of the README, each a ratio measured in this one run
 against the baseline it names. Prints a table and writes benchmarks/results.json.
 
-    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision,recurrent,softmax]
+    .venv/bin/python benchmarks/bench.py [--quick] [--only step,fast,sample,population,scaling,big,dp,openmp,serve,precision,recurrent,softmax,gpu]
 
 `--only` updates those items in an existing results.json (each item keeps its own date).
 
@@ -818,11 +818,51 @@ def mm_cores() -> int:
     return usable_cores()
 
 
+# 13. The GPU (issue 26): training steps per second of the presets on the CPU beside the GPU
+
+GPU_PRESETS = ("lecture", "default", "mlp-best", "best", "transformer")
+
+
+def bench_gpu(corpus, quick: bool) -> dict:
+    """Steps per second of each preset's training step as a run takes it on each device
+    (training.steps_per_second: its engine, on the GPU the minibatches drawn there and the step
+    captured as a CUDA graph), median of a few timings; only where CUDA is present."""
+    from makemore.training import steps_per_second
+
+    if not torch.cuda.is_available():
+        print("  gpu: no CUDA GPU here: skipped", file=sys.stderr)
+        return {"skipped": "no CUDA GPU"}
+    repeats, seconds = (1, 1.0) if quick else (3, 2.0)
+    rows = []
+    for preset in GPU_PRESETS:
+        model_cfg, train_cfg = mm.make_configs(preset, vocab_size=corpus.vocab.size)
+        row = {"preset": preset, "params": mm.count_params(model_cfg)}
+        for device in ("cpu", "cuda"):
+            rates = [steps_per_second(corpus, model_cfg, train_cfg, device, seconds) for _ in range(repeats)]
+            row[f"{device}_steps_per_s"] = float(np.median(rates))
+        row["ratio"] = row["cuda_steps_per_s"] / row["cpu_steps_per_s"]
+        print(f"  gpu: {preset}: cpu {row['cpu_steps_per_s']:,.0f}, cuda {row['cuda_steps_per_s']:,.0f} steps/s",
+              file=sys.stderr, flush=True)
+        rows.append(row)
+    return {"repeats": repeats, "seconds": seconds, "gpu": torch.cuda.get_device_name(0), "rows": rows}
+
+
+def report_gpu(r: dict) -> None:
+    if "skipped" in r:
+        print(f"\n13. the GPU: {r['skipped']}")
+        return
+    print(f"\n13. training steps/s, CPU beside GPU ({r['gpu']}), median of {r['repeats']}")
+    for row in r["rows"]:
+        print(f"   {row['preset']:<12} {row['params']:>10,} params: cpu {row['cpu_steps_per_s']:9,.0f}   "
+              f"cuda {row['cuda_steps_per_s']:9,.0f}   {row['ratio']:6.2f}x")
+
+
 BENCHES = {"step": bench_step, "fast": bench_time_to_target, "sample": bench_sampling,
            "population": bench_population, "scaling": bench_scaling, "big": bench_big, "dp": bench_data_parallel,
            "openmp": bench_openmp, "serve": bench_serve_item, "precision": bench_precision,
            "recurrent": bench_recurrent,
-           "softmax": bench_softmax}
+           "softmax": bench_softmax,
+           "gpu": bench_gpu}
 
 
 def main() -> None:
@@ -914,6 +954,8 @@ def report(r: dict) -> None:
         report_recurrent(r["recurrent"])
     if "softmax" in r:
         report_softmax(r["softmax"])
+    if "gpu" in r:
+        report_gpu(r["gpu"])
 
 
 def report_openmp(o: dict) -> None:

@@ -91,6 +91,9 @@ class Minibatches:
         """(K, B) positions in the split of update `step`'s examples (after `at(step, ...)`)."""
         return self.positions_held[:, step - self.first]
 
+    def window_positions(self, positions: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.examples.window_positions(positions, block_size)
+
     def state(self, k: int, steps: int) -> torch.Tensor:
         """Member k's generator state after `steps` updates, as a solo run saves it (rng.batch)."""
         used = steps - self.first
@@ -101,3 +104,55 @@ class Minibatches:
         if used > 0:
             torch.randint(0, self.n, (used * self.B,), generator=g)
         return g.get_state()
+
+
+class DeviceMinibatches:
+    """Minibatches drawn and gathered where the model trains (a GPU): the split's ids, each
+    position's word start and (for a sequence model) the windows that tile the words live on the
+    device; each member's positions come from a generator on the device seeded seed + 1, one
+    draw of B per step, so a run is reproducible for a fixed seed (a CUDA generator's stream is
+    not the CPU's: a run on a GPU sees other minibatches than one on a CPU). Nothing crosses to
+    the host per step. The interface is Minibatches': `at`, `positions`, `state`, and
+    `window_positions` for a sequence model's teacher."""
+
+    def __init__(self, examples: Examples, block_size: int, seeds: Sequence[int], B: int, device,
+                 states: Sequence[torch.Tensor | None] | None = None, whole_words: bool = False):
+        self.device, self.block_size, self.B = torch.device(device), block_size, B
+        self.examples = examples
+        n = len(examples)
+        lengths = np.diff(np.append(examples.starts, n))
+        self.ids = torch.from_numpy(examples.ids.astype(np.int64)).to(self.device)
+        self.start_of = torch.from_numpy(np.repeat(examples.starts, lengths)).to(self.device)  # word start per position
+        self.pool = (torch.from_numpy(examples.word_windows(block_size)).to(self.device) if whole_words else None)
+        self.n = n if self.pool is None else len(self.pool)
+        self.generators = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
+        for g, state in zip(self.generators, states or []):
+            if state is not None:
+                g.set_state(state)
+        self.offsets = torch.arange(-block_size, 0, device=self.device)
+        self.step_held, self.positions_held = None, None
+
+    def at(self, step: int, last: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, B, block_size) contexts and (K, B) targets of update `step`, on the device."""
+        positions = torch.stack([torch.randint(0, self.n, (self.B,), generator=g, device=self.device)
+                                 for g in self.generators])  # (K, B)
+        if self.pool is not None:
+            positions = self.pool[positions]
+        self.step_held, self.positions_held = step, positions
+        before = positions[..., None] + self.offsets  # (K, B, T)
+        ctx = self.ids[before.clamp(min=0)]
+        ctx = ctx.masked_fill(before < self.start_of[positions][..., None], 0)  # before the word: padding
+        return ctx, self.ids[positions]
+
+    def positions(self, step: int) -> torch.Tensor:
+        return self.positions_held
+
+    def window_positions(self, positions: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """data.Examples.window_positions, on the device."""
+        predicted = positions[..., None] + torch.arange(1 - block_size, 1, device=self.device)
+        valid = predicted >= self.start_of[positions][..., None]
+        return torch.where(valid, predicted, positions[..., None]), valid
+
+    def state(self, k: int, steps: int) -> torch.Tensor:
+        """Member k's generator state after `steps` updates (drawn one step at a time: its own)."""
+        return self.generators[k].get_state()

@@ -74,7 +74,8 @@ class TrainConfig:
     # float32 (runtime.resolve_precision); summary.json records the one used.
     precision: str = setting("auto", "|".join(PRECISIONS) + ": number format of the training step's matrix "
                              "products (auto: bfloat16 for a --budget run where the hardware has it, else float32)", choices=PRECISIONS)
-    device: str = setting("cpu", "|".join(DEVICES) + " (default cpu)", choices=DEVICES)
+    device: str = setting("auto", "|".join(DEVICES) + " (default auto: a CUDA GPU where one is present and a short "
+                          "trial finds it faster for this run, else the CPU)", choices=DEVICES)
     # more threads than cores only wait for one another, and torch's pool crashes at absurd counts
     threads: int = setting(0, "torch threads (0: torch's default; at most the machine's cores)", min=0,
                            max=usable_cores)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import optimizers
+from . import graphs, optimizers
 from .config import TrainConfig
 from .models import Model
 
@@ -48,7 +48,7 @@ class AutogradEngine:
 
     name = "autograd"
 
-    def __init__(self, models: Sequence[Model], train_cfgs: Sequence[TrainConfig]):
+    def __init__(self, models: Sequence[Model], train_cfgs: Sequence[TrainConfig], capture: bool = False):
         if len(models) != len(train_cfgs) or not models:
             raise ValueError(f"need one train config per model, got {len(models)} models and {len(train_cfgs)} configs")
         self.models, self.cfgs = list(models), list(train_cfgs)
@@ -60,13 +60,20 @@ class AutogradEngine:
             decays = [p for n, p in named if model.decays(n, p)]
             keeps = [p for n, p in named if not model.decays(n, p)]
             groups = [g for g in ({"params": decays}, {"params": keeps}) if g["params"]]
-            self.optimizers.append(optimizers.get(cfg.optimizer).torch_optimizer(groups, cfg))
+            captured = capture and self.device.type == "cuda"  # only asked of an optimizer that says CAPTURABLE
+            self.optimizers.append(optimizers.get(cfg.optimizer).torch_optimizer(
+                groups, cfg, **({"capturable": True} if captured else {})))
             self.decayed.append(decays)
             self.rng_states.append(self._seeded_state(cfg.seed))
             # the teacher's term reads every character's log-probability: a model that computes
             # its training loss without them (an adaptive softmax) is asked for them
             model.needs_logits = cfg.teacher > 0
+            model.trim_windows = self.device.type == "cpu"  # models.base.Model.trim_windows
         self.grad_hook = None
+        # CUDA graphs (graphs.py): a solo run on a GPU replays its whole step as one graph once
+        # its first steps have run eagerly (lazy initialisations, the optimizer's state)
+        self.graphs = capture and self.device.type == "cuda" and len(self.models) == 1
+        self.captured, self.eager_steps = None, 0
 
     def _seeded_state(self, seed: int) -> dict:
         state = {"cpu": torch.Generator().manual_seed(seed).get_state()}
@@ -90,39 +97,64 @@ class AutogradEngine:
 
         return save
 
-    def step(self, idx: np.ndarray, y: np.ndarray, lrs: np.ndarray, teacher: np.ndarray | None = None) -> np.ndarray:
-        idx_t = torch.from_numpy(np.ascontiguousarray(idx)).to(self.device)
-        y_t = torch.from_numpy(np.ascontiguousarray(y)).to(self.device)
-        teacher_t = None if teacher is None else torch.from_numpy(np.ascontiguousarray(teacher)).to(self.device)
-        losses = np.empty(len(self.models))
-        for k, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
+    def step(self, idx, y, lrs: np.ndarray, teacher=None):
+        """One update of every member. idx, y, teacher: NumPy arrays, or tensors already on the
+        device (graphs.py's minibatches). Returns the K losses: NumPy on a CPU, a tensor on a GPU,
+        left there (the loop reads it at its logging points: no host synchronisation per step)."""
+        idx_t, y_t, teacher_t = (None if a is None else torch.as_tensor(a).to(self.device, non_blocking=True)
+                                 for a in (idx, y, teacher))
+        if self.captured is not None:
+            self.set_lr(0, float(lrs[0]))
+            return self.captured.replay(idx_t[0], y_t[0], None if teacher_t is None else teacher_t[0])[None]
+        losses = []
+        for k in range(len(self.models)):
             save_rng = self._swap_rng(k)
-            # precision bfloat16: torch.autocast runs the forward's matrix products in bfloat16
-            # and the loss (cross-entropy, log-softmax) in float32; backward mirrors the casts
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-                logits, loss = model(idx_t[k], y_t[k])
-                if teacher_t is not None:  # cross-entropy against (1-a) onehot(y) + a teacher
-                    a, soft_targets = self.cfgs[k].teacher, teacher_t[k]
-                    if logits.dim() == 3:  # a sequence model's columns: (B, T, V), leading padding trimmed
-                        soft_targets = soft_targets[:, soft_targets.shape[1] - logits.shape[1]:]
-                    # a column that predicts nothing has an all-zero teacher row: it counts for nothing
-                    soft = -(soft_targets * F.log_softmax(logits, dim=-1)).sum() / soft_targets.sum()
-                    objective = (1.0 - a) * loss + a * soft  # the one-hot loss is the one reported
-            optimizer.zero_grad(set_to_none=True)
-            (loss if teacher_t is None else objective).backward()
+            self.set_lr(k, float(lrs[k]))
+            losses.append(self.update(k, idx_t[k], y_t[k], None if teacher_t is None else teacher_t[k]))
             save_rng()
-            if self.grad_hook is not None:
-                self.grad_hook([p.grad for p in model.parameters() if p.grad is not None])
-            lr, wd = float(lrs[k]), self.cfgs[k].weight_decay
-            if wd:  # decoupled weight decay, p <- p * (1 - lr*wd), as the fused engine does it
-                with torch.no_grad():
-                    for p in self.decayed[k]:
-                        p.mul_(1.0 - lr * wd)
-            for group in optimizer.param_groups:
+        self.eager_steps += 1
+        if self.graphs and self.eager_steps == graphs.WARMUP_STEPS:
+            self.captured = graphs.capture(self, idx_t[0], y_t[0], None if teacher_t is None else teacher_t[0])
+        if self.device.type == "cpu":
+            return np.array([loss.item() for loss in losses])
+        return torch.stack(losses)
+
+    def set_lr(self, k: int, lr: float) -> None:
+        for group in self.optimizers[k].param_groups:
+            if torch.is_tensor(group["lr"]):  # a captured step reads it from the device
+                group["lr"].fill_(lr)
+            else:
                 group["lr"] = lr
-            optimizer.step()
-            losses[k] = loss.item()
-        return losses
+
+    def update(self, k: int, idx: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None) -> torch.Tensor:
+        """Member k's forward, backward and optimizer step; its minibatch loss (detached). What a
+        CUDA graph captures (graphs.py): nothing in it reads a value back to the host."""
+        model, optimizer, cfg = self.models[k], self.optimizers[k], self.cfgs[k]
+        # precision bfloat16: torch.autocast runs the forward's matrix products in bfloat16
+        # and the loss (cross-entropy, log-softmax) in float32; backward mirrors the casts
+        # (a captured step must cast the weights afresh on every replay: autocast's cache of casts
+        # would hold those of the capture)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16",
+                            cache_enabled=not self.graphs):
+            logits, loss = model(idx, y)
+            objective = loss
+            if teacher is not None:  # cross-entropy against (1-a) onehot(y) + a teacher
+                a, soft_targets = cfg.teacher, teacher
+                if logits.dim() == 3:  # a sequence model's columns: (B, T, V), leading padding trimmed
+                    soft_targets = soft_targets[:, soft_targets.shape[1] - logits.shape[1]:]
+                # a column that predicts nothing has an all-zero teacher row: it counts for nothing
+                soft = -(soft_targets * F.log_softmax(logits, dim=-1)).sum() / soft_targets.sum()
+                objective = (1.0 - a) * loss + a * soft  # the one-hot loss is the one reported
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        if self.grad_hook is not None:
+            self.grad_hook([p.grad for p in model.parameters() if p.grad is not None])
+        if cfg.weight_decay:  # decoupled weight decay, p <- p * (1 - lr*wd), as the fused engine does it
+            lr = optimizer.param_groups[0]["lr"]
+            with torch.no_grad():
+                torch._foreach_mul_(self.decayed[k], 1.0 - lr * cfg.weight_decay)
+        optimizer.step()
+        return loss.detach()
 
     def freeze(self, k: int, weights) -> None:
         with torch.no_grad():
@@ -138,6 +170,8 @@ class AutogradEngine:
             for key, value in optimizer.state.get(p, {}).items():
                 out[f"optim.{key}.{name}"] = torch.as_tensor(value).detach().clone().cpu()
         out["rng.torch"] = self.rng_states[k]["cpu"].clone()
+        if self.captured is not None:  # the graph's replays draw from the generator itself, unswapped
+            self.rng_states[k]["cuda"] = torch.cuda.get_rng_state(self.device)
         if "cuda" in self.rng_states[k]:
             out["rng.cuda"] = self.rng_states[k]["cuda"].clone()
         return out
@@ -148,7 +182,8 @@ class AutogradEngine:
             prefix_entries = {key.split(".")[1]: v for key, v in state.items()
                               if key.startswith("optim.") and key.endswith("." + name)}
             if prefix_entries:
-                optimizer.state[p] = {key: v.to(p.device) if key != "step" else v.cpu()
+                capturable = optimizer.param_groups[0].get("capturable", False)  # its step count on the device
+                optimizer.state[p] = {key: v.to(p.device) if key != "step" or capturable else v.cpu()
                                       for key, v in prefix_entries.items()}
         if "rng.torch" in state:
             self.rng_states[k]["cpu"] = state["rng.torch"].clone()
@@ -201,7 +236,7 @@ def make_engine(models: Sequence[Model], train_cfgs: Sequence[TrainConfig], setu
     setup = setup or resolve(models[0].cfg, train_cfgs)
     cfgs = [replace(c, seed=seed, precision=setup.precision) for c, seed in zip(train_cfgs, setup.dropout_seeds)]
     if setup.engine == "autograd":
-        return AutogradEngine(models, cfgs)
+        return AutogradEngine(models, cfgs, capture=setup.cuda_graphs)
     if len(models) == 1:
         return FusedEngine(models, cfgs)
     one_optimizer = len({c.optimizer for c in cfgs}) == 1

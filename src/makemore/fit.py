@@ -47,18 +47,28 @@ def configure(corpus: Corpus, preset: str | None = None, model: str | None = Non
     budget = settings.pop("budget", None)
     if budget and preset is None:
         model_cfg, train_cfg, recipe = budget_configs(budget, corpus.vocab.size, len(corpus.encoded("train")), model,
-                                                      teacher_allowed=teacher_allowed, **settings)
+                                                      teacher_allowed=teacher_allowed,
+                                                      for_device=recipe_device(settings.get("device")), **settings)
         if recipe is None:
             note(f"note: no time-budget recipe is known for --model {model_cfg.name}: its own preset, with the steps "
                  f"planned for {budget:g} s")
         else:
-            note(f"note: the recipe for {recipe['budget']:g} s (--model {recipe['model']}: dev {recipe['dev_loss']:.4f} "
+            reached = "not measured yet" if recipe.get("dev_loss") is None else f"dev {recipe['dev_loss']:.4f}"
+            note(f"note: the recipe for {recipe['budget']:g} s (--model {recipe['model']}: {reached} "
                  f"on {recipe.get('data', 'names')} in {recipe['budget']:g} s on "
                  f"{recipe.get('machine') or 'the tuning machine'}, {recipe.get('date') or 'undated'}); steps planned "
                  f"for {budget:g} s here")
         return model_cfg, train_cfg, recipe
     model_cfg, train_cfg = make_configs(preset, model, vocab_size=corpus.vocab.size, budget=budget, **settings)
     return model_cfg, train_cfg, None
+
+
+def recipe_device(device: str | None) -> str:
+    """Which device's recipes a run takes: the GPU's where it will likely train there (asked
+    for, or `auto` with one present: the trial then picks it for a model sized for a GPU)."""
+    from .devices import cuda_available
+
+    return "cuda" if (device or "auto") in ("auto", "cuda") and cuda_available() else "cpu"
 
 
 def allows_teacher(train_examples: int, vocab_size: int, counted: bool) -> bool:
@@ -103,7 +113,8 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
     else:
         budget = settings.get("budget")
         if (budget and preset is None and dist.world() is None
-                and choose(budget, model, vocab_size=corpus.vocab.size) is not None):
+                and choose(budget, model, vocab_size=corpus.vocab.size,
+                           device=recipe_device(settings.get("device"))) is not None):
             counted = count_inside_budget(corpus, budget, note)  # for the recipe's teacher and the mixture
         allowed = allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, counted is not None)
         model_cfg, train_cfg, recipe = configure(corpus, preset, model, note, teacher_allowed=allowed, **settings)

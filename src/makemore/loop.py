@@ -34,7 +34,7 @@ from . import rundir
 from .batches import Minibatches, lr_at
 from .budget import Plan, ThreadTrial
 from .models import Model
-from .predict import model_predictor
+from .predict import model_predictor, tensor_nll
 from .runtime import set_threads
 
 # A uniform guess costs log(vocab) nats per character. A minibatch loss past this means the
@@ -230,6 +230,10 @@ class Trainer:
         self.total, self.eval_every = first.steps, first.eval_every
         self.dev_ex = corpus.encoded("dev")
         self.dev_pos = self.dev_ex.subset(first.eval_examples)
+        self.dev_tensors = None  # on a GPU, the dev subset's contexts and targets live there
+        if setup.device != "cpu":
+            X, Y = self.dev_ex.batch(self.dev_pos, self.members[0].cfg.block_size)
+            self.dev_tensors = (torch.from_numpy(X).to(setup.device), torch.from_numpy(Y).to(setup.device))
         self.plan = Plan(budget, self.total, start) if budget > 0 else None
         self.trial = ThreadTrial(torch.get_num_threads(), first.budget) if setup.thread_trial else None
         if self.plan is not None:
@@ -240,7 +244,10 @@ class Trainer:
         self.status, self.messages = ["completed"] * self.K, [""] * self.K
         self.last_step = [start] * self.K
         self.interrupted_by: str | None = None
-        self.interval_loss, self.interval_n, self.bar_pending = np.zeros(self.K), 0, 0
+        # the minibatch losses since the last row (a tensor on the engine's device where it keeps
+        # them there: read at the rows alone)
+        self.interval_loss = np.zeros(self.K)
+        self.interval_n, self.bar_pending = 0, 0
         self.lrs = np.array([lr_at(c, start, self.total) for c in self.cfgs])
         self.eval_seconds = 0.0  # time spent on dev estimates: a budget plan counts steps without it
         self.t0 = time.perf_counter()
@@ -270,22 +277,33 @@ class Trainer:
         return self.finish()
 
     def train_step(self, stop) -> None:
-        """One update of every active member, its losses checked and logged."""
+        """One update of every active member, its losses checked and logged. On a CPU the losses
+        come back as NumPy and are checked every step; on a GPU they stay there, summed, and are
+        read (one synchronisation) at each row of metrics.csv."""
         step = self.step
         self.lrs = np.array([lr_at(c, step, self.total) if on else 0.0 for c, on in zip(self.cfgs, self.active)])
         idx, y = self.batches.at(step, self.total - 1)
         losses = self.engine.step(idx, y, self.lrs, None if self.teacher is None else self.batch_teacher(step))
         losses = dist.agree(losses, stop)  # [dist] the global minibatch's losses; a signal stops every rank
         self.step = step = step + 1
-        for k in np.flatnonzero(self.active & ~(losses <= DIVERGED_LOSS)):  # inf, NaN or blown up
-            self.diverge(k, float(losses[k]))
-        self.interval_loss += np.where(self.active, losses, 0.0)
         self.interval_n += 1
         self.bar_pending += 1
         is_eval = step % self.eval_every == 0 or step == self.total
-        if step % self.log_every == 0 or is_eval:
+        logged = step % self.log_every == 0 or is_eval
+        on_host = isinstance(losses, np.ndarray)
+        if on_host or logged:
+            host = losses if on_host else losses.float().cpu().numpy()
+            for k in np.flatnonzero(self.active & ~(host <= DIVERGED_LOSS)):  # inf, NaN or blown up
+                self.diverge(k, float(host[k]))
+        if on_host:
+            self.interval_loss += np.where(self.active, losses, 0.0)
+        else:
+            if not torch.is_tensor(self.interval_loss):  # the engine keeps its losses on its device
+                self.interval_loss = torch.as_tensor(self.interval_loss, dtype=torch.float32, device=losses.device)
+            self.interval_loss += losses.float()
+        if logged:
             if self.active.any():  # the bar shows the members' mean loss
-                self.bar.update(self.bar_pending, float(losses[self.active].mean()), float(self.lrs[self.active].max()))
+                self.bar.update(self.bar_pending, float(host[self.active].mean()), float(self.lrs[self.active].max()))
             self.bar_pending = 0
             self.record(evaluate=is_eval)
 
@@ -295,7 +313,7 @@ class Trainer:
         positions = self.batches.positions(step)
         if not self.members[0].sequence:
             return self.teacher[positions]
-        predicted, valid = self.batches.examples.window_positions(positions, self.batches.block_size)
+        predicted, valid = self.batches.window_positions(positions, self.batches.block_size)
         return self.teacher[predicted] * valid[..., None]
 
     def diverge(self, k: int, loss: float) -> None:
@@ -307,7 +325,10 @@ class Trainer:
 
     def evaluate_dev(self, k: int) -> float:
         model = self.members[k]
-        loss = dist.mean_nll(model_predictor(model), self.dev_ex, self.dev_pos)
+        if self.dev_tensors is not None:
+            loss = tensor_nll(model_predictor(model), *self.dev_tensors)
+        else:
+            loss = dist.mean_nll(model_predictor(model), self.dev_ex, self.dev_pos)
         model.train()
         return loss
 
@@ -321,8 +342,10 @@ class Trainer:
             if self.step == self.start == 0:
                 self.plan.check_feasible()  # before anything is written: a budget too small is one error line
         rows = {}
+        interval = (self.interval_loss if isinstance(self.interval_loss, np.ndarray)
+                    else self.interval_loss.cpu().numpy())  # one read of the GPU's sums per row
         for k, dev in devs.items():
-            train_loss = float(self.interval_loss[k]) / self.interval_n if self.interval_n else None
+            train_loss = float(interval[k]) / self.interval_n if self.interval_n else None
             rows[k] = self.logs[k].record(self.step, train_loss, dev, float(self.lrs[k]), self.seconds())
             if evaluate:
                 self.save_last(k)
@@ -383,6 +406,7 @@ class Trainer:
         run_seconds = time.perf_counter() - self.t0
         shared = {"engine": self.engine.name, "device": self.setup.device, "precision": self.engine.precision,
                   "setup": self.setup.summary(), **({"members": self.K} if self.K > 1 else {}),
+                  **({"cuda_graph": getattr(self.engine, "captured", None) is not None} if self.setup.cuda_graphs else {}),
                   **(self.plan.summary() if self.plan else {}),
                     **(self.trial.summary() if self.trial is not None and self.trial.done else {}), **dist.summary(),
                   **self.extra}

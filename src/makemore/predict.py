@@ -137,28 +137,43 @@ def target_log_probs(predictor: Predictor, examples: Examples, positions: np.nda
     n = len(examples) if positions is None else len(positions)
     out = torch.empty(n, dtype=torch.float64)
     rows = chunk_rows(getattr(predictor, "vocab_size", None))
-    logits_of = getattr(predictor, "logits", None)
-    of_targets = getattr(predictor, "target_log_probs", None)
     bar = _progress(n, progress, desc)
     try:
         for i in range(0, n, rows):
             pos = np.arange(i, min(n, i + rows), dtype=np.int64) if positions is None else positions[i:i + rows]
             X, Y = examples.batch(pos, predictor.context_size)
-            X, Y = torch.from_numpy(X).to(predictor.device), torch.from_numpy(Y).to(predictor.device)[:, None]
-            if of_targets is not None:
-                target = of_targets(X, Y.squeeze(1))
-            elif logits_of is not None:  # log p(y) = logit_y - logsumexp(logits): one pass, no (N, V) output
-                z = logits_of(X)
-                target = z.gather(1, Y).squeeze(1) - torch.logsumexp(z, dim=1)
-            else:
-                target = predictor(X).gather(1, Y).squeeze(1)
-            out[i:i + len(pos)] = target.double().cpu()
+            X, Y = torch.from_numpy(X).to(predictor.device), torch.from_numpy(Y).to(predictor.device)
+            out[i:i + len(pos)] = chunk_log_probs(predictor, X, Y).double().cpu()
             if bar is not None:
                 bar.update(len(pos))
     finally:
         if bar is not None:
             bar.close()
     return out
+
+
+@torch.no_grad()
+def chunk_log_probs(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """log p(Y | X) of one chunk of contexts X (N, context_size) on the predictor's device."""
+    of_targets = getattr(predictor, "target_log_probs", None)
+    if of_targets is not None:
+        return of_targets(X, Y)
+    logits_of = getattr(predictor, "logits", None)
+    if logits_of is not None:  # log p(y) = logit_y - logsumexp(logits): one pass, no (N, V) output
+        z = logits_of(X)
+        return z.gather(1, Y[:, None]).squeeze(1) - torch.logsumexp(z, dim=1)
+    return predictor(X).gather(1, Y[:, None]).squeeze(1)
+
+
+@torch.no_grad()
+def tensor_nll(predictor: Predictor, X: torch.Tensor, Y: torch.Tensor) -> float:
+    """Mean NLL of targets Y after contexts X that are on the predictor's device already (the
+    dev subset a run on a GPU keeps there): summed there a chunk at a time, read back once."""
+    rows = chunk_rows(getattr(predictor, "vocab_size", None))
+    total = torch.zeros((), dtype=torch.float64, device=X.device)
+    for i in range(0, X.shape[0], rows):
+        total -= chunk_log_probs(predictor, X[i:i + rows], Y[i:i + rows]).double().sum()
+    return total.item() / max(1, X.shape[0])
 
 
 def split_nll(predictor: Predictor, examples: Examples, positions: np.ndarray | None = None,

@@ -55,11 +55,12 @@ def load() -> dict:
 
 
 def choose(budget: float, model: str | None = None, table: dict | None = None,
-           vocab_size: int | None = None) -> dict | None:
-    """The recipe for `budget` seconds (of `model`, if given) on data of `vocab_size` characters:
-    among the recipes tuned on the vocabulary nearest to it (by ratio: a step's V-wide products
-    cost in proportion to V), the one of the largest budget not above `budget`, else the smallest
-    there is; None if there is none (for that model)."""
+           vocab_size: int | None = None, device: str = "cpu") -> dict | None:
+    """The recipe for `budget` seconds (of `model`, if given) on data of `vocab_size` characters
+    on `device`: among the recipes tuned on the vocabulary nearest to it (by ratio: a step's
+    V-wide products cost in proportion to V), those found on that device if there are any (a
+    GPU runs a larger model in the same time), and of them the one of the largest budget not
+    above `budget`, else the smallest there is; None if there is none (for that model)."""
     table = table if table is not None else load()
     recipes = [r for r in table.get("recipes", []) if model is None or r["model"] == model]
     if not recipes:
@@ -70,6 +71,9 @@ def choose(budget: float, model: str | None = None, table: dict | None = None,
 
         nearest = min(distance(r) for r in recipes)
         recipes = [r for r in recipes if distance(r) == nearest]
+    recipes = [r for r in recipes if recipe_device(r) == device] or [r for r in recipes if recipe_device(r) == "cpu"]
+    if not recipes:
+        return None
     covered = [r for r in recipes if r["budget"] <= budget]
     return max(covered, key=lambda r: r["budget"]) if covered else min(recipes, key=lambda r: r["budget"])
 
@@ -77,7 +81,12 @@ def choose(budget: float, model: str | None = None, table: dict | None = None,
 def tuned_on_names(table: dict | None = None) -> list[dict]:
     """The recipes tuned on names.txt's vocabulary (the figures of docs/budgets.md and the benchmarks)."""
     table = table if table is not None else load()
-    return [r for r in table.get("recipes", []) if tuned_vocab(r) == NAMES_VOCAB]
+    return [r for r in table.get("recipes", []) if tuned_vocab(r) == NAMES_VOCAB and recipe_device(r) == "cpu"]
+
+
+def recipe_device(recipe: dict) -> str:
+    """The device a recipe was found on (the CPU for one that does not say)."""
+    return recipe.get("device", "cpu")
 
 
 def tuned_vocab(recipe: dict) -> int:
@@ -108,7 +117,7 @@ def scaled_settings(recipe: dict, train_examples: int, vocab_size: int | None = 
 
 
 def budget_configs(budget: float, vocab_size: int, train_examples: int, model: str | None = None,
-                   table: dict | None = None, teacher_allowed: bool = True, **overrides):
+                   table: dict | None = None, teacher_allowed: bool = True, for_device: str = "cpu", **overrides):
     """(model config, train config, recipe) for a budget run with no preset: the recipe's
     settings scaled to the data, with its teacher where `teacher_allowed` (fit.py: there is
     time to count it and memory to hold its targets), then `overrides` (None = unset), the
@@ -116,7 +125,7 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
     from .config import make_configs
 
     table = table if table is not None else load()
-    recipe = choose(budget, model, table, vocab_size)
+    recipe = choose(budget, model, table, vocab_size, for_device)
     given = {k: v for k, v in overrides.items() if v is not None}
     if recipe is None:
         return (*make_configs(None, model, vocab_size=vocab_size, **{**given, "budget": budget}), None)
@@ -127,8 +136,8 @@ def budget_configs(budget: float, vocab_size: int, train_examples: int, model: s
         settings["teacher"] = 0.0
     model_cfg, train_cfg = make_configs(recipe.get("preset"), recipe["model"], vocab_size=vocab_size,
                                         **{**settings, **given, "budget": budget})
-    return model_cfg, train_cfg, {**{k: v for k, v in recipe.items() if k != "settings"},
-                                  "settings": settings, "machine": table.get("machine"), "date": table.get("date")}
+    return model_cfg, train_cfg, {"machine": table.get("machine"), "date": table.get("date"),
+                                  **{k: v for k, v in recipe.items() if k != "settings"}, "settings": settings}
 
 
 def distilled(settings: dict) -> dict:

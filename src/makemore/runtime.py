@@ -24,6 +24,7 @@ class Setup:
     device_reason: str  # why this device, when it was chosen for the user (`--device auto`)
     precision: str  # "float32" or "bfloat16": the number format of the step's matrix products
     engine: str  # "fused" (fused.py) or "autograd" (engines.py)
+    cuda_graphs: bool  # the step captured as a CUDA graph once warm (graphs.py)
     threads: int  # torch threads of the step; 0: torch's default
     thread_trial: bool  # a budget run on torch's default threads times one thread against all (budget.ThreadTrial)
     world_size: int  # processes of a data-parallel run (1: a plain run)
@@ -116,17 +117,22 @@ def resolve_engine(model_cfg, train_cfgs: Sequence, device: str) -> str:
     return "autograd"
 
 
-def resolve(model_cfg, train_cfgs: Sequence, world=None) -> Setup:
+def resolve(model_cfg, train_cfgs: Sequence, world=None, device: tuple[str, str] | None = None) -> Setup:
     """The Setup of a run of these members (training.SHARED settings are the same for all) on
-    this process of `world` (distributed.World, or None for a plain run)."""
+    this process of `world` (distributed.World, or None for a plain run); `device`: (device,
+    why) where it was decided already (training.choose_device's trial of `--device auto`)."""
     import torch
 
+    from . import optimizers
+
     first = train_cfgs[0]
-    device, why = resolve_device(first.device)
+    device, why = device or resolve_device(first.device)
     engine = resolve_engine(model_cfg, train_cfgs, device)
     precision = resolve_precision(model_cfg, first, device, engine)
+    graphs = (device == "cuda" and engine == "autograd" and len(train_cfgs) == 1 and world is None
+              and optimizers.capturable(first.optimizer))
     rank, size = (0, 1) if world is None else (world.rank, world.size)
     threads = first.threads if world is None else world.threads
     trial = bool(first.budget) and threads == 0 and device == "cpu" and world is None and torch.get_num_threads() > 1
-    return Setup(device, why, precision, engine, threads, trial, size, rank,
+    return Setup(device, why, precision, engine, graphs, threads, trial, size, rank,
                  tuple(c.seed + rank for c in train_cfgs))

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from . import distributed as dist
 from . import models, rundir, runtime
-from .batches import Minibatches
+from .batches import DeviceMinibatches, Minibatches
 from .config import TrainConfig
 from .data import Corpus
 from .engines import make_engine
@@ -113,12 +114,19 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
     dist.check(train_cfgs, progress)  # [dist] data parallel: rank 0 alone writes and prints
     progress, run_dirs = dist.progress(progress), dist.writer_dirs(run_dirs)
     first = train_cfgs[0]
-    setup = runtime.resolve(model_cfg, train_cfgs, dist.world())
+    extra = dict(extra_summary or {})
+    budget = first.budget
+    chosen = choose_device(corpus, model_cfg, train_cfgs) if dist.world() is None else None
+    if chosen is not None:
+        device, why, seconds = chosen
+        extra["device_trial_seconds"] = seconds
+        budget = max(budget - seconds, 1e-3) if budget else 0.0
+        if progress is not False:
+            print(f"note: {why}", file=sys.stderr)
+    setup = runtime.resolve(model_cfg, train_cfgs, dist.world(), None if chosen is None else chosen[:2])
     if setup.precision == "bfloat16" and not native_bfloat16(setup.device) and dist.is_writer():
         print(f"note: this {setup.device.upper()} has no native bfloat16: --precision bfloat16 is emulated, "
               f"slower than float32", file=sys.stderr)
-    extra = dict(extra_summary or {})
-    budget = first.budget
     if first.teacher > 0 and teacher is None:  # a budget run's teacher is made inside its budget
         started = time.perf_counter()
         _, teacher = make_teacher(corpus, first)
@@ -158,14 +166,76 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         if len(set(starts)) > 1:
             raise UserError("the members of one run must resume from the same step")
         elapsed = resumed[0]["meta"]["seconds"] if resumed is not None else 0.0
-        batches = Minibatches(corpus.encoded("train"), model_cfg.block_size, [c.seed for c in train_cfgs],
-                              first.batch_size,
-                              [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None,
-                              share=dist.batch_share(first.batch_size),  # [dist] this rank's share of each minibatch
-                              whole_words=members[0].sequence)  # a sequence model trains on whole words
+        batches = make_batches(corpus, model_cfg, train_cfgs, setup, members[0].sequence,
+                               [r["tensors"]["rng.batch"] for r in resumed] if resumed is not None else None)
+        if teacher is not None and setup.device != "cpu":  # the teacher's targets are read where the step runs
+            teacher = torch.from_numpy(teacher).to(setup.device)
         trainer = Trainer(corpus, train_cfgs, setup, engine, logs, batches, teacher, budget, starts[0], elapsed,
                           progress, callbacks, extra)
         return trainer.run()
+
+
+def make_batches(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig], setup, sequence: bool,
+                 states=None):
+    """The members' minibatches (batches.py): drawn and gathered on the GPU where the step runs
+    there, else on the host a chunk of steps at a time; a sequence model trains on whole words."""
+    first = train_cfgs[0]
+    if setup.device != "cpu":
+        return DeviceMinibatches(corpus.encoded("train"), model_cfg.block_size, [c.seed for c in train_cfgs],
+                                 first.batch_size, setup.device, states, whole_words=sequence)
+    return Minibatches(corpus.encoded("train"), model_cfg.block_size, [c.seed for c in train_cfgs], first.batch_size,
+                       states, share=dist.batch_share(first.batch_size),  # [dist] this rank's share of each minibatch
+                       whole_words=sequence)
+
+
+# `--device auto` with a GPU present: the step is timed on each device for this long (after a
+# few untimed steps, and the CUDA graph's capture), and the faster taken.
+DEVICE_TRIAL_SECONDS = 0.5
+DEVICE_TRIAL_WARMUP = 6
+
+
+def choose_device(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig]):
+    """(device, why, seconds the trial took) for `--device auto` where a CUDA GPU is present:
+    a throwaway copy of the run's first member takes steps on each device as the run would
+    (its engine, its minibatches), and the one with more steps per second is chosen, as a
+    budget run's thread trial chooses threads. None where there is nothing to choose (another
+    device asked for, or no GPU): a machine without one does exactly what it did before."""
+    from .devices import cuda_available
+
+    if train_cfgs[0].device != "auto" or not cuda_available():
+        return None
+    started = time.perf_counter()
+    rates = {device: steps_per_second(corpus, model_cfg, train_cfgs[0], device) for device in ("cpu", "cuda")}
+    device = max(rates, key=rates.get)
+    other = "cpu" if device == "cuda" else "cuda"
+    why = (f"--device auto took the {device}: {rates[device]:,.0f} steps/s against {rates[other]:,.0f} on the "
+           f"{other}, timed on this run's model")
+    return device, why, time.perf_counter() - started
+
+
+def steps_per_second(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, device: str,
+                     seconds: float = DEVICE_TRIAL_SECONDS) -> float:
+    """Training steps per second of a throwaway model of this config on `device`, as a run there
+    takes them (its engine, CUDA graph and minibatches), timed for `seconds` after a few untimed
+    steps; the teacher's targets are left out (they change what a step reads, not its work)."""
+    cfg = replace(train_cfg, teacher=0.0, device=device)
+    setup = runtime.resolve(model_cfg, [cfg], device=(device, ""))
+    with runtime.using_threads(setup.threads):
+        model = models.build(model_cfg, seed=cfg.seed).to(device)
+        model.train()
+        model.observe_training_data(corpus.encoded("train"))
+        engine = make_engine([model], [cfg], setup)
+        batches = make_batches(corpus, model_cfg, [cfg], setup, model.sequence)
+        lr = np.array([cfg.lr])
+        steps, t0 = 0, None
+        while t0 is None or time.perf_counter() - t0 < seconds:
+            losses = engine.step(*batches.at(steps, 1 << 30), lr)
+            steps += 1
+            if t0 is None and steps == DEVICE_TRIAL_WARMUP:
+                float(losses.sum())  # the queue drained: time from here
+                steps, t0 = 0, time.perf_counter()
+        float(losses.sum())
+        return steps / (time.perf_counter() - t0)
 
 
 def train_population(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[TrainConfig],

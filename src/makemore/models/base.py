@@ -121,6 +121,11 @@ class Model(nn.Module):
     # Whether forward(idx, targets) in training must return the logits even where the model
     # need not compute them for its loss (see the module doc); set by the engine that needs them.
     needs_logits: bool = False
+    # A sequence model drops the leading columns that are padding in every row of a batch
+    # (trim_padding): less work on a CPU; on a GPU it reads their count back to the host, which
+    # stalls the step and keeps it from being captured as a graph (graphs.py), so engines there
+    # turn it off.
+    trim_windows: bool = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -239,9 +244,9 @@ def sequence_logits(model: Model, ctx: torch.Tensor) -> torch.Tensor:
 def dense_targets(idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """The next character at every column of the window: idx shifted left, then the target;
     -1 (ignored by cross_entropy) where the next character is still padding."""
-    nxt = torch.cat([idx[:, 1:], targets[:, None]], dim=1).clone()
-    nxt[:, :-1][idx[:, 1:] == 0] = -1
-    return nxt
+    nxt = torch.cat([idx[:, 1:], targets[:, None]], dim=1)
+    padding = torch.cat([idx[:, 1:] == 0, torch.zeros_like(targets, dtype=torch.bool)[:, None]], dim=1)
+    return nxt.masked_fill(padding, -1)  # no boolean indexing: nothing read back to the host (graphs.py)
 
 
 def sequence_output(model: nn.Module, head: nn.Module, states: torch.Tensor, window: torch.Tensor,

@@ -159,7 +159,7 @@ class RNN(Model):
         return self.recurrence == "fused"
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        window = trim_padding(idx)
+        window = trim_padding(idx) if self.trim_windows else idx
         start, pos = window_layout(window)
         x = F.dropout(self.wte(window), self.cfg.dropout, self.training)
         weight_drop = self.cfg.weight_drop if self.training else 0.0

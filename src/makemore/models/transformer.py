@@ -106,7 +106,7 @@ class Transformer(Model):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         if idx.shape[1] > self.cfg.block_size:
             raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {self.cfg.block_size}")
-        window = trim_padding(idx)
+        window = trim_padding(idx) if self.trim_windows else idx
         start, pos = window_layout(window)
         # a column before the start gets position 0's embedding; no other column reads it
         x = F.dropout(self.wte(window) + self.wpe(pos.clamp(min=0)), self.cfg.dropout, self.training)

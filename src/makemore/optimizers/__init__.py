@@ -3,7 +3,9 @@
 Each optimizer is one module here defining NAME, `torch_optimizer(param_groups, train_cfg)`
 (what the autograd engine steps) and, if the fused engine (fused.py) can run it, `Flat`: the
 same update on flat NumPy buffers holding every parameter of K models, one row per model,
-each row with its own learning rate and settings. Adding an optimizer is writing that module
+each row with its own learning rate and settings. One whose torch form can keep its state and
+learning rate on the GPU says CAPTURABLE = True and takes `capturable=True`: a CUDA graph can
+then capture its step (graphs.py). Adding an optimizer is writing that module
 and adding its name to REGISTRY.
 """
 
@@ -17,6 +19,10 @@ from ..errors import UserError
 REGISTRY = ("sgd", "adamw")
 
 MODULES: dict[str, ModuleType] = {name: importlib.import_module(f"{__name__}.{name}") for name in REGISTRY}
+
+
+def capturable(name: str) -> bool:
+    return bool(getattr(get(name), "CAPTURABLE", False))
 
 
 def get(name: str) -> ModuleType:

@@ -11,10 +11,18 @@ NAME = "adamw"
 EPS = 1e-8  # torch.optim.AdamW's default
 
 
-def torch_optimizer(param_groups, cfg) -> torch.optim.Optimizer:
+# torch.optim.AdamW can keep its step count and learning rate on the GPU (capturable): its step
+# then reads nothing back to the host, and a CUDA graph can capture it (graphs.py).
+CAPTURABLE = True
+
+
+def torch_optimizer(param_groups, cfg, capturable: bool = False) -> torch.optim.Optimizer:
     # weight decay is the engine's (see the module doc), so the groups carry none
-    return torch.optim.AdamW([{**g, "weight_decay": 0.0} for g in param_groups], lr=cfg.lr,
-                             betas=tuple(cfg.betas), eps=EPS)
+    groups = [{**g, "weight_decay": 0.0} for g in param_groups]
+    if capturable:  # the learning rate a tensor on the device, which the engine fills each step
+        lr = torch.tensor(float(cfg.lr), device=groups[0]["params"][0].device)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=EPS, capturable=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=EPS)
 
 
 def adamw_step(g: np.ndarray, m: np.ndarray, v: np.ndarray, step: np.ndarray, beta1, beta2, t: int, lr) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+from pathlib import Path
 
 from .. import models
 from ..errors import UserError
@@ -61,8 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"makemore: error: {e}", file=sys.stderr)
         return 1
-    atomic_write_json(args[0], table)
+    out = Path(args[0])
+    if out.is_file():  # the recipes another device's studies found stay (recipes.recipe_device)
+        import json
+
+        from ..recipes import recipe_device
+
+        kept = [r for r in json.loads(out.read_text(encoding="utf-8")).get("recipes", []) if recipe_device(r) != "cpu"]
+        table["recipes"] = table["recipes"] + kept
+    atomic_write_json(out, table)
     for r in table["recipes"]:
+        if r.get('study') is None:  # another device's, kept as it was
+            continue
         print(f"{r['budget']:>6g} s  dev {r['dev_loss']:.4f}  {r['params']:,} params  {r['steps']} steps  "
               f"(study {r['study']}, trial {r['trial']} of {r['trials']})")
     print(f"wrote {args[0]}")

@@ -1,0 +1,86 @@
+"""A real big list in many scripts: the most frequent words of every language wordfreq knows.
+
+wordfreq (Speer et al., https://github.com/rspeer/wordfreq) gathers word frequencies from
+Wikipedia, subtitles, news, books, web text and social media in 42 languages. This script takes
+each language's WORDS most frequent words (wordfreq.top_n_list, its "best" word lists), keeps
+those made of letters and marks alone (no digits, punctuation or spaces: a word, not a token),
+and writes them one per line, language by language: with the default 20,000 per language,
+about 824,000 items in Latin, Cyrillic, Greek, Arabic, Hebrew, Devanagari, Bengali, Tamil,
+CJK (Chinese characters, kana, Hangul) and more scripts, some 6,500 distinct
+characters. The same word in two languages is two items, as it would be in two lists joined.
+
+The list is the same for the same wordfreq version (pinned in pyproject's `bench` extra) and
+arguments; the manifest beside it records both, the counts and the file's sha256.
+
+    .venv/bin/python scripts/make_wordfreq_list.py --out runs/wordfreq/words.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import unicodedata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from makemore.outputs import atomic_write_json, atomic_write_text  # noqa: E402
+
+WORDS = 20_000
+
+
+def is_word(text: str) -> bool:
+    """Letters and marks only (Unicode categories L* and M*)."""
+    return bool(text) and all(unicodedata.category(c)[0] in "LM" for c in text)
+
+
+def build(words_per_language: int = WORDS) -> tuple[list[str], dict]:
+    import wordfreq
+
+    languages = sorted(wordfreq.available_languages("best"))
+    items, per_language = [], {}
+    for language in languages:
+        kept = [w for w in wordfreq.top_n_list(language, words_per_language) if is_word(w)]
+        per_language[language] = len(kept)
+        items += kept
+    chars = set("".join(items))
+    manifest = {"source": "wordfreq", "wordfreq_version": getattr(wordfreq, "__version__", None) or _version(),
+                "words_per_language": words_per_language, "languages": per_language, "items": len(items),
+                "distinct_items": len(set(items)), "distinct_characters": len(chars),
+                "command": f"python scripts/make_wordfreq_list.py --words {words_per_language}"}
+    return items, manifest
+
+
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wordfreq")
+    except PackageNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="the most frequent words of 42 languages, one per line")
+    p.add_argument("--out", default=str(ROOT / "runs" / "wordfreq" / "words.txt"))
+    p.add_argument("--words", type=int, default=WORDS, help=f"words per language (default {WORDS:,})")
+    args = p.parse_args(argv)
+    try:
+        items, manifest = build(args.words)
+    except ImportError:
+        print("make_wordfreq_list: needs wordfreq: pip install -e '.[bench]'", file=sys.stderr)
+        return 1
+    text = "\n".join(items) + "\n"
+    manifest["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    out = Path(args.out)
+    atomic_write_text(out, text)
+    atomic_write_json(out.with_suffix(".json"), manifest)
+    print(f"wrote {out}: {manifest['items']:,} items in {len(manifest['languages'])} languages, "
+          f"{manifest['distinct_characters']:,} distinct characters")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
