@@ -72,16 +72,18 @@ def load_for_export(path: str | Path, what: str, neural: bool = False):
 
     run = load_any(path)
     if not rundir.is_run_dir(run.path):
+        names = ", ".join(r.path.name for r in run.runs[:3]) + (", ..." if len(run.runs) > 3 else "")
         raise UserError(f"{path} is an ensemble of {len(run.runs)} runs; {what} exports one run: give one of its "
-                        f"members ({', '.join(r.path.name for r in run.runs[:3])}{', ...' if len(run.runs) > 3 else ''})")
+                        f"members ({names})")
     fitted = rundir.read_mixture(run.path)
     if fitted is not None and not neural:
+        whose = {"mixture": "its mixture with a Kneser-Ney model", "ngram": "its Kneser-Ney count model", "model": ""}
         try:
             result = fitted.get("result") or result_of(fitted)
-        except (KeyError, TypeError, ValueError):
+            which = whose[result]
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise UserError(f"{run.path / 'mix.json'} is corrupted; fit it again with `makemore mix {path}`") from None
         if result != "model":
-            which = {"mixture": "its mixture with a Kneser-Ney model", "ngram": "its Kneser-Ney count model"}[result]
             raise UserError(f"{path}'s result is {which} (mix.json), which {what} cannot hold; add --neural to export "
                             f"its {run.model_cfg.name} alone")
     return run
@@ -121,10 +123,13 @@ class LogProbs(nn.Module):
 
 
 def _onnx_modules():
+    import importlib
+
     try:
         import onnx
         import onnxruntime
-        import onnxscript  # noqa: F401  (torch's exporter needs it)
+
+        importlib.import_module("onnxscript")  # torch's exporter needs it
     except ImportError as e:
         raise UserError(f"ONNX export needs the {e.name or 'onnx'} package: {ONNX_PACKAGES}") from None
     return onnx, onnxruntime
