@@ -401,6 +401,7 @@ def test_a_mixture_result_needs_neural(world, capsys, tmp_path):
     assert "--neural" in line and "mixture" in line
     assert main(["export", str(run), "--out", str(tmp_path / "m.html"), "--neural"]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "m.json")]) == 0  # the weights are the weights
+    assert json.loads((tmp_path / "m.json").read_text())["mix"]["weight"] == 0.6  # with the mixture recorded
 
 
 def test_missing_onnx_packages_say_what_to_install(world, capsys, monkeypatch, tmp_path):
