@@ -18,6 +18,7 @@ from .common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Parser, _quiet_std
 from .data import add_data, add_ngram, cmd_data, cmd_ngram
 from .experiments import (add_embeddings, add_lr_find, add_plot, add_sweep, cmd_embeddings, cmd_lr_find, cmd_plot,
                           cmd_sweep)
+from .export import add_export, cmd_export
 from .train import add_train, cmd_train
 from .tune import add_tune, cmd_tune
 from .use import add_eval, add_sample, add_score, add_serve, cmd_eval, cmd_sample, cmd_score, cmd_serve
@@ -38,6 +39,7 @@ COMMANDS = {
     "plot": (add_plot, cmd_plot),
     "embeddings": (add_embeddings, cmd_embeddings),
     "serve": (add_serve, cmd_serve),
+    "export": (add_export, cmd_export),
 }
 
 

@@ -203,7 +203,11 @@ def trim_padding(idx: torch.Tensor) -> torch.Tensor:
     """idx without its leading columns that are before every row's start. They change no
     output of a sequence model (nothing reads a column before its row's start, and positions
     count from the start) and no loss (their targets are padding), so dropping them only
-    saves work: most windows of a batch hold a short prefix of a word."""
+    saves work: most windows of a batch hold a short prefix of a word. Under torch.export (the
+    ONNX exporter, export.py) the window is left whole: the width trimmed depends on the data,
+    which a graph cannot, and the whole window gives the same outputs for any padding."""
+    if torch.compiler.is_exporting():
+        return idx
     first = int(window_layout(idx)[0].min()) if idx.shape[0] else 0
     return idx[:, first:]
 

@@ -1,0 +1,388 @@
+"""A trained run in other forms, for use outside makemore (`makemore export`, docs/export.md).
+
+* ONNX (`export_onnx`), any model: a graph with one input `idx`, int64 (batch, block_size),
+  the run's vocabulary ids of the context (vocab.json, boundary-padded on the left as every
+  makemore context is), and one output `log_probs`, float32 (batch, vocab): the
+  log-probabilities of the next character. The batch axis is dynamic. It is made by torch's
+  exporter (torch.export, then onnxscript) from the model in eval mode over the whole window (a
+  sequence model's trimming of leading padding, models.base.trim_padding, has a width that
+  depends on the data, and is only a saving), and checked before it is written: ONNX Runtime's
+  log-probabilities on contexts of the run's dev split and on contexts of every padding (from
+  none to the whole window) must match the run's predictor (`makemore score`'s) to
+  ONNX_TOLERANCE. The vocabulary and the run's config travel in the model's metadata.
+* JSON (`export_json`; read back by `load_json`): the run's config.json, its vocabulary and every
+  tensor of the model (parameters and buffers) as a shape and a flat row-major list, in one file.
+* HTML (`export_html`): one self-contained page (inline script and style, the weights embedded,
+  nothing fetched) that samples names in the browser with a temperature and the constraints a
+  name-maker asks for. It runs the MLP and the bigram model (export_page/sampler.js).
+
+Every file is written through outputs.atomic_write: a failure leaves nothing at --out.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import rundir
+from .errors import UserError
+from .outputs import atomic_write, output_file
+
+FORMATS = ("onnx", "json", "html")
+EXTENSIONS = {".onnx": "onnx", ".json": "json", ".html": "html", ".htm": "html"}
+JSON_FORMAT = "makemore-json/1"
+PAGE_FORMAT = "makemore-page/1"
+ONNX_FORMAT = "makemore-onnx/1"
+# The largest difference allowed between ONNX Runtime's log-probabilities and the model's
+# (float32 arithmetic in another order), and how many contexts of the run's split are compared.
+ONNX_TOLERANCE = 1e-3
+CHECK_CONTEXTS = 512
+# What the page samples: the models whose forward pass sampler.js computes.
+PAGE_MODELS = ("mlp", "bigram")
+PAGE_DIR = Path(__file__).with_name("export_page")
+ONNX_PACKAGES = "pip install onnx onnxruntime onnxscript (or: pip install 'makemore[export]')"
+
+
+def format_of(out: str | Path, fmt: str | None) -> str:
+    """The format asked for, or the one --out's extension names."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return fmt
+    suffix = Path(out).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise UserError(f"give --format ({', '.join(FORMATS)}): --out {out} has no extension that names one "
+                        f"(.onnx, .json, .html)")
+    return EXTENSIONS[suffix]
+
+
+def load_for_export(path: str | Path, what: str, neural: bool = False):
+    """RUN as a runs.Run whose neural model is what is exported: an ensemble, or a run whose
+    result is its mixture with a count model or the count model (mixture.py), is one UserError
+    (the latter unless `neural`: the neural model alone is then exported, as --neural says)."""
+    from .mixture import result_of
+    from .runs import load_any
+
+    run = load_any(path)
+    if not rundir.is_run_dir(run.path):
+        names = ", ".join(r.path.name for r in run.runs[:3]) + (", ..." if len(run.runs) > 3 else "")
+        raise UserError(f"{path} is an ensemble of {len(run.runs)} runs; {what} exports one run: give one of its "
+                        f"members ({names})")
+    fitted = rundir.read_mixture(run.path)
+    if fitted is not None and not neural:
+        whose = {"mixture": "its mixture with a Kneser-Ney model", "ngram": "its Kneser-Ney count model", "model": ""}
+        try:
+            result = fitted.get("result") or result_of(fitted)
+            which = whose[result]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UserError(f"{run.path / 'mix.json'} is corrupted; fit it again with `makemore mix {path}`") from None
+        if result != "model":
+            raise UserError(f"{path}'s result is {which} (mix.json), which {what} cannot hold; add --neural to export "
+                            f"its {run.model_cfg.name} alone")
+    return run
+
+
+def write_file(out: Path, data: bytes | str) -> None:
+    """`data` at `out`, atomically (outputs.atomic_write), readable as the umask allows: an
+    export is made to be shared (atomic_write's temp file alone would leave it 0600)."""
+    import os
+
+    data = data.encode("utf-8") if isinstance(data, str) else data
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+
+    atomic_write(out, write)
+
+
+# ----------------------------------------------------------------------------------------
+# ONNX
+
+
+class LogProbs(nn.Module):
+    """The graph exported: contexts (batch, block_size) -> log-probabilities (batch, vocab)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        # an adaptive softmax's logits are log-probabilities already: log_softmax leaves them so
+        return F.log_softmax(self.model(idx)[0].float(), dim=-1)
+
+
+def _onnx_modules():
+    import importlib
+
+    try:
+        import onnx
+        import onnxruntime
+
+        importlib.import_module("onnxscript")  # torch's exporter needs it
+    except ImportError as e:
+        raise UserError(f"ONNX export needs the {e.name or 'onnx'} package: {ONNX_PACKAGES}") from None
+    return onnx, onnxruntime
+
+
+def check_contexts(run, n: int = CHECK_CONTEXTS) -> np.ndarray:
+    """The contexts an export is checked on: up to n real ones of the run's dev split (train if
+    it has none), spread over it, and a few of every padding, from the whole window to none
+    (random characters: windows longer than the words never hold a full one in real data)."""
+    from .data import Examples
+
+    T, V = run.model_cfg.block_size, run.vocab.size
+    words = run.splits["dev"] or run.splits["train"]
+    examples = Examples.from_words(words, run.vocab)
+    positions = np.unique(np.linspace(0, len(examples) - 1, num=min(n, len(examples))).round().astype(np.int64))
+    rng = np.random.default_rng(0)
+    padded = np.zeros((4 * (T + 1), T), dtype=np.int64)
+    for i in range(padded.shape[0]):
+        length = i % (T + 1)
+        if length and V > 1:
+            padded[i, T - length:] = rng.integers(1, V, length)
+    return np.concatenate([examples.contexts(positions, T), padded])
+
+
+def onnx_bytes(model: nn.Module, block_size: int, example: torch.Tensor) -> bytes:
+    """The ONNX model of LogProbs(model) as bytes, by torch's exporter (torch.export: the one that
+    exports every makemore model, and the legacy TorchScript tracer is deprecated), quietly."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+
+    model.eval()
+    wrapper = LogProbs(model).eval()
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(wrapper, (example,), input_names=["idx"], output_names=["log_probs"],
+                                        dynamo=True, dynamic_shapes={"idx": {0: torch.export.Dim("batch")}},
+                                        optimize=True, verbose=False)
+        return program.model_proto.SerializeToString()
+    except UserError:
+        raise
+    except Exception as e:  # the exporter's own failure: one line, not its pages of graph
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise UserError(f"torch could not export this {model.cfg.name} to ONNX: {type(e).__name__}: {first}") from None
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def onnx_log_probs(session, contexts: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's log-probabilities (n, vocab) of contexts (n, block_size)."""
+    return session.run(["log_probs"], {"idx": np.ascontiguousarray(contexts, dtype=np.int64)})[0]
+
+
+def export_onnx(run, out: str | Path) -> dict:
+    """RUN's model as an ONNX file at `out` (see the module doc), checked with ONNX Runtime
+    against the run's predictor before it is written. Returns what was checked."""
+    from .predict import model_predictor
+
+    out = output_file(out)
+    onnx, ort = _onnx_modules()
+    model, cfg = run.model, run.model_cfg
+    contexts = check_contexts(run)
+    example = torch.from_numpy(contexts[:3] if len(contexts) >= 3 else np.zeros((3, cfg.block_size), np.int64))
+    proto = onnx.load_from_string(onnx_bytes(model, cfg.block_size, example))
+    config = rundir.read_config(run.path)
+    onnx.helper.set_model_props(proto, {
+        "makemore.format": ONNX_FORMAT,
+        "makemore.model": cfg.name,
+        "makemore.block_size": str(cfg.block_size),
+        "makemore.vocab": json.dumps(list(run.vocab.chars), ensure_ascii=False),
+        "makemore.unk": json.dumps(run.vocab.unk, ensure_ascii=False),
+        "makemore.config": json.dumps(config, ensure_ascii=False),
+    })
+    proto.doc_string = (f"makemore {cfg.name} from {run.path.name}: idx int64 (batch, {cfg.block_size}), the ids of "
+                        f"the context in makemore.vocab, boundary (id 0) padded on the left -> log_probs float32 "
+                        f"(batch, {cfg.vocab_size}) of the next character")
+    data = proto.SerializeToString()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model_predictor(model)(torch.from_numpy(contexts)).numpy()
+    got = onnx_log_probs(session, contexts)
+    diff = float(np.abs(got - expected).max()) if len(contexts) else 0.0
+    if not (diff <= ONNX_TOLERANCE):
+        raise UserError(f"the ONNX graph of this {cfg.name} disagrees with the model by {diff:.3g} in log-probability "
+                        f"(more than {ONNX_TOLERANCE:g}): nothing written")
+
+    write_file(out, data)
+    return {"format": "onnx", "path": str(out), "bytes": len(data), "checked_contexts": len(contexts),
+            "max_abs_diff": diff}
+
+
+# ----------------------------------------------------------------------------------------
+# JSON
+
+
+def _tensor_json(value: torch.Tensor) -> str:
+    """{"shape", "dtype", "data"} of one tensor as JSON text: floats in float32's shortest
+    round-tripping form (numpy's), integers as they are."""
+    a = value.detach().cpu().contiguous().numpy()
+    if a.dtype.kind == "f":
+        a = a.astype(np.float32)
+        data = ",".join(str(x) for x in a.reshape(-1))  # numpy's shortest repr that reads back as the same float32
+        dtype = "float32"
+    else:
+        data = ",".join(str(int(x)) for x in a.reshape(-1))
+        dtype = "int64"
+    return f'{{"shape": {json.dumps(list(a.shape))}, "dtype": "{dtype}", "data": [{data}]}}'
+
+
+def json_text(run) -> str:
+    """The JSON export of a run (docs/export.md): format tag, the run's config.json, its
+    vocab.json, and every tensor of the model's state_dict as shape + flat row-major list."""
+    config = rundir.read_config(run.path)
+    vocab = rundir.read_json(run.path / "vocab.json", "an incomplete run directory")
+    head = {"format": JSON_FORMAT, "model": run.model_cfg.name,
+            "about": "a makemore run: config is the run's config.json, vocab its vocab.json (id i is chars[i]; 0 is "
+                     "the boundary token), tensors the model's parameters and buffers, each a shape and its values "
+                     "in row-major order (docs/export.md)",
+            "config": config, "vocab": vocab}
+    fitted = rundir.read_mixture(run.path)
+    if fitted is not None:  # the mixture's weight and figures; its count model is counted from words.json
+        head["mix"] = fitted
+    lines = [json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "tensors": {']
+    items = list(run.model.state_dict().items())
+    for i, (name, value) in enumerate(items):
+        lines.append(f"  {json.dumps(name)}: {_tensor_json(value)}{',' if i < len(items) - 1 else ''}")
+    lines.append(" }\n}\n")
+    return "\n".join(lines)
+
+
+def export_json(run, out: str | Path) -> dict:
+    out = output_file(out)
+    text = json_text(run)
+    write_file(out, text)
+    return {"format": "json", "path": str(out), "bytes": len(text.encode("utf-8")),
+            "tensors": len(run.model.state_dict())}
+
+
+def load_json(path: str | Path):
+    """A JSON export read back: (model in eval mode, data.Vocab, the run's config dict). Every
+    name and shape is checked against the config's model (runs.load_weights)."""
+    from . import models
+    from .config import configs_from_dict
+    from .data import Vocab
+    from .runs import load_weights
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not a readable JSON file: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
+        raise UserError(f"{path} is not a makemore JSON export (no {JSON_FORMAT!r} format tag)")
+    try:
+        model_cfg, _ = configs_from_dict(doc["config"])
+        vocab = Vocab(doc["vocab"]["chars"], doc["vocab"].get("unk"))
+        tensors = {}
+        for name, t in doc["tensors"].items():
+            dtype = {"float32": torch.float32, "int64": torch.int64}[t["dtype"]]
+            tensors[name] = torch.tensor(t["data"], dtype=dtype).reshape(t["shape"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{path} is a corrupted makemore JSON export ({type(e).__name__}: {e})") from None
+    model_cfg.validate()
+    model = models.build(model_cfg)
+    load_weights(model, tensors, path)
+    return model.eval(), vocab, doc["config"]
+
+
+# ----------------------------------------------------------------------------------------
+# HTML
+
+
+def _b64(value: torch.Tensor) -> str:
+    """A float tensor as base64 of its float32 values, little-endian, row-major."""
+    return base64.b64encode(value.detach().cpu().contiguous().numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def page_model(run) -> dict:
+    """What sampler.js reads: the model's kind, vocabulary and tensors (float32, base64)."""
+    cfg = run.model_cfg
+    if cfg.name not in PAGE_MODELS:
+        raise UserError(f"the HTML page samples from the {' and '.join(PAGE_MODELS)} models; {run.path} is a run of "
+                        f"the {cfg.name} model: export it with --format onnx or json")
+    state = run.model.state_dict()
+    tensors = {name: {"shape": list(t.shape), "data": _b64(t)} for name, t in state.items() if t.is_floating_point()}
+    model = {"format": PAGE_FORMAT, "model": cfg.name, "run": run.path.resolve().name, "vocab": list(run.vocab.chars),
+             "unk": run.vocab.unk_id, "block_size": cfg.block_size, "tensors": tensors,
+             "params": run.model.num_params()}
+    if cfg.name == "mlp":
+        model.update(layers=cfg.layers, direct=cfg.direct)
+        layout = cfg.output_layout()
+        if layout is not None:
+            model["adaptive"] = {"head": layout.head, "cutoffs": list(layout.cutoffs),
+                                 "output_order": [int(i) for i in state["output_order"]]}
+    return model
+
+
+def page_html(run) -> str:
+    """The self-contained sampling page of a run (an MLP or bigram model)."""
+    import html
+
+    model = page_model(run)
+    # inside <script>: no "</script>" or "<!--" can occur once every "<" is escaped
+    data = json.dumps(model, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    cfg = run.model_cfg
+    what = (f"MLP, {cfg.block_size} characters of context" if cfg.name == "mlp" else "bigram model")
+    title = f"makemore: {run.path.resolve().name}"
+    template = (PAGE_DIR / "page.html").read_text(encoding="utf-8")
+    replacements = {
+        "{{title}}": html.escape(title),
+        "{{run}}": html.escape(run.path.resolve().name),
+        "{{about}}": html.escape(f"{what}, {model['params']:,} parameters, {run.vocab.size:,} characters"),
+        "{{style}}": (PAGE_DIR / "page.css").read_text(encoding="utf-8"),
+        "{{script}}": (PAGE_DIR / "sampler.js").read_text(encoding="utf-8"),
+        "{{model}}": data,
+    }
+    # one pass: a value is never searched for another's placeholder
+    return re.sub(r"\{\{\w+\}\}", lambda m: replacements[m.group(0)], template)
+
+
+def export_html(run, out: str | Path) -> dict:
+    out = output_file(out)
+    text = page_html(run)
+    write_file(out, text)
+    return {"format": "html", "path": str(out), "bytes": len(text.encode("utf-8"))}
+
+
+EXPORTERS = {"onnx": export_onnx, "json": export_json, "html": export_html}
+
+
+def export(run_dir: str | Path, fmt: str | None, out: str | Path, neural: bool = False) -> dict:
+    """`makemore export`: RUN as `fmt` (or the format --out's extension names) at `out`.
+    Returns what was written (format, path, bytes, and the format's own figures)."""
+    output_file(out)  # a bad --out is said before the run is loaded
+    fmt = format_of(out, fmt)
+    run = load_for_export(run_dir, {"onnx": "an ONNX file", "json": "a JSON export", "html": "the page"}[fmt],
+                          neural=neural or fmt == "json")
+    if fmt == "html" and run.model_cfg.name not in PAGE_MODELS:
+        page_model(run)  # its one line, before anything else
+    info = EXPORTERS[fmt](run, out)
+    info.update(model=run.model_cfg.name, params=run.model.num_params(), run=str(run.path))
+    return info
+
+
+__all__ = ["FORMATS", "JSON_FORMAT", "ONNX_FORMAT", "PAGE_FORMAT", "ONNX_TOLERANCE", "PAGE_MODELS", "export",
+           "export_onnx", "export_json", "export_html", "load_json", "json_text", "page_html", "page_model",
+           "onnx_log_probs", "check_contexts", "format_of", "load_for_export"]
