@@ -163,6 +163,7 @@ def onnx_bytes(model: nn.Module, block_size: int, example: torch.Tensor) -> byte
     import warnings
 
     model.eval()
+    model.trim_windows = False  # the whole window: the width trimmed depends on the data (models.base)
     wrapper = LogProbs(model).eval()
     loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [lg.level for lg in loggers]

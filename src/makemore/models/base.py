@@ -123,8 +123,8 @@ class Model(nn.Module):
     needs_logits: bool = False
     # A sequence model drops the leading columns that are padding in every row of a batch
     # (trim_padding): less work on a CPU; on a GPU it reads their count back to the host, which
-    # stalls the step and keeps it from being captured as a graph (graphs.py), so engines there
-    # turn it off.
+    # stalls the step and keeps it from being captured as a graph (graphs.py), and an exported
+    # graph cannot hold a width that depends on the data (export.py): those turn it off.
     trim_windows: bool = True
 
     def __init__(self, cfg: ModelConfig):
@@ -203,11 +203,9 @@ def trim_padding(idx: torch.Tensor) -> torch.Tensor:
     """idx without its leading columns that are before every row's start. They change no
     output of a sequence model (nothing reads a column before its row's start, and positions
     count from the start) and no loss (their targets are padding), so dropping them only
-    saves work: most windows of a batch hold a short prefix of a word. Under torch.export (the
-    ONNX exporter, export.py) the window is left whole: the width trimmed depends on the data,
-    which a graph cannot, and the whole window gives the same outputs for any padding."""
-    if torch.compiler.is_exporting():
-        return idx
+    saves work: most windows of a batch hold a short prefix of a word. Where the width trimmed,
+    which depends on the data, cannot be (a CUDA graph, an exported graph) the model's
+    `trim_windows` is turned off: the whole window gives the same outputs for any padding."""
     first = int(window_layout(idx)[0].min()) if idx.shape[0] else 0
     return idx[:, first:]
 
