@@ -543,9 +543,11 @@ def test_hopeless_conditions_are_one_user_error_with_the_share(chain):
     assert int(drawn.replace(",", "")) >= sampling.HOPELESS_DRAWS and int(met) < 30
 
 
-def test_sample_streams_give_each_request_its_seeds_samples(ending):
+@pytest.mark.parametrize("chunk", [None, 37])
+def test_sample_streams_give_each_request_its_seeds_samples(ending, chunk, monkeypatch):
     """Requests drawn together, each from its seed's stream: each gets what sample_tagged gives
-    it alone, with and without conditions, with the shared complete table or without one."""
+    it alone, with and without conditions, with the shared complete table or without one, and
+    with chunks so small that one request's draws are split between two."""
     vocab, model = ending
     predictor = mm.model_predictor(model.double())
     try:
@@ -554,14 +556,18 @@ def test_sample_streams_give_each_request_its_seeds_samples(ending):
         requests = [(20, 1), (3, 2), (50, 3), (1, 2**62 + 5), (20, 1)]
         table = sampling.context_table(predictor, vocab)
         assert table is not None and np.allclose(table[:, -1], 1, atol=1e-5)
-        for c in (None, sampling.Constraints(min_len=4, max_len=10, suffix="e")):
-            for new_only in (False, True):
-                alone = [mm.sample_tagged(predictor, vocab, splits, n, seed=s, new_only=new_only, constraints=c)
-                         for n, s in requests]
-                for shared in (table, None):
-                    together = sampling.sample_streams(predictor, vocab, splits, requests, new_only=new_only,
-                                                       constraints=c, table=shared)
-                    assert together == alone
+        conditions = sampling.Constraints(min_len=4, max_len=10, suffix="u")
+        cases = [(c, new_only, shared) for c in (None, conditions) for new_only in (False, True)
+                 for shared in (table, None)]
+        if chunk is not None:
+            monkeypatch.setattr(sampling, "MAX_CHUNK", chunk)
+            cases = [(None, False, table), (conditions, True, table)]
+        for c, new_only, shared in cases:
+            alone = [mm.sample_tagged(predictor, vocab, splits, n, seed=s, new_only=new_only, constraints=c)
+                     for n, s in requests]
+            together = sampling.sample_streams(predictor, vocab, splits, requests, new_only=new_only,
+                                               constraints=c, table=shared)
+            assert together == alone, (c, new_only, shared is None)
     finally:
         model.float()
 

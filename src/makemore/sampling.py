@@ -544,21 +544,28 @@ def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[st
     streams = [_Stream(n, _stream_key(seed), meets, what=what) for n, seed in requests]
     results: list = [[] for _ in requests]
     while True:
-        live = [i for i, s in enumerate(streams) if not s.done]
-        if not live:
+        # each live request's next rows (stream, first index, count), drawn a chunk at a time
+        pending = [(i, streams[i].drawn, streams[i].count(size)) for i, s in enumerate(streams) if not s.done]
+        if not pending:
             return [s.hopeless or r for s, r in zip(streams, results)]
-        counts = [streams[i].count(size) for i in live]
-        keys = np.repeat(np.array([streams[i].key for i in live], dtype=np.uint64), counts)
-        index = np.concatenate([np.arange(streams[i].drawn, streams[i].drawn + c, dtype=np.uint64)
-                                for i, c in zip(live, counts)])
-        words: list = []
-        for at in range(0, len(index), size):  # one draw, unless the requests want more than a chunk
-            words += sampler.draw_rows(keys[at:at + size], index[at:at + size], limit)
-        tags, at = tag(words), 0
-        for i, c in zip(live, counts):
-            kept, kept_tags = streams[i].take(words[at:at + c], tags[at:at + c])
-            results[i] += [{"text": w, "tag": t} for w, t in zip(kept, kept_tags)]
-            at += c
+        while pending:
+            parts, room = [], size
+            while pending and room:
+                i, start, count = pending.pop(0)
+                k = min(count, room)
+                parts.append((i, start, k))
+                if k < count:  # the rest of it opens the next draw
+                    pending.insert(0, (i, start + k, count - k))
+                room -= k
+            keys = np.concatenate([np.full(k, streams[i].key, dtype=np.uint64) for i, _, k in parts])
+            index = np.concatenate([np.arange(start, start + k, dtype=np.uint64) for _, start, k in parts])
+            words = sampler.draw_rows(keys, index, limit)
+            tags, at = tag(words), 0
+            for i, _, k in parts:
+                if not streams[i].done:  # a request done (or given up) earlier in this round has its samples
+                    kept, kept_tags = streams[i].take(words[at:at + k], tags[at:at + k])
+                    results[i] += [{"text": w, "tag": t} for w, t in zip(kept, kept_tags)]
+                at += k
 
 
 def context_table(predictor: Predictor, vocab: Vocab, temperature: float = 1.0,
