@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import makemore as mm
-from makemore import sampling
+from makemore import conditions, sampling
 from makemore.cli import main
 
 
@@ -398,11 +398,11 @@ def chi_square_against(words, expected: dict) -> tuple[float, int]:
 
 
 CHAIN_CASES = {
-    "lengths, suffix, contains": dict(prefix="", conditions=sampling.Constraints(suffix="b", contains="ab", min_len=3,
+    "lengths, suffix, contains": dict(prefix="", conditions=conditions.Constraints(suffix="b", contains="ab", min_len=3,
                                                                                 max_len=6)),
-    "prefix, lengths, exclude": dict(prefix="b", conditions=sampling.Constraints(min_len=3, max_len=5,
+    "prefix, lengths, exclude": dict(prefix="b", conditions=conditions.Constraints(min_len=3, max_len=5,
                                                                                 exclude={"bab", "bbbb"})),
-    "a minimum only": dict(prefix="", conditions=sampling.Constraints(min_len=4)),
+    "a minimum only": dict(prefix="", conditions=conditions.Constraints(min_len=4)),
 }
 
 
@@ -464,7 +464,7 @@ def test_conditions_keep_exactly_the_plain_streams_samples_that_meet_them(ending
     predictor = mm.model_predictor(model.double())
     try:
         plain = mm.sample(predictor, vocab, 20_000, seed=4)
-        c = sampling.Constraints(suffix="u", contains="x", min_len=5, max_len=11, exclude=set(plain[:3000]))
+        c = conditions.Constraints(suffix="u", contains="x", min_len=5, max_len=11, exclude=set(plain[:3000]))
         expected = [w for w in plain if meets(w, "", c)]
         assert 100 < len(expected) < 5000 and len(set(len(w) for w in expected)) >= 5
         for chunk_size in (None, 997, 64):
@@ -480,7 +480,7 @@ def test_conditioned_samples_follow_an_independent_rejection_sampler(ending):
     torch.multinomial: words of 5 to 8 characters containing 'x', their lengths, first and last
     characters."""
     vocab, model = ending
-    c = sampling.Constraints(contains="x", min_len=5, max_len=8)
+    c = conditions.Constraints(contains="x", min_len=5, max_len=8)
     ours = mm.sample(mm.model_predictor(model), vocab, 6000, seed=21, constraints=c)
     g = torch.Generator().manual_seed(22)
     reference = []
@@ -511,7 +511,7 @@ def test_conditioned_samples_follow_an_independent_rejection_sampler(ending):
 def test_the_same_seed_and_conditions_give_the_same_samples(ending):
     vocab, model = ending
     predictor = mm.model_predictor(model)
-    c = sampling.Constraints(min_len=4, max_len=9, contains="e")
+    c = conditions.Constraints(min_len=4, max_len=9, contains="e")
     a = mm.sample(predictor, vocab, 300, seed=3, constraints=c)
     assert a == mm.sample(predictor, vocab, 300, seed=3, constraints=c)
     assert a != mm.sample(predictor, vocab, 300, seed=4, constraints=c)
@@ -523,7 +523,7 @@ def test_tags_under_conditions(ending):
     predictor = mm.model_predictor(model)
     words = mm.sample(predictor, vocab, 3000, seed=1)
     splits = {"train": words[:1000], "dev": words[1000:1100], "test": words[1100:1200]}
-    c = sampling.Constraints(min_len=3, exclude=words[:500])
+    c = conditions.Constraints(min_len=3, exclude=words[:500])
     tagged = mm.sample_tagged(predictor, vocab, splits, 300, seed=2, constraints=c)
     assert [t["tag"] for t in tagged] == mm.tag_words([t["text"] for t in tagged], splits)
     assert {t["tag"] for t in tagged} >= {"train", "new"} and not any(t["text"] in words[:500] for t in tagged)
@@ -536,11 +536,11 @@ def test_hopeless_conditions_are_one_user_error_with_the_share(chain):
     HOPELESS_DRAWS draws, with one line stating how many met the conditions."""
     vocab, predictor, _ = chain
     with pytest.raises(mm.UserError) as e:
-        mm.sample(predictor, vocab, 5, seed=1, constraints=sampling.Constraints(min_len=40))
+        mm.sample(predictor, vocab, 5, seed=1, constraints=conditions.Constraints(min_len=40))
     message = str(e.value)
     assert "\n" not in message and "met the conditions (at least 40 characters long)" in message
     met, drawn = re.match(r"only (\d+) of ([\d,]+) samples \([\d.e+-]+%\)", message).groups()
-    assert int(drawn.replace(",", "")) >= sampling.HOPELESS_DRAWS and int(met) < 30
+    assert int(drawn.replace(",", "")) >= conditions.HOPELESS_DRAWS and int(met) < 30
 
 
 @pytest.mark.parametrize("chunk", [None, 37])
@@ -556,12 +556,12 @@ def test_sample_streams_give_each_request_its_seeds_samples(ending, chunk, monke
         requests = [(20, 1), (3, 2), (50, 3), (1, 2**62 + 5), (20, 1)]
         table = sampling.context_table(predictor, vocab)
         assert table is not None and np.allclose(table[:, -1], 1, atol=1e-5)
-        conditions = sampling.Constraints(min_len=4, max_len=10, suffix="u")
-        cases = [(c, new_only, shared) for c in (None, conditions) for new_only in (False, True)
+        cond = conditions.Constraints(min_len=4, max_len=10, suffix="u")
+        cases = [(c, new_only, shared) for c in (None, cond) for new_only in (False, True)
                  for shared in (table, None)]
         if chunk is not None:
             monkeypatch.setattr(sampling, "MAX_CHUNK", chunk)
-            cases = [(None, False, table), (conditions, True, table)]
+            cases = [(None, False, table), (cond, True, table)]
         for c, new_only, shared in cases:
             alone = [mm.sample_tagged(predictor, vocab, splits, n, seed=s, new_only=new_only, constraints=c)
                      for n, s in requests]
@@ -574,12 +574,12 @@ def test_sample_streams_give_each_request_its_seeds_samples(ending, chunk, monke
 
 def test_sample_streams_end_a_hopeless_request_alone(chain):
     vocab, predictor, _ = chain
-    c = sampling.Constraints(min_len=40)
+    c = conditions.Constraints(min_len=40)
     [a, b] = sampling.sample_streams(predictor, vocab, {"train": [], "dev": [], "test": []}, [(3, 1), (3, 2)],
                                      constraints=c)
     assert isinstance(a, mm.UserError) and isinstance(b, mm.UserError)
     ok = sampling.sample_streams(predictor, vocab, {"train": [], "dev": [], "test": []}, [(3, 1)],
-                                 constraints=sampling.Constraints(min_len=2))
+                                 constraints=conditions.Constraints(min_len=2))
     assert len(ok[0]) == 3
 
 
@@ -592,7 +592,7 @@ def test_bad_conditions_are_user_errors(setup, kwargs):
     vocab, predictor = setup
     prefix = kwargs.pop("prefix", "")
     with pytest.raises(mm.UserError) as e:
-        mm.sample(predictor, vocab, 5, prefix=prefix, constraints=sampling.Constraints(**kwargs))
+        mm.sample(predictor, vocab, 5, prefix=prefix, constraints=conditions.Constraints(**kwargs))
     assert "\n" not in str(e.value)
 
 
@@ -603,7 +603,7 @@ def test_a_suffix_the_model_never_writes_is_a_user_error():
     model_cfg, _ = mm.make_configs("tiny2d", vocab_size=vocab.size)
     predictor = mm.model_predictor(mm.MLP(model_cfg, seed=0))
     with pytest.raises(mm.UserError, match="never writes"):
-        mm.sample(predictor, vocab, 5, constraints=sampling.Constraints(suffix="aq"))
+        mm.sample(predictor, vocab, 5, constraints=conditions.Constraints(suffix="aq"))
 
 
 # ----------------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ def test_sample_conditions_are_the_packages(client, runs):
     samples are those of the package's sample_tagged with the same seed and Constraints."""
     from makemore.predict import model_predictor as mlp_predictor
     from makemore.runs import load_run
-    from makemore.sampling import Constraints, sample_tagged
+    from makemore.conditions import Constraints
+    from makemore.sampling import sample_tagged
 
     run = load_run(runs["run"])
     predictor = mlp_predictor(run.model)

@@ -167,7 +167,8 @@ def _write_all(out, text: str) -> None:
 def _write_samples(args) -> tuple[int, bool]:
     """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
     from ..data import read_words
-    from ..sampling import Constraints, sample_chunks
+    from ..conditions import Constraints
+    from ..sampling import sample_chunks
 
     exclude = read_words(args.exclude) if args.exclude is not None else ()
     run = _load(args.run, ensemble=True)

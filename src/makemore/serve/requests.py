@@ -86,7 +86,7 @@ def _words(body: dict, key: str) -> list[str]:
 
 def parse_sample(model: ServedModel, body: dict) -> dict:
     from ..errors import UserError
-    from ..sampling import Constraints
+    from ..conditions import Constraints
 
     seed = _int(body, "seed", None, 0, 2**63 - 1)
     top_k = _int(body, "top_k", None, 1, len(model.vocab.chars))
