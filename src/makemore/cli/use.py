@@ -86,8 +86,9 @@ def add_sample(sub) -> None:
     p.add_argument("--unique", action="store_true",
                    help="no repeated samples (remembers every sample written: memory grows with -n)")
     cond = p.add_argument_group(
-        "conditions", "every sample meets them all, and the samples follow the model's distribution conditioned on "
-        "them (by rejection: samples that fail are drawn and left out; lengths count the prefix; docs/api.md)")
+        "conditions", "every sample meets them all, and the samples follow the model's distribution conditioned\n"
+        "on them (by rejection: samples that fail are drawn and left out); lengths count the prefix\n"
+        "(docs/api.md)")
     cond.add_argument("--suffix", default="", help="end every sample with these characters")
     cond.add_argument("--contains", default="", help="only samples that contain these characters")
     cond.add_argument("--min-len", type=_at_least_zero, default=0, metavar="N", help="only samples of N characters or more")
