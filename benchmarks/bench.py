@@ -946,9 +946,9 @@ def report(r: dict) -> None:
         v = r["serve"]
         print(f"\n9. makemore serve: {v['unseeded']['requests']} POST /api/sample (n={v['unseeded']['n']}) from "
               f"{v['unseeded']['clients']} clients; peak RSS {v['peak_rss_mb']:.0f} MB (target < {v['rss_target_mb']:.0f})")
-        for kind in ("unseeded", "seeded"):
+        for kind in [k for k in ("unseeded", "seeded", "conditioned") if k in v]:
             x = v[kind]
-            print(f"   {kind:<9} p50 {x['p50_ms']:6.1f} ms  p95 {x['p95_ms']:6.1f} ms (target <= {v['p95_target_ms']:.0f})"
+            print(f"   {kind:<11} p50 {x['p50_ms']:6.1f} ms  p95 {x['p95_ms']:6.1f} ms (target <= {v['p95_target_ms']:.0f})"
                   f"  failures {x['failures']}  {x['requests_per_s']:.0f} req/s")
     if "precision" in r:
         report_precision(r["precision"])

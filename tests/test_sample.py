@@ -12,6 +12,7 @@ closed form. Each test is shown to reject a wrong distribution.
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import pytest
 import torch
 
 import makemore as mm
-from makemore import sampling
+from makemore import conditions, sampling
 from makemore.cli import main
 
 
@@ -316,6 +317,296 @@ def test_table_logits_equal_the_model(layers, direct, init):
 
 
 # ----------------------------------------------------------------------------------------
+# Conditions: suffix, contains, lengths, exclude
+#
+# What "the samples follow the model's distribution given the conditions" means: a word w that
+# meets them is drawn with probability P(w) / P(conditions), any other never. The tests below
+# check it exactly, against every word of a small model enumerated with its probability, and
+# show that the two cheaper ways to enforce a length (masking the end token below the minimum,
+# forcing it at the maximum) fail the same check: they give other distributions.
+
+
+CHAIN_CAP = 8  # the sampler's max_len for the chain: words of up to 8 characters, longer ones cut
+
+
+@pytest.fixture(scope="module")
+def chain():
+    """A hand-made predictor over 'a' and 'b' that reads the last two characters, with known
+    next-character probabilities: a word usually ends after an 'a' and seldom after a 'b', the
+    case where masking the end token is furthest from conditioning."""
+    vocab = mm.Vocab.from_words(["ab"])  # boundary, a, b
+    rng = np.random.default_rng(1)
+    probs = np.zeros((3, 3, 3))  # [c1, c2, next]: next (end, a, b) after the characters c1 c2 (0: the boundary)
+    for c1 in range(3):
+        for c2 in range(3):
+            end = {0: 0.2, 1: 0.6, 2: 0.08}[c2]
+            probs[c1, c2] = [end, *(rng.dirichlet([2.0, 2.0]) * (1 - end))]
+    logp = torch.tensor(np.log(probs), dtype=torch.float32)
+    predictor = mm.make_predictor(lambda ctx: logp[ctx[:, -2], ctx[:, -1]], 2, "cpu", vocab.size)
+    return vocab, predictor, probs
+
+
+def chain_words(probs, prefix="", mask_below=0, force_at=None):
+    """Every word the chain can write after `prefix` (at most CHAIN_CAP more characters, as the
+    sampler cuts them) with its probability under sampling: exact by default; with mask_below m,
+    the end token masked (and the rest renormalised) while the word is shorter than m; with
+    force_at M, the end forced once the word has M characters (the two wrong ways)."""
+    ids = {"a": 1, "b": 2}
+    out = {}
+
+    def grow(word, p):
+        ctx = ([0, 0] + [ids[c] for c in word])[-2:]
+        row = probs[ctx[0], ctx[1]].copy()
+        if len(word) - len(prefix) == CHAIN_CAP:  # the sampler's cap: the word is cut, as it is
+            out[word] = out.get(word, 0) + p
+            return
+        if force_at is not None and len(word) >= force_at:
+            row = np.array([1.0, 0.0, 0.0])
+        elif len(word) < mask_below:
+            row[0] = 0.0
+            row /= row.sum()
+        out[word] = out.get(word, 0) + p * row[0]
+        for c in "ab":
+            grow(word + c, p * row[ids[c]])
+
+    grow(prefix, 1.0)  # the prefix is given, not drawn
+    return out
+
+
+def conditioned(dist, ok):
+    """dist restricted to the words that meet `ok`, renormalised."""
+    kept = {w: p for w, p in dist.items() if ok(w)}
+    total = sum(kept.values())
+    return {w: p / total for w, p in kept.items()}
+
+
+def chi_square_against(words, expected: dict) -> tuple[float, int]:
+    """Goodness of fit of the words drawn to the exact distribution (a word outside it fails at
+    once); words expected fewer than 5 times pooled into one bin."""
+    assert set(words) <= set(expected), set(words) - set(expected)
+    n = len(words)
+    counts = {w: 0 for w in expected}
+    for w in words:
+        counts[w] += 1
+    obs = np.array([counts[w] for w in expected], dtype=float)
+    exp = np.array([expected[w] * n for w in expected])
+    rare = exp < 5
+    obs, exp = np.append(obs[~rare], obs[rare].sum()), np.append(exp[~rare], exp[rare].sum())
+    keep = exp > 0
+    obs, exp = obs[keep], exp[keep]
+    return float(((obs - exp) ** 2 / exp).sum()), len(obs) - 1
+
+
+CHAIN_CASES = {
+    "lengths, suffix, contains": dict(prefix="", conditions=conditions.Constraints(suffix="b", contains="ab", min_len=3,
+                                                                                max_len=6)),
+    "prefix, lengths, exclude": dict(prefix="b", conditions=conditions.Constraints(min_len=3, max_len=5,
+                                                                                exclude={"bab", "bbbb"})),
+    "a minimum only": dict(prefix="", conditions=conditions.Constraints(min_len=4)),
+}
+
+
+def meets(word, prefix, c):
+    """The conditions, spelt out independently of Constraints.meets."""
+    return (word.startswith(prefix) and len(word) >= c.min_len and (c.max_len is None or len(word) <= c.max_len)
+            and word.endswith(c.suffix) and c.contains in word and word not in c.exclude)
+
+
+@pytest.mark.parametrize("case", CHAIN_CASES)
+def test_conditioned_samples_follow_the_exact_conditional_distribution(chain, case):
+    """20,000 samples under conditions, against every word's exact probability given them:
+    P(w | conditions) = P(w) / P(conditions). The same test rejects draws from what masking the
+    end token below the minimum, or forcing it at the maximum, would give instead."""
+    vocab, predictor, probs = chain
+    prefix, c = CHAIN_CASES[case]["prefix"], CHAIN_CASES[case]["conditions"]
+    ok = lambda w: meets(w, prefix, c)  # noqa: E731
+    exact = conditioned(chain_words(probs, prefix), ok)
+    words = mm.sample(predictor, vocab, 20_000, seed=12, prefix=prefix, max_len=CHAIN_CAP, constraints=c)
+    assert len(words) == 20_000 and all(ok(w) for w in words)
+    stat, df = chi_square_against(words, exact)
+    assert df >= 8, df
+    assert stat < chi_square_critical(df), f"chi-square {stat:.1f} on {df} degrees of freedom"
+
+    rng = np.random.default_rng(0)
+    wrong = {"masking the end below the minimum": chain_words(probs, prefix, mask_below=c.min_len)}
+    if c.max_len is not None:
+        wrong["forcing the end at the maximum"] = chain_words(probs, prefix, force_at=c.max_len)
+    for what, dist in wrong.items():
+        q = conditioned(dist, ok)
+        tv = 0.5 * sum(abs(q.get(w, 0) - exact.get(w, 0)) for w in set(q) | set(exact))
+        drawn = list(rng.choice(list(q), size=20_000, p=np.array(list(q.values()))))
+        stat, df = chi_square_against(drawn, exact)
+        assert stat > chi_square_critical(df), f"{what} (total variation {tv:.3f}) passed: {stat:.1f} on {df}"
+
+
+def test_masking_is_not_conditioning(chain):
+    """Why lengths are enforced by rejection: the words of 4 or more characters that masking the
+    end gives are not distributed as the model's words of 4 or more characters (total variation
+    between the two, exact), whereas conditioning rescales every such word by the same factor."""
+    _, _, probs = chain
+    exact = chain_words(probs)
+    long = conditioned(exact, lambda w: len(w) >= 4)
+    masked = conditioned(chain_words(probs, mask_below=4), lambda w: len(w) >= 4)
+    ratios = {w: long[w] / exact[w] for w in long}
+    assert max(ratios.values()) == pytest.approx(min(ratios.values()))  # P(w | len >= 4) ∝ P(w)
+    assert 0.5 * sum(abs(masked[w] - long[w]) for w in long) > 0.1
+
+
+@pytest.mark.parametrize("route", ["table", "direct"])
+def test_conditions_keep_exactly_the_plain_streams_samples_that_meet_them(ending, route, monkeypatch):
+    """Under conditions, a seed's samples are the samples of its plain stream that meet them, in
+    order (plain rejection sampling on the same random numbers), whatever the chunk size; a
+    sample too long is dropped while drawn, no other is touched. float64 model, as in
+    test_chunking_never_changes_the_samples."""
+    vocab, model = ending
+    if route == "direct":
+        monkeypatch.setattr(sampling, "TABLE_CELLS", 0)
+    predictor = mm.model_predictor(model.double())
+    try:
+        plain = mm.sample(predictor, vocab, 20_000, seed=4)
+        c = conditions.Constraints(suffix="u", contains="x", min_len=5, max_len=11, exclude=set(plain[:3000]))
+        expected = [w for w in plain if meets(w, "", c)]
+        assert 100 < len(expected) < 5000 and len(set(len(w) for w in expected)) >= 5
+        for chunk_size in (None, 997, 64):
+            chunks = sampling.sample_chunks(predictor, vocab, len(expected), seed=4, constraints=c, chunk_size=chunk_size)
+            assert [w for words, _ in chunks for w in words] == expected, chunk_size
+        assert mm.sample(predictor, vocab, 50, seed=4, constraints=c) == expected[:50]
+    finally:
+        model.float()
+
+
+def test_conditioned_samples_follow_an_independent_rejection_sampler(ending):
+    """Two-sample check against plain rejection with the model's own forward pass and
+    torch.multinomial: words of 5 to 8 characters containing 'x', their lengths, first and last
+    characters."""
+    vocab, model = ending
+    c = conditions.Constraints(contains="x", min_len=5, max_len=8)
+    ours = mm.sample(mm.model_predictor(model), vocab, 6000, seed=21, constraints=c)
+    g = torch.Generator().manual_seed(22)
+    reference = []
+    while len(reference) < 6000:
+        ctx = torch.zeros((20_000, model.cfg.block_size), dtype=torch.long)
+        ids = torch.zeros((20_000, 9), dtype=torch.long)
+        alive = torch.arange(20_000)
+        with torch.no_grad():
+            for t in range(9):  # a word of at most 8 characters ends by step 8
+                ix = torch.multinomial(torch.softmax(model(ctx[alive])[0].double(), 1), 1, generator=g).squeeze(1)
+                ids[alive, t] = ix
+                ctx[alive] = torch.cat([ctx[alive, 1:], ix[:, None]], 1)
+                alive = alive[ix != 0]
+        for row in ids[ids[:, 8] == 0].tolist():  # the others are longer than 8: rejected
+            w = vocab.decode(row[:row.index(0)])
+            if meets(w, "", c):
+                reference.append(w)
+    reference = reference[:6000]
+    for what, f in (("lengths", len), ("first characters", lambda w: w[0]), ("last characters", lambda w: w[-1])):
+        keys = sorted({f(w) for w in ours + reference})
+        a = [sum(f(w) == k for w in ours) for k in keys]
+        b = [sum(f(w) == k for w in reference) for k in keys]
+        stat, df = two_sample_chi_square(a, b)
+        assert df >= 3, what
+        assert stat < chi_square_critical(df), f"{what}: chi-square {stat:.1f} on {df} degrees of freedom"
+
+
+def test_the_same_seed_and_conditions_give_the_same_samples(ending):
+    vocab, model = ending
+    predictor = mm.model_predictor(model)
+    c = conditions.Constraints(min_len=4, max_len=9, contains="e")
+    a = mm.sample(predictor, vocab, 300, seed=3, constraints=c)
+    assert a == mm.sample(predictor, vocab, 300, seed=3, constraints=c)
+    assert a != mm.sample(predictor, vocab, 300, seed=4, constraints=c)
+    assert all(4 <= len(w) <= 9 and "e" in w for w in a)
+
+
+def test_tags_under_conditions(ending):
+    vocab, model = ending
+    predictor = mm.model_predictor(model)
+    words = mm.sample(predictor, vocab, 3000, seed=1)
+    splits = {"train": words[:1000], "dev": words[1000:1100], "test": words[1100:1200]}
+    c = conditions.Constraints(min_len=3, exclude=words[:500])
+    tagged = mm.sample_tagged(predictor, vocab, splits, 300, seed=2, constraints=c)
+    assert [t["tag"] for t in tagged] == mm.tag_words([t["text"] for t in tagged], splits)
+    assert {t["tag"] for t in tagged} >= {"train", "new"} and not any(t["text"] in words[:500] for t in tagged)
+    new = mm.sample_tagged(predictor, vocab, splits, 100, seed=2, new_only=True, constraints=c)
+    assert all(t["tag"] == "new" and len(t["text"]) >= 3 for t in new)
+
+
+def test_hopeless_conditions_are_one_user_error_with_the_share(chain):
+    """Words of 40 characters from a chain that ends most words within a few: given up after
+    HOPELESS_DRAWS draws, with one line stating how many met the conditions."""
+    vocab, predictor, _ = chain
+    with pytest.raises(mm.UserError) as e:
+        mm.sample(predictor, vocab, 5, seed=1, constraints=conditions.Constraints(min_len=40))
+    message = str(e.value)
+    assert "\n" not in message and "met the conditions (at least 40 characters long)" in message
+    met, drawn = re.match(r"only (\d+) of ([\d,]+) samples \([\d.e+-]+%\)", message).groups()
+    assert int(drawn.replace(",", "")) >= conditions.HOPELESS_DRAWS and int(met) < 30
+
+
+@pytest.mark.parametrize("chunk", [None, 37])
+def test_sample_streams_give_each_request_its_seeds_samples(ending, chunk, monkeypatch):
+    """Requests drawn together, each from its seed's stream: each gets what sample_tagged gives
+    it alone, with and without conditions, with the shared complete table or without one, and
+    with chunks so small that one request's draws are split between two."""
+    vocab, model = ending
+    predictor = mm.model_predictor(model.double())
+    try:
+        words = mm.sample(predictor, vocab, 2000, seed=0)
+        splits = {"train": words[:500], "dev": [], "test": []}
+        requests = [(20, 1), (3, 2), (50, 3), (1, 2**62 + 5), (20, 1)]
+        table = sampling.context_table(predictor, vocab)
+        assert table is not None and np.allclose(table[:, -1], 1, atol=1e-5)
+        cond = conditions.Constraints(min_len=4, max_len=10, suffix="u")
+        cases = [(c, new_only, shared) for c in (None, cond) for new_only in (False, True)
+                 for shared in (table, None)]
+        if chunk is not None:
+            monkeypatch.setattr(sampling, "MAX_CHUNK", chunk)
+            cases = [(None, False, table), (cond, True, table)]
+        for c, new_only, shared in cases:
+            alone = [mm.sample_tagged(predictor, vocab, splits, n, seed=s, new_only=new_only, constraints=c)
+                     for n, s in requests]
+            together = sampling.sample_streams(predictor, vocab, splits, requests, new_only=new_only,
+                                               constraints=c, table=shared)
+            assert together == alone, (c, new_only, shared is None)
+    finally:
+        model.float()
+
+
+def test_sample_streams_end_a_hopeless_request_alone(chain):
+    vocab, predictor, _ = chain
+    c = conditions.Constraints(min_len=40)
+    [a, b] = sampling.sample_streams(predictor, vocab, {"train": [], "dev": [], "test": []}, [(3, 1), (3, 2)],
+                                     constraints=c)
+    assert isinstance(a, mm.UserError) and isinstance(b, mm.UserError)
+    ok = sampling.sample_streams(predictor, vocab, {"train": [], "dev": [], "test": []}, [(3, 1)],
+                                 constraints=conditions.Constraints(min_len=2))
+    assert len(ok[0]) == 3
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(min_len=-1), dict(max_len=-1), dict(min_len=True), dict(min_len=2.5), dict(min_len=5, max_len=4),
+    dict(suffix="A"), dict(suffix="a."), dict(contains="é"), dict(contains=3), dict(suffix="abcdef", max_len=5),
+    dict(min_len=2 + 64 + 1, prefix="ab"), dict(max_len=1, prefix="ab"), dict(exclude=[3]),
+])
+def test_bad_conditions_are_user_errors(setup, kwargs):
+    vocab, predictor = setup
+    prefix = kwargs.pop("prefix", "")
+    with pytest.raises(mm.UserError) as e:
+        mm.sample(predictor, vocab, 5, prefix=prefix, constraints=conditions.Constraints(**kwargs))
+    assert "\n" not in str(e.value)
+
+
+def test_a_suffix_the_model_never_writes_is_a_user_error():
+    """With --min-char-count, a rare character is read as the unknown token, never drawn."""
+    words = ["ab", "ba", "aab"] * 20 + ["q"]
+    vocab = mm.Vocab.from_words(words, min_count=2, count_in=words)
+    model_cfg, _ = mm.make_configs("tiny2d", vocab_size=vocab.size)
+    predictor = mm.model_predictor(mm.MLP(model_cfg, seed=0))
+    with pytest.raises(mm.UserError, match="never writes"):
+        mm.sample(predictor, vocab, 5, constraints=conditions.Constraints(suffix="aq"))
+
+
+# ----------------------------------------------------------------------------------------
 # The `sample` command
 
 
@@ -352,12 +643,50 @@ def test_cli_json_and_jsonl(run_dir, capsys):
 
 
 @pytest.mark.parametrize("flags", [["-n", "0"], ["-n", "x"], ["--temperature", "0"], ["--temperature", "nan"],
-                                   ["--top-k", "0"], ["--json", "--jsonl"]])
+                                   ["--top-k", "0"], ["--json", "--jsonl"], ["--min-len", "-1"], ["--max-len", "x"],
+                                   ["--max-len", "2.5"]])
 def test_cli_bad_flags_are_one_line(run_dir, capsys, flags):
     with pytest.raises(SystemExit) as e:
         main(["sample", str(run_dir), *flags])
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_conditions_keep_the_plain_samples_that_meet_them(run_dir, capsys, tmp_path):
+    """--suffix, --contains, --min-len, --max-len, --exclude: with a seed, the samples are those
+    of the same seed without them that meet them all, in order; tagged as ever."""
+    assert main(["sample", str(run_dir), "-n", "3000", "--seed", "4"]) == 0
+    plain = capsys.readouterr().out.splitlines()
+    taken = list(dict.fromkeys(w for w in plain if w.endswith("a")))[:10]
+    exclude = tmp_path / "taken.txt"
+    exclude.write_text("\r\n".join(taken) + "\r\n\r\n")  # read as any list of words: CRLF, blank lines
+    flags = ["--suffix", "a", "--contains", "n", "--min-len", "4", "--max-len", "8", "--exclude", str(exclude)]
+    assert main(["sample", str(run_dir), "-n", "30", "--seed", "4", *flags, "--jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = [w for w in plain if w.endswith("a") and "n" in w and 4 <= len(w) <= 8 and w not in taken][:30]
+    assert len(expected) == 30 and [r["text"] for r in records] == expected
+    splits = json.loads((run_dir / "words.json").read_text())
+    for r in records:
+        assert r["tag"] == next((k for k in ("train", "dev", "test") if r["text"] in splits[k]), "new")
+    assert main(["sample", str(run_dir), "-n", "30", "--seed", "4", *flags]) == 0
+    assert capsys.readouterr().out.splitlines() == expected  # the same seed, the same samples
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--min-len", "9", "--max-len", "3"], "the minimum length 9 is above the maximum length 3"),
+    (["--suffix", "A"], "not in the model's vocabulary"),
+    (["--contains", "."], "boundary token"),
+    (["--prefix", "mana", "--max-len", "3"], "more than the maximum length 3"),
+    (["--exclude", "/nonexistent/taken.txt"], "cannot read /nonexistent/taken.txt"),
+    (["--suffix", "jjjjjjj", "--json"], "met the conditions (ending in 'jjjjjjj')"),
+])
+def test_cli_bad_or_hopeless_conditions_are_one_line(run_dir, capsys, flags, message):
+    assert main(["sample", str(run_dir), "-n", "5", "--seed", "1", *flags]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("makemore: error: ") and message in lines[0], lines
+    if "--json" in flags and captured.out:  # what was written before giving up stays valid JSON
+        assert all(r["text"].endswith("jjjjjjj") for r in json.loads(captured.out))
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])

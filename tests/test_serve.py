@@ -23,7 +23,7 @@ import torch
 
 from makemore import serve
 from makemore.cli import main
-from makemore.serve import app as serve_app  # where App looks up draw_samples and score_words
+from makemore.serve import app as serve_app  # where App looks up draw_batch and score_words
 
 TRAIN = ["--block-size", "3", "--emb-dim", "8", "--hidden", "32", "--batch-size", "32",
          "--steps", "300", "--preset", "lecture", "--lr", "0.1", "--quiet"]
@@ -144,6 +144,39 @@ def test_sample_options(client):
     assert status == 200 and len({s["text"] for s in data["samples"]}) == 1
 
 
+def test_sample_conditions_are_the_packages(client, runs):
+    """suffix, contains, min_len, max_len and exclude: every sample meets them all, and the
+    samples are those of the package's sample_tagged with the same seed and Constraints."""
+    from makemore.predict import model_predictor as mlp_predictor
+    from makemore.runs import load_run
+    from makemore.conditions import Constraints
+    from makemore.sampling import sample_tagged
+
+    run = load_run(runs["run"])
+    predictor = mlp_predictor(run.model)
+    plain = sample_tagged(predictor, run.vocab, run.splits, 300, seed=3, max_len=serve.SAMPLE_MAX_LEN)
+    exclude = list(dict.fromkeys(s["text"] for s in plain if s["text"].endswith("a")))[:5]  # words it would draw
+    assert len(exclude) == 5
+    body = {"n": 25, "seed": 3, "suffix": "a", "contains": "n", "min_len": 4, "max_len": 7, "exclude": exclude}
+    status, data = client.post("/api/sample", body)
+    assert status == 200 and data["seed"] == 3 and len(data["samples"]) == 25
+    for s in data["samples"]:
+        t = s["text"]
+        assert t.endswith("a") and "n" in t and 4 <= len(t) <= 7 and t not in exclude, t
+    conditions = Constraints(suffix="a", contains="n", min_len=4, max_len=7, exclude=exclude)
+    assert data["samples"] == sample_tagged(predictor, run.vocab, run.splits, 25, seed=3, constraints=conditions,
+                                            max_len=serve.SAMPLE_MAX_LEN)
+    status, data = client.post("/api/sample", {"n": 10, "prefix": "ma", "min_len": 6, "new_only": True, "run": "ens"})
+    assert status == 200 and len(data["samples"]) == 10
+    assert all(s["text"].startswith("ma") and len(s["text"]) >= 6 and s["tag"] == "new" for s in data["samples"])
+
+
+def test_hopeless_conditions_are_a_400_with_the_share_met(client):
+    status, data = client.post("/api/sample", {"n": 5, "suffix": "jjjjjjj"})
+    assert_error(status, data, expected=400)
+    assert "met the conditions (ending in 'jjjjjjj')" in data["error"] and "%" in data["error"]
+
+
 def test_score_with_alternatives_against_the_model_itself(client, runs):
     from makemore.runs import load_run
 
@@ -237,6 +270,11 @@ BAD_SAMPLES = [
     {"prefix": "ma!"}, {"prefix": "A"}, {"prefix": "."}, {"prefix": "a" * (serve.LIMITS["word_max"] + 1)},
     {"prefix": 3}, {"seed": -1}, {"seed": "x"}, {"seed": 2**64}, {"new_only": "yes"},
     {"run": "nope"}, {"run": "../tiny"}, {"run": 3},
+    {"suffix": "A"}, {"suffix": "."}, {"suffix": 3}, {"contains": "a!"}, {"contains": ["a"]},
+    {"suffix": "a" * (serve.LIMITS["word_max"] + 1)}, {"min_len": -1}, {"min_len": 1.5}, {"max_len": "8"},
+    {"max_len": -2}, {"min_len": 6, "max_len": 5}, {"prefix": "mana", "max_len": 3}, {"suffix": "mana", "max_len": 3},
+    {"min_len": serve.LIMITS["word_max"] + serve.SAMPLE_MAX_LEN + 1}, {"prefix": "ma", "min_len": 2 + serve.SAMPLE_MAX_LEN + 1},
+    {"exclude": "mana"}, {"exclude": [1]}, {"exclude": ["ma"] * (serve.LIMITS["exclude_max"] + 1)},
 ]
 BAD_SCORES = [
     {}, {"words": "mana"}, {"words": []}, {"words": [""]}, {"words": [3]}, {"words": ["mana", None]},
@@ -330,17 +368,19 @@ def test_sampling_does_not_block_other_requests(server, client, monkeypatch):
     """With every model thread held by a sampling request that cannot finish, the page, its
     static files and the read-only API still answer; then the held requests complete."""
     release, started = threading.Event(), threading.Semaphore(0)
-    real = serve.draw_samples
+    real = serve.draw_batch
 
     def held(*args, **kwargs):
         started.release()
         assert release.wait(30)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(serve_app, "draw_samples", held)
+    monkeypatch.setattr(serve_app, "draw_batch", held)
     results = []
-    workers = [threading.Thread(target=lambda s=s: results.append(client.post("/api/sample", {"n": 3, "seed": s})))
-               for s in range(serve.MODEL_THREADS + 1)]
+    # different settings (temperatures): requests that are never merged into one draw
+    workers = [threading.Thread(target=lambda s=s: results.append(
+        client.post("/api/sample", {"n": 3, "seed": s, "temperature": 1 + s / 10})))
+        for s in range(serve.MODEL_THREADS + 1)]
     try:
         for w in workers:
             w.start()
@@ -358,35 +398,40 @@ def test_sampling_does_not_block_other_requests(server, client, monkeypatch):
     assert [status for status, _ in results] == [200] * len(workers)
 
 
-def test_unseeded_requests_waiting_together_are_drawn_as_one_batch(server, client, monkeypatch):
+def test_requests_waiting_together_are_drawn_as_one_batch(server, client, monkeypatch):
+    """Requests with the same settings that wait for a model thread are one draw, seeded or
+    not; the seeded one still gets its seed's names (the same as alone)."""
     calls, release, started = [], threading.Event(), threading.Semaphore(0)
-    real = serve.draw_samples
+    real = serve.draw_batch
 
-    def recorded(model, n, seed, *args, **kwargs):
-        calls.append((n, seed))
+    def recorded(model, jobs, *args, **kwargs):
+        calls.append(list(jobs))
         started.release()
         assert release.wait(30)
-        return real(model, n, seed, *args, **kwargs)
+        return real(model, jobs, *args, **kwargs)
 
-    monkeypatch.setattr(serve_app, "draw_samples", recorded)
+    alone = client.post("/api/sample", {"n": 2, "prefix": "ma", "seed": 5})
+    monkeypatch.setattr(serve_app, "draw_batch", recorded)
     results: dict[int, tuple] = {}
 
     def ask(i: int, body: dict):
         results[i] = client.post("/api/sample", body)
 
-    # two seeded requests take both model threads; then unseeded ones queue behind them
-    first = [threading.Thread(target=ask, args=(i, {"n": 2, "seed": i})) for i in range(serve.MODEL_THREADS)]
+    # seeded requests of other settings (one temperature each) take both model threads...
+    first = [threading.Thread(target=ask, args=(i, {"n": 2, "seed": i, "temperature": 0.5 + i}))
+             for i in range(serve.MODEL_THREADS)]
     for t in first:
         t.start()
     for _ in first:
         assert started.acquire(timeout=30)
+    # ...then requests with one setting queue behind them: four without a seed, one with
     queued = [threading.Thread(target=ask, args=(10 + i, {"n": 3 + i, "prefix": "ma"})) for i in range(4)]
     queued.append(threading.Thread(target=ask, args=(20, {"n": 2, "prefix": "ma", "seed": 5})))
     for t in queued:
         t.start()
-    # wait until the server holds all of them (its batcher queue has the 4 unseeded ones)
+    # wait until the server holds all of them (its batcher queue has the five)
     deadline = __import__("time").monotonic() + 30
-    while sum(len(q) for q in server_queues(server)) < 4:
+    while sum(len(q) for q in server_queues(server)) < 5:
         assert __import__("time").monotonic() < deadline
         threading.Event().wait(0.01)
     release.set()
@@ -396,9 +441,27 @@ def test_unseeded_requests_waiting_together_are_drawn_as_one_batch(server, clien
     for i in range(4):
         samples = results[10 + i][1]["samples"]
         assert len(samples) == 3 + i and all(s["text"].startswith("ma") for s in samples)
-    unseeded = [n for n, seed in calls if seed is None]
-    assert unseeded == [3 + 4 + 5 + 6]  # one draw for the four of them
-    assert sorted(n for n, seed in calls if seed is not None) == [2] * (serve.MODEL_THREADS + 1)
+    assert results[20] == alone  # seed 5, drawn with four others: its names as alone
+    assert sorted(len(jobs) for jobs in calls) == [1] * serve.MODEL_THREADS + [5]  # one draw for the five
+    merged = next(jobs for jobs in calls if len(jobs) == 5)
+    assert sorted(n for n, _ in merged) == [2, 3, 4, 5, 6] and (2, 5) in merged
+    assert len({seed for _, seed in merged}) == 5  # each unseeded request its own random seed
+
+
+def test_seeded_load_every_answer_is_its_seeds(client):
+    """100 seeded requests from 20 clients at once, with and without conditions: none is lost,
+    and each answer is the one the same request gets alone (merged requests share the forward
+    passes, never their random numbers). Speed is measured in benchmarks/serve_bench.py."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"n": 20, "seed": 1000 + i, **({"min_len": 4, "max_len": 8, "suffix": "a"} if i % 3 == 0 else {})}
+              for i in range(100)]
+    with ThreadPoolExecutor(20) as pool:
+        together = list(pool.map(lambda b: client.post("/api/sample", b), bodies))
+    alone = [client.post("/api/sample", b) for b in bodies]
+    assert [status for status, _ in together] == [200] * len(bodies)
+    assert all(len(data["samples"]) == 20 for _, data in together)
+    assert together == alone
 
 
 def server_queues(server) -> list:
@@ -414,9 +477,9 @@ def test_batcher_cap_and_order(cap, expected):
     async def run_sync(fn, *args):
         return fn(*args)
 
-    def draw(total):
-        draws.append(total)
-        return [{"text": f"{len(draws)}-{i}", "tag": "new"} for i in range(total)]
+    def draw(jobs):
+        draws.append(sum(n for _, n in jobs))
+        return [[{"text": f"{name}-{i}", "tag": "new"} for i in range(n)] for name, n in jobs]
 
     async def main():
         gate = anyio.CapacityLimiter(1)
@@ -424,7 +487,7 @@ def test_batcher_cap_and_order(cap, expected):
         await gate.acquire()  # the model thread is busy: requests queue
 
         async def ask(name):
-            got[name] = await batcher.draw(("k",), 3, draw)
+            got[name] = await batcher.draw(("k",), (name, 3), 3, draw)
 
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
@@ -436,8 +499,41 @@ def test_batcher_cap_and_order(cap, expected):
 
     anyio.run(main)
     assert draws == expected
-    texts = [s["text"] for name in "ABC" for s in got[name]]
-    assert all(len(got[name]) == 3 for name in "ABC") and len(set(texts)) == 9  # each its own names
+    assert got == {name: [{"text": f"{name}-{i}", "tag": "new"} for i in range(3)] for name in "ABC"}  # each its own
+
+
+def test_batcher_fails_one_request_alone():
+    """A result that is an exception fails that request only; the others of its batch get theirs."""
+    import anyio
+
+    got = {}
+
+    async def run_sync(fn, *args):
+        return fn(*args)
+
+    def draw(jobs):
+        return [ValueError(f"no {name}") if name == "B" else [name] for name in jobs]
+
+    async def main():
+        gate = anyio.CapacityLimiter(1)
+        batcher = serve.SampleBatcher(gate, run_sync, cap=100)
+        await gate.acquire()
+
+        async def ask(name):
+            try:
+                got[name] = await batcher.draw(("k",), name, 1, draw)
+            except ValueError as e:
+                got[name] = str(e)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                for name in "ABC":
+                    tg.start_soon(ask, name)
+                await anyio.wait_all_tasks_blocked()
+                gate.release()
+
+    anyio.run(main)
+    assert got == {"A": ["A"], "B": "no B", "C": ["C"]}
 
 
 def test_batcher_hands_on_the_lead_when_the_leader_is_cancelled():
@@ -448,9 +544,9 @@ def test_batcher_hands_on_the_lead_when_the_leader_is_cancelled():
     async def run_sync(fn, *args):
         return fn(*args)
 
-    def draw(total):
-        draws.append(total)
-        return [{"text": str(i), "tag": "new"} for i in range(total)]
+    def draw(jobs):
+        draws.append(sum(jobs))
+        return [[{"text": str(i), "tag": "new"} for i in range(n)] for n in jobs]
 
     async def main():
         gate = anyio.CapacityLimiter(1)
@@ -458,7 +554,7 @@ def test_batcher_hands_on_the_lead_when_the_leader_is_cancelled():
         await gate.acquire()
 
         async def ask(name, n):
-            got[name] = await batcher.draw(("k",), n, draw)
+            got[name] = await batcher.draw(("k",), n, n, draw)
 
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:

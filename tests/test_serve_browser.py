@@ -117,6 +117,27 @@ def test_draw_again_with_a_prefix(page):
     assert all(t.startswith("ma") for t in texts), texts
 
 
+def test_draw_with_conditions(page, url):
+    """ends with, contains, length from/to and leave out: the names shown meet them all, and are
+    the API's for the same request."""
+    page.wait_for_selector("#samples li.sample")
+    page.fill("#n", "15")
+    page.fill("#suffix", "a")
+    page.fill("#contains", "n")
+    page.fill("#min-len", "4")
+    page.fill("#max-len", "7")
+    page.fill("#exclude", "mana\nnana\n")
+    page.fill("#seed", "8")
+    page.click("#draw")
+    page.wait_for_function("() => document.querySelector('#sample-status').textContent.includes('seed 8')")
+    texts = sample_texts(page)
+    assert len(texts) == 15
+    assert all(t.endswith("a") and "n" in t and 4 <= len(t) <= 7 and t not in ("mana", "nana") for t in texts), texts
+    _, data = Client(url).post("/api/sample", {"n": 15, "seed": 8, "suffix": "a", "contains": "n", "min_len": 4,
+                                               "max_len": 7, "exclude": ["mana", "nana"], "temperature": 1})
+    assert texts == [s["text"] for s in data["samples"]]
+
+
 def test_a_bad_setting_shows_the_servers_error(page):
     page.wait_for_selector("#samples li.sample")
     page.fill("#prefix", "ma!")
@@ -124,6 +145,13 @@ def test_a_bad_setting_shows_the_servers_error(page):
     page.wait_for_selector("#sample-status.error")
     assert "vocabulary" in page.inner_text("#sample-status")
     assert len(page.console_errors) == 1 and "400" in page.console_errors[0]  # the browser logs the 400
+    page.console_errors.clear()
+    page.fill("#prefix", "")
+    page.fill("#min-len", "9")
+    page.fill("#max-len", "3")
+    page.click("#draw")
+    page.wait_for_function("() => document.querySelector('#sample-status').textContent.includes('minimum length')")
+    assert "the minimum length 9 is above the maximum length 3" in page.inner_text("#sample-status")
     page.console_errors.clear()
 
 

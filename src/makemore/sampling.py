@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from .conditions import NO_CONSTRAINTS, Constraints, Stream
 from .data import SPLITS, Examples, Vocab
 from .errors import UserError
 from .predict import Predictor, target_log_probs
@@ -66,10 +67,18 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 STEP_BITS, MAX_SAMPLES = 24, 1 << 40
 
 
-def _uniforms(key: np.uint64, index: np.ndarray, step: int) -> np.ndarray:
+def _stream_key(seed: int | None) -> np.uint64:
+    """The key of a seed's stream (a random one without a seed): nearby seeds, unrelated streams."""
+    if seed is None:
+        seed = secrets.randbits(64)
+    return _mix64(np.array([int(seed) & _MASK64], dtype=np.uint64))[0]
+
+
+def _uniforms(key: np.uint64 | np.ndarray, index: np.ndarray, step: int) -> np.ndarray:
     """The uniform number in [0, 1) for step `step` of each sample in `index` (uint64):
-    output index * 2^STEP_BITS + step of the SplitMix64 stream keyed by `key`. A sample's
-    numbers depend on the key and its own index only, never on which others are drawn with it."""
+    output index * 2^STEP_BITS + step of the SplitMix64 stream keyed by `key` (one key, or one
+    per sample). A sample's numbers depend on its key and its own index only, never on which
+    others are drawn with it."""
     x = (index << np.uint64(STEP_BITS)) | np.uint64(step)
     x *= _GOLDEN
     x += key
@@ -122,10 +131,15 @@ class _Sampler:
     sizes, and the table route computes them in other batches than the direct one; that moves
     a draw only when its uniform falls within that distance of a boundary. Between the table
     and the direct route we saw 0 changed names in 200,000 for `lecture`, 0 to 4 for `fast`.)
+
+    `draw_rows` draws samples of several streams at once, each row from its own stream's
+    numbers: concurrent seeded requests share the forward passes and still get their seed's
+    samples. A complete `table` (context_table) may be passed in and shared: it is only read.
     """
 
     def __init__(self, predictor: Predictor, vocab: Vocab, seed: int | None = None, temperature: float = 1.0,
-                 top_k: int | None = None, prefix: str = "", max_len: int = 64, expected: int = 0):
+                 top_k: int | None = None, prefix: str = "", max_len: int = 64, expected: int = 0,
+                 table: np.ndarray | None = None):
         if not (math.isfinite(temperature) and temperature > 0):
             raise UserError(f"temperature must be a positive number, got {temperature}")
         if top_k is not None and top_k < 1:
@@ -140,19 +154,22 @@ class _Sampler:
         # any function whose softmax is the predictor's distribution will do: an MLP's logits skip a log_softmax
         self.scores = getattr(predictor, "logits", predictor)
         self.device, self.T, self.V = predictor.device, predictor.context_size, vocab.size
-        if seed is None:
-            seed = secrets.randbits(64)
-        self.key = _mix64(np.array([int(seed) & _MASK64], dtype=np.uint64))[0]  # nearby seeds, unrelated streams
+        self.key = _stream_key(seed)
         self.chunk_size = max(1, min(MAX_CHUNK, CHUNK_CELLS // self.V))
         start = ([0] * self.T + prefix_ids)[len(prefix_ids):]  # the last T characters: boundary padding, then prefix
         self.start_context = torch.tensor([start], dtype=torch.long, device=self.device)
         self.contexts = self.V ** self.T
-        self.table = self.known = None
-        if self.contexts * self.V <= TABLE_CELLS:
+        self.table = self.known = None  # known: which rows are computed; None once they all are
+        if table is not None:
+            if table.shape != (self.contexts, self.V):
+                raise ValueError(f"a table of shape {table.shape} for {self.contexts} contexts of {self.V}")
+            self.table = table
+        elif self.contexts * self.V <= TABLE_CELLS:
             self.table = np.zeros((self.contexts, self.V), dtype=np.float32)  # row id: sum_t c_t V^(T-1-t)
             self.known = np.zeros(self.contexts, dtype=bool)
             if self.contexts <= 8 * expected:
                 self._fill(np.arange(self.contexts))
+                self.known = None
         self.start_id = sum(c * self.V ** (self.T - 1 - t) for t, c in enumerate(start))
         self.ids_dtype = np.min_scalar_type(self.V - 1)
         codepoints = np.array([ord(c) for c in vocab.chars], dtype="<u4")
@@ -171,24 +188,37 @@ class _Sampler:
             self.table[part] = _cdf(self.scores(digits), self.temperature, self.top_k, self.banned).cpu().numpy()
             self.known[part] = True
 
+    def draw(self, start: int, count: int, limit: int | None = None) -> list[str | None]:
+        """Samples start .. start + count - 1 of the seed's stream (count <= chunk_size)."""
+        return self.draw_rows(np.full(count, self.key, dtype=np.uint64),
+                              np.arange(start, start + count, dtype=np.uint64), limit)
+
     @torch.no_grad()
-    def draw(self, start: int, count: int) -> list[str]:
-        """Samples start .. start + count - 1 of the stream (count <= chunk_size)."""
+    def draw_rows(self, keys: np.ndarray, index: np.ndarray, limit: int | None = None) -> list[str | None]:
+        """Sample index[r] of the stream keyed by keys[r], for every row r (at most chunk_size).
+
+        With `limit` below max_len, a sample still going after `limit` characters (past the
+        prefix) is stopped there and returned as None: it would be longer than `limit`, and
+        drawing the rest of it would be wasted. (Without one, a sample is cut at max_len and
+        kept, as always.)"""
         dev, V = self.device, self.V
-        out = np.zeros((count, self.max_len + 1), dtype=self.ids_dtype)  # the last column stays 0: an end
+        count = len(index)
+        rejecting = limit is not None and limit < self.max_len
+        steps = limit + 1 if rejecting else self.max_len  # a word of `limit` characters ends at step `limit`
+        out = np.zeros((count, steps + 1), dtype=self.ids_dtype)  # the last column stays 0: an end
         active = np.arange(count)
-        index = np.arange(start, start + count, dtype=np.uint64)
         if self.table is not None:
             context = np.full(count, self.start_id, dtype=np.int64)  # context ids into the table
         else:
             context = self.start_context.expand(count, -1).contiguous()
-        width = self.max_len + 1
-        for t in range(self.max_len):
-            u = _uniforms(self.key, index[active], t)
+        width, unfinished = steps + 1, None
+        for t in range(steps):
+            u = _uniforms(keys[active], index[active], t)
             if self.table is not None:
-                new = context[~self.known[context]]
-                if len(new):
-                    self._fill(np.unique(new))
+                if self.known is not None:
+                    new = context[~self.known[context]]
+                    if len(new):
+                        self._fill(np.unique(new))
                 ix = _invert_np(np.take(self.table, context, axis=0), u)
             else:
                 cdf = _cdf(self.scores(context), self.temperature, self.top_k, self.banned)
@@ -204,7 +234,13 @@ class _Sampler:
             else:
                 kept = context[torch.from_numpy(going).to(dev)]
                 context = torch.cat([kept, torch.from_numpy(ix).to(dev)[:, None]], dim=1)[:, 1:]
-        return self._decode(out[:, :width])
+        else:
+            unfinished = active if rejecting else None  # still going after step `limit`: too long
+        words: list[str | None] = self._decode(out[:, :width])
+        if unfinished is not None:
+            for r in unfinished.tolist():
+                words[r] = None
+        return words
 
     def _decode(self, ids: np.ndarray) -> list[str]:
         """Rows of ids, each ending at its first boundary token, -> strings (prefix + word).
@@ -239,10 +275,22 @@ def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
     return _tagger(splits)(words)
 
 
+def _check_n(n) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UserError(f"-n must be at least 1, got {n}")
+    if n > MAX_SAMPLES:  # beyond it, the random numbers of two samples would coincide
+        raise UserError(f"-n can be at most 2^40 = {MAX_SAMPLES:,}, got {n:,}")
+
+
+# ----------------------------------------------------------------------------------------
+# Drawing
+
+
 def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
                   splits: dict[str, list[str]] | None = None, unique: bool = False, new_only: bool = False,
                   temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
-                  chunk_size: int | None = None) -> Iterator[tuple[list[str], list[str] | None]]:
+                  chunk_size: int | None = None, constraints: Constraints | None = None,
+                  ) -> Iterator[tuple[list[str], list[str] | None]]:
     """Draw `n` words in chunks: yields (words, tags) a chunk at a time, tags None without `splits`.
 
     Memory is bounded whatever n is: a chunk holds at most `chunk_size` samples (by default
@@ -250,67 +298,106 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
     it has yielded. The seed fixes the stream: sample i depends on the seed and i only, so the
     same seed gives the same words whatever the chunk size, and a smaller n gives the first
     words of a larger one (but for rare float-rounding ties, see _Sampler; the same seed and n
-    always give the same words on one machine). `unique` and `new_only` (which needs `splits`) skip words of that
-    stream; a chunk may then hold fewer words, or none. They give up, yielding fewer than n,
-    after a long run of draws in a row that are all skipped (the model has nothing more to give).
+    always give the same words on one machine). `unique`, `new_only` (which needs `splits`)
+    and `constraints` skip words of that stream (see Constraints: what is left is the model's
+    distribution conditioned on them); a chunk may then hold fewer words, or none. `unique`
+    gives up quietly, yielding fewer than n, after a long run of repeats (the model has nothing
+    more to give); conditions that almost no sample meets end in a UserError (see conditions.Stream).
     Arguments are checked here, before anything is drawn: errors are UserErrors.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise UserError(f"-n must be at least 1, got {n}")
-    if n > MAX_SAMPLES:  # beyond it, the random numbers of two samples would coincide
-        raise UserError(f"-n can be at most 2^40 = {MAX_SAMPLES:,}, got {n:,}")
+    _check_n(n)
     if new_only and splits is None:
         raise UserError("new_only needs the splits to tell new words from known ones")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
+    constraints = NO_CONSTRAINTS if constraints is None else constraints
     sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=n)
+    constraints.check(vocab, prefix, max_len)
     chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
     tag = _tagger(splits) if splits is not None else None
-    filtering = unique or new_only
-    patience = min(max(10_000, 100 * n), 1_000_000)
+    stream = Stream(n, sampler.key, constraints.meets(new_only), unique, constraints.describe(new_only))
+    limit = constraints.limit(prefix)
 
     def chunks():
-        made, drawn, misses, seen = 0, 0, 0, set()
-        while made < n:
-            want = n - made
-            count = min(chunk_size, max(64, 2 * want) if filtering else want)
-            words = sampler.draw(drawn, count)
-            drawn += count
-            tags = tag(words) if tag is not None else None
-            if filtering:
-                kept_words, kept_tags = [], []
-                for i, w in enumerate(words):
-                    if (new_only and tags[i] != "new") or (unique and w in seen):
-                        misses += 1
-                        continue
-                    misses = 0
-                    if unique:
-                        seen.add(w)
-                    kept_words.append(w)
-                    if tags is not None:
-                        kept_tags.append(tags[i])
-                    if len(kept_words) == want:
-                        break
-                words, tags = kept_words, (kept_tags if tags is not None else None)
-            made += len(words)
-            yield words, tags
-            if misses >= patience:
-                return
+        while not stream.done:
+            words = sampler.draw(stream.drawn, stream.count(chunk_size), limit)
+            yield stream.take(words, tag(words) if tag is not None else None)
+        if stream.hopeless is not None:  # after the samples kept so far
+            raise stream.hopeless
 
     return chunks()
 
 
+def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]],
+                   requests: list[tuple[int, int | None]], new_only: bool = False,
+                   constraints: Constraints | None = None, temperature: float = 1.0, top_k: int | None = None,
+                   prefix: str = "", max_len: int = 64, table: np.ndarray | None = None) -> list[list[dict] | UserError]:
+    """Several requests of the same settings, each (n, seed), drawn together: each gets the
+    samples sample_tagged(n, seed) gives with these settings, but every decoding step is one
+    forward pass (or table lookup) for the samples of all of them, each drawn from its own
+    seed's stream. The result of a request is its tagged samples, or the UserError that ended
+    it (hopeless conditions) without ending the others. `table`: a complete context_table for
+    this predictor, temperature and top_k, to share instead of computing rows again.
+    """
+    for n, _ in requests:
+        _check_n(n)
+    if new_only and splits is None:
+        raise UserError("new_only needs the splits to tell new words from known ones")
+    constraints = NO_CONSTRAINTS if constraints is None else constraints
+    sampler = _Sampler(predictor, vocab, 0, temperature, top_k, prefix, max_len,
+                       expected=sum(n for n, _ in requests), table=table)
+    constraints.check(vocab, prefix, max_len)
+    tag, limit, size = _tagger(splits), constraints.limit(prefix), sampler.chunk_size
+    meets, what = constraints.meets(new_only), constraints.describe(new_only)
+    streams = [Stream(n, _stream_key(seed), meets, what=what) for n, seed in requests]
+    results: list = [[] for _ in requests]
+    while True:
+        # each live request's next rows (stream, first index, count), drawn a chunk at a time
+        pending = [(i, streams[i].drawn, streams[i].count(size)) for i, s in enumerate(streams) if not s.done]
+        if not pending:
+            return [s.hopeless or r for s, r in zip(streams, results)]
+        while pending:
+            parts, room = [], size
+            while pending and room:
+                i, start, count = pending.pop(0)
+                k = min(count, room)
+                parts.append((i, start, k))
+                if k < count:  # the rest of it opens the next draw
+                    pending.insert(0, (i, start + k, count - k))
+                room -= k
+            keys = np.concatenate([np.full(k, streams[i].key, dtype=np.uint64) for i, _, k in parts])
+            index = np.concatenate([np.arange(start, start + k, dtype=np.uint64) for _, start, k in parts])
+            words = sampler.draw_rows(keys, index, limit)
+            tags, at = tag(words), 0
+            for i, _, k in parts:
+                if not streams[i].done:  # a request done (or given up) earlier in this round has its samples
+                    kept, kept_tags = streams[i].take(words[at:at + k], tags[at:at + k])
+                    results[i] += [{"text": w, "tag": t} for w, t in zip(kept, kept_tags)]
+                at += k
+
+
+def context_table(predictor: Predictor, vocab: Vocab, temperature: float = 1.0,
+                  top_k: int | None = None) -> np.ndarray | None:
+    """Every context's next-character CDF at this temperature and top-k, computed in full, for
+    sample_streams to share (it is only read); None for a model with too many contexts for a
+    table (see TABLE_CELLS). Seeded draws through it are then the same whatever else is drawn
+    with them: no row is computed in a batch that depends on the other requests."""
+    return _Sampler(predictor, vocab, 0, temperature, top_k, expected=MAX_SAMPLES).table
+
+
 def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
-           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64) -> list[str]:
-    """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len)."""
+           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
+           constraints: Constraints | None = None) -> list[str]:
+    """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len),
+    and meets the `constraints`."""
     chunks = sample_chunks(predictor, vocab, n, seed, temperature=temperature, top_k=top_k, prefix=prefix,
-                           max_len=max_len)
+                           max_len=max_len, constraints=constraints)
     return [w for words, _ in chunks for w in words]
 
 
 def sample_tagged(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int,
                   seed: int | None = None, unique: bool = False, new_only: bool = False, **kwargs) -> list[dict]:
-    """Sample with tags; `unique`/`new_only` keep drawing until n qualify (or give up)."""
+    """Sample with tags; `unique`/`new_only`/`constraints` keep drawing until n qualify (or give up)."""
     chunks = sample_chunks(predictor, vocab, n, seed, splits=splits, unique=unique, new_only=new_only, **kwargs)
     return [{"text": w, "tag": t} for words, tags in chunks for w, t in zip(words, tags)]
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import UserError
-from .common import (EXIT_INTERRUPTED, _at_least_one, _load, _positive_float, _predictor, _print_json,
+from .common import (EXIT_INTERRUPTED, _at_least_one, _at_least_zero, _load, _positive_float, _predictor, _print_json,
                      _subparser, add_use_flags)
 
 
@@ -70,6 +70,7 @@ def cmd_eval(args) -> int:
 def add_sample(sub) -> None:
     p = _subparser(sub, "sample", "generate new words from a trained model",
                    "makemore sample runs/lecture -n 20 --seed 1 --new-only\n"
+                   "  makemore sample runs/lecture -n 20 --min-len 5 --max-len 8 --suffix a --exclude taken.txt\n"
                    "  makemore sample runs/lecture -n 100000000 | head    # streamed: starts at once, stops quietly")
     p.add_argument("run", metavar="RUN")
     p.add_argument("-n", type=_at_least_one, default=20,
@@ -84,7 +85,18 @@ def add_sample(sub) -> None:
     p.add_argument("--prefix", default="", help="start every sample with these characters")
     p.add_argument("--unique", action="store_true",
                    help="no repeated samples (remembers every sample written: memory grows with -n)")
-    p.add_argument("--new-only", action="store_true", help="only words in none of the splits")
+    cond = p.add_argument_group(
+        "conditions", "every sample meets them all, and the samples follow the model's distribution conditioned\n"
+        "on them (by rejection: samples that fail are drawn and left out); lengths count the prefix\n"
+        "(docs/api.md)")
+    cond.add_argument("--suffix", default="", help="end every sample with these characters")
+    cond.add_argument("--contains", default="", help="only samples that contain these characters")
+    cond.add_argument("--min-len", type=_at_least_zero, default=0, metavar="N", help="only samples of N characters or more")
+    cond.add_argument("--max-len", type=_at_least_zero, default=None, metavar="N",
+                      help="only samples of N characters or fewer (a sample is dropped as soon as it grows past N)")
+    cond.add_argument("--exclude", metavar="FILE", default=None,
+                      help="leave out the words of FILE (one per line), as --new-only leaves out the data's")
+    cond.add_argument("--new-only", action="store_true", help="only words in none of the splits")
     add_use_flags(p, "sample from")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: sampling is many small steps, and on a busy machine torch's "
@@ -155,31 +167,42 @@ def _write_all(out, text: str) -> None:
 
 def _write_samples(args) -> tuple[int, bool]:
     """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
+    from ..data import read_words
+    from ..conditions import Constraints
     from ..sampling import sample_chunks
 
+    exclude = read_words(args.exclude) if args.exclude is not None else ()
     run = _load(args.run, ensemble=True)
     tagged = args.json or args.jsonl or args.new_only
+    constraints = Constraints(suffix=args.suffix, contains=args.contains, min_len=args.min_len,
+                              max_len=args.max_len, exclude=exclude)
     chunks = sample_chunks(_predictor(run, args.use), run.vocab, args.n, seed=args.seed,
                            splits=run.splits if tagged else None, unique=args.unique, new_only=args.new_only,
-                           temperature=args.temperature, top_k=args.top_k, prefix=args.prefix)
+                           temperature=args.temperature, top_k=args.top_k, prefix=args.prefix,
+                           constraints=constraints)
     encode = json.JSONEncoder(ensure_ascii=False).encode
     out, written = sys.stdout, 0
     with _StopAtChunk() as stop:
-        for words, tags in chunks:
-            if stop.requested:
-                break
-            if not words:
-                continue
-            if args.json or args.jsonl:
-                lines = [f'{{"text": {encode(w)}, "tag": "{t}"}}' for w, t in zip(words, tags)]
-                if args.json:
-                    text = ("[\n" if written == 0 else ",\n") + ",\n".join(lines)
+        try:
+            for words, tags in chunks:
+                if stop.requested:
+                    break
+                if not words:
+                    continue
+                if args.json or args.jsonl:
+                    lines = [f'{{"text": {encode(w)}, "tag": "{t}"}}' for w, t in zip(words, tags)]
+                    if args.json:
+                        text = ("[\n" if written == 0 else ",\n") + ",\n".join(lines)
+                    else:
+                        text = "\n".join(lines) + "\n"
                 else:
-                    text = "\n".join(lines) + "\n"
-            else:
-                text = "\n".join(words) + "\n"
-            _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn
-            written += len(words)
+                    text = "\n".join(words) + "\n"
+                _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn
+                written += len(words)
+        except UserError:  # conditions found hopeless on the way: what was written stays whole
+            if args.json and written:
+                _write_all(out, "\n]\n")
+            raise
         if args.json:
             _write_all(out, "\n]\n" if written else "[]\n")  # closed on Ctrl-C too: the output stays valid JSON
     return written, stop.requested

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from .batching import BATCH_CAP, SampleBatcher
-from .models import (SAMPLE_MAX_LEN, ServedModel, draw_samples, embedding_view, is_training, load_model,
-                     metrics_view, score_words)
+from .models import (SAMPLE_MAX_LEN, ServedModel, draw_batch, embedding_view, is_training, load_model,
+                     metrics_view, random_seed, score_words)
 from .requests import LIMITS, BadRequest, parse_sample, parse_score, read_body
 from .security import HostCheck, SecurityHeaders, allowed_hosts_for
 
@@ -100,13 +100,15 @@ class App:
         body = await read_body(request)
         run_id, model = self._model(body.get("run"))
         opts = parse_sample(model, body)
-        if opts["seed"] is None:
-            key = (run_id, opts["temperature"], opts["top_k"], opts["prefix"], opts["new_only"])
-            samples = await self.batcher.draw(key, opts["n"], partial(draw_samples, model, seed=None, **{
-                k: v for k, v in opts.items() if k not in ("n", "seed")}))
-        else:
-            samples = await self._model_work(draw_samples, model, **opts)
-        return JSONResponse({"run": run_id, "seed": opts["seed"], "samples": samples})
+        n, seed = opts.pop("n"), opts.pop("seed")
+        # Requests with the same settings are drawn together, seeded or not: each from its own
+        # seed's stream (a random one without a seed), so a seed gives the same names as alone.
+        job = (n, random_seed() if seed is None else seed)
+        try:
+            samples = await self.batcher.draw((run_id, *opts.values()), job, n, partial(draw_batch, model, **opts))
+        except UserError as e:  # this request's conditions turned out hopeless
+            raise BadRequest(str(e)) from None
+        return JSONResponse({"run": run_id, "seed": seed, "samples": samples})
 
     async def score(self, request):
         from starlette.responses import JSONResponse

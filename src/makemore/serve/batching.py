@@ -1,5 +1,5 @@
-"""Drawing concurrent sample requests together: SampleBatcher merges unseeded requests with the
-same settings that wait for a model thread into one draw, and shares the names out.
+"""Drawing concurrent sample requests together: SampleBatcher merges the requests with the same
+settings that wait for a model thread into one draw, and hands each its own result.
 """
 
 from __future__ import annotations
@@ -11,23 +11,24 @@ BATCH_CAP = 2000  # names drawn at once for merged requests (SampleBatcher)
 
 @dataclass(eq=False)
 class _Waiting:
+    job: object
     n: int
-    wake: object  # anyio.Event: set when the samples are in, or when this one is to lead the next batch
-    samples: list | None = None
+    wake: object  # anyio.Event: set when the result is in, or when this one is to lead the next batch
+    result: object = None
     error: BaseException | None = None
     leads: bool = False
 
 
 class SampleBatcher:
-    """Unseeded sample requests with the same settings that arrive while the model threads are
-    busy are drawn as one batch and shared out.
+    """Sample requests with the same settings that arrive while the model threads are busy are
+    drawn as one batch, each getting its own result.
 
-    A batched draw costs about what one request's does (sample() advances all names together,
-    one forward pass per character, and on these small models a step's cost is mostly fixed),
-    so under load the server does several times less work per request. Only unseeded requests
-    are merged: a seeded one must give the same names whatever else is being asked, so it is
-    drawn alone. A merged draw gives each request independent draws from the same distribution
-    as a solo draw would, so no request can tell. At most `cap` names are drawn at once.
+    A batched draw costs about what one request's does (the samples of every request advance
+    together, one forward pass or table lookup per character, and on these small models a
+    step's cost is mostly fixed), so under load the server does several times less work per
+    request. Seeded requests are merged too: each request's samples come from its own seed's
+    stream (sampling.sample_streams), so a request gets the same names however it is batched,
+    and no request can tell. At most `cap` names are asked for at once.
 
     The first request of a key leads: it waits for a model thread (`gate`), takes every request
     of its key queued by then, draws for all of them in a thread and wakes them. A request left
@@ -45,11 +46,13 @@ class SampleBatcher:
         elif self.queues.get(key) is queue:
             del self.queues[key]
 
-    async def draw(self, key: tuple, n: int, draw) -> list[dict]:
-        """draw(total) -> `total` samples; it runs in a worker thread, once for the whole batch."""
+    async def draw(self, key: tuple, job, n: int, draw_all):
+        """This request's result: draw_all(jobs) -> one result per job, in order (an exception
+        instance is that job's error and fails it alone); it runs in a worker thread, once for
+        the whole batch. `n`: the names `job` asks for, counted against the cap."""
         import anyio
 
-        me = _Waiting(n, anyio.Event())
+        me = _Waiting(job, n, anyio.Event())
         queue = self.queues.setdefault(key, [])
         queue.append(me)
         if len(queue) > 1:
@@ -64,7 +67,7 @@ class SampleBatcher:
             if not me.leads:
                 if me.error is not None:
                     raise me.error
-                return me.samples
+                return me.result
         try:
             await self.gate.acquire()
         except BaseException:  # cancelled while waiting: the next in line leads instead
@@ -79,7 +82,7 @@ class SampleBatcher:
             self._pass_lead(key, queue)
             try:
                 with anyio.CancelScope(shield=True):  # the others wait on this draw: finish it
-                    samples = await self.run_sync(draw, total)
+                    results = await self.run_sync(draw_all, [w.job for w in batch])
             except Exception as e:
                 for w in batch:
                     w.error = e
@@ -87,8 +90,12 @@ class SampleBatcher:
                 raise
         finally:
             self.gate.release()
-        i = 0
-        for w in batch:
-            w.samples, i = samples[i:i + w.n], i + w.n
+        for w, result in zip(batch, results):
+            if isinstance(result, BaseException):
+                w.error = result
+            else:
+                w.result = result
             w.wake.set()
-        return me.samples
+        if me.error is not None:
+            raise me.error
+        return me.result

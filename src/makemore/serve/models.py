@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 SAMPLE_MAX_LEN = 64  # characters a sample may grow after its prefix (sample()'s max_len)
+TABLES_KEPT = 4  # sampling tables kept per model, by temperature and top-k (each at most 64 MiB: sampling.TABLE_CELLS)
 NEIGHBOURS = 5
 
 
@@ -33,6 +35,8 @@ class ServedModel:
     config: dict                     # config.json, as written by train
     params: int                      # parameters (all members of an ensemble together)
     dev_loss: float | None           # the model's dev loss as training reported it
+    tables: dict = field(default_factory=dict)  # sampling tables by (temperature, top_k): sampling_table
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards `tables`
 
 
 def load_model(path: str | Path, use: str = "result") -> ServedModel:
@@ -77,14 +81,48 @@ def _embeddings(model) -> np.ndarray | None:
     return None if table is None else table.detach().cpu().double().numpy()
 
 
-def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
-                 prefix: str, new_only: bool) -> list[dict]:
-    from ..sampling import sample_tagged
+def random_seed() -> int:
+    """A seed for a request without one (not torch.seed(), which would reseed torch's global
+    generator from a thread)."""
+    return secrets.randbelow(2**62)
 
-    if seed is None:  # not torch.seed(), which would reseed torch's global generator from a thread
-        seed = secrets.randbelow(2**62)
-    return sample_tagged(model.predictor, model.vocab, model.splits, n, seed=seed, new_only=new_only,
-                         temperature=temperature, top_k=top_k, prefix=prefix, max_len=SAMPLE_MAX_LEN)
+
+def sampling_table(model: ServedModel, temperature: float, top_k: int | None):
+    """The model's complete next-character table at this temperature and top-k (None where the
+    model has too many contexts for one), computed once and kept: the TABLES_KEPT most recent.
+    Every request reads the same rows, so a seeded request's names never depend on what else
+    was drawn with it (rows computed in batches of other sizes can differ in their last bit)."""
+    from ..sampling import context_table
+
+    key = (temperature, top_k)
+    with model.lock:  # one computes it; the others wait for it rather than compute it again
+        if key not in model.tables:
+            model.tables[key] = context_table(model.predictor, model.vocab, temperature, top_k)
+            while len(model.tables) > TABLES_KEPT:
+                model.tables.pop(next(iter(model.tables)))
+        model.tables[key] = table = model.tables.pop(key)  # the most recently used last
+    return table
+
+
+def draw_batch(model: ServedModel, jobs: list[tuple[int, int]], temperature: float, top_k: int | None,
+               prefix: str, new_only: bool, constraints) -> list:
+    """Requests with these settings, each (n, seed), drawn together (sampling.sample_streams):
+    for each, its tagged samples, the same as drawn alone, or the UserError that ended it."""
+    from ..sampling import sample_streams
+
+    return sample_streams(model.predictor, model.vocab, model.splits, jobs, new_only=new_only,
+                          constraints=constraints, temperature=temperature, top_k=top_k, prefix=prefix,
+                          max_len=SAMPLE_MAX_LEN, table=sampling_table(model, temperature, top_k))
+
+
+def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
+                 prefix: str, new_only: bool, constraints=None) -> list[dict]:
+    """One request alone: draw_batch of one."""
+    [result] = draw_batch(model, [(n, random_seed() if seed is None else seed)], temperature, top_k, prefix,
+                          new_only, constraints)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def score_words(model: ServedModel, words: list[str], top: int) -> list[dict]:

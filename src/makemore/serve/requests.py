@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 
-from .models import ServedModel
+from .models import SAMPLE_MAX_LEN, ServedModel
 
 # Limits on one request, stated in docs/serve.md and returned by GET /api/runs.
 LIMITS = {
     "n_max": 500,              # samples per /api/sample request
-    "word_max": 32,            # characters in a scored word or a sampling prefix
+    "word_max": 32,            # characters in a scored word or a sampling prefix, suffix or contains
+    "exclude_max": 1000,       # words in a sample request's exclude list
     "words_max": 100,          # words per /api/score request
     "top_max": 10,             # alternatives per position in /api/score
     "temperature_max": 100.0,  # temperature is in (0, temperature_max]
@@ -72,16 +73,43 @@ def _text(model: ServedModel, value, what: str, allow_empty: bool) -> str:
     return value
 
 
+def _words(body: dict, key: str) -> list[str]:
+    """A list of strings, at most exclude_max of them (any characters: one the model never
+    writes simply never matches)."""
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise BadRequest(f"{key} must be a list of strings, got {json.dumps(value)[:80]}")
+    if len(value) > LIMITS["exclude_max"]:
+        raise BadRequest(f"{key} may hold at most {LIMITS['exclude_max']} words, got {len(value)}")
+    return value
+
+
 def parse_sample(model: ServedModel, body: dict) -> dict:
+    from ..errors import UserError
+    from ..conditions import Constraints
+
     seed = _int(body, "seed", None, 0, 2**63 - 1)
     top_k = _int(body, "top_k", None, 1, len(model.vocab.chars))
+    prefix = _text(model, body.get("prefix", ""), "prefix", allow_empty=True)
+    longest = LIMITS["word_max"] + SAMPLE_MAX_LEN  # a prefix and all a sample may add to it
+    constraints = Constraints(
+        suffix=_text(model, body.get("suffix", ""), "suffix", allow_empty=True),
+        contains=_text(model, body.get("contains", ""), "contains", allow_empty=True),
+        min_len=_int(body, "min_len", 0, 0, longest),
+        max_len=_int(body, "max_len", None, 0, longest),
+        exclude=_words(body, "exclude"))
+    try:  # what no sample can meet: min_len above max_len, a prefix longer than max_len, ...
+        constraints.check(model.vocab, prefix, SAMPLE_MAX_LEN)
+    except UserError as e:
+        raise BadRequest(str(e)) from None
     return {
         "n": _int(body, "n", 20, 1, LIMITS["n_max"]),
         "seed": seed,
         "temperature": _number(body, "temperature", 1.0, 0.0, LIMITS["temperature_max"]),
         "top_k": top_k,
-        "prefix": _text(model, body.get("prefix", ""), "prefix", allow_empty=True),
+        "prefix": prefix,
         "new_only": _bool(body, "new_only", False),
+        "constraints": constraints,
     }
 
 

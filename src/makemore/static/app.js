@@ -75,7 +75,8 @@ async function loadRuns() {
   $("run-label").hidden = data.runs.length < 2;
   $("n").max = data.limits.n_max;
   $("temperature").max = data.limits.temperature_max;
-  $("prefix").maxLength = data.limits.word_max;
+  for (const id of ["prefix", "suffix", "contains"]) $(id).maxLength = data.limits.word_max;
+  for (const id of ["min-len", "max-len"]) $(id).max = data.limits.word_max + data.limits.sample_max_len;
   $("explain-word").maxLength = data.limits.word_max;
   picker.addEventListener("change", () => selectRun(picker.value));
   await selectRun(data.runs[0].id);
@@ -106,10 +107,16 @@ async function drawSamples() {
   status.classList.remove("error");
   status.textContent = "drawing…";
   const body = { run: state.run.id, n: numberField("n") ?? 20, temperature: numberField("temperature") ?? 1,
-                 prefix: $("prefix").value, new_only: $("new-only").checked };
+                 prefix: $("prefix").value, suffix: $("suffix").value, contains: $("contains").value,
+                 new_only: $("new-only").checked };
   const topK = numberField("top-k"), seed = numberField("seed");
+  const minLen = numberField("min-len"), maxLen = numberField("max-len");
   if (topK !== undefined) body.top_k = topK;
   if (seed !== undefined) body.seed = seed;
+  if (minLen !== undefined) body.min_len = minLen;
+  if (maxLen !== undefined) body.max_len = maxLen;
+  const exclude = $("exclude").value.split(/\r\n|\r|\n/).map((w) => w.trim()).filter((w) => w);
+  if (exclude.length) body.exclude = exclude;
   const list = $("samples");
   try {
     const data = await api("/api/sample", body);
