@@ -5,6 +5,14 @@ integer with the boundary token '.' at index 0, slide a window of `block_size` p
 characters over each word (padded with the boundary token) to predict the next one, and
 split the words 80/10/10 after shuffling them with `random.Random(seed)`, exactly as the
 lecture does, so that our figures compare with its figures.
+
+Unicode: text is read in normalisation form C by default (`normalize="nfc"`: "café" typed with
+a precomposed é and with e + U+0301 is one word, and no lone accent enters the vocabulary;
+`"none"` keeps the text as the file has it). A symbol of the vocabulary is one code point by
+default (`units="codepoint"`, the lecture's characters), or one extended grapheme cluster
+(`units="grapheme"`, UAX #29, the `regex` package's `\\X`): a Devanagari syllable, a Hangul
+syllable written as jamo, an emoji with its skin-tone modifier or a ZWJ family is then one
+symbol, which a model can neither split nor start a word in the middle of.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import hashlib
 import os
 import random
 import re
+import unicodedata
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -92,9 +101,29 @@ def resolve_data(spec: str | os.PathLike) -> Path:
     return path
 
 
-def read_words(path: str | os.PathLike) -> list[str]:
+NORMALIZE = ("nfc", "none")
+UNITS = ("codepoint", "grapheme")
+
+
+def check_text_settings(normalize: str, units: str) -> None:
+    if normalize not in NORMALIZE:
+        raise UserError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    if units not in UNITS:
+        raise UserError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
+
+
+def normalize_text(text: str, normalize: str) -> str:
+    """`text` in the normal form `normalize` names ("nfc"), or as it is ("none"). The quick check
+    first: most text is in NFC already, and checking costs a fraction of normalising."""
+    if normalize == "none" or unicodedata.is_normalized("NFC", text):
+        return text
+    return unicodedata.normalize("NFC", text)
+
+
+def read_words(path: str | os.PathLike, normalize: str = "nfc") -> list[str]:
     """One item per line, whatever ends the lines (\\n, \\r\\n, or a lone \\r as old Mac files
-    have): stripped (also of a UTF-8 BOM), blank lines dropped."""
+    have): stripped (also of a UTF-8 BOM), blank lines dropped; in NFC unless `normalize` is
+    "none" (the whole text at once: a line end never composes with what is around it)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -106,6 +135,7 @@ def read_words(path: str | os.PathLike) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    text = normalize_text(text, normalize)
     words = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
     words = [w for w in words if w]
     if not words:
@@ -122,36 +152,129 @@ def read_words(path: str | os.PathLike) -> list[str]:
 UNK_CANDIDATES = "\ufffd\u2427\u2426\u2425"
 
 
+@functools.cache
+def _find_graphemes():
+    import regex  # a dependency, imported when grapheme units are first used
+
+    return regex.compile(r"\X").findall
+
+
+def graphemes(text: str) -> list[str]:
+    """The extended grapheme clusters of `text` (UAX #29), in order."""
+    return _find_graphemes()(text)
+
+
+def _grapheme_stream(words: list[str]) -> tuple[list[str], object]:
+    """Every word's grapheme clusters, each word followed by an end marker: (clusters, marker).
+
+    One regex call over the words joined by line feeds, which are clusters of their own (UAX #29
+    always breaks before and after one, rules GB4 and GB5), so that no cluster spans two words:
+    the marker is then "\\n". (Joined by the boundary token instead, a word beginning with a
+    combining mark would glue it to the boundary before it.) If a word holds a line feed itself,
+    or ends with a carriage return ("\\r\\n" is one cluster), word by word, with None as the marker."""
+    text = "\n".join(words) + "\n"
+    clusters = graphemes(text)
+    if text.count("\n") == len(words) and clusters.count("\n") == len(words):
+        return clusters, "\n"
+    return [c for w in words for c in (*graphemes(w), None)], None
+
+
+class _Lookup(dict):
+    """A dict that answers `fill` for a missing key, so that map(lookup.__getitem__, ...) runs in C."""
+
+    def __init__(self, mapping: dict, fill: int):
+        super().__init__(mapping)
+        self.fill = fill
+
+    def __missing__(self, key):
+        return self.fill
+
+
 @dataclass(frozen=True)
 class Vocab:
-    """Characters by index; index 0 is the boundary token that starts and ends every word.
+    """Symbols by index; index 0 is the boundary token that starts and ends every word.
 
-    With an unknown-character token (`unk`, at index 1), every character the vocabulary does not
-    hold is read as that token: `--min-char-count K` folds the characters seen fewer than K
+    A symbol is one character (a code point: `units="codepoint"`, the default and the lecture's;
+    `chars` is then a str) or one extended grapheme cluster (`units="grapheme"`; `chars` is then a
+    tuple of strings of one or more code points, its first entry the boundary token). Either way
+    `chars[i]` is symbol i, `len(chars)` is the size, and the symbols joined are their text.
+
+    With an unknown-character token (`unk`, at index 1), every symbol the vocabulary does not
+    hold is read as that token: `--min-char-count K` folds the symbols seen fewer than K
     times in the training split into it, so that a list in many scripts does not spend a row of
-    every embedding and output table on a character seen twice.
+    every embedding and output table on a character seen twice. The boundary and unknown tokens
+    are single code points found nowhere in the data, so they are never a symbol nor part of one.
+
+    `normalize` is how text is prepared before it is encoded (`normalized`): "nfc" (the text the
+    vocabulary was built from was read in NFC) or "none".
     """
 
-    chars: str
+    chars: str | tuple[str, ...]
     unk: str | None = None  # the unknown-character token's character (chars[1]), if any
+    units: str = "codepoint"
+    normalize: str = "none"
+
+    def __post_init__(self):
+        if self.units not in UNITS or self.normalize not in NORMALIZE:
+            raise ValueError(f"units {self.units!r} and normalize {self.normalize!r}: expected one of "
+                             f"{', '.join(UNITS)} and one of {', '.join(NORMALIZE)}")
+        chars = self.chars
+        if not isinstance(chars, str):
+            chars = tuple(chars)
+            if not chars or not all(isinstance(c, str) and c for c in chars):
+                raise ValueError("the symbols of a vocabulary are non-empty strings")
+            if self.units == "codepoint":
+                if any(len(c) != 1 for c in chars):
+                    raise ValueError("a code-point vocabulary holds single characters")
+                chars = "".join(chars)
+        elif self.units == "grapheme":
+            chars = tuple(chars)
+        if not chars:
+            raise ValueError("a vocabulary holds at least the boundary token")
+        object.__setattr__(self, "chars", chars)
 
     @classmethod
-    def from_words(cls, words: list[str], min_count: int = 1, count_in: list[str] | None = None) -> "Vocab":
-        """Every character of `words`; with min_count > 1, only those seen at least min_count
-        times in `count_in` (the training split), the others folded into one unknown token."""
-        used = set("".join(words))
+    def from_words(cls, words: list[str], min_count: int = 1, count_in: list[str] | None = None,
+                   units: str = "codepoint", normalize: str = "none") -> "Vocab":
+        """Every symbol of `words`; with min_count > 1, only those seen at least min_count
+        times in `count_in` (the training split), the others folded into one unknown token.
+        With normalize="nfc", the words are taken in NFC (load_corpus has read them so)."""
+        check_text_settings(normalize, units)
+        words = _normalized_words(words, normalize)
+        used = set("".join(words))  # code points: the tokens must be none of them
         boundary = next((c for c in BOUNDARY_CANDIDATES if c not in used), None)
         if boundary is None:  # every candidate is used: take the first code point that is not
             boundary = next(chr(i) for i in range(0x2400, 0x10FFFF) if chr(i) not in used)
+        symbols = used if units == "codepoint" else set(symbol_counts(words, units))
+
+        def make(first: list[str], rest) -> "Vocab":
+            ordered = [*first, *sorted(rest)]
+            return cls("".join(ordered) if units == "codepoint" else tuple(ordered),
+                       first[1] if len(first) > 1 else None, units, normalize)
+
         if min_count <= 1:
-            return cls(boundary + "".join(sorted(used)))
-        counts = char_counts(count_in if count_in is not None else words)
-        kept = sorted(c for c in used if counts.get(c, 0) >= min_count)
+            return make([boundary], symbols)
+        counted = words if count_in is None else _normalized_words(count_in, normalize)
+        counts = symbol_counts(counted, units)
+        kept = {c for c in symbols if counts.get(c, 0) >= min_count}
         taken = used | {boundary}
         unk = next((c for c in UNK_CANDIDATES if c not in taken), None)
         if unk is None:
             unk = next(chr(i) for i in range(0xE000, 0x10FFFF) if chr(i) not in taken)
-        return cls(boundary + unk + "".join(kept), unk)
+        return make([boundary, unk], kept)
+
+    # vocab.json (rundir.py): code points keep the lecture-era layout, {"chars": "...", ...}
+    def to_json(self) -> dict:
+        out = {"chars": self.chars} if self.units == "codepoint" else {"symbols": list(self.chars)}
+        return {**out, "boundary": self.boundary, "unk": self.unk, "units": self.units, "normalize": self.normalize}
+
+    @classmethod
+    def from_json(cls, data: dict, normalize: str | None = None) -> "Vocab":
+        """A vocab.json; one written before units existed (a "chars" string) is code points, and
+        one written before normalisation existed was read as it was ("none")."""
+        units = data.get("units", "codepoint")
+        chars = data["symbols"] if units == "grapheme" else data["chars"]
+        return cls(chars, data.get("unk"), units, normalize or data.get("normalize", "none"))
 
     @property
     def boundary(self) -> str:
@@ -169,19 +292,47 @@ class Vocab:
     def stoi(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.chars)}
 
-    def missing(self, text: str) -> list[str]:
-        """The characters of `text` this vocabulary cannot encode (none when it has `unk`)."""
-        if self.unk is not None:
-            return []
+    def normalized(self, text: str) -> str:
+        """`text` prepared as the vocabulary's data was read (NFC, or as it is)."""
+        return normalize_text(text, self.normalize)
+
+    def symbols(self, text: str) -> list[str]:
+        """`text` cut into this vocabulary's units: characters, or grapheme clusters."""
+        return list(text) if self.units == "codepoint" else graphemes(text)
+
+    def length(self, text: str) -> int:
+        """How many symbols `text` holds (what a model reads and writes one at a time)."""
+        return len(text) if self.units == "codepoint" else len(graphemes(text))
+
+    def lengths(self, words: list[str]) -> np.ndarray:
+        """length() of every word, as int64."""
+        if self.units == "codepoint":
+            return np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+        clusters, marker = _grapheme_stream(words)
+        ends = np.flatnonzero(np.fromiter((c == marker for c in clusters), dtype=bool, count=len(clusters)))
+        return np.diff(ends, prepend=-1) - 1
+
+    def unknown(self, text: str) -> list[str]:
+        """The symbols of `text` that are not in the vocabulary (the unknown token aside)."""
         stoi = self.stoi
-        return sorted({c for c in text if c not in stoi})
+        return sorted({c for c in self.symbols(text) if c not in stoi})
+
+    def missing(self, text: str) -> list[str]:
+        """The symbols of `text` this vocabulary cannot encode (none when it has `unk`)."""
+        return [] if self.unk is not None else self.unknown(text)
+
+    def _missing_error(self, missing: list[str], text: str | None = None) -> UserError:
+        what = "character(s)" if self.units == "codepoint" else "grapheme(s)"
+        shown = "".join(missing) if self.units == "codepoint" else " ".join(missing)
+        where = f" in {text!r}" if text is not None else ""
+        return UserError(f"{what} {shown!r}{where} are not in the model's vocabulary")
 
     def encode(self, text: str) -> list[int]:
         missing = self.missing(text)
         if missing:
-            raise UserError(f"character(s) {''.join(missing)!r} in {text!r} are not in the model's vocabulary")
+            raise self._missing_error(missing, text)
         stoi, unk = self.stoi, self.unk_id
-        return [stoi.get(c, unk) for c in text]
+        return [stoi.get(c, unk) for c in self.symbols(text)]
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
@@ -194,8 +345,21 @@ class Vocab:
         table[[ord(c) for c in self.chars]] = np.arange(self.size, dtype=np.int32)
         return table
 
+    def _lookup_ids(self, symbols: list, extra: dict | None = None) -> np.ndarray:
+        """int32 ids of grapheme clusters through the dict (unk, or -1 for a symbol it lacks)."""
+        lookup = _Lookup({**self.stoi, **(extra or {})}, -1 if self.unk is None else 1)
+        return np.array(list(map(lookup.__getitem__, symbols)), dtype=np.int32).reshape(-1)
+
     def encode_array(self, text: str) -> np.ndarray:
-        """encode() for a long text at once, vectorised: int32 ids, one per character."""
+        """encode() for a long text at once: int32 ids, one per symbol. Vectorised through a
+        table by code point for characters; cut by one regex call and looked up in a dict for
+        grapheme clusters."""
+        if self.units == "grapheme":
+            clusters = graphemes(text)
+            ids = self._lookup_ids(clusters)
+            if (ids < 0).any():
+                raise self._missing_error(sorted({c for c, i in zip(clusters, ids) if i < 0}))
+            return ids
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         table = self._code_point_ids
         fill = -1 if self.unk is None else 1
@@ -206,9 +370,53 @@ class Vocab:
             self.encode(text)  # names the characters it cannot encode
         return ids
 
+    def encode_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The words as one flat int32 array of ids, each word followed by the boundary token
+        (id 0), and each word's length in it (its symbols + 1), int64."""
+        if self.units == "codepoint":
+            boundary = self.boundary
+            ids = self.encode_array("".join(w + boundary for w in words))
+            return ids, np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))
+        clusters, marker = _grapheme_stream(words)
+        ids = self._lookup_ids(clusters, {marker: -2})  # the marker: the end of a word
+        if (ids == -1).any():
+            raise self._missing_error(sorted({c for c, i in zip(clusters, ids) if i == -1}))
+        ends = np.flatnonzero(ids == -2)
+        ids[ends] = 0
+        return ids, np.diff(ends, prepend=-1)
+
+
+def _normalized_words(words: list[str], normalize: str) -> list[str]:
+    if normalize == "none" or unicodedata.is_normalized("NFC", "\n".join(words)):
+        return words
+    return [unicodedata.normalize("NFC", w) for w in words]
+
 
 def char_counts(words: list[str]) -> Counter:
     return Counter("".join(words))
+
+
+def symbol_counts(words: list[str], units: str = "codepoint") -> Counter:
+    """How often each symbol (character, or grapheme cluster) occurs in `words`."""
+    if units == "codepoint":
+        return char_counts(words)
+    clusters, marker = _grapheme_stream(words)
+    counts = Counter(clusters)
+    counts.pop(marker, None)
+    return counts
+
+
+# Joiners and selectors: code points that belong to the character before them (with the
+# combining marks, Unicode category M*), which a code-point vocabulary splits off it.
+JOINERS = {"\u200c", "\u200d", *map(chr, range(0xFE00, 0xFE10)), *map(chr, range(0xE0100, 0xE01F0))}
+
+
+def combining_symbols(vocab: Vocab) -> list[str]:
+    """The symbols of a code-point vocabulary that only make sense with their neighbours:
+    combining marks and joiners (where `units="grapheme"` would keep each with its base)."""
+    if vocab.units != "codepoint":
+        return []
+    return [c for c in vocab.chars[1:] if c != vocab.unk and (c in JOINERS or unicodedata.category(c).startswith("M"))]
 
 
 # ----------------------------------------------------------------------------------------
@@ -236,9 +444,7 @@ class Examples:
 
     @classmethod
     def from_words(cls, words: list[str], vocab: Vocab) -> "Examples":
-        boundary = vocab.boundary
-        ids = vocab.encode_array("".join(w + boundary for w in words))
-        lengths = np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))
+        ids, lengths = vocab.encode_words(words)  # a word's symbols and its end
         starts = np.zeros(len(words), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts)
@@ -350,10 +556,23 @@ class Corpus:
     # its teacher count one
     fitted: dict = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def normalize(self) -> str:
+        return self.vocab.normalize
+
+    @property
+    def units(self) -> str:
+        return self.vocab.units
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """Symbols in each item (characters, or grapheme clusters)."""
+        return self.vocab.lengths(self.words)
+
     @functools.cached_property
     def longest(self) -> int:
-        """Characters in the longest item: a context longer than this + 1 is all padding."""
-        return max(map(len, self.words))
+        """Symbols in the longest item: a context longer than this + 1 is all padding."""
+        return int(self.lengths.max())
 
     def encoded(self, split: str) -> Examples:
         """The split's examples in compact form, encoded once."""
@@ -368,8 +587,9 @@ class Corpus:
 
     def stats(self, block_size: int) -> dict:
         counts = Counter(self.words)
-        train_chars = char_counts(self.splits["train"])
-        all_chars = char_counts(self.words)
+        units = self.vocab.units
+        train_chars = symbol_counts(self.splits["train"], units)
+        all_chars = symbol_counts(self.words, units)
         total = sum(all_chars.values())
         stoi = self.vocab.stoi
         folded = {c: n for c, n in all_chars.items() if c not in stoi}
@@ -378,10 +598,14 @@ class Corpus:
             "words": len(self.words),
             "distinct_words": len(counts),
             "duplicates": sum(c - 1 for c in counts.values() if c > 1),
-            "vocab": self.vocab.chars,
+            "vocab": self.vocab.chars,  # a str of characters, or a list of grapheme clusters
             "vocab_size": self.vocab.size,
             "boundary": self.vocab.boundary,
             "unk": self.vocab.unk,
+            "units": units,
+            "normalize": self.vocab.normalize,
+            # combining marks and joiners in a code-point vocabulary: --units grapheme keeps them with their base
+            "combining_symbols": combining_symbols(self.vocab),
             "min_char_count": self.min_char_count,
             "distinct_chars": len(all_chars),
             "chars": total,
@@ -390,20 +614,20 @@ class Corpus:
             "folded_share": (sum(folded.values()) / total) if total else 0.0,
             "char_counts_train": dict(train_chars.most_common()),
             "scripts": script_counts(all_chars),
-            "longest_word": max(self.words, key=len),
-            "longest_length": max(len(w) for w in self.words),
+            "longest_word": self.words[int(self.lengths.argmax())],
+            "longest_length": self.longest,
             "block_size": block_size,
             "seed": self.seed,
             "split_words": {s: len(self.splits[s]) for s in SPLITS},
             # each word yields one example per character plus one for its end
-            "examples": {s: sum(len(w) + 1 for w in self.splits[s]) for s in SPLITS},
+            "examples": {s: int(self.vocab.lengths(self.splits[s]).sum()) + len(self.splits[s]) for s in SPLITS},
         }
 
 
 def script_of(char: str) -> str:
-    """A character's script, read off its Unicode name ('CYRILLIC SMALL LETTER A' -> Cyrillic)."""
-    import unicodedata
-
+    """A character's script, read off its Unicode name ('CYRILLIC SMALL LETTER A' -> Cyrillic);
+    a grapheme cluster's, off its first character's."""
+    char = char[0]
     name = unicodedata.name(char, "")
     if not name:
         return "other"
@@ -425,16 +649,20 @@ def script_counts(counts: Counter) -> dict[str, dict]:
     return dict(sorted(scripts.items(), key=lambda kv: -kv[1]["count"]))
 
 
-def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1) -> Corpus:
+def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1, normalize: str = "nfc",
+                units: str = "codepoint") -> Corpus:
     """Read `--data` (a path or `names`) into a Corpus with its vocabulary and split.
 
-    min_char_count K > 1 folds the characters seen fewer than K times in the training split
-    into one unknown-character token (see Vocab)."""
+    min_char_count K > 1 folds the symbols seen fewer than K times in the training split
+    into one unknown-character token (see Vocab). normalize: "nfc" (default) reads the text in
+    Unicode normalisation form C, "none" as it is. units: "codepoint" (default) makes each
+    character a symbol, "grapheme" each extended grapheme cluster (see the module's docstring)."""
     if min_char_count < 1:
         raise UserError(f"min-char-count must be at least 1, got {min_char_count}")
+    check_text_settings(normalize, units)
     path = resolve_data(spec)
-    words = read_words(path)
+    words = read_words(path, normalize)
     splits = split_words(words, seed)
-    vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"])
+    vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"], units=units, normalize=normalize)
     return Corpus(source=str(path), words=words, vocab=vocab, splits=splits, seed=seed,
                   min_char_count=min_char_count)
