@@ -160,11 +160,11 @@ class _Sampler:
         # symbol id -> its code points: one each for characters (a table), one or more for grapheme
         # clusters (id -> offset and count into one flat array); the boundary token ends a line
         symbols = ["\n", *vocab.chars[1:]]
-        self.counts = np.array([len(c) for c in symbols], dtype=np.int64)
-        self.offsets = np.cumsum(self.counts) - self.counts
+        self.symbol_sizes = np.array([len(c) for c in symbols], dtype=np.int64)
+        self.symbol_offsets = np.cumsum(self.symbol_sizes) - self.symbol_sizes
         self.codepoints = np.array([ord(c) for c in "".join(symbols)], dtype="<u4")
-        self.one_each = bool((self.counts == 1).all())
-        self.prefix = prefix
+        self.one_code_point_each = bool((self.symbol_sizes == 1).all())
+        self.prefix_text = prefix
         self.prefix_codepoints = np.array([ord(c) for c in prefix], dtype="<u4")
         self.nfc = vocab.normalize == "nfc"
 
@@ -223,17 +223,17 @@ class _Sampler:
         data, the text is brought to NFC (symbols side by side can compose: e + a lone accent)."""
         ends = (ids == 0).argmax(axis=1)
         keep = np.arange(ids.shape[1]) <= ends[:, None]
-        if not self.one_each:
+        if not self.one_code_point_each:
             kept = ids[keep]
-            counts = self.counts[kept]
+            counts = self.symbol_sizes[kept]
             total = int(counts.sum())
             # for each output code point: its symbol's offset + its place within the symbol
-            gather = np.repeat(self.offsets[kept] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+            gather = np.repeat(self.symbol_offsets[kept] - (np.cumsum(counts) - counts), counts) + np.arange(total)
             text = self.codepoints[gather].tobytes().decode("utf-32-le", errors="surrogatepass")
-            if self.prefix:
+            if self.prefix_text:
                 lines = text.split("\n")
                 lines.pop()  # after the last newline
-                text = "".join(f"{self.prefix}{w}\n" for w in lines)
+                text = "".join(f"{self.prefix_text}{w}\n" for w in lines)
             return self._finish(text)
         if len(self.prefix_codepoints):
             P = len(self.prefix_codepoints)
