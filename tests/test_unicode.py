@@ -120,7 +120,7 @@ def test_samples_are_nfc_even_when_two_symbols_compose():
 
 
 def test_a_trained_models_samples_are_nfc(nfc_run, capsys):
-    data, run = nfc_run
+    _, run = nfc_run
     loaded = load_run(run)
     assert loaded.normalize == "nfc" and loaded.units == "codepoint"
     config = json.loads((run / "config.json").read_text())
@@ -170,7 +170,7 @@ def test_the_fast_cut_agrees_with_the_regex():
     text drawn from every kind of them (marks, joiners, spacing and prepended marks, viramas
     and Indic consonants, regional indicators, Hangul jamo and syllables, emoji and modifiers,
     CR and LF) it cuts exactly where \\X does."""
-    from makemore.data import _Clusters
+    from makemore.vocab import _Clusters
 
     pool = ["a", "e", "\u0301", "\u0308", "\u200d", "\u200c", "\ufe0f", "\u0915", "\u0937", "\u094d",
             "\u093f", "\u0947", "\u0600", "\u0d4e", "\U0001F1EB", "\U0001F1F7", "\u1100", "\u1161",
@@ -202,7 +202,7 @@ def test_a_grapheme_vocabulary_with_an_unknown_token():
 
 
 def test_sampling_never_splits_a_cluster(grapheme_run, capsys):
-    data, run = grapheme_run
+    _, run = grapheme_run
     loaded = load_run(run)
     assert loaded.units == "grapheme" and loaded.normalize == "none"
     assert set(CLUSTERS) <= set(loaded.vocab.chars)
@@ -245,7 +245,7 @@ def test_vocab_json_round_trip(units):
 def test_an_old_vocab_json_loads_as_code_points(nfc_run, capsys):
     """A run written before units and normalisation existed: vocab.json holds a "chars" string
     only and config.json's data section neither key: code points, text taken as it is."""
-    data, run = nfc_run
+    _, run = nfc_run
     old = run.parent / "old"
     old.mkdir()
     for f in run.iterdir():
@@ -300,7 +300,7 @@ def test_makemore_data_warns_on_combining_marks(tmp_path, capsys):
 
 
 def test_score_and_prefix_with_graphemes(grapheme_run, capsys):
-    data, run = grapheme_run
+    _, run = grapheme_run
     loaded = load_run(run)
     word = f"ma{FAMILY}{THUMB}"
     capsys.readouterr()
@@ -321,7 +321,7 @@ def test_score_and_prefix_with_graphemes(grapheme_run, capsys):
 
 
 def test_score_and_prefix_are_normalised_as_the_data_was_read(nfc_run, capsys):
-    data, run = nfc_run
+    _, run = nfc_run
     loaded = load_run(run)
     predictor = mm.model_predictor(loaded.model)
     composed, decomposed = mm.score(predictor, loaded.vocab, [f"ma{CAFE_NFC[-1]}", f"ma{ACUTE}"])
@@ -371,7 +371,7 @@ def test_embeddings_and_serve_views_label_clusters(grapheme_run, tmp_path, capsy
     from makemore.serve.models import embedding_view, load_model
     from makemore.serve.requests import BadRequest, parse_score
 
-    data, run = grapheme_run
+    _, run = grapheme_run
     capsys.readouterr()
     assert main(["embeddings", str(run), "--out", str(tmp_path / "emb.png"), "--json"]) == 0
     neighbours = json.loads(capsys.readouterr().out)["neighbours"]

@@ -13,7 +13,7 @@
     RUN/mix.json           the fitted mixture with a Kneser-Ney model (mixture.py), if any
     RUN/.lock              held by the one process writing the run (RunLock)
 
-vocab.json (data.Vocab.to_json / from_json), for a vocabulary of characters (code points):
+vocab.json (vocab.Vocab.to_json / from_json), for a vocabulary of characters (code points):
 
     {"chars": ".abc", "boundary": ".", "unk": null, "units": "codepoint", "normalize": "nfc"}
 
