@@ -5,16 +5,18 @@ integer with the boundary token '.' at index 0, slide a window of `block_size` p
 characters over each word (padded with the boundary token) to predict the next one, and
 split the words 80/10/10 after shuffling them with `random.Random(seed)`, exactly as the
 lecture does, so that our figures compare with its figures.
+
+The vocabulary, and how text is normalised and cut into symbols, are vocab.py's.
 """
 
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import os
 import random
 import re
+import unicodedata
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -26,12 +28,12 @@ import torch
 
 from .errors import UserError
 from .outputs import atomic_write
+from .vocab import (BOUNDARY_CANDIDATES, NORMALIZE, UNITS, UNK_CANDIDATES, Vocab, char_counts,  # noqa: F401
+                    check_text_settings, combining_symbols, graphemes, normalize_text, symbol_counts)
 
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
 NAMES_URL = "https://raw.githubusercontent.com/karpathy/makemore/master/names.txt"
 SPLITS = ("train", "dev", "test")
-# Tried in order when the data itself uses '.', so that the boundary token never collides.
-BOUNDARY_CANDIDATES = ".#|~^$_*@%"
 
 
 # ----------------------------------------------------------------------------------------
@@ -92,9 +94,10 @@ def resolve_data(spec: str | os.PathLike) -> Path:
     return path
 
 
-def read_words(path: str | os.PathLike) -> list[str]:
+def read_words(path: str | os.PathLike, normalize: str = "nfc") -> list[str]:
     """One item per line, whatever ends the lines (\\n, \\r\\n, or a lone \\r as old Mac files
-    have): stripped (also of a UTF-8 BOM), blank lines dropped."""
+    have): stripped (also of a UTF-8 BOM), blank lines dropped; in NFC unless `normalize` is
+    "none" (the whole text at once: a line end never composes with what is around it)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -106,109 +109,12 @@ def read_words(path: str | os.PathLike) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
+    text = normalize_text(text, normalize)
     words = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
     words = [w for w in words if w]
     if not words:
         raise UserError(f"{path} has no words: it is empty or holds only blank lines")
     return words
-
-
-# ----------------------------------------------------------------------------------------
-# Vocabulary
-
-
-# Tried in order for the unknown-character token (`--min-char-count`): printable, and unlikely
-# to be in a list of words.
-UNK_CANDIDATES = "\ufffd\u2427\u2426\u2425"
-
-
-@dataclass(frozen=True)
-class Vocab:
-    """Characters by index; index 0 is the boundary token that starts and ends every word.
-
-    With an unknown-character token (`unk`, at index 1), every character the vocabulary does not
-    hold is read as that token: `--min-char-count K` folds the characters seen fewer than K
-    times in the training split into it, so that a list in many scripts does not spend a row of
-    every embedding and output table on a character seen twice.
-    """
-
-    chars: str
-    unk: str | None = None  # the unknown-character token's character (chars[1]), if any
-
-    @classmethod
-    def from_words(cls, words: list[str], min_count: int = 1, count_in: list[str] | None = None) -> "Vocab":
-        """Every character of `words`; with min_count > 1, only those seen at least min_count
-        times in `count_in` (the training split), the others folded into one unknown token."""
-        used = set("".join(words))
-        boundary = next((c for c in BOUNDARY_CANDIDATES if c not in used), None)
-        if boundary is None:  # every candidate is used: take the first code point that is not
-            boundary = next(chr(i) for i in range(0x2400, 0x10FFFF) if chr(i) not in used)
-        if min_count <= 1:
-            return cls(boundary + "".join(sorted(used)))
-        counts = char_counts(count_in if count_in is not None else words)
-        kept = sorted(c for c in used if counts.get(c, 0) >= min_count)
-        taken = used | {boundary}
-        unk = next((c for c in UNK_CANDIDATES if c not in taken), None)
-        if unk is None:
-            unk = next(chr(i) for i in range(0xE000, 0x10FFFF) if chr(i) not in taken)
-        return cls(boundary + unk + "".join(kept), unk)
-
-    @property
-    def boundary(self) -> str:
-        return self.chars[0]
-
-    @property
-    def unk_id(self) -> int | None:
-        return 1 if self.unk is not None else None
-
-    @property
-    def size(self) -> int:
-        return len(self.chars)
-
-    @functools.cached_property  # encode() runs once per word: build the mapping once
-    def stoi(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self.chars)}
-
-    def missing(self, text: str) -> list[str]:
-        """The characters of `text` this vocabulary cannot encode (none when it has `unk`)."""
-        if self.unk is not None:
-            return []
-        stoi = self.stoi
-        return sorted({c for c in text if c not in stoi})
-
-    def encode(self, text: str) -> list[int]:
-        missing = self.missing(text)
-        if missing:
-            raise UserError(f"character(s) {''.join(missing)!r} in {text!r} are not in the model's vocabulary")
-        stoi, unk = self.stoi, self.unk_id
-        return [stoi.get(c, unk) for c in text]
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
-
-    @functools.cached_property
-    def _code_point_ids(self) -> np.ndarray:
-        """ids by Unicode code point (unk, or -1 where there is no unk, for every other one)."""
-        fill = -1 if self.unk is None else 1
-        table = np.full(max(map(ord, self.chars)) + 1, fill, dtype=np.int32)
-        table[[ord(c) for c in self.chars]] = np.arange(self.size, dtype=np.int32)
-        return table
-
-    def encode_array(self, text: str) -> np.ndarray:
-        """encode() for a long text at once, vectorised: int32 ids, one per character."""
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        table = self._code_point_ids
-        fill = -1 if self.unk is None else 1
-        ids = np.full(codes.shape, fill, dtype=np.int32)
-        inside = codes < table.shape[0]
-        ids[inside] = table[codes[inside]]
-        if fill == -1 and (ids < 0).any():
-            self.encode(text)  # names the characters it cannot encode
-        return ids
-
-
-def char_counts(words: list[str]) -> Counter:
-    return Counter("".join(words))
 
 
 # ----------------------------------------------------------------------------------------
@@ -236,9 +142,7 @@ class Examples:
 
     @classmethod
     def from_words(cls, words: list[str], vocab: Vocab) -> "Examples":
-        boundary = vocab.boundary
-        ids = vocab.encode_array("".join(w + boundary for w in words))
-        lengths = np.fromiter((len(w) + 1 for w in words), dtype=np.int64, count=len(words))
+        ids, lengths = vocab.encode_words(words)  # a word's symbols and its end
         starts = np.zeros(len(words), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts)
@@ -350,10 +254,23 @@ class Corpus:
     # its teacher count one
     fitted: dict = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def normalize(self) -> str:
+        return self.vocab.normalize
+
+    @property
+    def units(self) -> str:
+        return self.vocab.units
+
+    @functools.cached_property
+    def lengths(self) -> np.ndarray:
+        """Symbols in each item (characters, or grapheme clusters)."""
+        return self.vocab.lengths(self.words)
+
     @functools.cached_property
     def longest(self) -> int:
-        """Characters in the longest item: a context longer than this + 1 is all padding."""
-        return max(map(len, self.words))
+        """Symbols in the longest item: a context longer than this + 1 is all padding."""
+        return int(self.lengths.max())
 
     def encoded(self, split: str) -> Examples:
         """The split's examples in compact form, encoded once."""
@@ -368,8 +285,9 @@ class Corpus:
 
     def stats(self, block_size: int) -> dict:
         counts = Counter(self.words)
-        train_chars = char_counts(self.splits["train"])
-        all_chars = char_counts(self.words)
+        units = self.vocab.units
+        train_chars = symbol_counts(self.splits["train"], units)
+        all_chars = symbol_counts(self.words, units)
         total = sum(all_chars.values())
         stoi = self.vocab.stoi
         folded = {c: n for c, n in all_chars.items() if c not in stoi}
@@ -378,10 +296,14 @@ class Corpus:
             "words": len(self.words),
             "distinct_words": len(counts),
             "duplicates": sum(c - 1 for c in counts.values() if c > 1),
-            "vocab": self.vocab.chars,
+            "vocab": self.vocab.chars,  # a str of characters, or a list of grapheme clusters
             "vocab_size": self.vocab.size,
             "boundary": self.vocab.boundary,
             "unk": self.vocab.unk,
+            "units": units,
+            "normalize": self.vocab.normalize,
+            # combining marks and joiners in a code-point vocabulary: --units grapheme keeps them with their base
+            "combining_symbols": combining_symbols(self.vocab),
             "min_char_count": self.min_char_count,
             "distinct_chars": len(all_chars),
             "chars": total,
@@ -390,20 +312,20 @@ class Corpus:
             "folded_share": (sum(folded.values()) / total) if total else 0.0,
             "char_counts_train": dict(train_chars.most_common()),
             "scripts": script_counts(all_chars),
-            "longest_word": max(self.words, key=len),
-            "longest_length": max(len(w) for w in self.words),
+            "longest_word": self.words[int(self.lengths.argmax())],
+            "longest_length": self.longest,
             "block_size": block_size,
             "seed": self.seed,
             "split_words": {s: len(self.splits[s]) for s in SPLITS},
             # each word yields one example per character plus one for its end
-            "examples": {s: sum(len(w) + 1 for w in self.splits[s]) for s in SPLITS},
+            "examples": {s: int(self.vocab.lengths(self.splits[s]).sum()) + len(self.splits[s]) for s in SPLITS},
         }
 
 
 def script_of(char: str) -> str:
-    """A character's script, read off its Unicode name ('CYRILLIC SMALL LETTER A' -> Cyrillic)."""
-    import unicodedata
-
+    """A character's script, read off its Unicode name ('CYRILLIC SMALL LETTER A' -> Cyrillic);
+    a grapheme cluster's, off its first character's."""
+    char = char[0]
     name = unicodedata.name(char, "")
     if not name:
         return "other"
@@ -425,16 +347,20 @@ def script_counts(counts: Counter) -> dict[str, dict]:
     return dict(sorted(scripts.items(), key=lambda kv: -kv[1]["count"]))
 
 
-def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1) -> Corpus:
+def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1, normalize: str = "nfc",
+                units: str = "codepoint") -> Corpus:
     """Read `--data` (a path or `names`) into a Corpus with its vocabulary and split.
 
-    min_char_count K > 1 folds the characters seen fewer than K times in the training split
-    into one unknown-character token (see Vocab)."""
+    min_char_count K > 1 folds the symbols seen fewer than K times in the training split
+    into one unknown-character token (see Vocab). normalize: "nfc" (default) reads the text in
+    Unicode normalisation form C, "none" as it is. units: "codepoint" (default) makes each
+    character a symbol, "grapheme" each extended grapheme cluster (see the module's docstring)."""
     if min_char_count < 1:
         raise UserError(f"min-char-count must be at least 1, got {min_char_count}")
+    check_text_settings(normalize, units)
     path = resolve_data(spec)
-    words = read_words(path)
+    words = read_words(path, normalize)
     splits = split_words(words, seed)
-    vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"])
+    vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"], units=units, normalize=normalize)
     return Corpus(source=str(path), words=words, vocab=vocab, splits=splits, seed=seed,
                   min_char_count=min_char_count)

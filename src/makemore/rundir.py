@@ -1,14 +1,34 @@
 """A run directory: every file one training run leaves behind, written and read here alone.
 
-    RUN/config.json        model (its name and config) + training config, data source and split seed
+    RUN/config.json        model (its name and config) + training config, and "data": source, split
+                           seed, min_char_count, normalize ("nfc" or "none"; absent: "none") and
+                           units ("codepoint" or "grapheme"; absent: "codepoint")
     RUN/vocab.json         the vocabulary (index 0 = boundary token; 1 = unknown-character token, if any)
-    RUN/words.json         the train/dev/test words, so eval and sample tagging need no data file
+    RUN/words.json         the train/dev/test words as read (normalised, if they were), so eval and
+                           sample tagging need no data file
     RUN/best.safetensors   weights with the best dev loss seen so far
     RUN/last.safetensors   weights, optimizer and RNG state of the last save (for --resume)
     RUN/metrics.csv        step, train_loss, dev_loss, lr, seconds (METRIC_FIELDS)
     RUN/summary.json       final figures, and which predictor is the run's result
     RUN/mix.json           the fitted mixture with a Kneser-Ney model (mixture.py), if any
     RUN/.lock              held by the one process writing the run (RunLock)
+
+vocab.json (vocab.Vocab.to_json / from_json), for a vocabulary of characters (code points):
+
+    {"chars": ".abc", "boundary": ".", "unk": null, "units": "codepoint", "normalize": "nfc"}
+
+`chars` holds one symbol per character, index 0 first. For grapheme clusters (`--units grapheme`)
+the symbols may be several code points each, so they are a list, under another key:
+
+    {"symbols": [".", "a", "e\u0301", "\ud83d\udc4d\ud83c\udffd"], "boundary": ".", "unk": null,
+     "units": "grapheme", "normalize": "none"}
+
+A file without "units" (written before they existed) is code points; without "normalize", "none"
+(config.json's data.normalize, when present, is what load_run uses). A reader that knows only
+"chars" fails on a grapheme vocabulary (no such key) rather than misreading it. The boundary and
+unknown tokens are single code points found nowhere in the data. Text given to a model (a word to
+score, a prefix) is first normalised as `normalize` says, then cut into symbols: each code point,
+or each extended grapheme cluster (UAX #29).
 
 A seed ensemble (`makemore train --seeds K`) or an ensemble of runs (`makemore ensemble`) is a
 directory of such runs with ENS/ensemble.json listing them.

@@ -43,9 +43,11 @@ def load_weights(model: Model, tensors: dict[str, torch.Tensor], source: str | P
 def write_run_files(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
                     vocab: Vocab, splits: dict[str, list[str]], data_source: str, split_seed: int,
                     min_char_count: int = 1) -> None:
+    """config.json, vocab.json, words.json; how the text was read (normalize, units) is the vocabulary's."""
     config = {**configs_to_dict(model_cfg, train_cfg),
-              "data": {"source": data_source, "split_seed": split_seed, "min_char_count": min_char_count}}
-    rundir.write_config(run_dir, config, {"chars": vocab.chars, "boundary": vocab.boundary, "unk": vocab.unk}, splits)
+              "data": {"source": data_source, "split_seed": split_seed, "min_char_count": min_char_count,
+                       "normalize": vocab.normalize, "units": vocab.units}}
+    rundir.write_config(run_dir, config, vocab.to_json(), splits)
 
 
 @dataclass
@@ -61,6 +63,15 @@ class Run:
     data_source: str
     split_seed: int
     min_char_count: int = 1
+
+    @property
+    def normalize(self) -> str:
+        """How the run's text was read: "nfc", or "none" (also every run written before the option)."""
+        return self.vocab.normalize
+
+    @property
+    def units(self) -> str:
+        return self.vocab.units
 
     def summary(self) -> dict:
         return rundir.read_summary(self.path)
@@ -78,7 +89,10 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     vocab_json, splits = rundir.read_vocab_and_words(run_dir)
     try:
         model_cfg, train_cfg = configs_from_dict(config)
-        vocab = Vocab(vocab_json["chars"], vocab_json.get("unk"))
+        # runs written before --normalize existed read their text as it was: "none"
+        vocab = Vocab.from_json(vocab_json, normalize=config.get("data", {}).get("normalize", "none"))
+        if vocab.units != config.get("data", {}).get("units", vocab.units):
+            raise ValueError(f"vocab.json has units {vocab.units!r}, config.json {config['data']['units']!r}")
     except (KeyError, TypeError, ValueError) as e:
         raise UserError(f"{run_dir} is an incomplete or corrupted run directory ({type(e).__name__}: {e})") from None
     model_cfg.validate()

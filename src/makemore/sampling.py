@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import unicodedata
 from typing import Callable, Iterator
 
 import numpy as np
@@ -146,6 +147,7 @@ class _Sampler:
             raise UserError(f"top-k must be at least 1, got {top_k}")
         if not 1 <= max_len < 1 << STEP_BITS:
             raise UserError(f"max_len must be between 1 and {(1 << STEP_BITS) - 1}, got {max_len}")
+        prefix = vocab.normalized(prefix)  # as the data was read (NFC, by default)
         if vocab.boundary in prefix:
             raise UserError(f"the prefix {prefix!r} contains the boundary token {vocab.boundary!r}")
         prefix_ids = vocab.encode(prefix)  # a UserError for characters the model never saw
@@ -172,10 +174,16 @@ class _Sampler:
                 self.known = None
         self.start_id = sum(c * self.V ** (self.T - 1 - t) for t, c in enumerate(start))
         self.ids_dtype = np.min_scalar_type(self.V - 1)
-        codepoints = np.array([ord(c) for c in vocab.chars], dtype="<u4")
-        codepoints[0] = ord("\n")  # the boundary token ends a line
-        self.codepoints = codepoints
+        # symbol id -> its code points: one each for characters (a table), one or more for grapheme
+        # clusters (id -> offset and count into one flat array); the boundary token ends a line
+        symbols = ["\n", *vocab.chars[1:]]
+        self.symbol_sizes = np.array([len(c) for c in symbols], dtype=np.int64)
+        self.symbol_offsets = np.cumsum(self.symbol_sizes) - self.symbol_sizes
+        self.codepoints = np.array([ord(c) for c in "".join(symbols)], dtype="<u4")
+        self.one_code_point_each = bool((self.symbol_sizes == 1).all())
+        self.prefix_text = prefix
         self.prefix_codepoints = np.array([ord(c) for c in prefix], dtype="<u4")
+        self.nfc = vocab.normalize == "nfc"
 
     @torch.no_grad()
     def _fill(self, ids: np.ndarray) -> None:
@@ -246,9 +254,23 @@ class _Sampler:
         """Rows of ids, each ending at its first boundary token, -> strings (prefix + word).
 
         Without a loop over characters or names: the code points of every row up to and
-        including its end (a newline) are cut out in one mask, decoded as one string and split."""
+        including its end (a newline) are cut out in one mask, decoded as one string and split.
+        Symbols of several code points (grapheme clusters) are expanded in one gather. With NFC
+        data, the text is brought to NFC (symbols side by side can compose: e + a lone accent)."""
         ends = (ids == 0).argmax(axis=1)
         keep = np.arange(ids.shape[1]) <= ends[:, None]
+        if not self.one_code_point_each:
+            kept = ids[keep]
+            counts = self.symbol_sizes[kept]
+            total = int(counts.sum())
+            # for each output code point: its symbol's offset + its place within the symbol
+            gather = np.repeat(self.symbol_offsets[kept] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+            text = self.codepoints[gather].tobytes().decode("utf-32-le", errors="surrogatepass")
+            if self.prefix_text:
+                lines = text.split("\n")
+                lines.pop()  # after the last newline
+                text = "".join(f"{self.prefix_text}{w}\n" for w in lines)
+            return self._finish(text)
         if len(self.prefix_codepoints):
             P = len(self.prefix_codepoints)
             keep = np.concatenate([np.ones((len(ids), P), dtype=bool), keep], axis=1)
@@ -256,7 +278,14 @@ class _Sampler:
                                          self.codepoints[ids]], axis=1)[keep]
         else:
             codepoints = self.codepoints[ids[keep]]
-        words = codepoints.tobytes().decode("utf-32-le", errors="surrogatepass").split("\n")
+        return self._finish(codepoints.tobytes().decode("utf-32-le", errors="surrogatepass"))
+
+    def _finish(self, text: str) -> list[str]:
+        """Lines of decoded text -> words, in NFC where the data was read so (the whole text
+        at once: a line end never composes with its neighbours)."""
+        if self.nfc and not unicodedata.is_normalized("NFC", text):
+            text = unicodedata.normalize("NFC", text)
+        words = text.split("\n")
         words.pop()  # after the last newline
         return words
 
@@ -406,7 +435,10 @@ def sample_tagged(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str
 def score(predictor: Predictor, vocab: Vocab, words: list[str], top: int = 0) -> list[dict]:
     """Each word's NLL under the model: total, per character (end token counted), perplexity.
     With `top` > 0, each position also lists the `top` most likely next characters (what the
-    model expected instead), from the same forward pass."""
+    model expected instead), from the same forward pass. A word is normalised as the model's
+    data was read (NFC, by default) and scored symbol by symbol (characters, or grapheme
+    clusters); "word" is the text scored."""
+    words = [vocab.normalized(w) for w in words]
     for w in words:
         if not w:
             raise UserError("cannot score an empty word")
@@ -429,10 +461,11 @@ def score(predictor: Predictor, vocab: Vocab, words: list[str], top: int = 0) ->
 
     results, i = [], 0
     for w in words:
-        k = len(w) + 1
+        symbols = [*vocab.symbols(w), vocab.boundary]
+        k = len(symbols)
         lp = target_logp[i:i + k]
         nll = float(-lp.sum())
-        chars = [{"char": shown(c), "prob": float(p)} for c, p in zip(w + vocab.boundary, lp.exp().tolist())]
+        chars = [{"char": shown(c), "prob": float(p)} for c, p in zip(symbols, lp.exp().tolist())]
         if top > 0:
             for j, entry in enumerate(chars):
                 entry["top"] = [{"char": shown(vocab.chars[ix]), "prob": p}

@@ -121,12 +121,20 @@ def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--min-char-count", type=int, default=1, metavar="K",
                    help="characters seen fewer than K times in the training split become one "
                         "unknown-character token (default 1: keep every character)")
+    p.add_argument("--normalize", choices=("nfc", "none"), default="nfc",
+                   help="read the text in Unicode normalisation form C, so that a precomposed and a "
+                        "decomposed 'é' are one character (default nfc); none: as the file has it")
+    p.add_argument("--units", choices=("codepoint", "grapheme"), default="codepoint",
+                   help="what one symbol of the vocabulary is: a character (default codepoint), or an "
+                        "extended grapheme cluster (grapheme: an accented letter, a Devanagari syllable, an "
+                        "emoji with its modifiers is one symbol, never split)")
 
 
 def _load_corpus(args):
     from ..data import load_corpus
 
-    return load_corpus(args.data, seed=args.split_seed, min_char_count=args.min_char_count)
+    return load_corpus(args.data, seed=args.split_seed, min_char_count=args.min_char_count,
+                       normalize=args.normalize, units=args.units)
 
 
 def _load(run: str, ensemble: bool = False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import UserError
 from .common import _load, _load_corpus, _print_json, _subparser, add_data_flags
@@ -26,31 +27,41 @@ def cmd_data(args) -> int:
     if args.seed is not None:
         args.split_seed = args.seed
     stats = _load_corpus(args).stats(args.block_size)
+    if stats["combining_symbols"]:
+        marks = stats["combining_symbols"]
+        shown = " ".join(f"U+{ord(c):04X}" for c in marks[:8]) + (f" and {len(marks) - 8} more" if len(marks) > 8 else "")
+        print(f"note: the vocabulary holds {len(marks)} combining mark(s) or joiner(s) ({shown}) as characters of "
+              f"their own, which a sample can split from their base or start with; --units grapheme keeps each "
+              f"grapheme cluster one symbol", file=sys.stderr)
     if args.json:
         _print_json(stats)
         return 0
+    grapheme = stats["units"] == "grapheme"
+    unit = "graphemes" if grapheme else "characters"
     print(f"source        {stats['source']}")
     print(f"words         {stats['words']:,} ({stats['distinct_words']:,} distinct, {stats['duplicates']:,} duplicates)")
-    print(f"characters    {stats['chars']:,} in all, {stats['distinct_chars']:,} distinct")
+    print(f"{unit:<14}{stats['chars']:,} in all, {stats['distinct_chars']:,} distinct")
+    # grapheme clusters may be several code points: shown one by one, separated by spaces
+    joined = (lambda symbols: " ".join(symbols)) if grapheme else "".join
     if stats["vocab_size"] <= VOCAB_SHOWN:
-        print(f"vocabulary    {stats['vocab_size']} characters: {stats['vocab']!r} (boundary token "
+        print(f"vocabulary    {stats['vocab_size']} {unit}: {joined(stats['vocab'])!r} (boundary token "
               f"{stats['boundary']!r} at index 0{_unk_note(stats)})")
     else:
         counts = stats["char_counts_train"]
-        common = "".join(list(counts)[:40])
+        common = joined(list(counts)[:40])
         rare = sum(1 for n in counts.values() if n < 5)
-        print(f"vocabulary    {stats['vocab_size']:,} characters (boundary token {stats['boundary']!r} at index 0"
+        print(f"vocabulary    {stats['vocab_size']:,} {unit} (boundary token {stats['boundary']!r} at index 0"
               f"{_unk_note(stats)}); `--json` lists them all")
         print(f"  most common {common!r}")
-        print(f"  rare        {rare:,} characters are seen fewer than 5 times in the training split")
+        print(f"  rare        {rare:,} {unit} are seen fewer than 5 times in the training split")
         scripts = stats["scripts"]
         shown = list(scripts.items())[:12]
         print("  by script   " + ", ".join(f"{k} {v['chars']:,} ({v['count'] / stats['chars']:.1%})" for k, v in shown)
               + (f", {len(scripts) - len(shown)} more" if len(scripts) > len(shown) else ""))
     if stats["min_char_count"] > 1:
-        print(f"rare chars    --min-char-count {stats['min_char_count']}: {stats['folded_chars']:,} characters, "
+        print(f"rare chars    --min-char-count {stats['min_char_count']}: {stats['folded_chars']:,} {unit}, "
               f"{stats['folded_share']:.3%} of the text, are read as the unknown token {stats['unk']!r}")
-    print(f"longest word  {stats['longest_word']!r} ({stats['longest_length']} characters)")
+    print(f"longest word  {stats['longest_word']!r} ({stats['longest_length']} {unit})")
     sw, ex = stats["split_words"], stats["examples"]
     print(f"split (seed {stats['seed']})  train {sw['train']:,} / dev {sw['dev']:,} / test {sw['test']:,} words")
     print(f"examples (block {stats['block_size']})  train {ex['train']:,} / dev {ex['dev']:,} / test {ex['test']:,}")

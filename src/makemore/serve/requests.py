@@ -63,13 +63,15 @@ def _text(model: ServedModel, value, what: str, allow_empty: bool) -> str:
         raise BadRequest(f"{what} is empty")
     if len(value) > LIMITS["word_max"]:
         raise BadRequest(f"{what} is {len(value)} characters long; at most {LIMITS['word_max']} are allowed")
-    boundary = model.vocab.boundary
-    if boundary in value:
-        raise BadRequest(f"{what} {value!r} contains the boundary token {boundary!r}")
-    missing = sorted({c for c in value if c not in model.vocab.chars})
+    vocab = model.vocab
+    value = vocab.normalized(value)  # as the model's data was read (NFC, by default)
+    if vocab.boundary in value:
+        raise BadRequest(f"{what} {value!r} contains the boundary token {vocab.boundary!r}")
+    missing = vocab.unknown(value)  # characters, or grapheme clusters
     if missing:
-        raise BadRequest(f"{what} {value!r} has character(s) {''.join(missing)!r} that are not in the "
-                         f"model's vocabulary {model.vocab.chars[1:]!r}")
+        sep = "" if vocab.units == "codepoint" else " "
+        raise BadRequest(f"{what} {value!r} has {'character' if not sep else 'grapheme'}(s) {sep.join(missing)!r} "
+                         f"that are not in the model's vocabulary {sep.join(vocab.chars[1:])!r}")
     return value
 
 
