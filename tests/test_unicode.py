@@ -383,3 +383,23 @@ def test_embeddings_and_serve_views_label_clusters(grapheme_run, tmp_path, capsy
     assert words == [f"an{THUMB}"]
     with pytest.raises(BadRequest, match="grapheme"):
         parse_score(served, {"words": ["an\U0001F44D"]})  # the thumb without its skin tone
+
+
+def test_sampling_conditions_count_symbols_and_read_text_as_the_data_was(grapheme_run, nfc_run, capsys):
+    """Length conditions count a grapheme run's symbols (a family emoji is one), and a suffix is
+    read as the data was: typed decomposed, it matches an NFC run's composed samples."""
+    from makemore.conditions import Constraints
+
+    _, run = grapheme_run
+    loaded = load_run(run)
+    predictor = mm.model_predictor(loaded.model)
+    drawn = [w for chunk, _ in mm.sampling.sample_chunks(predictor, loaded.vocab, 40, seed=2,
+                                                       constraints=Constraints(min_len=3, max_len=4))
+             for w in chunk]
+    assert len(drawn) == 40 and all(3 <= loaded.vocab.length(w) <= 4 for w in drawn)
+    assert any(len(w) > 4 for w in drawn)  # some are longer in code points: counted as symbols
+    _, nfc = nfc_run
+    capsys.readouterr()
+    assert main(["sample", str(nfc), "-n", "5", "--seed", "1", "--contains", ACUTE]) == 0  # typed decomposed
+    samples = capsys.readouterr().out.splitlines()
+    assert len(samples) == 5 and all("\u00e9" in w for w in samples)

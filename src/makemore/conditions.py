@@ -7,7 +7,7 @@ conditioned on them, by rejection on the seed's own stream; sampling.py draws th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -51,6 +51,12 @@ class Constraints:
         if not isinstance(self.exclude, frozenset):
             object.__setattr__(self, "exclude", frozenset(self.exclude))
 
+    def read_as(self, vocab: Vocab) -> "Constraints":
+        """The conditions as the vocabulary's data was read (NFC, or as given): a suffix typed
+        decomposed must match the composed samples."""
+        return replace(self, suffix=vocab.normalized(self.suffix), contains=vocab.normalized(self.contains),
+                       exclude=frozenset(vocab.normalized(w) for w in self.exclude))
+
     @property
     def active(self) -> bool:
         return bool(self.suffix or self.contains or self.min_len or self.max_len is not None or self.exclude)
@@ -63,7 +69,7 @@ class Constraints:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise UserError(f"the {what} must be a whole number, 0 or more, got {value!r}")
-        lo, hi, P = self.min_len, self.max_len, len(prefix)
+        lo, hi, P = self.min_len, self.max_len, vocab.length(prefix)  # lengths in the vocabulary's symbols
         if hi is not None and lo > hi:
             raise UserError(f"the minimum length {lo} is above the maximum length {hi}")
         if hi is not None and P > hi:
@@ -85,14 +91,14 @@ class Constraints:
             if vocab.unk_id is not None and vocab.unk_id in vocab.encode(text):
                 raise UserError(f"the {what} {text!r} has a character the model never writes (a rare one, which "
                                 f"it reads as its unknown-character token {vocab.unk!r})")
-            if hi is not None and len(text) > hi:
+            if hi is not None and vocab.length(text) > hi:
                 raise UserError(f"the {what} {text!r} is longer than the maximum length {hi}")
         if not all(isinstance(w, str) for w in self.exclude):
             raise UserError("the words to exclude must be strings")
 
-    def limit(self, prefix: str) -> int | None:
-        """How many characters a sample may grow past the prefix (None: any number)."""
-        return None if self.max_len is None else self.max_len - len(prefix)
+    def limit(self, prefix: str, vocab: Vocab) -> int | None:
+        """How many symbols a sample may grow past the prefix (None: any number)."""
+        return None if self.max_len is None else self.max_len - vocab.length(prefix)
 
     def describe(self, new_only: bool = False) -> str:
         """The conditions in words, for messages: "new, ending in 'a', 5 to 8 characters long"."""
@@ -112,18 +118,19 @@ class Constraints:
             parts.append(f"none of the {len(self.exclude):,} excluded words")
         return ", ".join(parts)
 
-    def meets(self, new_only: bool = False) -> Callable[[list, list | None], list[bool]] | None:
+    def meets(self, vocab: Vocab, new_only: bool = False) -> Callable[[list, list | None], list[bool]] | None:
         """(words, tags) -> which of them meet the conditions (and, with `new_only`, are tagged
-        new); a word None (dropped while drawing) never does. None when every word would."""
+        new); a word None (dropped while drawing) never does. None when every word would.
+        Lengths count the vocabulary's symbols (grapheme clusters where it has them)."""
         if not self.active and not new_only:
             return None
         lo, hi = self.min_len, (math.inf if self.max_len is None else self.max_len)
-        suffix, contains, exclude = self.suffix, self.contains, self.exclude
+        suffix, contains, exclude, length = self.suffix, self.contains, self.exclude, vocab.length
 
         def meets(words: list, tags: list | None) -> list[bool]:
             if tags is None or not new_only:
                 tags = ["new"] * len(words)
-            return [w is not None and lo <= len(w) <= hi and w.endswith(suffix) and contains in w
+            return [w is not None and lo <= length(w) <= hi and w.endswith(suffix) and contains in w
                     and w not in exclude and t == "new" for w, t in zip(words, tags)]
 
         return meets

@@ -295,7 +295,7 @@ def load_json(path: str | Path):
         raise UserError(f"{path} is not a makemore JSON export (no {JSON_FORMAT!r} format tag)")
     try:
         model_cfg, _ = configs_from_dict(doc["config"])
-        vocab = Vocab(doc["vocab"]["chars"], doc["vocab"].get("unk"))
+        vocab = Vocab.from_json(doc["vocab"], normalize=doc["config"].get("data", {}).get("normalize", "none"))
         tensors = {}
         for name, t in doc["tensors"].items():
             dtype = {"float32": torch.float32, "int64": torch.int64}[t["dtype"]]

@@ -339,13 +339,13 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
         raise UserError("new_only needs the splits to tell new words from known ones")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
-    constraints = NO_CONSTRAINTS if constraints is None else constraints
+    constraints, prefix = (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
     sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=n)
     constraints.check(vocab, prefix, max_len)
     chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
     tag = _tagger(splits) if splits is not None else None
-    stream = Stream(n, sampler.key, constraints.meets(new_only), unique, constraints.describe(new_only))
-    limit = constraints.limit(prefix)
+    stream = Stream(n, sampler.key, constraints.meets(vocab, new_only), unique, constraints.describe(new_only))
+    limit = constraints.limit(prefix, vocab)
 
     def chunks():
         while not stream.done:
@@ -372,12 +372,12 @@ def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[st
         _check_n(n)
     if new_only and splits is None:
         raise UserError("new_only needs the splits to tell new words from known ones")
-    constraints = NO_CONSTRAINTS if constraints is None else constraints
+    constraints, prefix = (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
     sampler = _Sampler(predictor, vocab, 0, temperature, top_k, prefix, max_len,
                        expected=sum(n for n, _ in requests), table=table)
     constraints.check(vocab, prefix, max_len)
-    tag, limit, size = _tagger(splits), constraints.limit(prefix), sampler.chunk_size
-    meets, what = constraints.meets(new_only), constraints.describe(new_only)
+    tag, limit, size = _tagger(splits), constraints.limit(prefix, vocab), sampler.chunk_size
+    meets, what = constraints.meets(vocab, new_only), constraints.describe(new_only)
     streams = [Stream(n, _stream_key(seed), meets, what=what) for n, seed in requests]
     results: list = [[] for _ in requests]
     while True:
