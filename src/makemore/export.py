@@ -90,18 +90,12 @@ def load_for_export(path: str | Path, what: str, neural: bool = False):
 
 
 def write_file(out: Path, data: bytes | str) -> None:
-    """`data` at `out`, atomically (outputs.atomic_write), readable as the umask allows: an
-    export is made to be shared (atomic_write's temp file alone would leave it 0600)."""
-    import os
-
+    """`data` at `out`, atomically (outputs.atomic_write)."""
     data = data.encode("utf-8") if isinstance(data, str) else data
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
 
     atomic_write(out, write)
 

@@ -145,6 +145,13 @@ def output_file(path: str | Path, what: str = "--out") -> Path:
     return path
 
 
+def umask() -> int:
+    """The process's umask (read without changing it for longer than the call)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Write `path` by calling `write(tmp_path)` on a temp file beside it, then renaming.
 
@@ -157,6 +164,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         os.close(fd)
         try:
             write(tmp)
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would hide the file from other users
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)

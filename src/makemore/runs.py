@@ -9,7 +9,6 @@ A seed ensemble (`makemore train --seeds K`, training.train_ensemble) is a direc
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from .config import TrainConfig, configs_from_dict, configs_to_dict
 from .data import SPLITS, Corpus, Vocab
 from .errors import UserError
 from .models import Model, ModelConfig
-from .outputs import check_new_dir, writing
+from .outputs import check_new_dir, umask, writing
 
 
 def load_weights(model: Model, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
@@ -215,9 +214,7 @@ def combine_runs(out: str | Path, runs: list[Run], info: dict | None = None) -> 
                                 ignore=shutil.ignore_patterns("last.safetensors", "*.tmp", rundir.RunLock.NAME))
             rundir.write_ensemble(tmp, names, {"combined_from": [str(r.path) for r in runs],
                                                "models": [r.model_cfg.name for r in runs], **(info or {})})
-            umask = os.umask(0)
-            os.umask(umask)
-            tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the ensemble from other users
+            tmp.chmod(0o777 & ~umask())  # mkdtemp's 0700 would hide the ensemble from other users
             tmp.rename(out)
     finally:
         if tmp.exists():
