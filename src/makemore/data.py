@@ -250,9 +250,6 @@ class Corpus:
     seed: int = 42
     min_char_count: int = 1
     _encoded: dict = field(default_factory=dict, repr=False, compare=False)
-    # count models fitted on this corpus (ngram.fit_on_dev), so that a budget run's mixture and
-    # its teacher count one
-    fitted: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def normalize(self) -> str:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-# TODO(merge): the atomic writes moved to outputs.py; this re-export goes once the branches are merged
-from .outputs import atomic_write, atomic_write_json, atomic_write_text  # noqa: F401
-
-
 
 def _cpuinfo(key: str) -> str | None:
     """The first `key` line's value in Linux's /proc/cpuinfo; None elsewhere."""
