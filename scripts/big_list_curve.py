@@ -1,0 +1,108 @@
+"""The learning curve of a budget run on the real big list: the neural model, the count model and
+their mixture (the run's result) after 30, 120, 600 and 1,800 seconds (issue 25).
+
+Each budget is a fresh `makemore train --data LIST --budget S` (its recipe, its Kneser-Ney model
+counted inside the budget, its mixture), timed whole and with its peak memory; the figures come
+from each run's summary.json and mix.json. Writes docs/results/wordfreq_curve.json and
+docs/wordfreq_curve.png. About 45 minutes on 2 cores, on an otherwise idle machine.
+
+    .venv/bin/python scripts/make_wordfreq_list.py
+    .venv/bin/python scripts/big_list_curve.py [--budgets 30,120,600,1800] [--data runs/wordfreq/words.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from makemore.outputs import atomic_write_json  # noqa: E402
+from makemore.utils import cpu_name  # noqa: E402
+
+OUT = ROOT / "docs" / "results" / "wordfreq_curve.json"
+PLOT = ROOT / "docs" / "wordfreq_curve.png"
+
+
+def run_budget(data: str, budget: float, folder: Path) -> dict:
+    out = folder / f"budget-{budget:g}"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "makemore", "train", "--data", data, "--budget", str(budget),
+                              "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, cwd=ROOT)
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory (ru_maxrss, KiB)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"budget {budget:g}: {stderr.strip()}")
+    summary = json.loads((out / "summary.json").read_text())
+    mix = json.loads((out / "mix.json").read_text()) if (out / "mix.json").is_file() else None
+    return {"budget": budget, "process_seconds": round(seconds, 1),
+            "peak_rss_mib": round(usage.ru_maxrss / 1024),
+            "steps": summary["steps"], "model": summary["model"], "params": summary["params"],
+            "model_dev_loss": summary["dev_loss"],
+            "ngram_dev_loss": None if mix is None else mix["ngram_dev_loss"],
+            "mixture_dev_loss": None if mix is None else mix["mix_dev_loss"],
+            "result": None if mix is None else mix["result"],
+            "result_dev_loss": summary.get("result", {}).get("dev_loss", summary["dev_loss"]),
+            "recipe_budget": (summary.get("recipe") or {}).get("budget"), "notes": stderr.strip().splitlines()}
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    from makemore.plots import new_figure, save_figure
+
+    fig = new_figure()
+    ax = fig.add_subplot()
+    budgets = [r["budget"] for r in rows]
+    ax.plot(budgets, [r["model_dev_loss"] for r in rows], "o-", label="neural model alone")
+    ax.plot(budgets, [r["mixture_dev_loss"] for r in rows], "s-", label="mixture (the run's result)")
+    ax.plot(budgets, [r["ngram_dev_loss"] for r in rows], "--", color="gray", label="Kneser-Ney, 5 characters")
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:g} s" for b in budgets])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training budget (train --budget)")
+    ax.set_ylabel("dev loss (nats per character)")
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budgets", default="30,120,600,1800")
+    p.add_argument("--data", default=str(ROOT / "runs" / "wordfreq" / "words.txt"))
+    p.add_argument("--runs", default=str(ROOT / "runs" / "curve"))
+    args = p.parse_args(argv)
+    if not Path(args.data).is_file():
+        print(f"{args.data} not found: make it with scripts/make_wordfreq_list.py", file=sys.stderr)
+        return 1
+    rows = []
+    for budget in (float(b) for b in args.budgets.split(",")):
+        row = run_budget(args.data, budget, Path(args.runs))
+        rows.append(row)
+        print(f"{budget:>6g} s: model {row['model_dev_loss']:.4f}, Kneser-Ney {row['ngram_dev_loss']:.4f}, "
+              f"mixture {row['mixture_dev_loss']:.4f} ({row['steps']:,} steps, {row['process_seconds']:.0f} s, "
+              f"{row['peak_rss_mib']:,} MiB)", flush=True)
+    machine = f"{cpu_name()}, {os.cpu_count()} cores"
+    atomic_write_json(OUT, {"machine": machine, "date": datetime.date.today().isoformat(), "data": args.data,
+                            "command": f"python scripts/big_list_curve.py --budgets {args.budgets}", "runs": rows})
+    plot(rows, PLOT, f"train --budget S on the wordfreq list (824,057 words, 42 languages): {machine}")
+    print(f"wrote {OUT} and {PLOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
