@@ -11,13 +11,14 @@ recipe `train --budget` takes now), so the two depend in one direction only.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import sys
 from pathlib import Path
 
 from .. import models
 from ..errors import UserError
-from ..recipes import NAMES_VOCAB
+from ..recipes import NAMES_VOCAB, recipe_device
 from ..outputs import atomic_write_json
 from ..utils import cpu_name
 from .report import best_trial
@@ -52,10 +53,14 @@ def from_studies(studies: list[tuple[str, str]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m makemore.tune.recipes_table OUT.json URL=STUDY ...: write a recipes table (scripts/recipes.sh)."""
+    """python -m makemore.tune.recipes_table [--add] OUT.json URL=STUDY ...: write a recipes table
+    (scripts/recipes.sh); with --add, put the studies' recipes into the table OUT.json holds, in
+    place of those of the same budget, vocabulary and device, each with its own machine and date."""
     args = sys.argv[1:] if argv is None else argv
+    add = bool(args) and args[0] == "--add"
+    args = args[1:] if add else args
     if len(args) < 2 or any("=" not in a for a in args[1:]):
-        print("usage: python -m makemore.tune.recipes_table OUT.json STORAGE_URL=STUDY_NAME ...", file=sys.stderr)
+        print("usage: python -m makemore.tune.recipes_table [--add] OUT.json STORAGE_URL=STUDY_NAME ...", file=sys.stderr)
         return 2
     try:
         table = from_studies([tuple(a.rsplit("=", 1)) for a in args[1:]])
@@ -63,16 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"makemore: error: {e}", file=sys.stderr)
         return 1
     out = Path(args[0])
-    if out.is_file():  # the recipes another device's studies found stay (recipes.recipe_device)
-        import json
-
-        from ..recipes import recipe_device
-
-        kept = [r for r in json.loads(out.read_text(encoding="utf-8")).get("recipes", []) if recipe_device(r) != "cpu"]
-        table["recipes"] = table["recipes"] + kept
+    old = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {"recipes": []}
+    if add:
+        new = [{**r, "machine": table["machine"], "date": table["date"]} for r in table["recipes"]]
+        same = {(r["budget"], r["vocab_size"], recipe_device(r)) for r in new}
+        kept = [r for r in old.get("recipes", [])
+                if (r["budget"], r.get("vocab_size", NAMES_VOCAB), recipe_device(r)) not in same]
+        table = {**old, "recipes": sorted(kept + new, key=lambda r: (r.get("vocab_size", NAMES_VOCAB), r["budget"]))}
+    else:  # the recipes another device's studies found stay (recipes.recipe_device)
+        table["recipes"] += [r for r in old.get("recipes", []) if recipe_device(r) != "cpu"]
     atomic_write_json(out, table)
     for r in table["recipes"]:
-        if r.get('study') is None:  # another device's, kept as it was
+        if r.get("study") is None or r.get("dev_loss") is None:  # another device's, kept as it was
             continue
         print(f"{r['budget']:>6g} s  dev {r['dev_loss']:.4f}  {r['params']:,} params  {r['steps']} steps  "
               f"(study {r['study']}, trial {r['trial']} of {r['trials']})")
