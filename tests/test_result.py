@@ -99,7 +99,7 @@ def test_a_budget_too_short_for_the_measured_counting_trains_alone(words_file, m
     corpus = load_corpus(words_file)
     notes = []
     monkeypatch.setattr(fit, "estimate_fit_seconds", lambda corpus, context: 5.0)
-    assert fit.count_inside_budget(corpus, 10.0, notes.append) is None and "trained alone" in notes[0]
+    assert fit.count_inside_budget(corpus, 5.0, notes.append) is None and "trained alone" in notes[0]
     counted = fit.count_inside_budget(corpus, 100.0, notes.append)
     assert counted is not None and counted[0].context == 5 and counted[1] > 0
     assert isinstance(mm.train, type(fit.train))
