@@ -81,7 +81,7 @@ class Minibatches:
             positions = positions.reshape(K, c, self.B)[:, :, self.share]  # [dist] this process's share
             b = positions.shape[2]
             X, Y = self.examples.batch(positions.reshape(-1), self.block_size)
-            self.idx = X.reshape(K, c, b, self.block_size)
+            self.idx = X.reshape(K, c, b, X.shape[1])  # a labelled list's label in column 0
             self.y = Y.reshape(K, c, b)
             self.positions_held = positions
             self.steps_held = c
@@ -123,6 +123,8 @@ class DeviceMinibatches:
         lengths = np.diff(np.append(examples.starts, n))
         self.ids = torch.from_numpy(examples.ids.astype(np.int64)).to(self.device)
         self.start_of = torch.from_numpy(np.repeat(examples.starts, lengths)).to(self.device)  # word start per position
+        self.label_of = (None if examples.labels is None  # a labelled list: each position's label
+                         else torch.from_numpy(np.repeat(examples.labels, lengths)).to(self.device))
         self.pool = (torch.from_numpy(examples.word_windows(block_size)).to(self.device) if whole_words else None)
         self.n = n if self.pool is None else len(self.pool)
         self.generators = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
@@ -142,6 +144,8 @@ class DeviceMinibatches:
         before = positions[..., None] + self.offsets  # (K, B, T)
         ctx = self.ids[before.clamp(min=0)]
         ctx = ctx.masked_fill(before < self.start_of[positions][..., None], 0)  # before the word: padding
+        if self.label_of is not None:
+            ctx = torch.cat([self.label_of[positions][..., None], ctx], dim=-1)
         return ctx, self.ids[positions]
 
     def positions(self, step: int) -> torch.Tensor:

@@ -119,7 +119,7 @@ def make_configs(preset: str | None = None, model: str | None = None,
     if "steps" in given:  # the steps asked for, not the preset's budget (with a budget given: the provisional plan)
         given.setdefault("budget", 0.0)
     values = {**{k: v for k, v in PRESETS[preset].items() if k != "model"}, **given}
-    model_fields = set(models.config_fields(name)) | {"vocab_size"}
+    model_fields = set(models.config_fields(name)) | set(models.DATA_FIELDS)
     unknown = sorted(set(values) - model_fields - set(TRAIN_FIELDS))
     if unknown:
         others = [m for m in models.MODULES if set(unknown) <= set(models.config_fields(m))]

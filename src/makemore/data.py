@@ -11,6 +11,7 @@ The vocabulary, and how text is normalised and cut into symbols, are vocab.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -28,7 +29,7 @@ import torch
 
 from .errors import UserError
 from .outputs import atomic_write
-from .vocab import (BOUNDARY_CANDIDATES, NORMALIZE, UNITS, UNK_CANDIDATES, Vocab, char_counts,  # noqa: F401
+from .vocab import (LABEL_SEP, BOUNDARY_CANDIDATES, items_of, labels_of, NORMALIZE, UNITS, UNK_CANDIDATES, Vocab, char_counts,  # noqa: F401
                     check_text_settings, combining_symbols, graphemes, normalize_text, symbol_counts)
 
 NAMES_SHA256 = "0a30b5557f192f32ab962680889aac5f6fda0f4cecf40a6d0b5694f58ea8cc4d"
@@ -94,10 +95,11 @@ def resolve_data(spec: str | os.PathLike) -> Path:
     return path
 
 
-def read_words(path: str | os.PathLike, normalize: str = "nfc") -> list[str]:
+def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = False) -> list[str]:
     """One item per line, whatever ends the lines (\\n, \\r\\n, or a lone \\r as old Mac files
     have): stripped (also of a UTF-8 BOM), blank lines dropped; in NFC unless `normalize` is
-    "none" (the whole text at once: a line end never composes with what is around it)."""
+    "none" (the whole text at once: a line end never composes with what is around it).
+    With `labels`, each line is LABEL<TAB>ITEM (read_labelled)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -110,11 +112,35 @@ def read_words(path: str | os.PathLike, normalize: str = "nfc") -> list[str]:
     except UnicodeDecodeError as e:
         raise UserError(f"{path} is not UTF-8 text (bad byte at offset {e.start})") from None
     text = normalize_text(text, normalize)
-    words = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
+    lines = re.split(r"\r\n|\r|\n", text)
+    if labels:
+        return read_labelled(path, lines)
+    words = [line.strip() for line in lines]
     words = [w for w in words if w]
     if not words:
         raise UserError(f"{path} has no words: it is empty or holds only blank lines")
     return words
+
+
+def read_labelled(path: Path, lines: list[str]) -> list[str]:
+    """The lines of a `--labels` file as LABEL<TAB>ITEM, each part stripped: the label is what
+    stands before the first tab. A non-blank line without a tab, or with an empty label or item,
+    is one error naming its line number."""
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        label, tab, item = line.partition(LABEL_SEP)
+        label, item = label.strip(), item.strip()
+        if not tab:
+            raise UserError(f"{path}, line {number}: no tab; with --labels every line is LABEL<TAB>ITEM")
+        if not label or not item:
+            raise UserError(f"{path}, line {number}: an empty {'label' if not label else 'item'}; "
+                            f"with --labels every line is LABEL<TAB>ITEM")
+        out.append(f"{label}{LABEL_SEP}{item}")
+    if not out:
+        raise UserError(f"{path} has no words: it is empty or holds only blank lines")
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -139,13 +165,39 @@ class Examples:
 
     ids: np.ndarray  # uint16 (or int32 for a vocabulary past 65,536), one per character + one per word end
     starts: np.ndarray  # int64, index in ids of each word's first character (ascending)
+    # A labelled list's label id of each word (int64), or None. Then every context carries its
+    # word's label in front: column 0, the characters after it (models/base.py).
+    labels: np.ndarray | None = None
 
     @classmethod
     def from_words(cls, words: list[str], vocab: Vocab) -> "Examples":
         ids, lengths = vocab.encode_words(words)  # a word's symbols and its end
         starts = np.zeros(len(words), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-        return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts)
+        labels = vocab.label_ids(words) if vocab.labels else None
+        return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts, labels)
+
+    def select(self, words: np.ndarray) -> "Examples":
+        """The examples of these words (a boolean mask over the words), in order."""
+        ends = np.append(self.starts[1:], len(self))
+        lengths = (ends - self.starts)[words]
+        first = self.starts[words]
+        starts = np.zeros(len(first), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+        index = np.repeat(first - starts, lengths) + np.arange(int(lengths.sum()))
+        return Examples(self.ids[index], starts, None if self.labels is None else self.labels[words])
+
+    def with_label(self, label: int | None) -> "Examples":
+        """These examples with every word given `label` (None: unlabelled)."""
+        return Examples(self.ids, self.starts, None if label is None else np.full(self.words, label, dtype=np.int64))
+
+    def width(self, block_size: int) -> int:
+        """Columns of a context of `block_size` characters: one more for the label."""
+        return block_size + (self.labels is not None)
+
+    def label_of(self, positions: np.ndarray) -> np.ndarray:
+        """The label id of each position's word (a labelled list)."""
+        return self.labels[np.searchsorted(self.starts, positions, side="right") - 1]
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -163,12 +215,16 @@ class Examples:
 
     def contexts(self, positions: np.ndarray, block_size: int) -> np.ndarray:
         """(len(positions), block_size) int64: the block_size ids before each position, within
-        its word, boundary-padded on the left."""
+        its word, boundary-padded on the left; for a labelled list, the word's label in front
+        ((len(positions), 1 + block_size))."""
         positions = np.asarray(positions, dtype=np.int64)
-        word_start = self.word_start(positions)
+        word = np.searchsorted(self.starts, positions, side="right") - 1
+        word_start = self.starts[word]
         before = positions[:, None] + np.arange(-block_size, 0, dtype=np.int64)  # (n, T)
         ctx = self.ids[np.maximum(before, 0)].astype(np.int64)
         ctx[before < word_start[:, None]] = 0  # before the word: padding
+        if self.labels is not None:
+            ctx = np.concatenate([self.labels[word][:, None], ctx], axis=1)
         return ctx
 
     def batch(self, positions: np.ndarray, block_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -239,6 +295,37 @@ def split_words(words: list[str], seed: int = 42) -> dict[str, list[str]]:
     return parts
 
 
+def split_labelled(lines: list[str], seed: int = 42) -> dict[str, list[str]]:
+    """The stratified split of a labelled list: each label's lines, in file order, shuffled with
+    random.Random(seed) and cut 80/10/10, so that every label is in every split in proportion
+    (a small label is not left out of dev by chance). A label needs 10 lines."""
+    by_label: dict[str, list[str]] = {}
+    for label, line in zip(labels_of(lines), lines):
+        by_label.setdefault(label, []).append(line)
+    parts: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for label in sorted(by_label):
+        group = by_label[label]
+        if len(group) < 10:
+            raise UserError(f"label {label!r} has {len(group)} line(s): each label needs at least 10 "
+                            f"for its train/dev/test split")
+        random.Random(seed).shuffle(group)
+        n1, n2 = int(0.8 * len(group)), int(0.9 * len(group))
+        parts["train"] += group[:n1]
+        parts["dev"] += group[n1:n2]
+        parts["test"] += group[n2:]
+    return parts
+
+
+def label_counts(vocab: Vocab, splits: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Lines per label in each split: {label: {train, dev, test}}, labels in the vocabulary's order."""
+    counts = {label: dict.fromkeys(SPLITS, 0) for label in vocab.labels}
+    for s in SPLITS:
+        ids, n = np.unique(vocab.label_ids(splits[s]), return_counts=True)
+        for i, k in zip(ids.tolist(), n.tolist()):
+            counts[vocab.labels[i]][s] = k
+    return counts
+
+
 @dataclass
 class Corpus:
     """The words of one data file, their vocabulary, and their train/dev/test split."""
@@ -280,11 +367,16 @@ class Corpus:
         data and for tests; training gathers contexts per minibatch from `encoded`)."""
         return self.encoded(split).tensors(block_size)
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The label names of a labelled list (`--labels`), else ()."""
+        return self.vocab.labels
+
     def stats(self, block_size: int) -> dict:
         counts = Counter(self.words)
         units = self.vocab.units
-        train_chars = symbol_counts(self.splits["train"], units)
-        all_chars = symbol_counts(self.words, units)
+        train_chars = symbol_counts(self.vocab.item_texts(self.splits["train"]), units)
+        all_chars = symbol_counts(self.vocab.item_texts(self.words), units)
         total = sum(all_chars.values())
         stoi = self.vocab.stoi
         folded = {c: n for c, n in all_chars.items() if c not in stoi}
@@ -309,11 +401,12 @@ class Corpus:
             "folded_share": (sum(folded.values()) / total) if total else 0.0,
             "char_counts_train": dict(train_chars.most_common()),
             "scripts": script_counts(all_chars),
-            "longest_word": self.words[int(self.lengths.argmax())],
+            "longest_word": self.vocab.item_texts([self.words[int(self.lengths.argmax())]])[0],
             "longest_length": self.longest,
             "block_size": block_size,
             "seed": self.seed,
             "split_words": {s: len(self.splits[s]) for s in SPLITS},
+            **({"labels": label_counts(self.vocab, self.splits)} if self.labels else {}),
             # each word yields one example per character plus one for its end
             "examples": {s: int(self.vocab.lengths(self.splits[s]).sum()) + len(self.splits[s]) for s in SPLITS},
         }
@@ -345,19 +438,27 @@ def script_counts(counts: Counter) -> dict[str, dict]:
 
 
 def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1, normalize: str = "nfc",
-                units: str = "codepoint") -> Corpus:
+                units: str = "codepoint", labels: bool = False) -> Corpus:
     """Read `--data` (a path or `names`) into a Corpus with its vocabulary and split.
 
     min_char_count K > 1 folds the symbols seen fewer than K times in the training split
     into one unknown-character token (see Vocab). normalize: "nfc" (default) reads the text in
     Unicode normalisation form C, "none" as it is. units: "codepoint" (default) makes each
-    character a symbol, "grapheme" each extended grapheme cluster (see the module's docstring)."""
+    character a symbol, "grapheme" each extended grapheme cluster (see the module's docstring).
+    labels: each line is LABEL<TAB>ITEM (read_labelled), the split is stratified by label
+    (split_labelled) and the vocabulary is labelled (Vocab)."""
     if min_char_count < 1:
         raise UserError(f"min-char-count must be at least 1, got {min_char_count}")
     check_text_settings(normalize, units)
     path = resolve_data(spec)
-    words = read_words(path, normalize)
-    splits = split_words(words, seed)
-    vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"], units=units, normalize=normalize)
+    words = read_words(path, normalize, labels)
+    if not labels:
+        splits = split_words(words, seed)
+        vocab = Vocab.from_words(words, min_char_count, count_in=splits["train"], units=units, normalize=normalize)
+    else:
+        splits = split_labelled(words, seed)
+        vocab = Vocab.from_words(items_of(words), min_char_count, count_in=items_of(splits["train"]), units=units,
+                                 normalize=normalize)
+        vocab = dataclasses.replace(vocab, labels=tuple(sorted(set(labels_of(words)))))
     return Corpus(source=str(path), words=words, vocab=vocab, splits=splits, seed=seed,
                   min_char_count=min_char_count)

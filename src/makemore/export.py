@@ -63,7 +63,7 @@ def format_of(out: str | Path, fmt: str | None) -> str:
     return EXTENSIONS[suffix]
 
 
-def load_for_export(path: str | Path, what: str, neural: bool = False):
+def load_for_export(path: str | Path, what: str, neural: bool = False, labelled: bool = False):
     """RUN as a runs.Run whose neural model is what is exported: an ensemble, or a run whose
     result is its mixture with a count model or the count model (mixture.py), is one UserError
     (the latter unless `neural`: the neural model alone is then exported, as --neural says)."""
@@ -75,6 +75,9 @@ def load_for_export(path: str | Path, what: str, neural: bool = False):
         names = ", ".join(r.path.name for r in run.runs[:3]) + (", ..." if len(run.runs) > 3 else "")
         raise UserError(f"{path} is an ensemble of {len(run.runs)} runs; {what} exports one run: give one of its "
                         f"members ({names})")
+    if run.vocab.labels and not labelled:
+        raise UserError(f"{path} was trained with --labels, which {what} does not read (its input is the characters "
+                        f"alone); --format json exports a labelled run's weights, labels and vocabulary")
     fitted = rundir.read_mixture(run.path)
     if fitted is not None and not neural:
         whose = {"mixture": "its mixture with a Kneser-Ney model", "ngram": "its Kneser-Ney count model", "model": ""}
@@ -370,7 +373,7 @@ def export(run_dir: str | Path, fmt: str | None, out: str | Path, neural: bool =
     output_file(out)  # a bad --out is said before the run is loaded
     fmt = format_of(out, fmt)
     run = load_for_export(run_dir, {"onnx": "an ONNX file", "json": "a JSON export", "html": "the page"}[fmt],
-                          neural=neural or fmt == "json")
+                          neural=neural or fmt == "json", labelled=fmt == "json")
     if fmt == "html" and run.model_cfg.name not in PAGE_MODELS:
         page_model(run)  # its one line, before anything else
     info = EXPORTERS[fmt](run, out)

@@ -29,7 +29,8 @@ from .data import Corpus
 from .errors import UserError
 from .loop import TrainResult
 from .models import ModelConfig
-from .ngram import estimate_fit_seconds, fit_on_dev
+from .labels import fit_on_dev
+from .ngram import estimate_fit_seconds
 from .recipes import MIX_CONTEXT, budget_configs, choose
 from .runs import load_any
 from .teacher import TEACHER_MAX_BYTES, teacher_bytes, teacher_targets
@@ -61,8 +62,9 @@ def configure(corpus: Corpus, preset: str | None = None, model: str | None = Non
                  f"on {recipe.get('data', 'names')} in {recipe['budget']:g} s on "
                  f"{recipe.get('machine') or 'the tuning machine'}, {recipe.get('date') or 'undated'}); steps planned "
                  f"for {budget:g} s here")
-        return model_cfg, train_cfg, recipe
-    model_cfg, train_cfg = make_configs(preset, model, vocab_size=corpus.vocab.size, budget=budget, **settings)
+        return replace(model_cfg, labels=len(corpus.labels)), train_cfg, recipe
+    model_cfg, train_cfg = make_configs(preset, model, vocab_size=corpus.vocab.size, labels=len(corpus.labels),
+                                        budget=budget, **settings)
     return model_cfg, train_cfg, None
 
 
@@ -83,7 +85,8 @@ def allows_teacher(train_examples: int, vocab_size: int, counted: bool) -> bool:
 def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], None]):
     """(Kneser-Ney model of MIX_CONTEXT characters, seconds it took) counted for a budget run, or
     None where counting would take more than MIX_SHARE of the budget (measured on a sample)."""
-    estimate = estimate_fit_seconds(corpus, MIX_CONTEXT)
+    # a labelled list is counted twice: every label's items alone, and all of them together
+    estimate = estimate_fit_seconds(corpus, MIX_CONTEXT) * (2 if corpus.labels else 1)
     if estimate > MIX_SHARE * budget:
         note(f"note: counting a Kneser-Ney model of {MIX_CONTEXT} characters would take about {estimate:.1f} s on "
              f"this data, more than {MIX_SHARE:.0%} of {budget:g} s: the model is trained alone")
@@ -112,6 +115,8 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
     if model_cfg is not None or train_cfg is not None:
         if model_cfg is None or train_cfg is None or preset or model or settings:
             raise UserError("give both configs (model_cfg, train_cfg), or a preset/model and settings, not both")
+        if corpus.labels and not model_cfg.labels:  # the data decides, as it does the vocabulary
+            model_cfg = replace(model_cfg, labels=len(corpus.labels))
         recipe = None
     else:
         budget = settings.get("budget")

@@ -102,6 +102,8 @@ def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig, device: str
         return f"optimizer {train_cfg.optimizer} has no fused update"
     if model_cfg.adaptive:  # its hand-written backward pass is the full softmax's
         return "it computes the full softmax only, not the adaptive one (--softmax full)"
+    if model_cfg.labels:  # its hand-written pass reads characters only
+        return "it does not read labels (--labels)"
     return None
 
 

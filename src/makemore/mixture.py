@@ -26,6 +26,7 @@ import torch
 from . import rundir
 from .data import Examples, Vocab
 from .errors import UserError
+from .labels import LabelledNGram, count_model
 from .ngram import NGramModel, ngram_predictor
 from .predict import ensemble_predictor, make_predictor, model_predictor, target_log_probs
 
@@ -45,7 +46,8 @@ def mixture_predictor(model, ngram, weight: float):
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         return torch.logaddexp(model(ctx) + log_w, ngram(ctx).to(ctx.device) + log_1mw)
 
-    return make_predictor(predict, max(model.context_size, ngram.context_size), model.device, model.vocab_size)
+    return make_predictor(predict, max(model.context_size, ngram.context_size), model.device, model.vocab_size,
+                          model.labels)
 
 
 def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab) -> dict:
@@ -57,7 +59,8 @@ def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab) -> dict:
     """
     examples = Examples.from_words(words, vocab)
     a = target_log_probs(model, examples)
-    b = ngram.target_log_probs(examples) if isinstance(ngram, NGramModel) else target_log_probs(ngram, examples)
+    b = (ngram.target_log_probs(examples) if isinstance(ngram, (NGramModel, LabelledNGram))
+         else target_log_probs(ngram, examples))
     weights = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
     nll = torch.empty_like(weights)
     # a few weights at a time: (weights, examples) of float64 for all 1001 at once would be
@@ -92,9 +95,8 @@ def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Voca
     """Count a Kneser-Ney model on `train_words`, tune its discount and then the mixture weight
     on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss, result}).
     A Kneser-Ney `ngram` already counted and tuned so (a budget run's) is used as it is."""
-    if ngram is None:
-        ngram = NGramModel.from_words(train_words, vocab, context, "kneser_ney")
-        ngram.tune(Examples.from_words(dev_words, vocab))
+    if ngram is None:  # per label and interpolated, for a labelled list (labels.LabelledNGram)
+        ngram = count_model(train_words, vocab, context, dev_words=dev_words)
     result = {"ngram_context": ngram.context, "discount": ngram.smoothing,
               **tune_mixture_weight(model, ngram, dev_words, vocab)}
     result["result"] = result_of(result)
@@ -142,8 +144,7 @@ def run_predictor(run, use: str = "result"):
             use = fitted.get("result") or result_of(fitted)
         if use == "model":
             return model
-        ngram = NGramModel.from_words(run.splits["train"], run.vocab, fitted["ngram_context"], "kneser_ney",
-                                      fitted["discount"])
+        ngram = count_model(run.splits["train"], run.vocab, fitted["ngram_context"], fitted["discount"])
         if use == "ngram":
             return ngram_predictor(ngram)
         return mixture_predictor(model, ngram_predictor(ngram), float(fitted["weight"]))

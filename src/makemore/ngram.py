@@ -41,7 +41,7 @@ import torch
 from .counts import (NGramCounts, as_ids, check_range, groups, longest_seen, array_columns,
                      distinct_examples, example_columns)
 from .data import Corpus, Examples, Vocab
-from .predict import chunk_rows, make_predictor
+from .predict import chunk_rows, last_columns, make_predictor
 
 METHODS = ("add_alpha", "kneser_ney")
 # Search ranges of the tuned parameters. A discount above 1 would take more than a count of 1
@@ -386,11 +386,12 @@ def add_one_bigram_nll(words: list[str], vocab: Vocab | None = None) -> float:
     return NGramModel.from_examples(examples, 1, vocab.size, "add_alpha", 1.0).nll(examples)
 
 
-def ngram_predictor(model: NGramModel):
-    """The n-gram model as a sampling/scoring predictor (contexts -> log-probs)."""
-    k = model.context
+def ngram_predictor(model):
+    """The n-gram model (an NGramModel, or a labels.LabelledNGram reading the label in column 0)
+    as a sampling/scoring predictor (contexts -> log-probs)."""
+    k, labels = model.context, getattr(model, "labels", 0)
 
     def predict(ctx: torch.Tensor) -> torch.Tensor:
-        return model.probs(ctx[:, ctx.shape[1] - k:].cpu()).log().to(ctx.device)
+        return model.probs(last_columns(ctx, k, bool(labels)).cpu()).log().to(ctx.device)
 
-    return make_predictor(predict, k, vocab_size=model.vocab_size)
+    return make_predictor(predict, k, vocab_size=model.vocab_size, labels=labels)

@@ -39,26 +39,39 @@ def chunk_rows(vocab_size: int | None) -> int:
 
 
 def make_predictor(fn: Callable[[torch.Tensor], torch.Tensor], context_size: int, device="cpu",
-                   vocab_size: int | None = None) -> Predictor:
+                   vocab_size: int | None = None, labels: int = 0) -> Predictor:
     """Tag a contexts -> log-probs function with the context length it reads (its last
-    columns), where it computes, and how many characters it predicts (for chunk sizes)."""
+    columns), where it computes, how many characters it predicts (for chunk sizes), and how many
+    labels it conditions on: a labelled predictor also reads column 0, the label (models/base.py;
+    data.Examples of a labelled list give it), and labels.given_label makes it a predictor of
+    one label's items."""
     fn.context_size = context_size
     fn.device = torch.device(device)
     fn.vocab_size = vocab_size
+    fn.labels = labels
     return fn
+
+
+def last_columns(ctx: torch.Tensor, width: int, labelled: bool) -> torch.Tensor:
+    """The last `width` characters of contexts, the label (column 0) in front where there is one."""
+    if not labelled:
+        return ctx[:, ctx.shape[1] - width:]
+    if ctx.shape[1] == width + 1:
+        return ctx
+    return torch.cat([ctx[:, :1], ctx[:, ctx.shape[1] - width:]], dim=1)
 
 
 def model_predictor(model) -> Predictor:
     """A trained model as a predictor (in eval mode: no dropout), by its `logits_fn`; with
     `.target_log_probs(ctx, y)` too where the model scores targets faster than by its whole
     distribution (Model.target_log_probs_fn: an adaptive softmax), which `target_log_probs` uses."""
-    block_size = model.cfg.block_size
+    block_size, labelled = model.cfg.block_size, bool(model.cfg.labels)
     model.eval()
     logits = model.logits_fn()
 
     @torch.no_grad()
     def scores(ctx: torch.Tensor) -> torch.Tensor:
-        return logits(ctx[:, ctx.shape[1] - block_size:]).float()
+        return logits(last_columns(ctx, block_size, labelled)).float()
 
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(scores(ctx), dim=-1)
@@ -66,8 +79,9 @@ def model_predictor(model) -> Predictor:
     predict.logits = scores  # sampling needs only the logits: it skips the log_softmax
     of_targets = model.target_log_probs_fn()
     if of_targets is not None:  # scoring needs only the targets' (an adaptive softmax: no V-wide row)
-        predict.target_log_probs = lambda ctx, y: of_targets(ctx[:, ctx.shape[1] - block_size:], y).float()
-    return make_predictor(predict, block_size, next(model.parameters()).device, model.cfg.vocab_size)
+        predict.target_log_probs = lambda ctx, y: of_targets(last_columns(ctx, block_size, labelled), y).float()
+    return make_predictor(predict, block_size, next(model.parameters()).device, model.cfg.vocab_size,
+                          model.cfg.labels)
 
 
 def ensemble_predictor(models, weights=None) -> Predictor:
@@ -95,7 +109,7 @@ def ensemble_predictor(models, weights=None) -> Predictor:
         logp = torch.stack([p(ctx) for p in members])  # (K, N, vocab)
         return torch.logsumexp(logp + log_w.to(logp.device)[:, None, None], dim=0)  # without underflow
 
-    return make_predictor(predict, context_size, members[0].device, members[0].vocab_size)
+    return make_predictor(predict, context_size, members[0].device, members[0].vocab_size, members[0].labels)
 
 
 def fit_ensemble_weights(member_log_probs: torch.Tensor, iterations: int = 500, tol: float = 1e-9) -> list[float]:

@@ -97,6 +97,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
     model_cfg.validate()
     if vocab.size != model_cfg.vocab_size:
         raise UserError(f"{run_dir}: vocab.json has {vocab.size} characters, config.json says {model_cfg.vocab_size}")
+    if len(vocab.labels) != model_cfg.labels:
+        raise UserError(f"{run_dir}: vocab.json has {len(vocab.labels)} labels, config.json says {model_cfg.labels}")
     ckpt = run_dir / f"{checkpoint}.safetensors"
     tensors, _ = rundir.load_checkpoint(ckpt)
     model = models.build(model_cfg)

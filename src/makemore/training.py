@@ -56,6 +56,9 @@ def check_data(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -
     train_cfg.validate()
     if model_cfg.vocab_size != corpus.vocab.size:
         raise UserError(f"model vocab_size {model_cfg.vocab_size} != data vocabulary {corpus.vocab.size}")
+    if model_cfg.labels != len(corpus.labels):
+        raise UserError(f"the model conditions on {model_cfg.labels} label(s), the data has {len(corpus.labels)}"
+                        + (" (read it with --labels)" if not corpus.labels else ""))
     useful = corpus.longest + 1
     if model_cfg.block_size > max(useful, BLOCK_SLACK):
         raise UserError(f"block-size {model_cfg.block_size:,} is more context than this data has: its longest item has "
@@ -66,7 +69,7 @@ def check_data(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -
 def make_teacher(corpus: Corpus, train_cfg: TrainConfig):
     """(Kneser-Ney model, its distributions for every training example) of a run with
     --teacher: what it distils from (teacher.py)."""
-    from .ngram import fit_on_dev
+    from .labels import fit_on_dev
     from .teacher import check_fits, teacher_targets
 
     train = corpus.encoded("train")

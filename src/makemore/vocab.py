@@ -12,6 +12,7 @@ to a model later (a word to score, a prefix) is prepared the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import unicodedata
 from collections import Counter
@@ -26,6 +27,7 @@ BOUNDARY_CANDIDATES = ".#|~^$_*@%"
 
 NORMALIZE = ("nfc", "none")
 UNITS = ("codepoint", "grapheme")
+LABEL_SEP = "\t"  # a labelled file's line: LABEL<TAB>ITEM
 
 
 def check_text_settings(normalize: str, units: str) -> None:
@@ -182,12 +184,19 @@ class Vocab:
 
     `normalize` is how text is prepared before it is encoded (`normalized`): "nfc" (the text the
     vocabulary was built from was read in NFC) or "none".
+
+    A labelled vocabulary (`labels`, the sorted label names of a `--labels` file) reads each
+    item of a list of words as its file line, `LABEL<TAB>ITEM`: `encode_words` and `lengths`
+    take the item, `label_ids` the label. Keeping the line whole through the split, words.json and
+    the novelty tags means a labelled run needs no second list beside every list of words;
+    `items` is the same vocabulary for bare items (a prefix, a word to score under a label).
     """
 
     chars: str | tuple[str, ...]
     unk: str | None = None  # the unknown-character token's character (chars[1]), if any
     units: str = "codepoint"
     normalize: str = "none"
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.units not in UNITS or self.normalize not in NORMALIZE:
@@ -207,6 +216,7 @@ class Vocab:
         if not chars:
             raise ValueError("a vocabulary holds at least the boundary token")
         object.__setattr__(self, "chars", chars)
+        object.__setattr__(self, "labels", tuple(self.labels))
 
     @classmethod
     def from_words(cls, words: list[str], min_count: int = 1, count_in: list[str] | None = None,
@@ -241,7 +251,8 @@ class Vocab:
     # vocab.json (rundir.py): code points keep the lecture-era layout, {"chars": "...", ...}
     def to_json(self) -> dict:
         out = {"chars": self.chars} if self.units == "codepoint" else {"symbols": list(self.chars)}
-        return {**out, "boundary": self.boundary, "unk": self.unk, "units": self.units, "normalize": self.normalize}
+        out = {**out, "boundary": self.boundary, "unk": self.unk, "units": self.units, "normalize": self.normalize}
+        return {**out, "labels": list(self.labels)} if self.labels else out
 
     @classmethod
     def from_json(cls, data: dict, normalize: str | None = None) -> "Vocab":
@@ -249,7 +260,37 @@ class Vocab:
         one written before normalisation existed was read as it was ("none")."""
         units = data.get("units", "codepoint")
         chars = data["symbols"] if units == "grapheme" else data["chars"]
-        return cls(chars, data.get("unk"), units, normalize or data.get("normalize", "none"))
+        return cls(chars, data.get("unk"), units, normalize or data.get("normalize", "none"),
+                   tuple(data.get("labels", ())))
+
+    # Labels (see the class doc)
+    @functools.cached_property
+    def items(self) -> "Vocab":
+        """This vocabulary for bare items: no labels."""
+        return dataclasses.replace(self, labels=()) if self.labels else self
+
+    @functools.cached_property
+    def label_index(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def label_id(self, label: str) -> int:
+        """A label's id; an unknown label is one error line listing the known ones."""
+        if label not in self.label_index:
+            known = ", ".join(self.labels) if self.labels else "none: the run was trained without --labels"
+            raise UserError(f"unknown label {label!r}; the labels are: {known}")
+        return self.label_index[label]
+
+    def item_texts(self, words: list[str]) -> list[str]:
+        """The items of these words (labelled lines: what follows the first tab)."""
+        return items_of(words) if self.labels else words
+
+    def label_ids(self, words: list[str]) -> np.ndarray:
+        """The label id of each labelled line, int64."""
+        index = self.label_index
+        try:
+            return np.fromiter((index[w.partition(LABEL_SEP)[0]] for w in words), dtype=np.int64, count=len(words))
+        except KeyError as e:
+            raise UserError(f"unknown label {e.args[0]!r}; the labels are: {', '.join(self.labels)}") from None
 
     @property
     def boundary(self) -> str:
@@ -280,7 +321,8 @@ class Vocab:
         return len(text) if self.units == "codepoint" else len(graphemes(text))
 
     def lengths(self, words: list[str]) -> np.ndarray:
-        """length() of every word, as int64."""
+        """length() of every word (its item, for a labelled vocabulary), as int64."""
+        words = self.item_texts(words)
         if self.units == "codepoint":
             return np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         return _Clusters.of_words(words).word_lengths()
@@ -367,7 +409,9 @@ class Vocab:
 
     def encode_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """The words as one flat int32 array of ids, each word followed by the boundary token
-        (id 0), and each word's length in it (its symbols + 1), int64."""
+        (id 0), and each word's length in it (its symbols + 1), int64; a labelled vocabulary
+        encodes each line's item."""
+        words = self.item_texts(words)
         if self.units == "codepoint":
             boundary = self.boundary
             ids = self.encode_array("".join(w + boundary for w in words))
@@ -377,6 +421,16 @@ class Vocab:
         ids[cut.ends] = 0  # each word's separator: its end
         self._check_cluster_ids(cut, ids)
         return ids, np.diff(cut.ends, prepend=-1)
+
+
+def items_of(lines: list[str]) -> list[str]:
+    """The items of labelled lines: what follows each line's first tab."""
+    return [w.partition(LABEL_SEP)[2] for w in lines]
+
+
+def labels_of(lines: list[str]) -> list[str]:
+    """The labels of labelled lines: what stands before each line's first tab."""
+    return [w.partition(LABEL_SEP)[0] for w in lines]
 
 
 def _normalized_words(words: list[str], normalize: str) -> list[str]:

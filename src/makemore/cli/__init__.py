@@ -21,7 +21,8 @@ from .experiments import (add_embeddings, add_lr_find, add_plot, add_sweep, cmd_
 from .export import add_export, cmd_export
 from .train import add_train, cmd_train
 from .tune import add_tune, cmd_tune
-from .use import add_eval, add_sample, add_score, add_serve, cmd_eval, cmd_sample, cmd_score, cmd_serve
+from .use import (add_classify, add_eval, add_sample, add_score, add_serve, cmd_classify, cmd_eval, cmd_sample,
+                  cmd_score, cmd_serve)
 
 
 COMMANDS = {
@@ -30,6 +31,7 @@ COMMANDS = {
     "eval": (add_eval, cmd_eval),
     "sample": (add_sample, cmd_sample),
     "score": (add_score, cmd_score),
+    "classify": (add_classify, cmd_classify),
     "ngram": (add_ngram, cmd_ngram),
     "mix": (add_mix, cmd_mix),
     "ensemble": (add_ensemble, cmd_ensemble),

@@ -73,7 +73,11 @@ def cmd_mix(args) -> int:
         _print_json(result)
         return 0
     print(f"model dev loss        {result['mlp_dev_loss']:.4f}")
-    print(f"Kneser-Ney (k={args.ngram_context}) dev  {result['ngram_dev_loss']:.4f}  (discount {result['discount']:.3f})")
+    discount = result["discount"]
+    how = (f"discount {discount:.3f}" if not isinstance(discount, dict) else
+           f"per label, interpolated with all labels' by weights {min(discount['weights']):.2f}-"
+           f"{max(discount['weights']):.2f}")
+    print(f"Kneser-Ney (k={args.ngram_context}) dev  {result['ngram_dev_loss']:.4f}  ({how})")
     print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the model {result['weight']:.3f})")
     print(f"result                {result['result']}: what eval, sample, score and serve use ({run.path / 'mix.json'}; "
           f"--neural for the model alone)")

@@ -128,13 +128,16 @@ def add_data_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="what one symbol of the vocabulary is: a character (default codepoint), or an "
                         "extended grapheme cluster (grapheme: an accented letter, a Devanagari syllable, an "
                         "emoji with its modifiers is one symbol, never split)")
+    p.add_argument("--labels", action="store_true",
+                   help="each line is LABEL<TAB>ITEM: one model of many lists, conditioned on the label; the "
+                        "split is stratified by label (docs/labels.md)")
 
 
 def _load_corpus(args):
     from ..data import load_corpus
 
     return load_corpus(args.data, seed=args.split_seed, min_char_count=args.min_char_count,
-                       normalize=args.normalize, units=args.units)
+                       normalize=args.normalize, units=args.units, labels=getattr(args, "labels", False))
 
 
 def _load(run: str, ensemble: bool = False):

@@ -65,6 +65,13 @@ def cmd_data(args) -> int:
     sw, ex = stats["split_words"], stats["examples"]
     print(f"split (seed {stats['seed']})  train {sw['train']:,} / dev {sw['dev']:,} / test {sw['test']:,} words")
     print(f"examples (block {stats['block_size']})  train {ex['train']:,} / dev {ex['dev']:,} / test {ex['test']:,}")
+    if "labels" in stats:  # split by label, 80/10/10 each
+        labels = stats["labels"]
+        width = max(len("label"), *(len(k) for k in labels))
+        print(f"labels        {len(labels)}, each split 80/10/10")
+        print(f"  {'label':<{width}}  {'train':>9}  {'dev':>7}  {'test':>7}")
+        for label, n in labels.items():
+            print(f"  {label:<{width}}  {n['train']:>9,}  {n['dev']:>7,}  {n['test']:>7,}")
     return 0
 
 

@@ -48,6 +48,12 @@ def cmd_eval(args) -> int:
         members = [{"run": r.path.name, "loss": split_nll(model_predictor(r.model), examples, progress=progress)}
                    for r in run.runs]
     result = {"split": args.split, "loss": loss, "perplexity": math.exp(loss), "examples": len(examples)}
+    if run.vocab.labels:  # the loss above is given each item's own label; and which label would Bayes pick?
+        from ..labels import accuracy, label_prior
+
+        result["accuracy"] = accuracy(predictor, run.vocab, label_prior(run.vocab, run.splits["train"]),
+                                      run.splits[args.split])
+        result["labels"] = len(run.vocab.labels)
     which = _which(run, args.use)
     if which != "model":  # the run's result (or --mix) is the mixture, or the count model
         result["predictor"] = which
@@ -62,6 +68,9 @@ def cmd_eval(args) -> int:
     what += {"mixture": ", mixed with its n-gram model", "ngram": ", its count model (the run's result)",
              "model": ""}[which]
     print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({len(examples):,} examples{what})")
+    if "accuracy" in result:
+        print(f"{args.split} labels: loss given each item's label; classified by Bayes' rule: accuracy "
+              f"{result['accuracy']:.4f} ({len(run.splits[args.split]):,} items, {len(run.vocab.labels)} labels)")
     for m in members or []:
         print(f"  {m['run']:<12} loss {m['loss']:.4f}")
     return 0
@@ -83,6 +92,9 @@ def add_sample(sub) -> None:
                    help="divide the log-probabilities by this: < 1 sharper, > 1 flatter (default 1)")
     p.add_argument("--top-k", type=_at_least_one, default=None, help="draw only among the k likeliest characters")
     p.add_argument("--prefix", default="", help="start every sample with these characters")
+    p.add_argument("--label", default=None,
+                   help="a labelled run (--labels): samples of this label (default: labels drawn by their share of "
+                        "the training split, each sample written LABEL<TAB>ITEM)")
     p.add_argument("--unique", action="store_true",
                    help="no repeated samples (remembers every sample written: memory grows with -n)")
     cond = p.add_argument_group(
@@ -176,10 +188,16 @@ def _write_samples(args) -> tuple[int, bool]:
     tagged = args.json or args.jsonl or args.new_only
     constraints = Constraints(suffix=args.suffix, contains=args.contains, min_len=args.min_len,
                               max_len=args.max_len, exclude=exclude)
-    chunks = sample_chunks(_predictor(run, args.use), run.vocab, args.n, seed=args.seed,
-                           splits=run.splits if tagged else None, unique=args.unique, new_only=args.new_only,
-                           temperature=args.temperature, top_k=args.top_k, prefix=args.prefix,
-                           constraints=constraints)
+    predictor, vocab, splits = _for_label(run, _predictor(run, args.use), args.label)
+    settings = dict(unique=args.unique, new_only=args.new_only, temperature=args.temperature, top_k=args.top_k,
+                    prefix=args.prefix, constraints=constraints)
+    if vocab.labels:  # no label asked for: drawn by the training split's shares
+        from ..labels import sample_labels
+
+        chunks = sample_labels(predictor, vocab, splits, args.n, seed=args.seed, tagged=tagged, **settings)
+    else:
+        chunks = sample_chunks(predictor, vocab, args.n, seed=args.seed, splits=splits if tagged else None,
+                               **settings)
     encode = json.JSONEncoder(ensure_ascii=False).encode
     out, written = sys.stdout, 0
     with _StopAtChunk() as stop:
@@ -214,6 +232,7 @@ def add_score(sub) -> None:
     p.add_argument("run", metavar="RUN")
     p.add_argument("words", nargs="+", metavar="WORD")
     p.add_argument("--verbose", action="store_true", help="per-character probabilities")
+    p.add_argument("--label", default=None, help="a labelled run (--labels): score the words as items of this label")
     add_use_flags(p, "score with")
     p.add_argument("--json", action="store_true")
 
@@ -222,7 +241,11 @@ def cmd_score(args) -> int:
     from ..sampling import score
 
     run = _load(args.run, ensemble=True)
-    results = score(_predictor(run, args.use), run.vocab, args.words)
+    predictor, vocab, _ = _for_label(run, _predictor(run, args.use), args.label)
+    if vocab.labels:
+        raise UserError(f"{args.run} was trained on labelled data: give --label (one of {', '.join(vocab.labels)}), "
+                        f"or ask which label a word belongs to with `makemore classify {args.run} WORD`")
+    results = score(predictor, vocab, args.words)
     if not args.verbose:
         for r in results:
             del r["chars"]
@@ -235,6 +258,52 @@ def cmd_score(args) -> int:
         print(f"{r['word']:<{width}}  {r['nll']:8.3f}  {r['nll_per_char']:8.3f}  {r['perplexity']:10.3f}")
         if args.verbose:
             print("    " + "  ".join(f"{c['char']}:{c['prob']:.3f}" for c in r["chars"]))
+    return 0
+
+
+def _for_label(run, predictor, label: str | None):
+    """(predictor, vocabulary, splits) to sample or score with: a labelled run's given `label`
+    (labels.one_label), else the run's own; a label for an unlabelled run is one error line."""
+    if label is None:
+        return predictor, run.vocab, run.splits
+    if not run.vocab.labels:
+        raise UserError(f"{run.path} was trained without labels: --label needs a run trained with --labels")
+    from ..labels import one_label
+
+    return one_label(predictor, run.vocab, run.splits, label)
+
+
+def add_classify(sub) -> None:
+    p = _subparser(sub, "classify", "which label (list) each word belongs to, by Bayes' rule (a run trained with --labels)",
+                   "makemore classify runs/languages hello bonjour --json\n"
+                   "  makemore classify runs/languages --file words.txt")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("words", nargs="*", metavar="WORD")
+    p.add_argument("--file", metavar="F", default=None, help="classify the words of F too (one per line)")
+    p.add_argument("--top", type=_at_least_one, default=3, help="labels shown per word (default 3; --json lists all)")
+    add_use_flags(p, "classify with")
+    p.add_argument("--json", action="store_true",
+                   help='[{"word", "labels": [{"label", "prob"}, ...] most likely first}, ...] in the order given')
+
+
+def cmd_classify(args) -> int:
+    from ..data import read_words
+    from ..labels import classify, label_prior
+
+    words = list(args.words) + (read_words(args.file) if args.file is not None else [])
+    if not words:
+        raise UserError("give words to classify, or --file F")
+    run = _load(args.run, ensemble=True)
+    if not run.vocab.labels:
+        raise UserError(f"{args.run} was trained without labels: classify needs a run trained with --labels")
+    results = classify(_predictor(run, args.use), run.vocab, label_prior(run.vocab, run.splits["train"]), words)
+    if args.json:
+        _print_json(results)
+        return 0
+    width = max(len(r["word"]) for r in results)
+    for r in results:
+        shown = "  ".join(f"{x['label']} {x['prob']:.3f}" for x in r["labels"][:args.top])
+        print(f"{r['word']:<{width}}  {shown}")
     return 0
 
 

@@ -37,9 +37,12 @@ def config_class(name: str) -> type[ModelConfig]:
     return model_class(name).Config
 
 
+DATA_FIELDS = ("vocab_size", "labels")  # a model's settings that come from the data
+
+
 def config_fields(name: str) -> dict:
-    """The model's own config fields (not vocab_size), name -> dataclass field."""
-    return {f.name: f for f in fields(config_class(name)) if f.name != "vocab_size"}
+    """The model's own config fields (not vocab_size and labels, which the data decides), name -> dataclass field."""
+    return {f.name: f for f in fields(config_class(name)) if f.name not in DATA_FIELDS}
 
 
 def build(cfg: ModelConfig, seed: int = 42) -> Model:

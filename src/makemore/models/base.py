@@ -6,7 +6,14 @@ its contexts) and returns logits for the character at that position:
 
     logits, loss = model(idx, targets)     idx (B, block_size) int64, logits (B, vocab_size)
 
-so training, evaluation, sampling and scoring never ask which model they run. A model may
+so training, evaluation, sampling and scoring never ask which model they run. A model of a
+labelled list (cfg.labels > 0, `--labels`) reads one more column in front: idx (B, 1 + block_size),
+column 0 the item's label id and the characters after it, so that the label travels with the
+context through every minibatch, chunk and predictor unchanged; `read_labels` splits it off and
+looks up the label's learned embedding. The MLP concatenates that embedding with the context's
+(Bengio et al.'s argument for characters, that similar contexts share strength through learned
+vectors, applied to lists); a sequence model adds it to the input at every position, as it adds
+the position's embedding (models/labels in docs/labels.md says why and what it measured). A model may
 compute its *training* loss over more predictions than the last one (a sequence model predicts
 every position of its window at once, as makemore.py and nanoGPT train); in eval mode the loss
 is always the mean NLL of the targets given, the figure every model is compared on.
@@ -91,6 +98,7 @@ class ModelConfig:
     name: ClassVar[str] = ""
     vocab_size: int = setting(27, "characters in the vocabulary, boundary token included (from the data)", min=1)
     block_size: int = setting(3, "characters of context", min=1)
+    labels: int = setting(0, "labels the model conditions on (from the data: --labels); 0 for none", min=0)
 
     def decided(self) -> "ModelConfig":
         """This config with each `auto` setting decided (make_configs returns it so, and a run
@@ -131,6 +139,17 @@ class Model(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+
+    def label_embedding(self, dim: int) -> None:
+        """For a labelled model, the (labels, dim) table of label embeddings, `label_emb`; call it
+        after the model's other layers, so that an unlabelled model draws the same weights."""
+        self.label_emb = nn.Embedding(self.cfg.labels, dim) if self.cfg.labels else None
+
+    def read_labels(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the characters of idx, each row's label embedding (B, dim) or None): see the module doc."""
+        if not self.cfg.labels:
+            return idx, None
+        return idx[:, 1:], self.label_emb(idx[:, 0])
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -232,7 +251,7 @@ def sequence_logits(model: Model, ctx: torch.Tensor) -> torch.Tensor:
     so evaluating a split this way does about half the work of one call on the whole chunk."""
     if ctx.shape[0] <= SEQUENCE_SLICE:
         return model(ctx)[0]
-    order = torch.argsort(window_layout(ctx)[0])
+    order = torch.argsort(window_layout(ctx[:, 1:] if model.cfg.labels else ctx)[0])
     out = None
     for i in range(0, ctx.shape[0], SEQUENCE_SLICE):
         rows = order[i:i + SEQUENCE_SLICE]

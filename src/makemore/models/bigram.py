@@ -43,9 +43,13 @@ class Bigram(Model):
         # Zeros, as makemore.py starts it (part 1 draws randn): every first prediction is
         # uniform, loss log(vocab). Nothing is random, so `seed` changes nothing.
         self.W = nn.Parameter(torch.zeros(cfg.vocab_size, cfg.vocab_size))
+        if cfg.labels:  # a labelled list: each label's own next-character logits, added to the row
+            self.W_label = nn.Parameter(torch.zeros(cfg.labels, cfg.vocab_size))
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         logits = self.W[idx[:, -1]]  # (B, vocab)
+        if self.cfg.labels:
+            logits = logits + self.W_label[idx[:, 0]]
         return logits, last_position_loss(logits, targets)
 
     def embedding_table(self) -> torch.Tensor:

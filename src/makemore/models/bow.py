@@ -64,14 +64,18 @@ class BoW(Model):
             self.wpe = nn.Embedding(cfg.block_size, cfg.emb_dim)
             self.block = BoWBlock(cfg.emb_dim, cfg.hidden)
             self.lm_head = output_head(cfg, cfg.emb_dim)
+            self.label_embedding(cfg.emb_dim)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        idx, label = self.read_labels(idx)
         if idx.shape[1] > self.cfg.block_size:
             raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {self.cfg.block_size}")
         window = trim_padding(idx) if self.trim_windows else idx
         start, pos = window_layout(window)
         # a column before the start gets position 0's embedding; nothing reads it
         x = self.wte(window) + self.wpe(pos.clamp(min=0))
+        if label is not None:  # at every position, as the position's embedding
+            x = x + label[:, None]
         x = self.block(x, causal_mask(start, window.shape[1]))
         return sequence_output(self, self.lm_head, x, window, targets)
 

@@ -47,6 +47,7 @@ class MLPConfig(output_layer.OutputSettings, ModelConfig):
     # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
     # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
+    label_dim: int = setting(16, "size of each label's embedding, concatenated with the context's (--labels)", min=1)
     softmax: str = output_layer.softmax_field()  # the output layer (models/softmax.py)
     softmax_head: int = output_layer.head_field()
 
@@ -67,6 +68,9 @@ def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
     concat = cfg.block_size * cfg.emb_dim
     shapes: dict[str, tuple[int, ...]] = {"C": (cfg.vocab_size, cfg.emb_dim)}
     fan_in = concat
+    if cfg.labels:  # the label's embedding, concatenated with the characters' (see forward)
+        shapes["L"] = (cfg.labels, cfg.label_dim)
+        fan_in += cfg.label_dim
     for i in range(1, cfg.layers + 1):
         shapes[f"W{i}"] = (fan_in, cfg.hidden)
         shapes[f"b{i}"] = (cfg.hidden,)
@@ -101,7 +105,7 @@ class MLP(Model):
 
     def _init(self, name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         w = torch.randn(shape, generator=g)
-        if self.cfg.init == "randn" or name == "C":
+        if self.cfg.init == "randn" or name in ("C", "L"):
             return w  # the lecture: every tensor starts as torch.randn
         if name.startswith("W") and name not in ("W_out", "W_direct"):
             return w * (TANH_GAIN / math.sqrt(shape[0]))  # keeps tanh out of saturation
@@ -117,10 +121,14 @@ class MLP(Model):
         """(logits, loss). With the adaptive softmax the logits are log-probabilities (a
         normalised distribution: log_softmax leaves them as they are), and in training with
         targets they are None unless asked for (Model.needs_logits): the loss reads the head
-        and the targets' own clusters, never the full (B, V) distribution."""
+        and the targets' own clusters, never the full (B, V) distribution. A labelled model reads
+        the label in idx's column 0 (models/base.py) and concatenates its embedding L[label] with
+        the characters' as the first layer's input."""
+        if self.cfg.labels:
+            idx, label = idx[:, 1:], idx[:, 0]
         emb = self.C[idx]  # (B, block_size, emb_dim): indexing is a one-hot matmul, cheaper
         x = emb.view(emb.shape[0], -1)
-        h = x
+        h = torch.cat([x, self.L[label]], dim=1) if self.cfg.labels else x
         for W, b in self.hidden_weights:
             h = torch.tanh(h @ W + b)
             if self.cfg.dropout > 0 and self.training:
@@ -202,15 +210,23 @@ class MLP(Model):
                 return torch.einsum("ve,teo->tvo", self.C, W.view(T, E, -1)).reshape(T * V, -1).contiguous()
 
             (W1, b1), *deeper = self.hidden_weights
-            first, direct = table(W1), table(self.W_direct) if cfg.direct else None
+            # a label's term of the first layer, L[label] @ W1's last rows, is one more table
+            by_label = self.L @ W1[T * E:] if cfg.labels else None
+            first, direct = table(W1[:T * E]), table(self.W_direct) if cfg.direct else None
             deeper = [(W.detach(), b.detach()) for W, b in deeper]
             b1 = b1.detach()
         offsets = torch.arange(T, device=first.device) * V
 
         def hidden(ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            label = None
+            if by_label is not None:
+                ctx, label = ctx[:, 1:], ctx[:, 0]
             rows = ctx + offsets
             # in place: a fresh large tensor per operation costs more in page faults than the math
-            h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
+            h = F.embedding_bag(rows, first, mode="sum").add_(b1)
+            if label is not None:
+                h += by_label[label]
+            h = _tanh_(h)
             for W, b in deeper:
                 h = _tanh_(torch.addmm(b, h, W))
             return h, (F.embedding_bag(rows, direct, mode="sum") if direct is not None else None)

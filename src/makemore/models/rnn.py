@@ -142,6 +142,7 @@ class RNN(Model):
             self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
             self.cell = self.cell_class(cfg)(cfg.emb_dim, cfg.hidden)
             self.lm_head = output_head(cfg, cfg.hidden)
+            self.label_embedding(cfg.emb_dim)
 
     @classmethod
     def cell_class(cls, cfg: RNNConfig) -> type[nn.Module]:
@@ -159,9 +160,13 @@ class RNN(Model):
         return self.recurrence == "fused"
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        idx, label = self.read_labels(idx)
         window = trim_padding(idx) if self.trim_windows else idx
         start, pos = window_layout(window)
-        x = F.dropout(self.wte(window), self.cfg.dropout, self.training)
+        x = self.wte(window)
+        if label is not None:  # at every position's input (docs/labels.md)
+            x = x + label[:, None]
+        x = F.dropout(x, self.cfg.dropout, self.training)
         weight_drop = self.cfg.weight_drop if self.training else 0.0
         if self.fused(x.device):
             # sequence_output reads the last column alone out of training (and training draws

@@ -100,16 +100,21 @@ class Transformer(Model):
             self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
             self.ln_f = nn.LayerNorm(cfg.emb_dim)
             self.lm_head = output_head(cfg, cfg.emb_dim, bias=False)
+            self.label_embedding(cfg.emb_dim)
             # GPT-2's N(0, 0.02), as minGPT and makemore.py's first version (an adaptive head keeps its own)
             init_normal_(self)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        idx, label = self.read_labels(idx)
         if idx.shape[1] > self.cfg.block_size:
             raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {self.cfg.block_size}")
         window = trim_padding(idx) if self.trim_windows else idx
         start, pos = window_layout(window)
         # a column before the start gets position 0's embedding; no other column reads it
-        x = F.dropout(self.wte(window) + self.wpe(pos.clamp(min=0)), self.cfg.dropout, self.training)
+        x = self.wte(window) + self.wpe(pos.clamp(min=0))
+        if label is not None:  # at every position, as the position's embedding
+            x = x + label[:, None]
+        x = F.dropout(x, self.cfg.dropout, self.training)
         mask = causal_mask(start, window.shape[1])
         for block in self.blocks:
             x = block(x, mask)

@@ -115,6 +115,8 @@ class WaveNet(Model):
         self.layers = nn.Sequential(*layers)
         self.lm_head = head if isinstance(head, AdaptiveSoftmax) else None
         self._init(seed)
+        with seeded(seed + 1):
+            self.label_embedding(cfg.emb_dim)
 
     @torch.no_grad()
     def _init(self, seed: int) -> None:
@@ -133,10 +135,13 @@ class WaveNet(Model):
             self.layers[-1].weight.mul_(0.1)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        idx, label = self.read_labels(idx)
+        if label is None:
+            h = self.layers(idx)
+        else:  # the label's embedding added to every character's, as the sequence models do
+            h = self.layers[1:](self.layers[0](idx) + label[:, None])
         if self.lm_head is None:
-            logits = self.layers(idx)
-            return logits, last_position_loss(logits, targets)
-        h = self.layers(idx)
+            return h, last_position_loss(h, targets)
         if targets is not None and self.training and not self.needs_logits:
             return None, self.lm_head.nll(h, targets)
         log_probs = self.lm_head.log_probs(h)

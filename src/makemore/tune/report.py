@@ -129,7 +129,8 @@ def summary(study, top: int = 10, url: str | None = None) -> dict:
         result["best"] = {"trial": t.number, "dev_loss": t.value, "settings": t.user_attrs.get("settings"),
                           "run_dir": t.user_attrs.get("run_dir"),
                           "command": train_command(t.user_attrs.get("settings", {}), data,
-                                                   split_seed=attrs.get("split_seed", 42))}
+                                                   split_seed=attrs.get("split_seed", 42),
+                                                   labels=bool(attrs.get("labels")))}
         if url is not None:
             result["best"]["from_study"] = (f"makemore train --from-study {study.study_name} "
                                             f"--storage {redact(url)} --out runs/best")

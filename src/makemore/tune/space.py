@@ -173,9 +173,10 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def train_command(settings: dict, data: str, out: str = "runs/best", split_seed: int = 42) -> str:
+def train_command(settings: dict, data: str, out: str = "runs/best", split_seed: int = 42,
+                  labels: bool = False) -> str:
     """The `makemore train` command line that trains `settings` again."""
-    words = ["makemore", "train", "--data", data]
+    words = ["makemore", "train", "--data", data] + (["--labels"] if labels else [])
     if split_seed != 42:
         words += ["--split-seed", str(split_seed)]
     for field, value in settings.items():

@@ -233,7 +233,8 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     wanted = {"version": 1, "model": opts.model, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
               "steps_cap": opts.steps, "seed": opts.seed, "fixed": model_space(opts.model)[1], "budget": opts.budget,
-              "train_examples": len(corpus.encoded("train")), "vocab_size": corpus.vocab.size}
+              "train_examples": len(corpus.encoded("train")), "vocab_size": corpus.vocab.size,
+              **({"labels": list(corpus.labels)} if corpus.labels else {})}
     with _setting_up(out, database):  # nothing is left behind if the storage cannot be used
         lock = _Lock(url, opts.study)
         with lock():
@@ -276,7 +277,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     def objective(trial) -> float:
         params = suggest(trial, space, opts.model)
         settings = trial_settings(params, opts.seed, opts.budget, opts.model)
-        model_cfg, train_cfg = make_configs(None, vocab_size=corpus.vocab.size, **settings,
+        model_cfg, train_cfg = make_configs(None, vocab_size=corpus.vocab.size, labels=len(corpus.labels), **settings,
                                             eval_interval=eval_every, threads=opts.threads, engine="auto",
                                             final_examples=TRIAL_FINAL_EXAMPLES)
         run_dir = out / f"trial-{trial.number:04d}"
