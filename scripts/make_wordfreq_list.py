@@ -13,6 +13,14 @@ The list is the same for the same wordfreq version (pinned in pyproject's `bench
 arguments; the manifest beside it records both, the counts and the file's sha256.
 
     .venv/bin/python scripts/make_wordfreq_list.py --out runs/wordfreq/words.txt
+
+`--labelled` writes a labelled list for `--labels` instead (docs/labels.md): lines
+LANGUAGE<TAB>WORD for eight languages of the Latin script (so that telling them apart takes
+more than the alphabet), of very different sizes (LABELLED_SIZES: 8,000 words of English down to
+300 of Finnish), each a seeded random draw from the language's 20,000 most frequent words (a
+small list is then a sample of the language, not its 300 commonest words):
+
+    .venv/bin/python scripts/make_wordfreq_list.py --labelled --out runs/languages/words.txt
 """
 
 from __future__ import annotations
@@ -53,6 +61,29 @@ def build(words_per_language: int = WORDS) -> tuple[list[str], dict]:
     return items, manifest
 
 
+# language -> words drawn from its WORDS most frequent, for --labelled
+LABELLED_SIZES = {"en": 8000, "de": 6000, "fr": 4000, "es": 3000, "it": 2000, "nl": 1000, "pl": 500, "fi": 300}
+
+
+def build_labelled(seed: int = 0) -> tuple[list[str], dict]:
+    """LANGUAGE<TAB>WORD lines: LABELLED_SIZES[language] distinct words of each language, drawn
+    with random.Random(seed) from its WORDS most frequent words, in the order drawn."""
+    import random
+
+    import wordfreq
+
+    lines, per_language = [], {}
+    for language, size in LABELLED_SIZES.items():
+        pool = [w for w in wordfreq.top_n_list(language, WORDS) if is_word(w)]
+        drawn = random.Random(f"{seed}:{language}").sample(pool, min(size, len(pool)))
+        per_language[language] = len(drawn)
+        lines += [f"{language}\t{w}" for w in drawn]
+    manifest = {"source": "wordfreq", "wordfreq_version": getattr(wordfreq, "__version__", None) or _version(),
+                "labelled": True, "seed": seed, "drawn_from_top": WORDS, "languages": per_language,
+                "items": len(lines), "command": f"python scripts/make_wordfreq_list.py --labelled --seed {seed}"}
+    return lines, manifest
+
+
 def _version() -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -66,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="the most frequent words of 42 languages, one per line")
     p.add_argument("--out", default=str(ROOT / "runs" / "wordfreq" / "words.txt"))
     p.add_argument("--words", type=int, default=WORDS, help=f"words per language (default {WORDS:,})")
+    p.add_argument("--labelled", action="store_true",
+                   help="LANGUAGE<TAB>WORD lines of eight languages of very different sizes (LABELLED_SIZES)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --labelled's draws (default 0)")
     args = p.parse_args(argv)
     try:
-        items, manifest = build(args.words)
+        items, manifest = build_labelled(args.seed) if args.labelled else build(args.words)
     except ImportError:
         print("make_wordfreq_list: needs wordfreq: pip install -e '.[bench]'", file=sys.stderr)
         return 1
@@ -77,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     atomic_write_text(out, text)
     atomic_write_json(out.with_suffix(".json"), manifest)
-    print(f"wrote {out}: {manifest['items']:,} items in {len(manifest['languages'])} languages, "
-          f"{manifest['distinct_characters']:,} distinct characters")
+    print(f"wrote {out}: {manifest['items']:,} items in {len(manifest['languages'])} languages")
     return 0
 
 

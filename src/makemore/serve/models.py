@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .labelled import Labels
+
 SAMPLE_MAX_LEN = 64  # characters a sample may grow after its prefix (sample()'s max_len)
-TABLES_KEPT = 4  # sampling tables kept per model, by temperature and top-k (each at most 64 MiB: sampling.TABLE_CELLS)
+TABLES_KEPT = 4  # sampling tables kept per model and label, by temperature and top-k (each at most 64 MiB:
+TABLE_BYTES = 4 << 26  # sampling.TABLE_CELLS), and at most this many bytes of them per model (256 MiB)
 NEIGHBOURS = 5
 
 
@@ -35,7 +38,8 @@ class ServedModel:
     config: dict                     # config.json, as written by train
     params: int                      # parameters (all members of an ensemble together)
     dev_loss: float | None           # the model's dev loss as training reported it
-    tables: dict = field(default_factory=dict)  # sampling tables by (temperature, top_k): sampling_table
+    labels: Labels | None = None     # a labelled run's (--labels): labelled.py; None for a list of words
+    tables: dict = field(default_factory=dict)  # sampling tables by (label, temperature, top_k): sampling_table
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # guards `tables`
 
 
@@ -73,7 +77,8 @@ def load_model(path: str | Path, use: str = "result") -> ServedModel:
         metrics={label(r): r.path / "metrics.csv" for r in members},
         summaries={label(r): r.path / "summary.json" for r in members},
         config=config, params=sum(r.model.num_params() for r in members),
-        dev_loss=float(dev_loss) if isinstance(dev_loss, (int, float)) else None)
+        dev_loss=float(dev_loss) if isinstance(dev_loss, (int, float)) else None,
+        labels=Labels.of_run(predictor, run.vocab, run.splits) if run.vocab.labels else None)
 
 
 def _embeddings(model) -> np.ndarray | None:
@@ -87,47 +92,74 @@ def random_seed() -> int:
     return secrets.randbelow(2**62)
 
 
-def sampling_table(model: ServedModel, temperature: float, top_k: int | None):
+def sampling_table(model: ServedModel, temperature: float, top_k: int | None, label: str | None = None):
     """The model's complete next-character table at this temperature and top-k (None where the
-    model has too many contexts for one), computed once and kept: the TABLES_KEPT most recent.
-    Every request reads the same rows, so a seeded request's names never depend on what else
-    was drawn with it (rows computed in batches of other sizes can differ in their last bit)."""
+    model has too many contexts for one), of a labelled run's `label`, computed once and kept:
+    the TABLES_KEPT most recent per label, TABLE_BYTES in all. Every request reads the same
+    rows, so a seeded request's names never depend on what else was drawn with it (rows
+    computed in batches of other sizes can differ in their last bit)."""
     from ..sampling import context_table
 
-    key = (temperature, top_k)
+    key = (label, temperature, top_k)
     with model.lock:  # one computes it; the others wait for it rather than compute it again
         if key not in model.tables:
-            model.tables[key] = context_table(model.predictor, model.vocab, temperature, top_k)
-            while len(model.tables) > TABLES_KEPT:
-                model.tables.pop(next(iter(model.tables)))
+            predictor, vocab = _drawn_by(model, label)
+            model.tables[key] = context_table(predictor, vocab, temperature, top_k)
+            kept = TABLES_KEPT * max(1, len(model.labels.names) if model.labels else 1)
+            while len(model.tables) > 1 and (len(model.tables) > kept or sum(
+                    t.nbytes for t in model.tables.values() if t is not None) > TABLE_BYTES):
+                model.tables.pop(next(iter(model.tables)))  # the least recently used (never the new one)
         model.tables[key] = table = model.tables.pop(key)  # the most recently used last
     return table
 
 
+def _drawn_by(model: ServedModel, label: str | None):
+    """(predictor, vocabulary) that draws the run's words, or a labelled run's items of `label`."""
+    if label is None:
+        return model.predictor, model.vocab
+    view = model.labels.views[label]
+    return view.predictor, view.vocab
+
+
 def draw_batch(model: ServedModel, jobs: list[tuple[int, int]], temperature: float, top_k: int | None,
-               prefix: str, new_only: bool, constraints) -> list:
+               prefix: str, new_only: bool, constraints, label: str | None = None) -> list:
     """Requests with these settings, each (n, seed), drawn together (sampling.sample_streams):
-    for each, its tagged samples, the same as drawn alone, or the UserError that ended it."""
+    for each, its tagged samples, the same as drawn alone, or the UserError that ended it. A
+    labelled run's samples are items of `label`, or without one of labels drawn by their
+    training shares (Labels.draw_any), each sample with its "label"."""
     from ..sampling import sample_streams
 
-    return sample_streams(model.predictor, model.vocab, model.splits, jobs, new_only=new_only,
-                          constraints=constraints, temperature=temperature, top_k=top_k, prefix=prefix,
-                          max_len=SAMPLE_MAX_LEN, table=sampling_table(model, temperature, top_k))
+    def draw(label: str | None, jobs: list) -> list:
+        predictor, vocab = _drawn_by(model, label)
+        splits = model.splits if label is None else model.labels.views[label].splits
+        results = sample_streams(predictor, vocab, splits, jobs, new_only=new_only, constraints=constraints,
+                                 temperature=temperature, top_k=top_k, prefix=prefix, max_len=SAMPLE_MAX_LEN,
+                                 table=sampling_table(model, temperature, top_k, label))
+        if label is not None:
+            results = [r if isinstance(r, Exception) else [{**s, "label": label} for s in r] for r in results]
+        return results
+
+    if model.labels is None or label is not None:
+        return draw(label, jobs)
+    return model.labels.draw_any(jobs, draw)
 
 
 def draw_samples(model: ServedModel, n: int, seed: int | None, temperature: float, top_k: int | None,
-                 prefix: str, new_only: bool, constraints=None) -> list[dict]:
+                 prefix: str, new_only: bool, constraints=None, label: str | None = None) -> list[dict]:
     """One request alone: draw_batch of one."""
     [result] = draw_batch(model, [(n, random_seed() if seed is None else seed)], temperature, top_k, prefix,
-                          new_only, constraints)
+                          new_only, constraints, label)
     if isinstance(result, Exception):
         raise result
     return result
 
 
-def score_words(model: ServedModel, words: list[str], top: int) -> list[dict]:
+def score_words(model: ServedModel, words: list[str], top: int, label: str | None = None) -> list[dict]:
+    """sampling.score of each word; a labelled run's with its label posterior (Labels.score)."""
     from ..sampling import score
 
+    if model.labels is not None:
+        return model.labels.score(words, top, label)
     return score(model.predictor, model.vocab, words, top=top)
 
 

@@ -112,7 +112,26 @@ def parse_sample(model: ServedModel, body: dict) -> dict:
         "prefix": prefix,
         "new_only": _bool(body, "new_only", False),
         "constraints": constraints,
+        "label": parse_label(model, body),
     }
+
+
+def parse_label(model: ServedModel, body: dict) -> str | None:
+    """A labelled run's `label` (a name from /api/runs), or None: none given, or "" (any label).
+    A label for a run trained without labels, or one the run does not know, is a 400."""
+    from ..errors import UserError
+
+    value = body.get("label")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"label must be a string (a label from /api/runs), got {json.dumps(value)[:80]}")
+    if model.labels is None:
+        raise BadRequest(f"run {model.path.name!r} was trained without labels: label needs a run trained with --labels")
+    try:
+        return model.labels.check(value)
+    except UserError as e:
+        raise BadRequest(str(e)) from None
 
 
 def parse_score(model: ServedModel, body: dict) -> tuple[list[str], int]:
