@@ -47,6 +47,32 @@ def make_serve_runs(base: Path) -> dict[str, Path]:
     return runs
 
 
+LABELLED_TRAIN = ["--block-size", "3", "--emb-dim", "8", "--hidden", "32", "--batch-size", "32",
+                  "--steps", "1000", "--preset", "lecture", "--lr", "1.0", "--quiet"]
+ALPHABETS = {"A": "abcde", "B": "vwxyz"}  # two labels that share no letter
+
+
+def make_labelled_run(base: Path) -> Path:
+    """A tiny run trained with --labels on 200 generated lines LABEL<TAB>ITEM, each label's
+    items of its own alphabet (ALPHABETS); trained once per test session."""
+    import random
+
+    out = base / "serve-labelled" / "run"
+    if (out / "summary.json").is_file():
+        return out
+    shutil.rmtree(out.parent, ignore_errors=True)
+    out.parent.mkdir(parents=True)
+    rng = random.Random(0)
+    lines = []
+    for i in range(200):
+        label = "AB"[i % 2]
+        lines.append(f"{label}\t" + "".join(rng.choice(ALPHABETS[label]) for _ in range(rng.randint(2, 6))))
+    data = out.parent / "labelled.tsv"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["train", "--data", str(data), "--labels", "--out", str(out), *LABELLED_TRAIN]) == 0
+    return out
+
+
 class Client:
     """A few requests to a server at host:port, raw enough to send paths as written."""
 
@@ -623,3 +649,126 @@ def test_an_unexpected_failure_is_a_json_500_without_traceback(client, monkeypat
                                           {"Content-Type": "application/json"})
     assert status == 500 and json.loads(raw) == {"error": "internal error (the server's log has the details)"}
     assert b"Traceback" not in raw and b"foresee" not in raw
+
+
+# ------------------------------------------------------------------------------------------
+# a labelled run (train --labels): samples by label, the label posterior of a word
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory, runs) -> Client:
+    """A server of the labelled run and, second, the plain tiny run."""
+    run = make_labelled_run(tmp_path_factory.getbasetemp())
+    srv = serve.Server(serve.create_app([run, runs["run"]]), serve.bind("127.0.0.1", 0)).start()
+    c = Client(srv.url)
+    c.run = run
+    yield c
+    srv.stop()
+
+
+def labelled_parts(path: Path):
+    """The labelled run's predictor (its result, as served), vocabulary and splits."""
+    from makemore.mixture import run_predictor
+    from makemore.runs import load_any
+
+    run = load_any(path)
+    return run_predictor(run, "result"), run.vocab, run.splits
+
+
+def test_a_labelled_run_lists_its_labels_and_their_shares(labelled):
+    from makemore.labels import label_prior
+
+    status, data = labelled.get("/api/runs")
+    assert status == 200
+    mine, plain = data["runs"]
+    _, vocab, splits = labelled_parts(labelled.run)
+    assert [x["label"] for x in mine["labels"]] == ["A", "B"] == list(vocab.labels)
+    assert [x["share"] for x in mine["labels"]] == pytest.approx(label_prior(vocab, splits["train"]).tolist())
+    assert sum(x["share"] for x in mine["labels"]) == pytest.approx(1.0)
+    assert "labels" not in plain  # a list of words is listed as before
+
+
+def test_sample_with_a_label_is_that_labels_items(labelled):
+    from makemore.labels import one_label
+    from makemore.sampling import sample_tagged
+
+    body = {"n": 200, "seed": 1, "temperature": 0.5, "label": "B"}
+    status, data = labelled.post("/api/sample", body)
+    assert status == 200 and len(data["samples"]) == 200
+    assert all(s["label"] == "B" and set(s["text"]) <= set(ALPHABETS["B"]) for s in data["samples"]), data["samples"]
+    p, items_vocab, splits = one_label(*labelled_parts(labelled.run), "B")
+    expected = sample_tagged(p, items_vocab, splits, 200, seed=1, temperature=0.5, max_len=serve.SAMPLE_MAX_LEN)
+    assert [{"text": s["text"], "tag": s["tag"]} for s in data["samples"]] == expected  # `sample --label B`'s
+    status, data = labelled.post("/api/sample", {**body, "label": "A", "prefix": "a", "new_only": True})
+    assert status == 200 and len(data["samples"]) == 200
+    assert all(s["text"].startswith("a") and s["tag"] == "new" and s["label"] == "A" for s in data["samples"])
+
+
+def test_sample_without_a_label_draws_labels_by_their_shares(labelled):
+    from makemore.labels import sample_labels
+
+    status, data = labelled.post("/api/sample", {"n": 100, "seed": 4, "temperature": 0.5})
+    assert status == 200 and len(data["samples"]) == 100
+    assert {s["label"] for s in data["samples"]} == {"A", "B"}
+    for s in data["samples"]:
+        assert set(s) == {"text", "tag", "label"} and set(s["text"]) <= set(ALPHABETS[s["label"]]), s
+    [(lines, tags)] = list(sample_labels(*labelled_parts(labelled.run), 100, seed=4, tagged=True, temperature=0.5,
+                                         max_len=serve.SAMPLE_MAX_LEN))
+    # the very lines of `makemore sample --seed 4` (without --label), LABEL<TAB>ITEM
+    assert [f"{s['label']}\t{s['text']}" for s in data["samples"]] == lines
+    assert [s["tag"] for s in data["samples"]] == tags
+    assert labelled.post("/api/sample", {"n": 100, "seed": 4, "temperature": 0.5, "label": ""})[1] == data
+
+
+def test_labelled_requests_together_are_each_their_own(labelled):
+    """Seeded requests of both labels and of none, at once: each answer is the one it gets
+    alone (requests are drawn together per label and settings, never across labels)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies = [{"n": 15, "seed": 50 + i, **({"label": "AB"[i % 2]} if i % 3 else {}),
+               **({"min_len": 3} if i % 4 == 0 else {})} for i in range(30)]
+    with ThreadPoolExecutor(10) as pool:
+        together = list(pool.map(lambda b: labelled.post("/api/sample", b), bodies))
+    alone = [labelled.post("/api/sample", b) for b in bodies]
+    assert [status for status, _ in together] == [200] * len(bodies)
+    assert together == alone
+    for body, (_, data) in zip(bodies, together):
+        if "label" in body:
+            assert {s["label"] for s in data["samples"]} == {body["label"]}
+
+
+def test_explaining_a_word_gives_its_label_posterior(labelled):
+    from makemore.labels import classify, label_prior, one_label
+    from makemore.sampling import score
+
+    predictor, vocab, splits = labelled_parts(labelled.run)
+    status, data = labelled.post("/api/score", {"words": ["xyzzy", "abba"], "top": 3})
+    assert status == 200
+    expected = classify(predictor, vocab, label_prior(vocab, splits["train"]), ["xyzzy", "abba"])
+    for result, post, top in zip(data["scores"], expected, ["B", "A"]):
+        assert result["labels"][0]["label"] == top and result["label"] == top  # no label: its most probable
+        assert [x["label"] for x in result["labels"]] == [x["label"] for x in post["labels"]]
+        assert [x["prob"] for x in result["labels"]] == pytest.approx([x["prob"] for x in post["labels"]])
+        assert sum(x["prob"] for x in result["labels"]) == pytest.approx(1.0)
+        p, items_vocab, _ = one_label(predictor, vocab, splits, top)
+        assert result["nll"] == pytest.approx(score(p, items_vocab, [result["word"]])[0]["nll"], rel=1e-6)
+        assert len(result["chars"]) == len(result["word"]) + 1 and len(result["chars"][0]["top"]) == 3
+    status, under_a = labelled.post("/api/score", {"words": ["xyzzy"], "label": "A"})
+    assert status == 200 and under_a["scores"][0]["label"] == "A"
+    assert under_a["scores"][0]["nll"] > data["scores"][0]["nll"]  # a B word is unlikely as an A item
+    assert under_a["scores"][0]["labels"] == data["scores"][0]["labels"]  # the posterior does not depend on it
+
+
+@pytest.mark.parametrize("path, body, what", [
+    ("/api/sample", {"n": 5, "label": "C"}, "unknown label 'C'; the labels are: A, B"),
+    ("/api/score", {"words": ["xyz"], "label": "C"}, "unknown label 'C'; the labels are: A, B"),
+    ("/api/sample", {"n": 5, "label": "B\tx" * 1000}, "unknown label"),
+    ("/api/sample", {"n": 5, "label": 2}, "label must be a string"),
+    ("/api/score", {"words": ["xyz"], "label": ["A"]}, "label must be a string"),
+    ("/api/sample", {"n": 5, "label": "A", "run": "tiny"}, "trained without labels"),
+    ("/api/score", {"words": ["mana"], "label": "A", "run": "tiny"}, "trained without labels"),
+], ids=lambda x: json.dumps(x)[:40] if isinstance(x, dict) else None)
+def test_bad_labels_are_a_400_of_one_line(labelled, path, body, what):
+    status, data = labelled.post(path, body)
+    assert_error(status, data, expected=400)
+    assert what in data["error"] and "\n" not in data["error"] and len(data["error"]) < 300

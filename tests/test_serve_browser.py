@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from makemore import serve
-from test_serve import Client, make_serve_runs
+from test_serve import ALPHABETS, Client, make_labelled_run, make_serve_runs
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -102,6 +102,7 @@ def test_opens_with_tagged_samples(page):
         assert tag in ("train", "dev", "test", "new")
         assert items.nth(i).locator(".tag").inner_text() == tag  # shown with its tag
     assert page.locator("#run-params").inner_text().endswith("parameters")
+    assert page.locator("#label-label").is_hidden()  # a list of words: no label picker
 
 
 def test_draw_again_with_a_prefix(page):
@@ -209,6 +210,41 @@ def test_run_picker_switches_to_the_ensemble(page):
     assert page.locator("#samples li.sample").count() == 20
     page.click("#run-config summary")
     assert "model.emb_dim" in page.inner_text("#run-config")
+
+
+def test_a_labelled_run_has_a_label_picker_and_a_posterior(browser, tmp_path_factory):
+    """A run trained with --labels: the label picker ("any label", then each label with its
+    share) draws one label's items; explaining a name shows its posterior over the labels."""
+    run = make_labelled_run(tmp_path_factory.getbasetemp())
+    with serving(run) as url:
+        pg = browser.new_page()
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(url)
+        pg.wait_for_selector("#samples li.sample")
+        assert pg.locator("#label-picker").is_visible()
+        options = pg.locator("#label-picker option").all_inner_texts()
+        assert options[0] == "any label" and [o.split(" ")[0] for o in options[1:]] == ["A", "B"]
+        assert all(pg.locator("#samples li.sample").nth(i).get_attribute("data-label") in ("A", "B")
+                   for i in range(pg.locator("#samples li.sample").count()))  # any label: each sample's shown
+        pg.select_option("#label-picker", "B")
+        pg.fill("#temperature", "0.5")
+        pg.fill("#seed", "2")
+        pg.click("#draw")
+        pg.wait_for_function("() => document.querySelector('#sample-status').textContent.includes('labelled B')")
+        texts = sample_texts(pg)
+        assert texts and all(set(t) <= set(ALPHABETS["B"]) for t in texts), texts
+        pg.fill("#explain-word", "xyzzy")
+        pg.click("#explain-form button")
+        pg.wait_for_selector("#explain-posterior tr.label-row")
+        rows = pg.locator("#explain-posterior tr.label-row .label-name").all_inner_texts()
+        assert rows == ["B", "A"]  # most probable first
+        assert "as B (its most probable label)" in pg.inner_text("#explain-summary")
+        pg.select_option("#explain-label", "A")
+        pg.click("#explain-form button")
+        pg.wait_for_function("() => document.querySelector('#explain-summary').textContent.startsWith('xyzzy as A:')")
+        pg.close()
+        assert not errors, errors
 
 
 def test_curves_follow_a_run_that_is_still_training(browser, runs, tmp_path):

@@ -16,7 +16,7 @@ from ..errors import UserError
 from .batching import BATCH_CAP, SampleBatcher
 from .models import (SAMPLE_MAX_LEN, ServedModel, draw_batch, embedding_view, is_training, load_model,
                      metrics_view, random_seed, score_words)
-from .requests import LIMITS, BadRequest, parse_sample, parse_score, read_body
+from .requests import LIMITS, BadRequest, parse_label, parse_sample, parse_score, read_body
 from .security import HostCheck, SecurityHeaders, allowed_hosts_for
 
 STATIC = Path(__file__).parent.with_name("static")  # src/makemore/static: the page, shipped as package data
@@ -92,6 +92,8 @@ class App:
                          "dev_loss": m.dev_loss, "config": m.config, "vocab": m.vocab.chars,
                          "boundary": m.vocab.boundary,
                          "training": any(is_training(p, m.summaries[k]) for k, p in m.metrics.items())})
+            if m.labels is not None:  # a labelled run: its labels and their shares of the training split
+                runs[-1]["labels"] = m.labels.shares()
         return JSONResponse({"runs": runs, "limits": {**LIMITS, "sample_max_len": SAMPLE_MAX_LEN}})
 
     async def sample(self, request):
@@ -101,8 +103,9 @@ class App:
         run_id, model = self._model(body.get("run"))
         opts = parse_sample(model, body)
         n, seed = opts.pop("n"), opts.pop("seed")
-        # Requests with the same settings are drawn together, seeded or not: each from its own
-        # seed's stream (a random one without a seed), so a seed gives the same names as alone.
+        # Requests with the same settings (a labelled run's label among them) are drawn together,
+        # seeded or not: each from its own seed's stream (a random one without a seed), so a seed
+        # gives the same names as alone.
         job = (n, random_seed() if seed is None else seed)
         try:
             samples = await self.batcher.draw((run_id, *opts.values()), job, n, partial(draw_batch, model, **opts))
@@ -116,7 +119,8 @@ class App:
         body = await read_body(request)
         run_id, model = self._model(body.get("run"))
         words, top = parse_score(model, body)
-        scores = await self._model_work(score_words, model, words, top)
+        label = parse_label(model, body)
+        scores = await self._model_work(score_words, model, words, top, label)
         return JSONResponse({"run": run_id, "scores": scores})
 
     async def embeddings(self, request):

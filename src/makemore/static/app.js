@@ -44,6 +44,7 @@ function describeRun(run) {
   info.appendChild(make("span", { class: "kind" }, run.kind));
   info.appendChild(make("span", { id: "run-params" }, `${run.params.toLocaleString("en")} parameters`));
   info.appendChild(make("span", { id: "run-dev" }, dev));
+  if (run.labels) info.appendChild(make("span", { id: "run-labels" }, `${run.labels.length} labels`));
   if (run.training) info.appendChild(make("span", { class: "live" }, "training"));
   const details = make("details", { id: "run-config" });
   details.appendChild(make("summary", {}, "config"));
@@ -87,11 +88,30 @@ async function selectRun(id) {
   $("run-picker").value = id;
   describeRun(state.run);
   $("top-k").max = state.run.vocab.length;
+  showLabels(state.run);
   $("explain-table").hidden = true;
+  $("explain-posterior").hidden = true;
   $("explain-summary").textContent = "";
   await Promise.all([drawSamples(), loadEmbeddings(), loadMetrics()]);
   const word = $("explain-word").value.trim();
   if (word) await explain(word);
+}
+
+// A labelled run (trained with --labels): a label picker for sampling ("any label": labels drawn
+// by their training shares) and one for explaining ("most probable": the posterior's first).
+function showLabels(run) {
+  const labels = run.labels || [];
+  const pickers = [["label-picker", "any label"], ["explain-label", "its most probable label"]];
+  for (const [id, any] of pickers) {
+    const picker = $(id);
+    picker.textContent = "";
+    picker.appendChild(make("option", { value: "" }, any));
+    for (const l of labels) {
+      const share = id === "label-picker" ? ` (${pct(l.share)})` : "";
+      picker.appendChild(make("option", { value: l.label }, l.label + share));
+    }
+  }
+  $("label-label").hidden = $("explain-label-label").hidden = labels.length === 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -115,6 +135,7 @@ async function drawSamples() {
   if (seed !== undefined) body.seed = seed;
   if (minLen !== undefined) body.min_len = minLen;
   if (maxLen !== undefined) body.max_len = maxLen;
+  if (state.run.labels && $("label-picker").value) body.label = $("label-picker").value;
   const exclude = $("exclude").value.split(/\r\n|\r|\n/).map((w) => w.trim()).filter((w) => w);
   if (exclude.length) body.exclude = exclude;
   const list = $("samples");
@@ -123,9 +144,15 @@ async function drawSamples() {
     list.textContent = "";
     for (const s of data.samples) {
       const li = make("li", { class: "sample", "data-tag": s.tag, title: "explain this name" });
+      if (s.label !== undefined) li.setAttribute("data-label", s.label);
+      if (s.label !== undefined && !body.label) li.appendChild(make("span", { class: "label" }, s.label));
       li.appendChild(make("span", { class: "text" }, s.text || "(empty)"));
       li.appendChild(make("span", { class: "tag", "data-tag": s.tag }, s.tag));
-      li.addEventListener("click", () => { $("explain-word").value = s.text; explain(s.text); });
+      li.addEventListener("click", () => {
+        $("explain-word").value = s.text;
+        if (s.label !== undefined) $("explain-label").value = s.label; // as the item of the label it was drawn as
+        explain(s.text);
+      });
       list.appendChild(li);
     }
     const counts = {};
@@ -133,7 +160,8 @@ async function drawSamples() {
     const summary = Object.entries(counts).map(([t, c]) => `${c} ${t}`).join(", ");
     const short = data.samples.length < body.n ? ` (only ${data.samples.length} of ${body.n} met the conditions)` : "";
     const how = data.seed === null ? "random draw (give a seed to repeat one)" : `seed ${data.seed}`;
-    status.textContent = `${data.samples.length} samples from ${data.run}, ${how}: ${summary}${short}`;
+    const of = body.label ? ` labelled ${body.label}` : state.run.labels ? " (labels by their training shares)" : "";
+    status.textContent = `${data.samples.length} samples${of} from ${data.run}, ${how}: ${summary}${short}`;
   } catch (err) {
     showError(status, err);
   }
@@ -143,12 +171,15 @@ async function drawSamples() {
 // explain a name
 
 async function explain(word) {
-  const summary = $("explain-summary"), table = $("explain-table");
+  const summary = $("explain-summary"), table = $("explain-table"), posterior = $("explain-posterior");
   summary.classList.remove("error");
   try {
-    const data = await api("/api/score", { run: state.run.id, words: [word], top: 5 });
+    const request = { run: state.run.id, words: [word], top: 5 };
+    if (state.run.labels && $("explain-label").value) request.label = $("explain-label").value;
+    const data = await api("/api/score", request);
     const s = data.scores[0];
-    summary.textContent = `${s.word}: NLL ${s.nll.toFixed(3)} nats over ${s.chars.length} predictions ` +
+    const as = s.label === undefined ? "" : ` as ${s.label}${request.label ? "" : " (its most probable label)"}`;
+    summary.textContent = `${s.word}${as}: NLL ${s.nll.toFixed(3)} nats over ${s.chars.length} predictions ` +
       `(the end counts), ${s.nll_per_char.toFixed(3)} per character, perplexity ${s.perplexity.toFixed(2)}`;
     const body = table.tBodies[0];
     body.textContent = "";
@@ -170,9 +201,36 @@ async function explain(word) {
       body.appendChild(tr);
     });
     table.hidden = false;
+    showPosterior(s.labels);
   } catch (err) {
-    table.hidden = true;
+    table.hidden = posterior.hidden = true;
     showError(summary, err);
+  }
+}
+
+function showPosterior(labels) {
+  const posterior = $("explain-posterior");
+  posterior.hidden = !labels;
+  if (!labels) return;
+  const body = posterior.tBodies[0];
+  body.textContent = "";
+  const shown = labels.slice(0, 10); // most likely first
+  for (const l of shown) {
+    const tr = make("tr", { class: "label-row" });
+    tr.appendChild(make("td", { class: "label-name" }, l.label));
+    const cell = make("td", { class: "prob" });
+    const bar = make("span", { class: "bar" });
+    bar.style.width = `${Math.max(1, Math.round(100 * l.prob))}%`;
+    cell.appendChild(bar);
+    cell.appendChild(make("span", { class: "value" }, pct(l.prob)));
+    tr.appendChild(cell);
+    body.appendChild(tr);
+  }
+  if (labels.length > shown.length) {
+    const rest = labels.slice(shown.length).reduce((sum, l) => sum + l.prob, 0);
+    const tr = make("tr", { class: "label-rest" });
+    tr.appendChild(make("td", { colspan: "2" }, `${labels.length - shown.length} more labels: ${pct(rest)} together`));
+    body.appendChild(tr);
   }
 }
 
