@@ -63,8 +63,8 @@ def main(folder: str, presets: str) -> None:
     atomic_write_json(folder.parent / "compare.json", {"machine": machine(), "date": when, "rows": rows})
     # steps beside the time: a budget preset plans its steps from the machine's speed at the start,
     # so two runs of one recipe can differ in steps (and a little in loss) by the machine's moment
-    print(f"| model | recipe | parameters | training time | steps | dev loss | test loss |")
-    print(f"|---|---|---:|---:|---:|---:|---:|")
+    print("| model | recipe | parameters | training time | steps | dev loss | test loss |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         params = f"{r['params']:,}" if r["params"] is not None else "-"
         secs = "-" if r["seconds"] is None else (f"{r['seconds']:.0f} s" if r["seconds"] < 120 else f"{r['seconds'] / 60:.1f} min")

@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                "runs": runs, "per_label": table, "overall": overall}
     atomic_write_json(Path(args.results), results)
 
-    print(f"\n| label | train items | labelled | unlabelled | single label | labelled result | unlabelled result |"
-          f" single result |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| label | train items | labelled | unlabelled | single label | labelled result | unlabelled result |"
+          " single result |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for label in sorted(labels, key=lambda lab: -table[lab]["train_items"]):
         r = table[label]
         print(f"| {label} | {r['train_items']:,} | {r['labelled_model']:.4f} | {r['unlabelled_model']:.4f} | "

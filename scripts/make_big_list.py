@@ -28,7 +28,6 @@ import functools
 import hashlib
 import importlib
 import itertools
-import json
 import random
 import re
 import sys

@@ -136,10 +136,14 @@ def test_an_unlabelled_model_is_unchanged_by_the_feature():
     for name in models.MODULES:
         block = 1 if name == "bigram" else 4
         plain = dict(models.build(models.config_class(name)(vocab_size=27, block_size=block)).named_parameters())
-        assert not any("label" in n or n == "L" for n in plain)
+        assert not any("label" in n for n in plain)
         labelled = dict(models.build(models.config_class(name)(vocab_size=27, block_size=block, labels=3))
                         .named_parameters())
-        assert set(labelled) > set(plain)
+        if name == "mlp":  # the labels are three more rows of C, read as one more input by W1
+            assert labelled["C"].shape == (30, plain["C"].shape[1])
+            assert labelled["W1"].shape[0] == plain["W1"].shape[0] + plain["C"].shape[1]
+        else:
+            assert set(labelled) > set(plain)
 
 
 # ----------------------------------------------------------------------------------------

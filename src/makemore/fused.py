@@ -3,7 +3,7 @@
 The model is the neural probabilistic language model of Bengio, Ducharme, Vincent & Jauvin,
 "A Neural Probabilistic Language Model" (JMLR 2003), exactly as `model.MLP` computes it:
 
-    emb    = C[idx]                         (B, T, E)   embedding lookup, T = block_size
+    emb    = C[idx]                         (B, T, E)   embedding lookup, T = block_size (+ 1: a labelled list's label, models/mlp.py)
     x      = emb.view(B, T*E)                           concatenation
     hpre_l = h_{l-1} @ W_l + b_l            (h_0 = x)   for each hidden layer l = 1..L
     h_l    = tanh(hpre_l) [* dropout mask]
@@ -84,7 +84,7 @@ OPENBLAS_ONE_THREAD_GEMV = 4 * 2304
 def small_products(cfg: MLPConfig, B: int) -> bool:
     """Whether every matrix product of a step at batch size B is small enough for OpenBLAS to
     run on the calling thread (see OPENBLAS_ONE_THREAD); larger ones go to torch.mm's threads."""
-    T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
+    T, E, H, V, L = cfg.inputs, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
     products = [B * (T * E + 1) * H, B * (H + 1) * H * (L > 1), B * (H + 1) * V, B * T * E * V]
     return max(products) <= OPENBLAS_ONE_THREAD and B * V <= OPENBLAS_ONE_THREAD_GEMV
 
@@ -102,8 +102,6 @@ def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig, device: str
         return f"optimizer {train_cfg.optimizer} has no fused update"
     if model_cfg.adaptive:  # its hand-written backward pass is the full softmax's
         return "it computes the full softmax only, not the adaptive one (--softmax full)"
-    if model_cfg.labels:  # its hand-written pass reads characters only
-        return "it does not read labels (--labels)"
     return None
 
 
@@ -202,7 +200,7 @@ class Workspace:
 
     def __init__(self, cfg: MLPConfig, B: int, dtype, dropout: bool, members: int | None = None,
                  table_rows: int | None = None, precision: str = "float32"):
-        T, E, H, V, L = cfg.block_size, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
+        T, E, H, V, L = cfg.inputs, cfg.emb_dim, cfg.hidden, cfg.vocab_size, cfg.layers
         lead = () if members is None else (members,)
         self.B = B
         # matmul: the products of a layer and of the backward pass, in `precision`; sum_matmul:
@@ -242,7 +240,7 @@ class Workspace:
         self.demb = self.dx.reshape(-1)  # one entry per (example, position, embedding dim)
         # key_table[c, j] = c*E + j is the flat index of C[c, j], so keys = key_table[idx] says
         # where each entry of demb lands in dC (in a population, of row c of all members' C).
-        self.key_table = np.arange((table_rows or V) * E, dtype=np.intp).reshape(-1, E)
+        self.key_table = np.arange((table_rows or cfg.table_rows) * E, dtype=np.intp).reshape(-1, E)
         self.keys = np.empty(lead + (B, T, E), np.intp)
         self.keys_flat = self.keys.reshape(-1)
 

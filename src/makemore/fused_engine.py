@@ -12,7 +12,7 @@ import torch
 from . import optimizers
 from .config import TrainConfig
 from .fused import Params, Workspace, column_major, flat_buffer, forward_backward, unsupported_reason, views
-from .models.mlp import MLP, param_shapes
+from .models.mlp import MLP, label_inputs, param_shapes
 
 MASK_BITS = 16  # dropout draws 16 random bits per unit (see draw_masks)
 
@@ -115,7 +115,7 @@ class FusedEngine:
                 # thread; at the lecture's size it beat torch.matmul and torch.bmm (bench item 4)
                 ws = Workspace(self.cfg, B, self.dtype, dropout=dropout, members=K, table_rows=K * self.rows,
                                 precision=self.precision)
-                ws.table_idx = np.empty((K, B, self.cfg.block_size), np.intp)
+                ws.table_idx = np.empty((K, B, self.cfg.inputs), np.intp)
                 lead = (K,)
             ws.masks = [None] * L
             if dropout:  # column-major per member, like the layers' buffers
@@ -132,6 +132,7 @@ class FusedEngine:
         k's. Returns each member's minibatch loss before the update."""
         K, B = y.shape
         ws = self._workspace(B)
+        idx = label_inputs(idx, self.cfg)  # a labelled list's label: one more input, a row of C (models/mlp.py)
         if self.dropout > 0:
             for rng, keep, masks in zip(self.rngs, ws.member_keep, ws.member_masks):
                 draw_masks(rng, self.drop_below, self.keep_scale, keep, masks)

@@ -47,7 +47,6 @@ class MLPConfig(output_layer.OutputSettings, ModelConfig):
     # "randn": the lecture's plain torch.randn for every tensor; "scaled": Kaiming-style
     # tanh-gain/sqrt(fan_in) for hidden layers and a small output layer (makemore part 3).
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
-    label_dim: int = setting(16, "size of each label's embedding, concatenated with the context's (--labels)", min=1)
     softmax: str = output_layer.softmax_field()  # the output layer (models/softmax.py)
     softmax_head: int = output_layer.head_field()
 
@@ -55,6 +54,16 @@ class MLPConfig(output_layer.OutputSettings, ModelConfig):
         super().validate()
         if self.init not in INITS:
             raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+
+    @property
+    def inputs(self) -> int:
+        """Embeddings the first layer reads: the block's characters, and a labelled list's label."""
+        return self.block_size + (self.labels > 0)
+
+    @property
+    def table_rows(self) -> int:
+        """Rows of C: a row per character, and one per label after them (see MLP.forward)."""
+        return self.vocab_size + self.labels
 
     def output_layout(self) -> output_layer.Layout | None:
         """The adaptive softmax's layout (from the config alone), or None for a full softmax."""
@@ -65,12 +74,9 @@ class MLPConfig(output_layer.OutputSettings, ModelConfig):
 
 def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's name and shape, in a fixed order (the checkpoint format)."""
-    concat = cfg.block_size * cfg.emb_dim
-    shapes: dict[str, tuple[int, ...]] = {"C": (cfg.vocab_size, cfg.emb_dim)}
+    concat = cfg.inputs * cfg.emb_dim
+    shapes: dict[str, tuple[int, ...]] = {"C": (cfg.table_rows, cfg.emb_dim)}
     fan_in = concat
-    if cfg.labels:  # the label's embedding, concatenated with the characters' (see forward)
-        shapes["L"] = (cfg.labels, cfg.label_dim)
-        fan_in += cfg.label_dim
     for i in range(1, cfg.layers + 1):
         shapes[f"W{i}"] = (fan_in, cfg.hidden)
         shapes[f"b{i}"] = (cfg.hidden,)
@@ -105,7 +111,7 @@ class MLP(Model):
 
     def _init(self, name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
         w = torch.randn(shape, generator=g)
-        if self.cfg.init == "randn" or name in ("C", "L"):
+        if self.cfg.init == "randn" or name == "C":
             return w  # the lecture: every tensor starts as torch.randn
         if name.startswith("W") and name not in ("W_out", "W_direct"):
             return w * (TANH_GAIN / math.sqrt(shape[0]))  # keeps tanh out of saturation
@@ -121,14 +127,15 @@ class MLP(Model):
         """(logits, loss). With the adaptive softmax the logits are log-probabilities (a
         normalised distribution: log_softmax leaves them as they are), and in training with
         targets they are None unless asked for (Model.needs_logits): the loss reads the head
-        and the targets' own clusters, never the full (B, V) distribution. A labelled model reads
-        the label in idx's column 0 (models/base.py) and concatenates its embedding L[label] with
-        the characters' as the first layer's input."""
-        if self.cfg.labels:
-            idx, label = idx[:, 1:], idx[:, 0]
-        emb = self.C[idx]  # (B, block_size, emb_dim): indexing is a one-hot matmul, cheaper
+        and the targets' own clusters, never the full (B, V) distribution.
+
+        A labelled model reads the label in idx's column 0 (models/base.py) as one more input:
+        label l's embedding is row V + l of C, concatenated in front of the characters', so the
+        model is the plain MLP of block_size + 1 inputs (and the fused engine trains it as such)."""
+        idx = label_inputs(idx, self.cfg)
+        emb = self.C[idx]  # (B, inputs, emb_dim): indexing is a one-hot matmul, cheaper
         x = emb.view(emb.shape[0], -1)
-        h = torch.cat([x, self.L[label]], dim=1) if self.cfg.labels else x
+        h = x
         for W, b in self.hidden_weights:
             h = torch.tanh(h @ W + b)
             if self.cfg.dropout > 0 and self.training:
@@ -155,7 +162,7 @@ class MLP(Model):
         output_layer.fit_output_order(self, counts)
 
     def embedding_table(self) -> torch.Tensor:
-        return self.C
+        return self.C[:self.cfg.vocab_size]  # the characters' rows (a labelled model's labels follow)
 
     def logits_fn(self):
         """The model's logits for contexts (N, block_size), computed for inference by tables
@@ -204,34 +211,38 @@ class MLP(Model):
         """contexts -> (last hidden layer's state, the direct connections' term or None), by the
         tables of logits_fn."""
         cfg = self.cfg
-        T, E, V = cfg.block_size, cfg.emb_dim, cfg.vocab_size
+        T, E, V = cfg.inputs, cfg.emb_dim, cfg.table_rows
         with torch.no_grad():
             def table(W):  # (T*E, out) -> (T*V, out): row t*V + c is C[c] @ W_t
                 return torch.einsum("ve,teo->tvo", self.C, W.view(T, E, -1)).reshape(T * V, -1).contiguous()
 
             (W1, b1), *deeper = self.hidden_weights
-            # a label's term of the first layer, L[label] @ W1's last rows, is one more table
-            by_label = self.L @ W1[T * E:] if cfg.labels else None
-            first, direct = table(W1[:T * E]), table(self.W_direct) if cfg.direct else None
+            first, direct = table(W1), table(self.W_direct) if cfg.direct else None
             deeper = [(W.detach(), b.detach()) for W, b in deeper]
             b1 = b1.detach()
         offsets = torch.arange(T, device=first.device) * V
 
         def hidden(ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            label = None
-            if by_label is not None:
-                ctx, label = ctx[:, 1:], ctx[:, 0]
-            rows = ctx + offsets
+            rows = label_inputs(ctx, cfg) + offsets
             # in place: a fresh large tensor per operation costs more in page faults than the math
-            h = F.embedding_bag(rows, first, mode="sum").add_(b1)
-            if label is not None:
-                h += by_label[label]
-            h = _tanh_(h)
+            h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
             for W, b in deeper:
                 h = _tanh_(torch.addmm(b, h, W))
             return h, (F.embedding_bag(rows, direct, mode="sum") if direct is not None else None)
 
         return hidden
+
+
+def label_inputs(idx, cfg: MLPConfig):
+    """idx with a labelled list's label (column 0) turned into its row of C, V + label; idx
+    itself for unlabelled data. A tensor or a NumPy array (the fused engine's)."""
+    if not cfg.labels:
+        return idx
+    if isinstance(idx, np.ndarray):
+        out = idx.copy()
+        out[..., 0] += cfg.vocab_size
+        return out
+    return torch.cat([idx[..., :1] + cfg.vocab_size, idx[..., 1:]], dim=-1)
 
 
 def _tanh_(h: torch.Tensor) -> torch.Tensor:
