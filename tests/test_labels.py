@@ -110,10 +110,12 @@ def test_data_shows_the_labels_per_split(two, capsys):
 # Every model
 
 
-@pytest.mark.parametrize("name", models.MODULES)
+@pytest.mark.parametrize("name", [*models.MODULES, "gru-state", "rnn-state"])
 def test_every_model_trains_and_samples_with_labels(two, tmp_path, name):
     corpus = load_corpus(two, labels=True)
     settings = {"block_size": 4} if name == "wavenet" else {}
+    if name.endswith("-state"):  # a recurrent model's label as its start state
+        name, settings = name[:-len("-state")], {"label_at": "state"}
     result = mm.train(corpus, model=name, steps=120, batch_size=32, progress=False, note=lambda s: None,
                       out=tmp_path / name, **settings)
     assert result.model.cfg.labels == 2

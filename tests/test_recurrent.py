@@ -162,7 +162,8 @@ def unpadded_states(model, seq):
     with torch.no_grad():
         x = model.wte(seq[None])
         start, pos = torch.zeros(1, dtype=torch.long), torch.arange(len(seq))[None]
-        return model._loop_states(x, start, 0.0)[0], model._fused_states(x, start, pos, 0.0)[0]
+        h0 = model.start[None]
+        return model._loop_states(x, h0, start, 0.0)[0], model._fused_states(x, h0, start, pos, 0.0)[0]
 
 
 def test_the_rnn_cell_is_nn_rnn():
@@ -217,7 +218,7 @@ def test_makemores_gru_is_not_nn_gru():
         model.eval()
         with torch.no_grad():
             x = model.wte(seq[None])
-            ours = model._loop_states(x, torch.zeros(1, dtype=torch.long), 0.0)[0]
+            ours = model._loop_states(x, model.start[None], torch.zeros(1, dtype=torch.long), 0.0)[0]
             return (ours - ref(x, model.start[None, None])[0][0]).abs().max().item()
 
     assert gap() > 1e-3

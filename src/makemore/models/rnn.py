@@ -51,6 +51,12 @@ class RNNConfig(OutputSettings, ModelConfig):
                                  "minibatch, while training (DropConnect)", min=0, below=1)
     softmax: str = softmax_field()  # the output layer (models/softmax.py)
     softmax_head: int = head_field()
+    # A labelled list (--labels): where the label's embedding enters. "input" adds it to every
+    # position's input, as the position embeddings of bow and the transformer; "state" starts
+    # the recurrence from a state of the label's own (s + a learned vector per label), read
+    # once. Measured in docs/labels.md.
+    label_at: str = setting("input", "a labelled list's label: added to every position's input, or the "
+                            "recurrence's start state (--labels)", choices=("input", "state"))
 
 
 class RNNCell(nn.Module):
@@ -142,7 +148,9 @@ class RNN(Model):
             self.wte = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
             self.cell = self.cell_class(cfg)(cfg.emb_dim, cfg.hidden)
             self.lm_head = output_head(cfg, cfg.hidden)
-            self.label_embedding(cfg.emb_dim)
+            self.label_embedding(cfg.emb_dim if cfg.label_at == "input" else cfg.hidden)
+            if self.label_emb is not None and cfg.label_at == "state":
+                nn.init.zeros_(self.label_emb.weight)  # every label starts from s, as an unlabelled model
 
     @classmethod
     def cell_class(cls, cfg: RNNConfig) -> type[nn.Module]:
@@ -164,24 +172,27 @@ class RNN(Model):
         window = trim_padding(idx) if self.trim_windows else idx
         start, pos = window_layout(window)
         x = self.wte(window)
-        if label is not None:  # at every position's input (docs/labels.md)
+        h0 = self.start.expand(x.shape[0], -1)
+        if label is not None and self.cfg.label_at == "input":  # at every position's input (docs/labels.md)
             x = x + label[:, None]
+        elif label is not None:  # the label's own start state
+            h0 = h0 + label
         x = F.dropout(x, self.cfg.dropout, self.training)
         weight_drop = self.cfg.weight_drop if self.training else 0.0
         if self.fused(x.device):
             # sequence_output reads the last column alone out of training (and training draws
             # its dropout masks on every column, as the loop's)
-            states = self._fused_states(x, start, pos, weight_drop, last_only=not self.training)
+            states = self._fused_states(x, h0, start, pos, weight_drop, last_only=not self.training)
         else:
-            states = self._loop_states(x, start, weight_drop)
+            states = self._loop_states(x, h0, start, weight_drop)
         states = F.dropout(states, self.cfg.dropout, self.training)
         return sequence_output(self, self.lm_head, states, window, targets)
 
-    def _loop_states(self, x: torch.Tensor, start: torch.Tensor, weight_drop: float) -> torch.Tensor:
+    def _loop_states(self, x: torch.Tensor, h0: torch.Tensor, start: torch.Tensor, weight_drop: float) -> torch.Tensor:
         B, T, _ = x.shape
         x = self.cell.inputs(x)  # all positions at once
         step = self.cell.stepper(weight_drop)
-        h = self.start.expand(B, -1)
+        h = h0
         hs = []
         for t in range(T):
             # a row whose sequence has not begun keeps the start state: padding reads nothing
@@ -189,8 +200,8 @@ class RNN(Model):
             hs.append(h)
         return torch.stack(hs, dim=1)
 
-    def _fused_states(self, x: torch.Tensor, start: torch.Tensor, pos: torch.Tensor, weight_drop: float,
-                      last_only: bool = False) -> torch.Tensor:
+    def _fused_states(self, x: torch.Tensor, h0: torch.Tensor, start: torch.Tensor, pos: torch.Tensor,
+                      weight_drop: float, last_only: bool = False) -> torch.Tensor:
         """The loop's states (B, T, hidden), by the kernel; with `last_only`, only the last
         column's, (B, 1, hidden). The kernel runs every row from its first column and the rows
         start at different columns (base.window_layout), so each row is shifted left to begin
@@ -208,12 +219,12 @@ class RNN(Model):
         cols = (start[None, :] + torch.arange(T, device=x.device)[:, None]).clamp_(max=T - 1)  # (T, B)
         aligned = x.reshape(B * T, E).index_select(0, (batch * T + cols).view(-1)).view(T, B, E)
         weights = self.cell.kernel_weights(weight_drop)
-        out = fused_recurrence(self.cell.kernel, aligned, self.start.expand(B, -1), weights).reshape(T * B, H)
+        out = fused_recurrence(self.cell.kernel, aligned, h0, weights).reshape(T * B, H)
         if last_only:  # the last column of row b is its position T - 1 - start_b (never before it)
             return out.index_select(0, (T - 1 - start) * B + batch)[:, None]
-        # column t of row b is its position t - start_b, or the start state (the table's last row)
-        table = torch.cat([out, self.start[None]])
-        rows = torch.where(pos >= 0, pos * B + batch[:, None], T * B)
+        # column t of row b is its position t - start_b, or its start state (the table's last B rows)
+        table = torch.cat([out, h0])
+        rows = torch.where(pos >= 0, pos * B + batch[:, None], T * B + batch[:, None])
         return table.index_select(0, rows.view(-1)).view(B, T, H)
 
     def embedding_table(self) -> torch.Tensor:
