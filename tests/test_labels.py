@@ -308,3 +308,13 @@ def test_export_refuses_labelled_runs_but_json(labelled_run, tmp_path, capsys):
     assert main(["export", str(labelled_run), "--format", "json", "--out", str(tmp_path / "x.json")]) == 0
     doc = json.loads((tmp_path / "x.json").read_text())
     assert doc["vocab"]["labels"] == ["A", "B"]
+
+
+def test_tune_a_labelled_list(two, tmp_path, capsys):
+    pytest.importorskip("optuna")
+    out = tmp_path / "study"
+    assert main(["tune", "--data", str(two), "--labels", "--trials", "2", "--steps", "40", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "--labels" in text  # the command that trains the best trial again reads the labels too
+    trial = next(out.glob("trial-*"))
+    assert load_run(trial).model_cfg.labels == 2
