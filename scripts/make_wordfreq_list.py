@@ -65,22 +65,26 @@ def build(words_per_language: int = WORDS) -> tuple[list[str], dict]:
 LABELLED_SIZES = {"en": 8000, "de": 6000, "fr": 4000, "es": 3000, "it": 2000, "nl": 1000, "pl": 500, "fi": 300}
 
 
-def build_labelled(seed: int = 0) -> tuple[list[str], dict]:
+def build_labelled(seed: int = 0, every_language: bool = False) -> tuple[list[str], dict]:
     """LANGUAGE<TAB>WORD lines: LABELLED_SIZES[language] distinct words of each language, drawn
-    with random.Random(seed) from its WORDS most frequent words, in the order drawn."""
+    with random.Random(seed) from its WORDS most frequent words, in the order drawn; with
+    `every_language`, all WORDS words of each of wordfreq's languages (the big list, labelled)."""
     import random
 
     import wordfreq
 
+    sizes = (dict.fromkeys(sorted(wordfreq.available_languages("best")), WORDS) if every_language
+             else LABELLED_SIZES)
     lines, per_language = [], {}
-    for language, size in LABELLED_SIZES.items():
+    for language, size in sizes.items():
         pool = [w for w in wordfreq.top_n_list(language, WORDS) if is_word(w)]
         drawn = random.Random(f"{seed}:{language}").sample(pool, min(size, len(pool)))
         per_language[language] = len(drawn)
         lines += [f"{language}\t{w}" for w in drawn]
     manifest = {"source": "wordfreq", "wordfreq_version": getattr(wordfreq, "__version__", None) or _version(),
                 "labelled": True, "seed": seed, "drawn_from_top": WORDS, "languages": per_language,
-                "items": len(lines), "command": f"python scripts/make_wordfreq_list.py --labelled --seed {seed}"}
+                "items": len(lines), "command": f"python scripts/make_wordfreq_list.py --labelled --seed {seed}"
+                + (" --every-language" if every_language else "")}
     return lines, manifest
 
 
@@ -100,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--labelled", action="store_true",
                    help="LANGUAGE<TAB>WORD lines of eight languages of very different sizes (LABELLED_SIZES)")
     p.add_argument("--seed", type=int, default=0, help="seed of --labelled's draws (default 0)")
+    p.add_argument("--every-language", action="store_true",
+                   help="with --labelled: every language's 20,000 words (the big list, each word labelled)")
     args = p.parse_args(argv)
     try:
-        items, manifest = build_labelled(args.seed) if args.labelled else build(args.words)
+        items, manifest = build_labelled(args.seed, args.every_language) if args.labelled else build(args.words)
     except ImportError:
         print("make_wordfreq_list: needs wordfreq: pip install -e '.[bench]'", file=sys.stderr)
         return 1
