@@ -290,6 +290,16 @@ def test_a_budget_run_mixes_its_model_with_kneser_ney_inside_the_budget(words_fi
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-6)
 
 
+def test_a_budget_run_of_a_model_without_a_recipe_is_mixed_too(words_file, tmp_path, capsys, small_recipes):
+    out = tmp_path / "run"  # the small table knows the MLP only: the bigram trains its own preset
+    assert main(["train", "--data", str(words_file), "--budget", "2", "--model", "bigram", "--out", str(out),
+                 "--quiet"]) == 0
+    assert "no time-budget recipe is known for --model bigram" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mix"]["count_seconds"] > 0 and summary["budget_requested"] == 2.0
+    assert summary["result"]["dev_loss"] <= summary["mix"]["ngram_dev_loss"] + 1e-9  # never worse than counting
+
+
 def test_no_mix_and_presets_train_the_model_alone(words_file, tmp_path, capsys, small_recipes):
     alone = tmp_path / "alone"
     assert main(["train", "--data", str(words_file), "--budget", "2", "--no-mix", "--out", str(alone), "--quiet"]) == 0

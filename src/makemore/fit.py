@@ -6,9 +6,9 @@
 
 A run's configs come from a preset, a model's own recipe, or, for a time budget with neither,
 the best recipe known for that budget (recipes.py); settings given override them
-(config.make_configs). A budget run with a recipe also counts a Kneser-Ney model inside its
-budget (how long that takes is measured on this data: ngram.estimate_fit_seconds), hands it to
-its neural model as the teacher the recipe asks for (teacher.py), and mixes the two after
+(config.make_configs). A budget run with no preset (a recipe, or a model's own preset where it
+has no recipe) also counts a Kneser-Ney model inside its budget (how long that takes is measured on this data: ngram.estimate_fit_seconds), hands it to
+its neural model as the teacher a recipe asks for (teacher.py), and mixes the two after
 training (mixture.py, Bengio et al. 2003, section 4), so that its result is never worse than
 counting. Where counting would take more than MIX_SHARE of the budget, the model trains alone,
 and the run says so.
@@ -103,7 +103,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
     """Train a model on `corpus` as `makemore train` does (the module doc), into the run
     directory `out` if given (a seed ensemble with `seeds` > 1). Either configs (`model_cfg`,
     `train_cfg`), or a `preset`/`model` and settings (`budget=60`, `steps=...`, `hidden=...`).
-    `mix` (default: for a budget run that took a recipe) counts a Kneser-Ney model and mixes it
+    `mix` (default: for a budget run with no preset) counts a Kneser-Ney model and mixes it
     in; `note` receives the run's notes (what was chosen and why; default: printed on stderr)."""
     if note is None:
         def note(line: str) -> None:
@@ -111,7 +111,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
                 print(line, file=sys.stderr)
     if seeds < 1:
         raise UserError(f"seeds must be at least 1, got {seeds}")
-    counted = None
+    counted, budget_run = None, False
     if model_cfg is not None or train_cfg is not None:
         if model_cfg is None or train_cfg is None or preset or model or settings:
             raise UserError("give both configs (model_cfg, train_cfg), or a preset/model and settings, not both")
@@ -120,14 +120,15 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         recipe = None
     else:
         budget = settings.get("budget")
-        if (budget and preset is None and dist.world() is None
-                and choose(budget, model, vocab_size=corpus.vocab.size,
-                           device=recipe_device(settings.get("device"))) is not None):
-            counted = count_inside_budget(corpus, budget, note)  # for the recipe's teacher and the mixture
+        budget_run = bool(budget) and preset is None and dist.world() is None
+        if budget_run and (mix is not False or choose(budget, model, vocab_size=corpus.vocab.size,
+                                                      device=recipe_device(settings.get("device"))) is not None):
+            counted = count_inside_budget(corpus, budget, note)  # for the mixture and a recipe's teacher
         allowed = allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, counted is not None)
         model_cfg, train_cfg, recipe = configure(corpus, preset, model, note, teacher_allowed=allowed, **settings)
-    mix = recipe is not None if mix is None else mix
-    if mix and counted is None and recipe is None:  # asked to mix a run of a preset or configs
+        if budget_run and mix is None:  # counted above, or too slow to count inside the budget
+            mix = counted is not None
+    if mix and counted is None and not budget_run:  # asked to mix a run of a preset or configs
         counted = (count_inside_budget(corpus, train_cfg.budget, note) if train_cfg.budget
                    else _timed(lambda: fit_on_dev(corpus, MIX_CONTEXT)))
     extra: dict = {"recipe": recipe} if recipe else {}
