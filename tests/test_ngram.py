@@ -300,3 +300,21 @@ def test_unique_ranks_with_keys_too_wide_to_pack():
         expected_distinct, expected_ranks = np.unique(keys, return_inverse=True)
         np.testing.assert_array_equal(distinct, expected_distinct)
         np.testing.assert_array_equal(ranks, expected_ranks)
+
+
+def test_fit_best_order_keeps_the_order_that_scores_best_on_dev(tmp_path):
+    from makemore.ngram import fit_best_order, fit_on_dev
+
+    # words that repeat long patterns: more context keeps helping
+    rng = random.Random(0)
+    stems = ["".join(rng.choice("abcdefgh") for _ in range(9)) for _ in range(40)]
+    path = tmp_path / "long.txt"
+    path.write_text("\n".join(rng.choice(stems) + rng.choice("xyz") for _ in range(3000)) + "\n")
+    corpus = load_corpus(str(path))
+    losses = {k: fit_on_dev(corpus, k).nll(corpus.encoded("dev")) for k in (2, 3, 4, 5)}
+    best = fit_best_order(corpus, [2, 3, 4, 5])
+    assert best.context == min(losses, key=losses.get)
+    assert best.nll(corpus.encoded("dev")) == pytest.approx(min(losses.values()), abs=1e-9)
+    assert best.context > 2
+    # one order: that order
+    assert fit_best_order(corpus, [3]).context == 3

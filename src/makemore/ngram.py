@@ -306,6 +306,24 @@ def fit_on_dev(corpus: Corpus, context: int, method: str = "kneser_ney") -> NGra
     return model
 
 
+def fit_best_order(corpus: Corpus, orders: Sequence[int], method: str = "kneser_ney") -> NGramModel:
+    """Of the n-gram models with these context lengths, the one with the lowest dev loss, each
+    with its parameter tuned on dev: counted once, to the longest, and the orders tried from the
+    shortest up while the dev loss still falls (names: 5 characters; a big list of words: more)."""
+    orders = sorted(orders)
+    counts = NGramCounts.from_examples(corpus.encoded("train"), corpus.vocab.size, orders[-1])
+    dev = corpus.encoded("dev")
+    best, best_loss = None, math.inf
+    for k in orders:
+        model = NGramModel(counts, k, method)
+        model.tune(dev)
+        loss = model.nll(dev)
+        if loss >= best_loss:
+            break
+        best, best_loss = model, loss
+    return best
+
+
 # The counting cost is measured on a sample of at least this many training examples (all of them
 # when there are fewer), then scaled to the whole split.
 COST_SAMPLE = 50_000

@@ -41,6 +41,7 @@ REGULARISERS = ("dropout", "weight_decay")
 # they are a small share on names, most of the model on a vocabulary of thousands.
 DIRECT_MAX_SHARE = 1 / 3
 MIX_CONTEXT = 5  # the best count model on names (docs/baselines.md)
+MAX_MIX_CONTEXT = 7  # a budget run tries longer contexts up to this one where they score better on dev
 NAMES_VOCAB = 27  # names.txt's 26 letters and the boundary '.': what a recipe without vocab_size was tuned on
 
 
