@@ -374,3 +374,31 @@ def test_trains_on_cuda(name, corpus):
         log_probs = model.logits_fn()(X[:100].cuda())
     assert log_probs.is_cuda and torch.allclose(log_probs.exp().sum(-1), torch.ones(100, device="cuda"), atol=1e-4)
     assert len(sample(model_predictor(model), corpus.vocab, 5, seed=0)) == 5
+
+
+@pytest.mark.parametrize("name", ["mlp", *HEADED])
+def test_a_fresh_model_predicts_the_unigram_distribution(name, corpus):
+    """fit_output_prior: a fresh model's first prediction is the training split's character
+    frequencies (its initial loss near the unigram entropy, far below log V), whatever the
+    context; a model of the lecture's randn init keeps its randn biases."""
+    train_ids = corpus.encoded("train").ids
+    V = corpus.vocab.size
+    counts = np.bincount(train_ids, minlength=V) + 0.5
+    unigram = torch.from_numpy(np.log(counts / counts.sum()))
+    entropy = float(-(unigram.exp() * unigram).sum())
+    cfg, _ = small_adaptive(name, V) if name != "mlp" else make_configs(
+        model="mlp", vocab_size=V, softmax="adaptive", softmax_head=4, block_size=3, emb_dim=4, hidden=6)
+    model = models.build(cfg, seed=0).double()
+    model.observe_training_data(corpus.encoded("train"))
+    model.eval()
+    X, Y = corpus.encoded("dev").tensors(cfg.block_size)
+    with torch.no_grad():
+        log_probs = model.logits_fn()(X[:500])
+    assert (log_probs - unigram).abs().max() < 0.5  # small output weights: near the prior everywhere
+    assert float(-log_probs.gather(1, Y[:500, None]).mean()) < math.log(V) - 1.0
+    assert abs(float(-(log_probs.exp() * log_probs).sum(-1).mean()) - entropy) < 0.2
+    if name == "mlp":
+        lecture = MLP(replace(cfg, init="randn"), seed=0)
+        drawn = lecture.b_head.detach().clone()
+        lecture.observe_training_data(corpus.encoded("train"))
+        assert torch.equal(lecture.b_head.detach(), drawn)

@@ -186,12 +186,13 @@ class Model(nn.Module):
         split (data.Examples): what a model takes from the data's statistics rather than by
         gradient (an adaptive softmax's frequency order of the characters). It is saved with
         the weights (a buffer), so a resumed or loaded model is not called again. This default
-        fits the frequency order of any AdaptiveSoftmax the model holds."""
+        fits the frequency order of any AdaptiveSoftmax the model holds, and starts its biases
+        at the characters' unigram distribution (softmax.fit_output_prior)."""
         heads = [m for m in self.modules() if isinstance(m, AdaptiveSoftmax)]
         if heads:
             counts = np.bincount(train.ids, minlength=self.cfg.vocab_size)
             for head in heads:
-                head.fit_output_order(counts)
+                head.fit_output_order(counts, prior=True)
 
 
 def last_position_loss(logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor | None:

@@ -153,13 +153,15 @@ class MLP(Model):
 
     def observe_training_data(self, train) -> None:
         if self.layout is not None:
-            self.fit_output_order(np.bincount(train.ids, minlength=self.cfg.vocab_size))
+            self.fit_output_order(np.bincount(train.ids, minlength=self.cfg.vocab_size),
+                                  prior=self.cfg.init == "scaled")
 
-    def fit_output_order(self, counts) -> None:
+    def fit_output_order(self, counts, prior: bool = False) -> None:
         """The adaptive softmax's frequency order from each character's count as a target in
         the training split (V,): the most frequent in the head. For a fresh model: its
-        weights are stored by rank."""
-        output_layer.fit_output_order(self, counts)
+        weights are stored by rank. `prior`: its biases start at the unigram distribution
+        (softmax.fit_output_prior; the scaled init's small output weights leave it to them)."""
+        output_layer.fit_output_order(self, counts, prior=prior)
 
     def embedding_table(self) -> torch.Tensor:
         return self.C[:self.cfg.vocab_size]  # the characters' rows (a labelled model's labels follow)

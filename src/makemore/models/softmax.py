@@ -267,13 +267,36 @@ def frequency_order(counts: np.ndarray | torch.Tensor) -> torch.Tensor:
     return order
 
 
-def fit_output_order(p: nn.Module, counts) -> None:
-    """Set p.output_order from the characters' counts (V,) in the training split."""
+def fit_output_order(p: nn.Module, counts, prior: bool = False) -> None:
+    """Set p.output_order from the characters' counts (V,) in the training split; with `prior`
+    (a fresh layer of small output weights), also its biases to the counts' log-frequencies."""
     counts = np.array(counts)
     if counts.shape != tuple(p.output_order.shape):
         raise ValueError(f"need one count per character ({p.output_order.shape[0]}), got shape {counts.shape}")
     with torch.no_grad():
         p.output_order.copy_(frequency_order(counts))
+    if prior:
+        fit_output_prior(p, counts)
+
+
+def fit_output_prior(p: nn.Module, counts) -> None:
+    """Biases that make a layer of near-zero output weights predict the training split's
+    unigram distribution: the head's characters and cluster tokens their log-frequencies, each
+    cluster's characters theirs within it (add-half smoothed: a character never seen as a
+    target keeps some mass). Karpathy's "init well" (makemore part 3 fixes the initial loss; "A
+    Recipe for Training Neural Networks": set the output bias to the prior): with thousands of
+    characters, most of them rare, a zero bias starts every rare character at 1/V and leaves it
+    a handful of gradient steps a run to reach its frequency, which counting has exactly."""
+    layout = p.layout if hasattr(p, "layout") and isinstance(p.layout, Layout) else None
+    if layout is None:
+        raise ValueError("fit_output_prior needs a module with an adaptive softmax Layout")
+    by_rank = torch.zeros(layout.vocab_size, dtype=torch.float64)
+    by_rank[p.output_order] = torch.from_numpy(np.asarray(counts, dtype=np.float64)) + 0.5
+    head = [by_rank[:layout.head]] + [by_rank[lo:hi].sum()[None] for lo, hi in layout.tails]
+    with torch.no_grad():
+        p.b_head.copy_(torch.cat(head).log())
+        for j, (lo, hi) in enumerate(layout.tails, start=1):
+            getattr(p, f"b_tail{j}").copy_(by_rank[lo:hi].log())
 
 
 def init_tensor(name: str, shape: tuple[int, ...], g: torch.Generator, scaled: bool = True) -> torch.Tensor:
@@ -299,6 +322,7 @@ class AdaptiveSoftmax(nn.Module):
                  scaled: bool = True):
         super().__init__()
         self.layout = Layout.of(in_features, vocab_size, head_size)
+        self.scaled = scaled  # small output weights: the biases alone make the first prediction
         g = g if g is not None else torch.Generator().manual_seed(0)
         for name, shape in self.layout.shapes().items():
             self.register_parameter(name, nn.Parameter(init_tensor(name, shape, g, scaled)))
@@ -311,12 +335,12 @@ class AdaptiveSoftmax(nn.Module):
     def nll(self, h: torch.Tensor, targets: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
         return nll(self.layout, self, h.reshape(-1, h.shape[-1]), targets.reshape(-1), ignore_index=ignore_index)
 
-    def fit_output_order(self, counts) -> None:
-        fit_output_order(self, counts)
+    def fit_output_order(self, counts, prior: bool = False) -> None:
+        fit_output_order(self, counts, prior=prior and self.scaled)
 
     forward = log_probs
 
 
 __all__ = ["SOFTMAXES", "ADAPTIVE_FROM", "DEFAULT_HEAD", "softmax_field", "head_field", "OutputSettings",
            "output_head", "resolve", "Layout", "log_probs", "target_log_probs", "nll", "frequency_order",
-           "fit_output_order", "init_tensor", "AdaptiveSoftmax"]
+           "fit_output_order", "fit_output_prior", "init_tensor", "AdaptiveSoftmax"]
