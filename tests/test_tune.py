@@ -693,3 +693,27 @@ def test_try_recipe_starts_a_budget_study_from_the_recipe_train_budget_takes_now
     assert params == {name: expected[name] for name in space}
     line = one_error_line(capsys, main(["tune", "--data", "names", "--trials", "1", "--try", "recipe", "--out", str(tmp_path / "t")]))
     assert "--try recipe" in line and "needs --budget" in line
+
+
+def test_a_study_of_data_read_otherwise_trains_again_on_data_read_so(tmp_path, capsys):
+    """--min-char-count, --normalize and --units change the vocabulary: the study records them,
+    its printed command and `train --from-study` read the data the same way, and a worker
+    joining with other ones is one error line."""
+    words = tmp_path / "rare.txt"
+    common = make_words()
+    words.write_text("\n".join(common + ["xq", "zqj"]) + "\n", encoding="utf-8")
+    out = tmp_path / "tune"
+    args = tune_args(words, out, 1, steps=20) + ["--min-char-count", "3", "--threads", "0"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["tune", "--report", "--out", str(out), "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["best"]
+    assert "--min-char-count 3" in best["command"] and "--units" not in best["command"]
+    vocab_size = json.loads((Path(best["run_dir"]) / "config.json").read_text())["model"]["vocab_size"]
+    run = tmp_path / "again"
+    assert main(["train", "--from-study", "makemore", "--storage", f"sqlite:///{out}/study.db",
+                 "--out", str(run), "--quiet"]) == 0
+    assert json.loads((run / "config.json").read_text())["model"]["vocab_size"] == vocab_size
+    capsys.readouterr()
+    code = main(tune_args(words, out, 2, steps=20) + ["--threads", "0"])  # the default reading: another vocabulary
+    assert "--min-char-count, --normalize or --units" in one_error_line(capsys, code)

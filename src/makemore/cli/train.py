@@ -170,6 +170,7 @@ def _apply_study(args) -> None:
             raise UserError("--storage is read with --from-study NAME only")
         return
     from ..tune import DEFAULT_OUT, best_settings, default_storage
+    from ..tune.space import DEFAULT_READING
 
     best = best_settings(args.from_study, args.storage or default_storage(DEFAULT_OUT))
     for field, value in best["settings"].items():
@@ -179,5 +180,9 @@ def _apply_study(args) -> None:
         args.data = best["data"]
     if args.split_seed == 42:
         args.split_seed = best["split_seed"]
+    args.labels = args.labels or best["labels"]
+    for field, value in best["reading"].items():  # read as the study read it, unless said otherwise
+        if getattr(args, field) == DEFAULT_READING[field]:
+            setattr(args, field, value)
     print(f"note: settings of trial {best['trial']} of study {args.from_study!r} (dev {best['dev_loss']:.4f})",
           file=sys.stderr)

@@ -19,7 +19,7 @@ from pathlib import Path
 from .. import models
 from ..errors import UserError
 from ..outputs import atomic_write
-from .space import DEFAULT_STEPS, train_command, trial_settings
+from .space import DEFAULT_READING, DEFAULT_STEPS, train_command, trial_settings
 from .storage import STUDY_ATTR, _optuna, load_study, redact
 
 # Column headings of the searched settings (a setting not named here is headed by its name).
@@ -112,6 +112,7 @@ def best_settings(study_name: str, url: str) -> dict:
     if data is not None and data != "names":
         data = attrs.get("source", data)
     return {"settings": settings, "data": data, "split_seed": attrs.get("split_seed", 42),
+            "labels": bool(attrs.get("labels")), "reading": attrs.get("reading", DEFAULT_READING),
             "trial": t.number, "dev_loss": t.value}
 
 
@@ -130,7 +131,8 @@ def summary(study, top: int = 10, url: str | None = None) -> dict:
                           "run_dir": t.user_attrs.get("run_dir"),
                           "command": train_command(t.user_attrs.get("settings", {}), data,
                                                    split_seed=attrs.get("split_seed", 42),
-                                                   labels=bool(attrs.get("labels")))}
+                                                   labels=bool(attrs.get("labels")),
+                                                   reading=attrs.get("reading"))}
         if url is not None:
             result["best"]["from_study"] = (f"makemore train --from-study {study.study_name} "
                                             f"--storage {redact(url)} --out runs/best")

@@ -173,12 +173,26 @@ def flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+# How a study's data was read (`--min-char-count`, `--normalize`, `--units`: they change the
+# vocabulary, so a trial's settings train the same model only on data read the same way), as the
+# data flags default; a study from before it was recorded read its data so.
+DEFAULT_READING = {"min_char_count": 1, "normalize": "nfc", "units": "codepoint"}
+
+
+def reading_of(corpus) -> dict:
+    """How `corpus` was read, in the data flags' terms (DEFAULT_READING's keys)."""
+    return {"min_char_count": corpus.min_char_count, "normalize": corpus.normalize, "units": corpus.units}
+
+
 def train_command(settings: dict, data: str, out: str = "runs/best", split_seed: int = 42,
-                  labels: bool = False) -> str:
-    """The `makemore train` command line that trains `settings` again."""
+                  labels: bool = False, reading: dict | None = None) -> str:
+    """The `makemore train` command line that trains `settings` again, on data read as `reading`."""
     words = ["makemore", "train", "--data", data] + (["--labels"] if labels else [])
     if split_seed != 42:
         words += ["--split-seed", str(split_seed)]
+    for field, value in (reading or {}).items():
+        if value != DEFAULT_READING[field]:
+            words += [flag(field), str(value)]
     for field, value in settings.items():
         if isinstance(value, bool):
             words += [flag(field) if value else "--no-" + flag(field)[2:]]

@@ -45,7 +45,8 @@ from ..errors import UserError
 from ..teacher import TEACHER_MAX_BYTES, teacher_bytes
 from ..outputs import atomic_write_json, check_writable_parent
 from .report import _counts, _trial_line
-from .space import DEFAULT_STEPS, RECIPE_TRY, model_space, preset_params, search_space, suggest, trial_settings
+from .space import (DEFAULT_READING, DEFAULT_STEPS, RECIPE_TRY, model_space, preset_params, reading_of, search_space,
+                    suggest, trial_settings)
 from .storage import (DEFAULT_HEARTBEAT, DEFAULT_STUDY, STUDY_ATTR, _heartbeats, _Lock, _optuna, _storage_errors,
                       check_storage, default_storage, grace_period, open_storage, redact)
 
@@ -109,8 +110,10 @@ def _check_study_attrs(study, wanted: dict) -> None:
         study.set_user_attr(STUDY_ATTR, wanted)
         return
     names = {"digest": "data (file contents or --split-seed)", "model": "--model", "steps_cap": "--steps",
-             "seed": "--seed", "space": "--space (search ranges)", "budget": "--budget"}
-    have = {"model": models.DEFAULT_MODEL, **have}  # studies from before tune searched other models
+             "seed": "--seed", "space": "--space (search ranges)", "budget": "--budget",
+             "reading": "--min-char-count, --normalize or --units"}
+    # studies from before tune searched other models, or recorded how their data was read
+    have = {"model": models.DEFAULT_MODEL, "reading": DEFAULT_READING, **have}
     for key, what in names.items():
         if have.get(key) != wanted.get(key):
             shown = have.get("data") if key == "digest" else have.get(key)
@@ -233,6 +236,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
     wanted = {"version": 1, "model": opts.model, "space": space, "data": data_spec, "source": str(Path(corpus.source).resolve()),
               "digest": _corpus_digest(corpus.words, corpus.seed), "split_seed": corpus.seed,
               "steps_cap": opts.steps, "seed": opts.seed, "fixed": model_space(opts.model)[1], "budget": opts.budget,
+              "reading": reading_of(corpus),
               "train_examples": len(corpus.encoded("train")), "vocab_size": corpus.vocab.size,
               **({"labels": list(corpus.labels)} if corpus.labels else {})}
     with _setting_up(out, database):  # nothing is left behind if the storage cannot be used
