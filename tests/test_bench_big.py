@@ -66,12 +66,12 @@ def test_a_full_list_holds_every_faker_item_and_thousands_of_characters(big, tmp
 
 
 # ----------------------------------------------------------------------------------------
-# bench.py's runner of one command: what it reports of a child that fails, hangs or grows
+# big_bench.py's runner of one command: what it reports of a child that fails, hangs or grows
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT.parents[1] / "benchmarks" / "bench.py")
+    spec = importlib.util.spec_from_file_location("big_bench", SCRIPT.parents[1] / "benchmarks" / "big_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
