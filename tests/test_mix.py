@@ -185,3 +185,20 @@ def test_fitted_ensemble_weights_maximise_the_likelihood():
     grid = [(a / 50, b / 50, 1 - a / 50 - b / 50) for a in range(1, 50) for b in range(1, 50 - a)]
     assert ll(fitted) >= max(ll(w) for w in grid) - 1e-9
     assert sum(fitted) == pytest.approx(1.0) and min(fitted) >= 0
+
+
+def test_scoring_targets_alone_gives_the_full_distributions_numbers(trained):
+    """The count model, the mixture and an ensemble score a split by each target's probability
+    alone (no V-wide rows): the same numbers as reading them off the whole distributions."""
+    from makemore.predict import ensemble_predictor
+
+    corpus, result, _ = trained
+    ngram = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney", 0.8)
+    examples = Examples.from_words(corpus.splits["dev"][:50], corpus.vocab)
+    predictors = [ngram_predictor(ngram), mixture_predictor(mlp_predictor(result.model), ngram_predictor(ngram), 0.3),
+                  ensemble_predictor([result.model, result.model], [0.25, 0.75])]
+    for predictor in predictors:
+        assert hasattr(predictor, "target_log_probs")
+        X, Y = examples.tensors(predictor.context_size)
+        whole = predictor(X).gather(1, Y[:, None]).squeeze(1)
+        torch.testing.assert_close(predictor.target_log_probs(X, Y), whole, atol=1e-5, rtol=1e-5)

@@ -412,4 +412,7 @@ def ngram_predictor(model):
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         return model.probs(last_columns(ctx, k, bool(labels)).cpu()).log().to(ctx.device)
 
+    if isinstance(model, NGramModel):  # scoring reads each target's counts, not V-wide rows
+        predict.target_log_probs = lambda ctx, y: model.target_log_probs(
+            last_columns(ctx, k, False).cpu(), y.cpu()).float().to(ctx.device)
     return make_predictor(predict, k, vocab_size=model.vocab_size, labels=labels)

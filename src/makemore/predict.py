@@ -109,6 +109,12 @@ def ensemble_predictor(models, weights=None) -> Predictor:
         logp = torch.stack([p(ctx) for p in members])  # (K, N, vocab)
         return torch.logsumexp(logp + log_w.to(logp.device)[:, None, None], dim=0)  # without underflow
 
+    @torch.no_grad()
+    def of_targets(ctx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # each member by its fastest way
+        logp = torch.stack([chunk_log_probs(p, ctx, y) for p in members])  # (K, N)
+        return torch.logsumexp(logp + log_w.to(logp.device)[:, None], dim=0)
+
+    predict.target_log_probs = of_targets
     return make_predictor(predict, context_size, members[0].device, members[0].vocab_size, members[0].labels)
 
 
