@@ -241,6 +241,22 @@ def causal_mask(start: torch.Tensor, T: int) -> torch.Tensor:
     return ((k <= q) & (k >= s)) | ((q < s) & (k == q))
 
 
+def embed_window(model: Model, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The input of makemore.py's attention models (transformer, BoW): each column's token
+    embedding (model.wte) plus its position's (model.wpe), the label's embedding added at every
+    position as a position's is. Returns (x (B, T, C), the window read, each row's start)."""
+    idx, label = model.read_labels(idx)
+    if idx.shape[1] > model.cfg.block_size:
+        raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {model.cfg.block_size}")
+    window = trim_padding(idx) if model.trim_windows else idx
+    start, pos = window_layout(window)
+    # a column before the start gets position 0's embedding; nothing reads it
+    x = model.wte(window) + model.wpe(pos.clamp(min=0))
+    if label is not None:
+        x = x + label[:, None]
+    return x, window, start
+
+
 # Rows per forward call when a sequence model evaluates many windows (sequence_logits).
 SEQUENCE_SLICE = 1024
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .base import (Model, ModelConfig, causal_mask, seeded, sequence_output, setting, trim_padding,
-                   window_layout)
+from .base import Model, ModelConfig, causal_mask, embed_window, seeded, sequence_output, setting
 from .softmax import OutputSettings, head_field, output_head, softmax_field
 
 
@@ -67,15 +66,7 @@ class BoW(Model):
             self.label_embedding(cfg.emb_dim)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        idx, label = self.read_labels(idx)
-        if idx.shape[1] > self.cfg.block_size:
-            raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {self.cfg.block_size}")
-        window = trim_padding(idx) if self.trim_windows else idx
-        start, pos = window_layout(window)
-        # a column before the start gets position 0's embedding; nothing reads it
-        x = self.wte(window) + self.wpe(pos.clamp(min=0))
-        if label is not None:  # at every position, as the position's embedding
-            x = x + label[:, None]
+        x, window, start = embed_window(self, idx)
         x = self.block(x, causal_mask(start, window.shape[1]))
         return sequence_output(self, self.lm_head, x, window, targets)
 

@@ -21,8 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .base import (Model, ModelConfig, causal_mask, init_normal_, seeded, sequence_output, setting,
-                   trim_padding, window_layout)
+from .base import Model, ModelConfig, causal_mask, embed_window, init_normal_, seeded, sequence_output, setting
 from .softmax import OutputSettings, head_field, output_head, softmax_field
 
 
@@ -105,15 +104,7 @@ class Transformer(Model):
             init_normal_(self)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        idx, label = self.read_labels(idx)
-        if idx.shape[1] > self.cfg.block_size:
-            raise ValueError(f"a window of {idx.shape[1]} characters is longer than block_size {self.cfg.block_size}")
-        window = trim_padding(idx) if self.trim_windows else idx
-        start, pos = window_layout(window)
-        # a column before the start gets position 0's embedding; no other column reads it
-        x = self.wte(window) + self.wpe(pos.clamp(min=0))
-        if label is not None:  # at every position, as the position's embedding
-            x = x + label[:, None]
+        x, window, start = embed_window(self, idx)
         x = F.dropout(x, self.cfg.dropout, self.training)
         mask = causal_mask(start, window.shape[1])
         for block in self.blocks:
