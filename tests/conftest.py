@@ -38,3 +38,22 @@ def words_file(tmp_path) -> Path:
     path = tmp_path / "words.txt"
     path.write_text("\n".join(make_words()) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (the page tests of serve and export); skips, saying
+    what to install, where either is missing."""
+    from test_serve_browser import CHROMIUM_ARGS, chromium_path, missing
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("the playwright package is not installed (pip install -e '.[dev]')")
+    path = chromium_path()
+    if path is None:
+        missing("no chromium found (bash scripts/chromium.sh ensure-installed)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

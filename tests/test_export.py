@@ -183,23 +183,6 @@ def pages(world, tmp_path_factory) -> dict[str, Path]:
     return files
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from test_serve_browser import CHROMIUM_ARGS, chromium_path, missing
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("the playwright package is not installed (pip install -e '.[dev]')")
-    path = chromium_path()
-    if path is None:
-        missing("no chromium found (bash scripts/chromium.sh ensure-installed)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def open_page(browser):
     """Opens a page file from its file:// URL; fails the test on any script error or any request

@@ -35,21 +35,6 @@ def missing(reason: str):
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("the playwright package is not installed (pip install -e '.[dev]')")
-    path = chromium_path()
-    if path is None:
-        missing("no chromium found (bash scripts/chromium.sh ensure-installed)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @contextmanager
 def serving(*runs: Path):
     """The server of `makemore serve RUNS --port 0`, in a background thread; yields its URL."""
