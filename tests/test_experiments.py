@@ -289,6 +289,47 @@ def test_nearest_neighbours_against_brute_force():
             assert [d for _, d in got[i]] == pytest.approx([d for d, _ in expected])
 
 
+def test_nearest_neighbours_in_blocks_equal_the_whole_table():
+    """A vocabulary of thousands is done a block of rows at a time: the same neighbours, ties
+    (repeated rows) by index, as one sort of the whole distance table."""
+    rng = np.random.default_rng(0)
+    C = rng.normal(size=(300, 4)).round(1)
+    C[50:60] = C[7]  # ties
+    for metric in ("euclidean", "cosine"):
+        unit = C / np.linalg.norm(C, axis=1, keepdims=True)
+        table = (np.linalg.norm(C[:, None] - C[None], axis=-1) if metric == "euclidean" else 1 - unit @ unit.T)
+        np.fill_diagonal(table, np.inf)
+        got = nearest_neighbours(C, 5, metric, rows=64)
+        for i in range(len(C)):
+            expected = np.argsort(table[i].round(9), kind="stable")[:5]
+            assert [j for j, _ in got[i]] == expected.tolist()
+            assert [d for _, d in got[i]] == pytest.approx(table[i][expected], abs=1e-6)
+    assert nearest_neighbours(C[:1], 3) == [[]]
+
+
+def test_a_big_vocabulary_writes_its_most_frequent_characters():
+    from makemore.plots import written_characters
+
+    assert written_characters(5, most=10).tolist() == [0, 1, 2, 3, 4]
+    counts = np.array([50, 1, 9, 3, 7, 9, 0])
+    assert written_characters(7, counts, most=4).tolist() == [0, 2, 4, 5]  # the boundary, then 9, 9, 7
+    assert written_characters(7, None, most=3).tolist() == [0, 1, 2]
+
+
+def test_characters_the_fonts_lack_are_one_note(tmp_path, capsys):
+    import warnings
+
+    from makemore.plots import plot_embeddings
+
+    xy = np.random.default_rng(0).normal(size=(4, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning per glyph would fail here
+        plot_embeddings(xy, ".a\ud55c\uae00", tmp_path / "e.png", "t", "x", "y")  # Hangul: not in DejaVu
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 characters with no glyph" in err
+    assert_png(tmp_path / "e.png")
+
+
 def test_plot_writes_loss_png(runs, capsys):
     run = runs[10]
     assert main(["plot", str(run)]) == 0

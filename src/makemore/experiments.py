@@ -439,20 +439,43 @@ def embedding_projection(C: np.ndarray) -> tuple[np.ndarray, float, list[float]]
     return xy, float(min(1.0, sum(shares))), shares
 
 
-def nearest_neighbours(C: np.ndarray, k: int = 3, metric: str = "euclidean") -> list[list[tuple[int, float]]]:
-    """For each row of C, the k other rows nearest to it: (index, distance), nearest first.
+# Rows of C whose distances to every row are computed at once: memory (rows x V float64) stays
+# a few tens of MiB for a vocabulary of thousands of characters.
+NEIGHBOUR_ROWS = 512
 
-    euclidean: straight-line distance; cosine: 1 - cosine similarity.
+
+def nearest_neighbours(C: np.ndarray, k: int = 3, metric: str = "euclidean",
+                       rows: int = NEIGHBOUR_ROWS) -> list[list[tuple[int, float]]]:
+    """For each row of C, the k other rows nearest to it: (index, distance), nearest first
+    (ties by index).
+
+    euclidean: straight-line distance; cosine: 1 - cosine similarity. Computed a block of
+    `rows` rows at a time from inner products (|a - b|^2 = |a|^2 + |b|^2 - 2 a.b), so a
+    vocabulary of thousands of characters needs no (V, V, dim) array.
     """
     C = np.asarray(C, dtype=np.float64)
-    if metric == "euclidean":
-        dist = np.linalg.norm(C[:, None, :] - C[None, :, :], axis=-1)
-    elif metric == "cosine":
-        unit = C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
-        dist = 1.0 - unit @ unit.T
-    else:
+    if metric == "cosine":
+        C = C / np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
+    elif metric != "euclidean":
         raise UserError(f"metric must be euclidean or cosine, got {metric!r}")
-    np.fill_diagonal(dist, np.inf)
-    k = min(k, len(C) - 1)
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
-    return [[(int(j), float(dist[i, j])) for j in order[i]] for i in range(len(C))]
+    n, squared = len(C), (C ** 2).sum(axis=1)
+    k = min(k, n - 1)
+    out = []
+    for lo in range(0, n, rows):
+        block = C[lo:lo + rows] @ C.T
+        if metric == "euclidean":
+            dist = np.sqrt(np.maximum(squared[lo:lo + rows, None] + squared[None, :] - 2.0 * block, 0.0))
+        else:
+            dist = 1.0 - block
+        dist[np.arange(len(block)), np.arange(lo, lo + len(block))] = np.inf
+        for i in range(len(block)):
+            row = dist[i]
+            if k == 0:
+                nearest = np.empty(0, dtype=np.int64)
+            else:  # every row within the k-th smallest distance, ordered by (distance, index);
+                # distances within 1e-9 are ties (the inner products round differently)
+                kth = np.partition(row, k - 1)[k - 1]
+                candidates = np.flatnonzero(row <= kth + 1e-9)
+                nearest = candidates[np.lexsort((candidates, np.round(row[candidates], 9)))][:k]
+            out.append([(int(j), float(dist[i, j])) for j in nearest])
+    return out

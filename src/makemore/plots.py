@@ -30,9 +30,24 @@ def new_figure(size: tuple[float, float] = SIZE):
 
 
 def save_figure(fig, path: str | Path) -> Path:
-    """Write `fig` as a PNG at `path`, atomically (temp file beside it, then os.replace)."""
+    """Write `fig` as a PNG at `path`, atomically (temp file beside it, then os.replace).
+    Characters that matplotlib's fonts cannot draw (a list in many scripts) come out as boxes:
+    one note says how many, not one warning per glyph."""
+    import re
+    import sys
+    import warnings
+
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    glyphs = {m.group(1) for w in caught if (m := re.search(r"Glyph (\d+) .*missing from font", str(w.message)))}
+    for w in caught:
+        if not re.search(r"Glyph \d+ .*missing from font", str(w.message)):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if glyphs:
+        print(f"note: {len(glyphs):,} character{'s' if len(glyphs) > 1 else ''} with no glyph in matplotlib's "
+              f"fonts drawn as boxes in {path}", file=sys.stderr)
     return path
 
 
@@ -161,14 +176,41 @@ def plot_lr_find(rows: list[dict], suggested_lr: float, path: str | Path, title:
 # Embeddings
 
 
+# Characters written in boxes at most: past this (a list in many scripts) the most frequent are
+# written and the others drawn as dots, so that the picture stays readable and quick to draw.
+MAX_WRITTEN = 100
+
+
+def written_characters(vocab_size: int, counts: np.ndarray | None = None, most: int | None = None) -> np.ndarray:
+    """The ids of the characters plot_embeddings writes: all of a vocabulary up to `most`
+    (MAX_WRITTEN); past it the boundary token and the most frequent others by `counts` (the
+    first ids where there are none), ascending."""
+    most = MAX_WRITTEN if most is None else most
+    if vocab_size <= most:
+        return np.arange(vocab_size)
+    others = np.arange(1, vocab_size)
+    if counts is not None:
+        others = others[np.argsort(-np.asarray(counts)[1:], kind="stable")]
+    return np.union1d([0], others[:most - 1])
+
+
 def plot_embeddings(xy: np.ndarray, chars: str, path: str | Path, title: str,
-                    xlabel: str, ylabel: str, subtitle: str = "") -> Path:
+                    xlabel: str, ylabel: str, subtitle: str = "", counts: np.ndarray | None = None) -> Path:
     """Each character written at its 2-D position in a white box, as in the lecture's plot of
-    C; the boundary token in red, vowels in blue, everything else in black."""
+    C; the boundary token in red, vowels in blue, everything else in black. Of a vocabulary
+    past MAX_WRITTEN characters, the MAX_WRITTEN most frequent (by `counts`, the training
+    split's; else the first) are written, the others drawn as grey dots."""
     fig = new_figure((6.0, 6.0))
     ax = fig.add_subplot()
     groups = {"boundary token": "tab:red", "vowel": "tab:blue", "other": "black"}
-    for i, c in enumerate(chars):
+    written = written_characters(len(chars), counts)
+    if len(written) < len(chars):
+        dots = np.setdiff1d(np.arange(len(chars)), written)
+        ax.scatter(xy[dots, 0], xy[dots, 1], s=3, color="0.6", zorder=2, linewidths=0)
+        subtitle = (f"{subtitle}; " if subtitle else "") + (
+            f"the {len(written):,} most frequent of {len(chars):,} characters written, the others as dots")
+    for i in written:
+        c = chars[i]
         group = "boundary token" if i == 0 else "vowel" if c.lower() in "aeiouy" else "other"
         ax.text(xy[i, 0], xy[i, 1], c if c.strip() else repr(c), ha="center", va="center", fontsize=11,
                 fontweight="bold", color=groups[group], zorder=3,

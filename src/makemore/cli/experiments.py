@@ -188,7 +188,7 @@ def add_embeddings(sub) -> None:
 
 def cmd_embeddings(args) -> int:
     from ..experiments import embedding_projection, nearest_neighbours
-    from ..plots import plot_embeddings
+    from ..plots import MAX_WRITTEN, plot_embeddings
 
     if args.neighbours < 1:
         raise UserError(f"--neighbours must be at least 1, got {args.neighbours}")
@@ -214,9 +214,16 @@ def cmd_embeddings(args) -> int:
         title = f"{name}: {dim}-D embeddings C by PCA; the two axes keep {share:.0%} of the variance"
         labels = (f"principal component 1 ({shares[0]:.0%} of the variance)",
                   f"principal component 2 ({shares[1]:.0%} of the variance)")
+    counts = None
+    if len(chars) > MAX_WRITTEN:  # the picture writes the most frequent characters only
+        from ..data import Examples
+
+        import numpy as np
+
+        counts = np.bincount(Examples.from_words(run.splits["train"], run.vocab).ids, minlength=len(chars))
     png = plot_embeddings(xy, chars, png_path, title, *labels,
                           subtitle=f"{run.model.num_params():,} parameters; close characters are interchangeable "
-                                   "to the network")
+                                   "to the network", counts=counts)
     neighbours = nearest_neighbours(C, args.neighbours, args.metric)
     unit = "1 - cosine similarity" if args.metric == "cosine" else "euclidean distance"
     if args.json:
