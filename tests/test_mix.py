@@ -202,3 +202,19 @@ def test_scoring_targets_alone_gives_the_full_distributions_numbers(trained):
         X, Y = examples.tensors(predictor.context_size)
         whole = predictor(X).gather(1, Y[:, None]).squeeze(1)
         torch.testing.assert_close(predictor.target_log_probs(X, Y), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_mix_without_a_context_takes_the_order_a_budget_run_would(trained, capsys):
+    """`makemore mix RUN` counts 5 to 7 characters and keeps the order that scores best on dev,
+    as a budget run does (fit.mixing_model); its line says which."""
+    from makemore.fit import mixing_model
+    from makemore.runs import load_run
+
+    corpus, _, run = trained
+    expected = mixing_model(load_run(run).corpus())
+    assert main(["mix", str(run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ngram_context"] == expected.context and result["ngram_dev_loss"] == pytest.approx(
+        expected.nll(corpus.encoded("dev")))
+    assert main(["mix", str(run)]) == 0
+    assert f"Kneser-Ney (k={expected.context})" in capsys.readouterr().out

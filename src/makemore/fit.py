@@ -87,12 +87,11 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
     take more than MIX_SHARE of the budget (measured on a sample). The model has MIX_CONTEXT
     characters of context, or up to MAX_MIX_CONTEXT where more scores better on dev
     (ngram.fit_best_order): on names 5 is best, on wordfreq's words 7 (2.2267 against 2.2510)."""
+    orders = mixing_orders(corpus)
     if corpus.labels:  # counted twice: every label's items alone, and all of them together
-        orders = [MIX_CONTEXT]
         estimate = 2 * estimate_fit_seconds(corpus, MIX_CONTEXT)
     else:
-        orders = list(range(MIX_CONTEXT, MAX_MIX_CONTEXT + 1))
-        estimate = estimate_fit_seconds(corpus, MAX_MIX_CONTEXT)
+        estimate = estimate_fit_seconds(corpus, orders[-1])
         if estimate > MIX_SHARE * budget:
             orders, estimate = [MIX_CONTEXT], estimate_fit_seconds(corpus, MIX_CONTEXT)
     if estimate > MIX_SHARE * budget:
@@ -100,8 +99,21 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
              f"this data, more than {MIX_SHARE:.0%} of {budget:g} s: the model is trained alone")
         return None
     started = time.perf_counter()
-    ngram = fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, MIX_CONTEXT)
+    ngram = mixing_model(corpus, orders)
     return ngram, time.perf_counter() - started
+
+
+def mixing_orders(corpus: Corpus) -> list[int]:
+    """The context lengths of the Kneser-Ney models a run may mix with: MIX_CONTEXT to
+    MAX_MIX_CONTEXT, or MIX_CONTEXT alone for a labelled list (counted per label)."""
+    return [MIX_CONTEXT] if corpus.labels else list(range(MIX_CONTEXT, MAX_MIX_CONTEXT + 1))
+
+
+def mixing_model(corpus: Corpus, orders: list[int] | None = None):
+    """The Kneser-Ney model a run mixes with (a budget run, and `makemore mix` unless told the
+    order): of these orders (default mixing_orders), the one that scores best on dev, tuned there."""
+    orders = mixing_orders(corpus) if orders is None else orders
+    return fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, orders[0])
 
 
 def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, out: str | Path | None = None, *,

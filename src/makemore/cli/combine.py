@@ -52,7 +52,9 @@ def add_mix(sub) -> None:
     p = _subparser(sub, "mix", "mix a trained model with a Kneser-Ney model (Bengio et al. 2003, sec. 4), weight tuned on dev",
                    "makemore mix runs/lecture --ngram-context 5\n  makemore sample runs/lecture --mix")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--ngram-context", type=int, default=5, help="context length of the n-gram model")
+    p.add_argument("--ngram-context", type=int, default=None,
+                   help="context length of the n-gram model (default: of 5 to 7, the one that scores best on dev, "
+                        "as a budget run chooses; 5 for a labelled list)")
     p.add_argument("--json", action="store_true")
 
 
@@ -60,14 +62,21 @@ def cmd_mix(args) -> int:
     from ..mixture import attach
     from ..rundir import RunLock
 
-    if not 1 <= args.ngram_context <= 12:
+    from ..fit import mixing_model, mixing_orders
+
+    if args.ngram_context is not None and not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
     run = _load(args.run, ensemble=True)
     try:
         with RunLock(run.path):
-            result = attach(run, context=args.ngram_context)
+            if args.ngram_context is None:
+                corpus = (run.runs[0] if hasattr(run, "runs") else run).corpus()
+                result = attach(run, ngram=mixing_model(corpus))
+            else:
+                result = attach(run, context=args.ngram_context)
     except MemoryError:
-        raise UserError(f"out of memory counting contexts of {args.ngram_context} characters; "
+        most = args.ngram_context or mixing_orders(corpus)[-1]
+        raise UserError(f"out of memory counting contexts of {most} characters; "
                         f"use a smaller --ngram-context") from None
     if args.json:
         _print_json(result)
@@ -77,7 +86,7 @@ def cmd_mix(args) -> int:
     how = (f"discount {discount:.3f}" if not isinstance(discount, dict) else
            f"per label, interpolated with all labels' by weights {min(discount['weights']):.2f}-"
            f"{max(discount['weights']):.2f}")
-    print(f"Kneser-Ney (k={args.ngram_context}) dev  {result['ngram_dev_loss']:.4f}  ({how})")
+    print(f"Kneser-Ney (k={result['ngram_context']}) dev  {result['ngram_dev_loss']:.4f}  ({how})")
     print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the model {result['weight']:.3f})")
     print(f"result                {result['result']}: what eval, sample, score and serve use ({run.path / 'mix.json'}; "
           f"--neural for the model alone)")
