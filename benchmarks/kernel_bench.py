@@ -299,7 +299,8 @@ def bench_softmax(corpus, quick: bool, vocabs=SOFTMAX_VOCABS, shapes=SOFTMAX_SHA
     path, _ = big_list(BIG_LINES, BIG_TIMEOUT)
     train = mm.load_corpus(path).encoded("train")
     repeats, rows = (3 if quick else 5), []
-    cpu = settings.get("device", "cpu") == "cpu"
+    settings = {"device": "cpu", **settings}  # the configs' default, auto, is for a run to resolve
+    cpu = settings["device"] == "cpu"
     fused = fused and cpu
     clock = time.process_time if cpu else time.perf_counter
     threads = torch.get_num_threads()
