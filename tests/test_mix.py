@@ -206,8 +206,9 @@ def test_scoring_targets_alone_gives_the_full_distributions_numbers(trained):
 
 def test_mix_without_a_context_takes_the_order_a_budget_run_would(trained, capsys):
     """`makemore mix RUN` counts 5 to 7 characters and keeps the order that scores best on dev,
-    as a budget run does (fit.mixing_model); its line says which."""
-    from makemore.fit import mixing_model
+    as a budget run does (mixture.mixing_model), as the Python API's attach does; its line says
+    which."""
+    from makemore.mixture import attach, mixing_model
     from makemore.runs import load_run
 
     corpus, _, run = trained
@@ -218,3 +219,4 @@ def test_mix_without_a_context_takes_the_order_a_budget_run_would(trained, capsy
         expected.nll(corpus.encoded("dev")))
     assert main(["mix", str(run)]) == 0
     assert f"Kneser-Ney (k={expected.context})" in capsys.readouterr().out
+    assert attach(load_run(run))["ngram_context"] == expected.context

@@ -29,9 +29,8 @@ from .data import Corpus
 from .errors import UserError
 from .loop import TrainResult
 from .models import ModelConfig
-from .labels import fit_on_dev
-from .ngram import estimate_fit_seconds, fit_best_order
-from .recipes import MAX_MIX_CONTEXT, MIX_CONTEXT, budget_configs, choose
+from .ngram import estimate_fit_seconds
+from .recipes import MIX_CONTEXT, budget_configs, choose
 from .runs import load_any
 from .teacher import TEACHER_MAX_BYTES, teacher_bytes, teacher_targets
 from .training import EnsembleResult, resume as resume_run, train_ensemble, train_members
@@ -86,8 +85,8 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
     """(Kneser-Ney model, seconds it took) counted for a budget run, or None where counting would
     take more than MIX_SHARE of the budget (measured on a sample). The model has MIX_CONTEXT
     characters of context, or up to MAX_MIX_CONTEXT where more scores better on dev
-    (ngram.fit_best_order): on names 5 is best, on wordfreq's words 7 (2.2267 against 2.2510)."""
-    orders = mixing_orders(corpus)
+    (mixture.mixing_model): on names 5 is best, on wordfreq's words 7 (2.2267 against 2.2510)."""
+    orders = mixture.mixing_orders(corpus)
     if corpus.labels:  # counted twice: every label's items alone, and all of them together
         estimate = 2 * estimate_fit_seconds(corpus, MIX_CONTEXT)
     else:
@@ -99,21 +98,8 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
              f"this data, more than {MIX_SHARE:.0%} of {budget:g} s: the model is trained alone")
         return None
     started = time.perf_counter()
-    ngram = mixing_model(corpus, orders)
+    ngram = mixture.mixing_model(corpus, orders)
     return ngram, time.perf_counter() - started
-
-
-def mixing_orders(corpus: Corpus) -> list[int]:
-    """The context lengths of the Kneser-Ney models a run may mix with: MIX_CONTEXT to
-    MAX_MIX_CONTEXT, or MIX_CONTEXT alone for a labelled list (counted per label)."""
-    return [MIX_CONTEXT] if corpus.labels else list(range(MIX_CONTEXT, MAX_MIX_CONTEXT + 1))
-
-
-def mixing_model(corpus: Corpus, orders: list[int] | None = None):
-    """The Kneser-Ney model a run mixes with (a budget run, and `makemore mix` unless told the
-    order): of these orders (default mixing_orders), the one that scores best on dev, tuned there."""
-    orders = mixing_orders(corpus) if orders is None else orders
-    return fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, orders[0])
 
 
 def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, out: str | Path | None = None, *,
@@ -150,7 +136,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
             mix = counted is not None
     if mix and counted is None and not budget_run:  # asked to mix a run of a preset or configs
         counted = (count_inside_budget(corpus, train_cfg.budget, note) if train_cfg.budget
-                   else _timed(lambda: fit_on_dev(corpus, MIX_CONTEXT)))
+                   else _timed(lambda: mixture.mixing_model(corpus)))
     extra: dict = {"recipe": recipe} if recipe else {}
     ngram = counted[0] if counted is not None else None
     teacher = None

@@ -26,9 +26,10 @@ import torch
 from . import rundir
 from .data import Examples, Vocab
 from .errors import UserError
-from .labels import LabelledNGram, count_model
-from .ngram import NGramModel, ngram_predictor
+from .labels import LabelledNGram, count_model, fit_on_dev
+from .ngram import NGramModel, fit_best_order, ngram_predictor
 from .predict import chunk_log_probs, ensemble_predictor, make_predictor, model_predictor, target_log_probs
+from .recipes import MAX_MIX_CONTEXT, MIX_CONTEXT
 
 # What a run's predictions come from: its neural model (or ensemble), the mixture, or the count model.
 RESULTS = ("model", "mixture", "ngram")
@@ -110,10 +111,14 @@ def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Voca
     return mixture_predictor(model, ngram_predictor(ngram), result["weight"]), result
 
 
-def attach(run, ngram: NGramModel | None = None, context: int = 5, count_seconds: float | None = None) -> dict:
+def attach(run, ngram: NGramModel | None = None, context: int | None = None,
+           count_seconds: float | None = None) -> dict:
     """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a Kneser-Ney model (the
-    one given, counted already, or one counted here with `context` characters) and keep it as
-    RUN/mix.json; a single run's summary.json records it and the run's result. Returns mix.json."""
+    one given, counted already; or one counted here with `context` characters; by default the
+    one a budget run counts, `mixing_model`) and keep it as RUN/mix.json; a single run's
+    summary.json records it and the run's result. Returns mix.json."""
+    if ngram is None and context is None:
+        ngram = mixing_model((run.runs[0] if hasattr(run, "runs") else run).corpus())
     _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
                             ngram=ngram)
     if count_seconds is not None:
@@ -123,6 +128,19 @@ def attach(run, ngram: NGramModel | None = None, context: int = 5, count_seconds
         rundir.update_summary(run.path, mix=fitted,
                               result={"predictor": fitted["result"], "dev_loss": result_loss(fitted)})
     return fitted
+
+
+def mixing_orders(corpus) -> list[int]:
+    """The context lengths of the Kneser-Ney models a run may mix with: MIX_CONTEXT to
+    MAX_MIX_CONTEXT, or MIX_CONTEXT alone for a labelled list (counted per label)."""
+    return [MIX_CONTEXT] if corpus.labels else list(range(MIX_CONTEXT, MAX_MIX_CONTEXT + 1))
+
+
+def mixing_model(corpus, orders: list[int] | None = None):
+    """The Kneser-Ney model a run mixes with (a budget run, and `makemore mix` unless told the
+    order): of these orders (default mixing_orders), the one that scores best on dev, tuned there."""
+    orders = mixing_orders(corpus) if orders is None else orders
+    return fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, orders[0])
 
 
 def neural_predictor(run):

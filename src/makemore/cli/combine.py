@@ -62,21 +62,16 @@ def cmd_mix(args) -> int:
     from ..mixture import attach
     from ..rundir import RunLock
 
-    from ..fit import mixing_model, mixing_orders
+    from ..recipes import MAX_MIX_CONTEXT
 
     if args.ngram_context is not None and not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
     run = _load(args.run, ensemble=True)
     try:
         with RunLock(run.path):
-            if args.ngram_context is None:
-                corpus = (run.runs[0] if hasattr(run, "runs") else run).corpus()
-                result = attach(run, ngram=mixing_model(corpus))
-            else:
-                result = attach(run, context=args.ngram_context)
+            result = attach(run, context=args.ngram_context)
     except MemoryError:
-        most = args.ngram_context or mixing_orders(corpus)[-1]
-        raise UserError(f"out of memory counting contexts of {most} characters; "
+        raise UserError(f"out of memory counting contexts of {args.ngram_context or MAX_MIX_CONTEXT} characters; "
                         f"use a smaller --ngram-context") from None
     if args.json:
         _print_json(result)
