@@ -460,6 +460,8 @@ def nearest_neighbours(C: np.ndarray, k: int = 3, metric: str = "euclidean",
         raise UserError(f"metric must be euclidean or cosine, got {metric!r}")
     n, squared = len(C), (C ** 2).sum(axis=1)
     k = min(k, n - 1)
+    if k < 1:
+        return [[] for _ in range(n)]
     out = []
     for lo in range(0, n, rows):
         block = C[lo:lo + rows] @ C.T
@@ -468,14 +470,11 @@ def nearest_neighbours(C: np.ndarray, k: int = 3, metric: str = "euclidean",
         else:
             dist = 1.0 - block
         dist[np.arange(len(block)), np.arange(lo, lo + len(block))] = np.inf
-        for i in range(len(block)):
-            row = dist[i]
-            if k == 0:
-                nearest = np.empty(0, dtype=np.int64)
-            else:  # every row within the k-th smallest distance, ordered by (distance, index);
-                # distances within 1e-9 are ties (the inner products round differently)
-                kth = np.partition(row, k - 1)[k - 1]
-                candidates = np.flatnonzero(row <= kth + 1e-9)
-                nearest = candidates[np.lexsort((candidates, np.round(row[candidates], 9)))][:k]
-            out.append([(int(j), float(dist[i, j])) for j in nearest])
+        kth = np.partition(dist, k - 1, axis=1)[:, k - 1]
+        for i, row in enumerate(dist):
+            # every row within the k-th smallest distance, ordered by (distance, index); distances
+            # within 1e-9 are ties (the inner products round differently)
+            candidates = np.flatnonzero(row <= kth[i] + 1e-9)
+            nearest = candidates[np.lexsort((candidates, np.round(row[candidates], 9)))][:k]
+            out.append([(int(j), float(row[j])) for j in nearest])
     return out

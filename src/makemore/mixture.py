@@ -118,7 +118,7 @@ def attach(run, ngram: NGramModel | None = None, context: int | None = None,
     one a budget run counts, `mixing_model`) and keep it as RUN/mix.json; a single run's
     summary.json records it and the run's result. Returns mix.json."""
     if ngram is None and context is None:
-        ngram = mixing_model((run.runs[0] if hasattr(run, "runs") else run).corpus())
+        ngram = mixing_model(run.corpus())
     _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
                             ngram=ngram)
     if count_seconds is not None:

@@ -41,9 +41,12 @@ def save_figure(fig, path: str | Path) -> Path:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
-    glyphs = {m.group(1) for w in caught if (m := re.search(r"Glyph (\d+) .*missing from font", str(w.message)))}
+    glyphs = set()
     for w in caught:
-        if not re.search(r"Glyph \d+ .*missing from font", str(w.message)):
+        missing = re.search(r"Glyph (\d+) .*missing from font", str(w.message))
+        if missing:
+            glyphs.add(missing.group(1))
+        else:  # any other warning as it was
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if glyphs:
         print(f"note: {len(glyphs):,} character{'s' if len(glyphs) > 1 else ''} with no glyph in matplotlib's "

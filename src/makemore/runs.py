@@ -134,6 +134,10 @@ class Ensemble:
     def splits(self) -> dict[str, list[str]]:
         return self.runs[0].splits
 
+    def corpus(self) -> Corpus:
+        """The data its members were trained on (the same for all)."""
+        return self.runs[0].corpus()
+
     @property
     def model_cfg(self) -> ModelConfig:
         return self.runs[0].model_cfg

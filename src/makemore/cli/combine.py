@@ -60,9 +60,8 @@ def add_mix(sub) -> None:
 
 def cmd_mix(args) -> int:
     from ..mixture import attach
-    from ..rundir import RunLock
-
     from ..recipes import MAX_MIX_CONTEXT
+    from ..rundir import RunLock
 
     if args.ngram_context is not None and not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")

@@ -216,11 +216,9 @@ def cmd_embeddings(args) -> int:
                   f"principal component 2 ({shares[1]:.0%} of the variance)")
     counts = None
     if len(chars) > MAX_WRITTEN:  # the picture writes the most frequent characters only
-        from ..data import Examples
-
         import numpy as np
 
-        counts = np.bincount(Examples.from_words(run.splits["train"], run.vocab).ids, minlength=len(chars))
+        counts = np.bincount(run.corpus().encoded("train").ids, minlength=len(chars))
     png = plot_embeddings(xy, chars, png_path, title, *labels,
                           subtitle=f"{run.model.num_params():,} parameters; close characters are interchangeable "
                                    "to the network", counts=counts)
