@@ -311,6 +311,20 @@ def test_no_mix_and_presets_train_the_model_alone(words_file, tmp_path, capsys, 
     assert "mixture" not in capsys.readouterr().out
 
 
+def test_no_mix_counts_only_for_a_teacher_that_fits(words_file, tmp_path, small_recipes, monkeypatch):
+    from makemore import fit
+
+    def summary(name):
+        out = tmp_path / name
+        assert main(["train", "--data", str(words_file), "--budget", "2", "--no-mix", "--out", str(out), "--quiet"]) == 0
+        return json.loads((out / "summary.json").read_text())
+
+    assert summary("teacher")["count_seconds"] > 0  # counted for the recipe's teacher
+    monkeypatch.setattr(fit, "TEACHER_MAX_BYTES", 0)  # as on a vocabulary of thousands
+    alone = summary("alone")
+    assert "count_seconds" not in alone and alone["budget"] == 2.0
+
+
 def test_a_budget_too_short_to_count_trains_the_model_alone_with_a_note(words_file, tmp_path, capsys,
                                                                          small_recipes, monkeypatch):
     from makemore import fit
