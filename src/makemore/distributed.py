@@ -314,6 +314,9 @@ def writer_dirs(run_dirs: list) -> list:
 def attach(engine) -> None:
     """Average the gradients across ranks between the engine's backward pass and its update."""
     if _world is not None:
+        if any(m.sparse_parameters for m in engine.models):
+            raise UserError("training on several processes does not average hashed context features' sparse "
+                            "gradients: train with --hash-orders 0, or on one process")
         engine.grad_hook = average_gradients
 
 

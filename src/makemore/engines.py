@@ -54,15 +54,17 @@ class AutogradEngine:
         self.models, self.cfgs = list(models), list(train_cfgs)
         self.precision = train_cfgs[0].precision  # shared by the members (train.SHARED)
         self.device = next(models[0].parameters()).device
-        self.optimizers, self.decayed, self.rng_states = [], [], []
+        self.optimizers, self.sparse_optimizers, self.decayed, self.rng_states = [], [], [], []
         for model, cfg in zip(models, train_cfgs):
-            named = list(model.named_parameters())
+            named = [(n, p) for n, p in model.named_parameters() if n not in model.sparse_parameters]
+            sparse = [p for n, p in model.named_parameters() if n in model.sparse_parameters]
             decays = [p for n, p in named if model.decays(n, p)]
             keeps = [p for n, p in named if not model.decays(n, p)]
             groups = [g for g in ({"params": decays}, {"params": keeps}) if g["params"]]
-            captured = capture and self.device.type == "cuda"  # only asked of an optimizer that says CAPTURABLE
+            captured = capture and self.device.type == "cuda" and not sparse  # only asked of an optimizer that says CAPTURABLE
             self.optimizers.append(optimizers.get(cfg.optimizer).torch_optimizer(
                 groups, cfg, **({"capturable": True} if captured else {})))
+            self.sparse_optimizers.append(optimizers.sparse_optimizer(cfg.optimizer, sparse, cfg) if sparse else None)
             self.decayed.append(decays)
             self.rng_states.append(self._seeded_state(cfg.seed))
             # the teacher's term reads every character's log-probability: a model that computes
@@ -72,7 +74,8 @@ class AutogradEngine:
         self.grad_hook = None
         # CUDA graphs (graphs.py): a solo run on a GPU replays its whole step as one graph once
         # its first steps have run eagerly (lazy initialisations, the optimizer's state)
-        self.graphs = capture and self.device.type == "cuda" and len(self.models) == 1
+        self.graphs = (capture and self.device.type == "cuda" and len(self.models) == 1
+                       and not any(self.sparse_optimizers))  # a sparse gradient's shape changes every step
         self.captured, self.eager_steps = None, 0
 
     def _seeded_state(self, seed: int) -> dict:
@@ -119,8 +122,12 @@ class AutogradEngine:
             return np.array([loss.item() for loss in losses])
         return torch.stack(losses)
 
+    def member_optimizers(self, k: int) -> list[torch.optim.Optimizer]:
+        """Member k's optimizers: its dense parameters', and its sparse parameters' where it has any."""
+        return [o for o in (self.optimizers[k], self.sparse_optimizers[k]) if o is not None]
+
     def set_lr(self, k: int, lr: float) -> None:
-        for group in self.optimizers[k].param_groups:
+        for group in (g for o in self.member_optimizers(k) for g in o.param_groups):
             if torch.is_tensor(group["lr"]):  # a captured step reads it from the device
                 group["lr"].fill_(lr)
             else:
@@ -145,7 +152,8 @@ class AutogradEngine:
                 # a column that predicts nothing has an all-zero teacher row: it counts for nothing
                 soft = -(soft_targets * F.log_softmax(logits, dim=-1)).sum() / soft_targets.sum()
                 objective = (1.0 - a) * loss + a * soft  # the one-hot loss is the one reported
-        optimizer.zero_grad(set_to_none=True)
+        for o in self.member_optimizers(k):
+            o.zero_grad(set_to_none=True)
         objective.backward()
         if self.grad_hook is not None:
             self.grad_hook([p.grad for p in model.parameters() if p.grad is not None])
@@ -153,21 +161,23 @@ class AutogradEngine:
             lr = optimizer.param_groups[0]["lr"]
             with torch.no_grad():
                 torch._foreach_mul_(self.decayed[k], 1.0 - lr * cfg.weight_decay)
-        optimizer.step()
+        for o in self.member_optimizers(k):
+            o.step()
         return loss.detach()
 
     def freeze(self, k: int, weights) -> None:
         with torch.no_grad():
             for n, t in self.models[k].state_dict().items():
                 t.copy_(weights[n])
-        self.optimizers[k].state.clear()
+        for o in self.member_optimizers(k):
+            o.state.clear()
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Optimizer state as 'optim.<key>.<parameter>' tensors, and the torch random state."""
         out = {}
-        optimizer = self.optimizers[k]
         for name, p in self.models[k].named_parameters():
-            for key, value in optimizer.state.get(p, {}).items():
+            state = next((o.state[p] for o in self.member_optimizers(k) if p in o.state), {})
+            for key, value in state.items():
                 out[f"optim.{key}.{name}"] = torch.as_tensor(value).detach().clone().cpu()
         out["rng.torch"] = self.rng_states[k]["cpu"].clone()
         if self.captured is not None:  # the graph's replays draw from the generator itself, unswapped
@@ -177,8 +187,9 @@ class AutogradEngine:
         return out
 
     def load_member_state(self, k: int, state) -> None:
-        optimizer = self.optimizers[k]
+        sparse = set(self.models[k].sparse_parameters)
         for name, p in self.models[k].named_parameters():
+            optimizer = self.sparse_optimizers[k] if name in sparse else self.optimizers[k]
             prefix_entries = {key.split(".")[1]: v for key, v in state.items()
                               if key.startswith("optim.") and key.endswith("." + name)}
             if prefix_entries:

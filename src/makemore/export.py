@@ -78,6 +78,9 @@ def load_for_export(path: str | Path, what: str, neural: bool = False, labelled:
     if run.vocab.labels and not labelled:
         raise UserError(f"{path} was trained with --labels, which {what} does not read (its input is the characters "
                         f"alone); --format json exports a labelled run's weights, labels and vocabulary")
+    if getattr(run.model_cfg, "hash_orders", 0):
+        raise UserError(f"{path} has hashed context features (--hash-orders {run.model_cfg.hash_orders}), which "
+                        f"{what} does not compute yet")
     fitted = rundir.read_mixture(run.path)
     if fitted is not None and not neural:
         whose = {"mixture": "its mixture with a Kneser-Ney model", "ngram": "its Kneser-Ney count model", "model": ""}

@@ -100,6 +100,8 @@ def unsupported_reason(model_cfg: MLPConfig, train_cfg: TrainConfig, device: str
         return f"device {device}"
     if not hasattr(optimizers.get(train_cfg.optimizer), "Flat"):
         return f"optimizer {train_cfg.optimizer} has no fused update"
+    if model_cfg.hash_orders:
+        return "it has no hashed context features (--hash-orders 0)"
     if model_cfg.adaptive:  # its hand-written backward pass is the full softmax's
         return "it computes the full softmax only, not the adaptive one (--softmax full)"
     return None

@@ -154,6 +154,10 @@ class Model(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    # Parameters whose gradients are sparse (a hashed table, read a few rows per example): the
+    # engines step them with their optimizer's sparse form (optimizers/__init__.py).
+    sparse_parameters: tuple[str, ...] = ()
+
     def decays(self, name: str, p: torch.Tensor) -> bool:
         """Whether weight decay applies to this parameter: matrices and embedding tables do,
         biases and normalisation gains do not (nanoGPT's rule: by rank, not by name)."""

@@ -6,6 +6,17 @@
     logits = h @ W_out + b_out  [+ x @ W_direct]                         Bengio's direct links
     loss   = F.cross_entropy(logits, targets)
 
+With --hash-orders N, the last hidden state also gets a learned vector for each of the context's
+last 2..N characters, looked up by a hash of them in a table of 2^hash_bits rows (Mikolov et al.
+2011, "Strategies for training large scale neural network language models": hash-based direct
+features beside the network), summed and projected:
+
+    h      = h + (sum_k E_hash[hash(c_{T-k+1..T})]) @ W_hash        k = 2..hash_orders
+
+A count model remembers every long context it has seen; a few hundred hidden units cannot. The
+table gives the network that memory at the cost of a lookup: each step reads and updates only the
+rows of its minibatch's contexts (sparse gradients, stepped by the optimizer's sparse form).
+
 With --softmax adaptive (auto's choice for a large vocabulary) the last two lines are an
 adaptive softmax (models/softmax.py: Goodman 2001, Grave et al. 2017): W_head, b_head [and
 W_direct] over the most frequent characters and one token per tail cluster, then P_j, W_tail_j,
@@ -49,11 +60,17 @@ class MLPConfig(output_layer.OutputSettings, ModelConfig):
     init: str = setting("scaled", "randn (the lecture's plain randn) or scaled (makemore part 3)", choices=INITS)
     softmax: str = output_layer.softmax_field()  # the output layer (models/softmax.py)
     softmax_head: int = output_layer.head_field()
+    hash_orders: int = setting(0, "hashed context features: a learned vector for each of the context's last 2..N "
+                               "characters, added to the last hidden layer (0: none)", min=0)
+    hash_bits: int = setting(20, "rows of the hashed feature table, as a power of two", min=4, max=28)
+    hash_dim: int = setting(32, "size of each hashed feature vector", min=1)
 
     def validate(self) -> None:
         super().validate()
         if self.init not in INITS:
             raise UserError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.hash_orders and not 2 <= self.hash_orders <= self.block_size:
+            raise UserError(f"hash-orders must be 0 or from 2 to block-size ({self.block_size}), got {self.hash_orders}")
 
     @property
     def inputs(self) -> int:
@@ -81,6 +98,9 @@ def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"W{i}"] = (fan_in, cfg.hidden)
         shapes[f"b{i}"] = (cfg.hidden,)
         fan_in = cfg.hidden
+    if cfg.hash_orders:
+        shapes["E_hash"] = (1 << cfg.hash_bits, cfg.hash_dim)
+        shapes["W_hash"] = (cfg.hash_dim, cfg.hidden)
     layout = cfg.output_layout()
     if layout is not None:
         return {**shapes, **layout.shapes(direct_features=concat if cfg.direct else 0)}
@@ -110,6 +130,8 @@ class MLP(Model):
             self.register_buffer("output_order", torch.arange(cfg.vocab_size))
 
     def _init(self, name: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+        if name == "E_hash":
+            return torch.zeros(shape)  # an unseen context adds nothing to the network's state
         w = torch.randn(shape, generator=g)
         if self.cfg.init == "randn" or name == "C":
             return w  # the lecture: every tensor starts as torch.randn
@@ -118,6 +140,19 @@ class MLP(Model):
         if name in ("W_out",):
             return w * 0.01  # near-uniform first prediction: loss starts at log(vocab)
         return torch.zeros(shape)  # biases and direct connections
+
+    @property
+    def sparse_parameters(self) -> tuple[str, ...]:
+        return ("E_hash",) if self.cfg.hash_orders else ()
+
+    def decays(self, name: str, p: torch.Tensor) -> bool:
+        # the hashed table is sparse: decaying all of it every step would cost more than the step
+        return name != "E_hash" and super().decays(name, p)
+
+    def hashed(self, idx: torch.Tensor, sparse: bool = False) -> torch.Tensor:
+        """The hashed context features' term of the last hidden layer, (N, hidden)."""
+        rows = context_hashes(idx[:, idx.shape[1] - self.cfg.block_size:], self.cfg.hash_orders, self.cfg.hash_bits)
+        return F.embedding_bag(rows, self.E_hash, mode="sum", sparse=sparse) @ self.W_hash
 
     @property
     def hidden_weights(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
@@ -132,6 +167,7 @@ class MLP(Model):
         A labelled model reads the label in idx's column 0 (models/base.py) as one more input:
         label l's embedding is row V + l of C, concatenated in front of the characters', so the
         model is the plain MLP of block_size + 1 inputs (and the fused engine trains it as such)."""
+        chars = idx
         idx = label_inputs(idx, self.cfg)
         emb = self.C[idx]  # (B, inputs, emb_dim): indexing is a one-hot matmul, cheaper
         x = emb.view(emb.shape[0], -1)
@@ -140,6 +176,8 @@ class MLP(Model):
             h = torch.tanh(h @ W + b)
             if self.cfg.dropout > 0 and self.training:
                 h = F.dropout(h, self.cfg.dropout, training=True)
+        if self.cfg.hash_orders:
+            h = h + self.hashed(chars, sparse=self.training and torch.is_grad_enabled())
         if self.layout is not None:
             direct = x @ self.W_direct if self.cfg.direct else None
             if targets is not None and self.training and not self.needs_logits:
@@ -220,6 +258,7 @@ class MLP(Model):
 
             (W1, b1), *deeper = self.hidden_weights
             first, direct = table(W1), table(self.W_direct) if cfg.direct else None
+            hashed = self.hashed if cfg.hash_orders else None
             deeper = [(W.detach(), b.detach()) for W, b in deeper]
             b1 = b1.detach()
         offsets = torch.arange(T, device=first.device) * V
@@ -230,6 +269,9 @@ class MLP(Model):
             h = _tanh_(F.embedding_bag(rows, first, mode="sum").add_(b1))
             for W, b in deeper:
                 h = _tanh_(torch.addmm(b, h, W))
+            if hashed is not None:
+                with torch.no_grad():
+                    h = h + hashed(ctx)
             return h, (F.embedding_bag(rows, direct, mode="sum") if direct is not None else None)
 
         return hidden
@@ -245,6 +287,25 @@ def label_inputs(idx, cfg: MLPConfig):
         out[..., 0] += cfg.vocab_size
         return out
     return torch.cat([idx[..., :1] + cfg.vocab_size, idx[..., 1:]], dim=-1)
+
+
+# Fibonacci hashing (Knuth, TAOCP vol. 3, 6.4): 2^64 / the golden ratio as a signed 64-bit integer;
+# a context's hash is the top bits of the product. torch's int64 products wrap around, on any device.
+HASH_MULTIPLIER = -7046029254386353131
+HASH_BASE = 1_000_003
+
+
+def context_hashes(chars: torch.Tensor, orders: int, bits: int) -> torch.Tensor:
+    """(N, orders - 1) rows of a 2^bits-row table: for k = 2..orders, a hash of the last k
+    characters of each context (N, T) (a word's start is its padding, so it hashes too)."""
+    key = torch.zeros(chars.shape[0], dtype=torch.int64, device=chars.device)
+    rows = []
+    T = chars.shape[1]
+    for k in range(1, orders + 1):
+        key = key * HASH_BASE + chars[:, T - k].long() + 1
+        if k >= 2:
+            rows.append(((key + k) * HASH_MULTIPLIER >> (64 - bits)) & ((1 << bits) - 1))
+    return torch.stack(rows, 1)
 
 
 def _tanh_(h: torch.Tensor) -> torch.Tensor:

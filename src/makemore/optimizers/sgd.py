@@ -17,6 +17,11 @@ def torch_optimizer(param_groups, cfg) -> torch.optim.Optimizer:
     return torch.optim.SGD([{**g, "weight_decay": 0.0} for g in param_groups], lr=cfg.lr)
 
 
+def sparse_optimizer(params, cfg) -> torch.optim.Optimizer:
+    """SGD on sparse gradients (a hashed table): torch.optim.SGD updates only the rows read."""
+    return torch.optim.SGD(params, lr=cfg.lr)
+
+
 class Flat:
     """SGD on the fused engine's flat buffers. `folds_lr`: the engine scales the backward pass
     by each member's lr (it is linear in dlogits), so the gradients arrive as lr * g and the
