@@ -129,7 +129,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         budget_run = bool(budget) and preset is None and dist.world() is None
         # counted for the mixture, and for a recipe's teacher where its targets fit in memory (on a big
         # vocabulary they do not: a --no-mix run there spent 8 s of its budget counting for nothing)
-        teaches = (allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, True)
+        teaches = (budget_run and allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, True)
                    and choose(budget, model, vocab_size=corpus.vocab.size,
                               device=recipe_device(settings.get("device"))) is not None)
         if budget_run and (mix is not False or teaches):
