@@ -610,6 +610,16 @@ def test_a_time_budget_study_plans_each_trial_by_time_and_writes_recipes(words, 
     model_cfg, train_cfg, chosen = budget_configs(30, vocab_size=13, train_examples=10, table=table)
     assert chosen["trial"] == result["best"]["trial"] and train_cfg.budget == 30
     assert model_cfg.hidden == recipe["settings"]["hidden"]
+    # rewriting a table (make recipes) replaces the studies' recipes and keeps a hand probe's
+    from makemore.tune import recipes_table
+
+    probe = {**recipe, "study": None, "source": "a probe", "vocab_size": 6486}
+    stale = {**recipe, "dev_loss": 9.0}
+    path = tmp_path / "recipes.json"
+    path.write_text(json.dumps({"recipes": [stale, probe]}))
+    assert recipes_table.main([str(path), f"sqlite:///{out}/study.db=makemore"]) == 0
+    written = json.loads(path.read_text())["recipes"]
+    assert [r.get("source") for r in written] == [None, "a probe"] and written[0]["dev_loss"] != 9.0
 
 
 def test_the_teachers_weight_is_searched_where_its_targets_fit(words, tmp_path, monkeypatch):

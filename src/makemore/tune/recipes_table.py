@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         kept = [r for r in old.get("recipes", [])
                 if (r["budget"], r.get("vocab_size", NAMES_VOCAB), recipe_device(r)) not in same]
         table = {**old, "recipes": sorted(kept + new, key=lambda r: (r.get("vocab_size", NAMES_VOCAB), r["budget"]))}
-    else:  # the recipes another device's studies found stay (recipes.recipe_device)
-        table["recipes"] += [r for r in old.get("recipes", []) if recipe_device(r) != "cpu"]
+    else:  # the recipes another device's studies found stay (recipes.recipe_device), and those of hand probes
+        table["recipes"] += [r for r in old.get("recipes", []) if recipe_device(r) != "cpu" or r.get("study") is None]
     atomic_write_json(out, table)
     for r in table["recipes"]:
-        if r.get("study") is None or r.get("dev_loss") is None:  # another device's, kept as it was
+        if r.get("study") is None or r.get("dev_loss") is None:  # another device's or a probe's, kept as it was
             continue
         print(f"{r['budget']:>6g} s  dev {r['dev_loss']:.4f}  {r['params']:,} params  {r['steps']} steps  "
               f"(study {r['study']}, trial {r['trial']} of {r['trials']})")
