@@ -57,3 +57,16 @@ def browser():
         b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module of tiny models: their products are small, so a second
+    thread only adds waiting, and on a busy 2-core machine a thread waiting for a busy core made
+    steps and sampling 5-50x slower (the `sample` command defaults to --threads 1 for this)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,12 +24,7 @@ from makemore.sampling import sample
 from test_softmax import many_script_words
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
 
 
 def hashed_mlp(vocab_size: int = 40, seed: int = 0, **overrides) -> MLP:

@@ -39,14 +39,7 @@ def small_configs(name: str, vocab_size: int, **overrides):
     return make_configs(model=name, vocab_size=vocab_size, **{**sizes, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models' products are tiny: a second thread only adds waiting, and on a busy shared
-    machine a thread that waits for a busy core can make a step 50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
 
 
 @pytest.fixture(scope="module")

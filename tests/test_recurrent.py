@@ -36,12 +36,7 @@ ROWS = [[0] * 5 + [4, 2, 7], [0] * 7 + [3], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0] + [
 TARGETS = [1, 0, 3, 4, 0, 2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
 
 
 def small(name: str, vocab_size: int = 9, **overrides):

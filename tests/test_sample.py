@@ -29,14 +29,7 @@ from makemore import conditions, sampling
 from makemore.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """torch on one thread here: on a busy 2-core machine its thread pool made the many small
-    steps of sampling 5-15x slower (the `sample` command defaults to --threads 1 for the same reason)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
 
 
 @pytest.fixture(scope="module")

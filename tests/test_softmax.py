@@ -28,13 +28,7 @@ from makemore.sampling import sample
 from makemore.fit import train
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny products: a second thread only adds waiting on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
 
 
 # Scripts of a small many-script list: the first most often, the last (ideographs) rarely, so

@@ -30,12 +30,7 @@ CLUSTERS = (ACUTE, JAMO, THUMB, FAMILY, DEVANAGARI)
 TRAIN = ["--preset", "lecture", "--hidden", "32", "--emb-dim", "4", "--steps", "100", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
 
 
 def unicode_words(n: int = 300, seed: int = 0) -> list[str]:
