@@ -267,6 +267,30 @@ def test_embeddings_picture_and_variance_share(runs, emb, capsys):
         assert 0 < share < 1
 
 
+def test_embeddings_of_a_big_vocabulary_list_the_most_frequent_among_themselves(tmp_path, capsys):
+    """Past 100 characters the listing is the 100 the picture writes (the most frequent), with
+    neighbours among them only; --all lists every character."""
+    rng = np.random.default_rng(0)
+    common, rare = [chr(0x430 + i) for i in range(30)], [chr(0x4E00 + i) for i in range(120)]
+    words = ["".join(rng.choice(common, 5)) for _ in range(400)] + [c + common[0] for c in rare]
+    data = tmp_path / "words.txt"
+    data.write_text("\n".join(words) + "\n")
+    corpus = load_corpus(data)
+    model_cfg, train_cfg = make_configs("lecture", vocab_size=corpus.vocab.size, emb_dim=4, hidden=8, steps=5)
+    train(corpus, model_cfg, train_cfg, out=tmp_path / "run", progress=False)
+    vocab = corpus.vocab.chars
+    assert len(vocab) > 100
+
+    assert main(["embeddings", str(tmp_path / "run"), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["neighbours"]
+    assert len(listed) == 100 and set(common) <= set(listed)
+    assert all(n in listed for nn in listed.values() for n, _ in nn)  # neighbours among the listed
+    assert main(["embeddings", str(tmp_path / "run")]) == 0
+    assert f"the 100 most frequent of {len(vocab):,} characters" in capsys.readouterr().out
+    assert main(["embeddings", str(tmp_path / "run"), "--all", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["neighbours"]) == set(vocab)
+
+
 def test_projection_of_two_columns_is_the_table_itself():
     C = np.random.default_rng(0).normal(size=(27, 2))
     xy, share, shares = embedding_projection(C)

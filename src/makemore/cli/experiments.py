@@ -176,19 +176,24 @@ def cmd_plot(args) -> int:
 
 def add_embeddings(sub) -> None:
     p = _subparser(sub, "embeddings", "draw a run's character embeddings C (PCA to 2-D when wider): "
-                   "RUN/embeddings.png; print each character's nearest neighbours",
+                   "RUN/embeddings.png; print each character's nearest neighbours (of a vocabulary past "
+                   "100 characters: the 100 most frequent, among themselves)",
                    "makemore embeddings runs/tiny2d")
     p.add_argument("run", metavar="RUN")
     p.add_argument("--neighbours", type=int, default=3, help="nearest neighbours to print per character (default 3)")
     p.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
                    help="distance for the neighbours, in the full embedding space (default euclidean)")
+    p.add_argument("--all", action="store_true",
+                   help="list every character of a vocabulary past 100, with neighbours among all of them")
     p.add_argument("--out", metavar="PNG", help="where to write the picture (default RUN/embeddings.png)")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_embeddings(args) -> int:
+    import numpy as np
+
     from ..experiments import embedding_projection, nearest_neighbours
-    from ..plots import MAX_WRITTEN, plot_embeddings
+    from ..plots import MAX_WRITTEN, plot_embeddings, written_characters
 
     if args.neighbours < 1:
         raise UserError(f"--neighbours must be at least 1, got {args.neighbours}")
@@ -216,18 +221,32 @@ def cmd_embeddings(args) -> int:
                   f"principal component 2 ({shares[1]:.0%} of the variance)")
     counts = None
     if len(chars) > MAX_WRITTEN:  # the picture writes the most frequent characters only
-        import numpy as np
-
         counts = np.bincount(run.corpus().encoded("train").ids, minlength=len(chars))
     png = plot_embeddings(xy, chars, png_path, title, *labels,
                           subtitle=f"{run.model.num_params():,} parameters; close characters are interchangeable "
                                    "to the network", counts=counts)
-    neighbours = nearest_neighbours(C, args.neighbours, args.metric)
+    # Past MAX_WRITTEN characters, those the picture writes, among themselves: a rare character's
+    # embedding has barely moved from its initial value, so it would be everyone's neighbour
+    # and thousands of lines would bury the ones worth reading.
+    listed = np.arange(len(chars)) if args.all else written_characters(len(chars), counts)
+    neighbours = nearest_neighbours(C[listed], args.neighbours, args.metric)
+    named = {chars[listed[i]]: [(chars[listed[j]], d) for j, d in nn] for i, nn in enumerate(neighbours)}
     unit = "1 - cosine similarity" if args.metric == "cosine" else "euclidean distance"
     if args.json:
         _print_json({"png": str(png), "emb_dim": dim, "variance_share": share, "metric": args.metric,
-                     "neighbours": {chars[i]: [[chars[j], d] for j, d in nn] for i, nn in enumerate(neighbours)}})
+                     "neighbours": {c: [list(n) for n in nn] for c, nn in named.items()}})
         return 0
+    print(f"wrote {png}")
+    if dim > 2:
+        print(f"PCA: the two axes keep {share:.1%} of the variance of the {dim}-D embeddings "
+              f"({shares[0]:.1%} + {shares[1]:.1%})")
+    among = "" if len(listed) == len(chars) else (
+        f"; the {len(listed)} most frequent of {len(chars):,} characters, among themselves (--all for every one)")
+    print(f"nearest neighbours ({unit} in the full {dim}-D embedding space; '{run.vocab.boundary}' is the "
+          f"boundary token{among}):")
+    for c, nn in named.items():
+        print(f"  {c}  " + "  ".join(f"{n} {d:.3f}" for n, d in nn))
+    return 0
     print(f"wrote {png}")
     if dim > 2:
         print(f"PCA: the two axes keep {share:.1%} of the variance of the {dim}-D embeddings "
