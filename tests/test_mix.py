@@ -220,3 +220,44 @@ def test_mix_without_a_context_takes_the_order_a_budget_run_would(trained, capsy
     assert main(["mix", str(run)]) == 0
     assert f"Kneser-Ney (k={expected.context})" in capsys.readouterr().out
     assert attach(load_run(run))["ngram_context"] == expected.context
+
+
+def test_a_mixed_run_keeps_its_counts_and_uses_them_as_counted(trained, tmp_path, capsys):
+    """`makemore mix` keeps the Kneser-Ney counts beside mix.json; a run read back predicts with
+    them exactly as with counts made afresh, rejects a corrupted file in one line, and counts
+    again where the kept ones are for another order (mixed again since) or missing."""
+    import shutil
+
+    from makemore import rundir
+    from makemore.mixture import kept_count_model
+    from makemore.runs import load_run
+
+    corpus, _, trained_run = trained
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["mix", str(run), "--ngram-context", "4", "--json"]) == 0
+    discount = json.loads(capsys.readouterr().out)["discount"]
+    assert (run / "counts.safetensors").is_file()
+    loaded = load_run(run)
+    kept = kept_count_model(loaded, 4, discount)
+    fresh = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney", discount)
+    assert all(table is None for table in kept.counts.raw[:4])  # read back, not counted
+    X, Y = corpus.examples("dev", 4)
+    assert torch.equal(kept.probs(X), fresh.probs(X))
+    assert kept.nll(X, Y) == fresh.nll(X, Y)
+
+    assert main(["score", str(run), "--mix", "mana", "lia", "--json"]) == 0
+    with_kept = json.loads(capsys.readouterr().out)
+    data = (run / "counts.safetensors").read_bytes()
+    (run / "counts.safetensors").unlink()
+    assert main(["score", str(run), "--mix", "mana", "lia", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == with_kept
+
+    # kept for another order: counted again (a crash between writing the counts and mix.json)
+    rundir.write_counts(run, fresh.counts.kept(3), corpus.vocab.size, 3)
+    assert kept_count_model(loaded, 4, discount).counts.raw[0] is not None
+    # corrupted: one line, no traceback
+    (run / "counts.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["score", str(run), "--mix", "mana"]) == 1
+    err = capsys.readouterr().err
+    assert "counts.safetensors" in err and "Traceback" not in err

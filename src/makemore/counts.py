@@ -240,6 +240,40 @@ class NGramCounts:
         check_range(targets, vocab_size)
         return cls(example_columns(examples), targets, vocab_size, max_context)
 
+    def kept(self, context: int) -> dict[str, np.ndarray]:
+        """What a Kneser-Ney model of `context` characters reads (NGramModel), by name, to keep
+        (a run's counts, rundir.write_counts): the context keys of lengths 1..context, and for
+        each order its pairs, their starts per context and their counts: continuation counts
+        below `context`, raw counts at it. Totals and followers are recomputed on reading."""
+        if not 0 <= context <= self.max_context:
+            raise ValueError(f"context must be in 0..{self.max_context}, got {context}")
+        arrays = {f"context_keys.{j}": self.context_keys[j] for j in range(1, context + 1)}
+        for j in range(context + 1):
+            table = self.continuation[j] if j < context else self.raw[j]
+            arrays.update({f"pairs.{j}": table.pair_keys, f"starts.{j}": table.starts, f"counts.{j}": table.pair_counts})
+        return arrays
+
+    @classmethod
+    def from_kept(cls, arrays: dict[str, np.ndarray], vocab_size: int, context: int) -> "NGramCounts":
+        """Counts read back from `kept(context)`: enough for Kneser-Ney of `context` characters
+        (the raw counts of shorter contexts were not kept, so `raw` holds None for them). A
+        missing or inconsistent array is a ValueError."""
+        counts = cls.__new__(cls)
+        counts.vocab_size, counts.max_context = vocab_size, context
+        counts.context_keys = [np.zeros(1, dtype=np.int64)]
+        counts.context_keys += [np.asarray(arrays[f"context_keys.{j}"], dtype=np.int64) for j in range(1, context + 1)]
+        tables = []
+        for j in range(context + 1):
+            keys, starts, pair_counts = (np.asarray(arrays[f"{name}.{j}"]) for name in ("pairs", "starts", "counts"))
+            contexts = counts.context_keys[j].size
+            if (keys.shape != pair_counts.shape or starts.shape != (contexts + 1,) or starts[-1] != keys.size
+                    or (keys.size and not 0 <= keys[0] <= keys[-1] < contexts * vocab_size)):
+                raise ValueError(f"the kept counts of order {j} do not fit together")
+            tables.append(CountTable.from_pairs(keys.astype(np.int64), pair_counts, contexts, vocab_size,
+                                                starts.astype(np.int64)))
+        counts.continuation, counts.raw = tables[:context], [None] * context + tables[context:]
+        return counts
+
     def context_ids(self, column: Column, n: int, depth: int) -> list[np.ndarray]:
         """The ids of n examples' contexts of lengths 0..depth: -1 for a context never seen in
         training (so is every longer one: it contains it)."""

@@ -7,8 +7,9 @@ their mixture beats both,
 
 with w in [0, 1] fitted on the dev split. A budget run counts the Kneser-Ney model inside its
 budget and mixes (training.py), and `makemore mix RUN` does it for any run; either way the
-fitted mixture is kept as RUN/mix.json (rundir.py) and the count model is rebuilt from it when
-used (counting is fast, its counts are large).
+fitted mixture is kept as RUN/mix.json (rundir.py) and its count model's counts beside it
+(RUN/counts.safetensors), so that sampling five words from a run on a list of 800,000 reads
+them rather than counting the whole training split again.
 
 The mixture's dev loss is at most either part's (w = 1 is the model, w = 0 the count model), so
 a run is never worse than counting: where the neural model adds next to nothing (the mixture
@@ -26,6 +27,7 @@ import torch
 from . import rundir
 from .data import Examples, Vocab
 from .errors import UserError
+from .counts import NGramCounts
 from .labels import LabelledNGram, count_model, fit_on_dev
 from .ngram import NGramModel, fit_best_order, ngram_predictor
 from .predict import chunk_log_probs, ensemble_predictor, make_predictor, model_predictor, target_log_probs
@@ -117,12 +119,15 @@ def attach(run, ngram: NGramModel | None = None, context: int | None = None,
     one given, counted already; or one counted here with `context` characters; by default the
     one a budget run counts, `mixing_model`) and keep it as RUN/mix.json; a single run's
     summary.json records it and the run's result. Returns mix.json."""
-    if ngram is None and context is None:
-        ngram = mixing_model(run.corpus())
+    if ngram is None:
+        ngram = (mixing_model(run.corpus()) if context is None
+                 else count_model(run.splits["train"], run.vocab, context, dev_words=run.splits["dev"]))
     _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
                             ngram=ngram)
     if count_seconds is not None:
         fitted["count_seconds"] = count_seconds
+    if isinstance(ngram, NGramModel):  # a labelled list's count models are counted per label: not kept
+        rundir.write_counts(run.path, ngram.counts.kept(ngram.context), ngram.vocab_size, ngram.context)
     rundir.write_mixture(run.path, fitted)
     if rundir.is_run_dir(run.path) and rundir.read_summary(run.path):
         rundir.update_summary(run.path, mix=fitted,
@@ -152,6 +157,20 @@ def neural_predictor(run):
     return model_predictor(run.model)
 
 
+def kept_count_model(run, context: int, discount):
+    """The run's Kneser-Ney model of `context` characters with this discount: from its kept
+    counts (RUN/counts.safetensors), else counted again from its training split."""
+    if not run.vocab.labels:
+        kept = rundir.read_counts(run.path, run.vocab.size, context)
+        if kept is not None:
+            try:
+                return NGramModel(NGramCounts.from_kept(kept, run.vocab.size, context), context, "kneser_ney", discount)
+            except (KeyError, ValueError):
+                raise UserError(f"{run.path / 'counts.safetensors'} is corrupted; fit the mixture again with "
+                                f"`makemore mix {run.path}`") from None
+    return count_model(run.splits["train"], run.vocab, context, discount)
+
+
 def run_predictor(run, use: str = "result"):
     """The predictor of a loaded run (runs.load_run / load_ensemble): `use` "model" for its
     neural model alone, "mixture" for the fitted mixture, "ngram" for its count model, "result"
@@ -169,7 +188,7 @@ def run_predictor(run, use: str = "result"):
             use = fitted.get("result") or result_of(fitted)
         if use == "model":
             return model
-        ngram = count_model(run.splits["train"], run.vocab, fitted["ngram_context"], fitted["discount"])
+        ngram = kept_count_model(run, int(fitted["ngram_context"]), fitted["discount"])
         if use == "ngram":
             return ngram_predictor(ngram)
         return mixture_predictor(model, ngram_predictor(ngram), float(fitted["weight"]))

@@ -77,6 +77,8 @@ class NGramModel:
         # 0..k-1 below raw counts of length k.
         self.tables = ([counts.raw[context]] if method == "add_alpha"
                        else [*counts.continuation[:context], counts.raw[context]])
+        if any(table is None for table in self.tables):  # counts read back for another model (from_kept)
+            raise ValueError(f"these counts were kept for Kneser-Ney of {counts.max_context} characters only")
 
     @classmethod
     def from_arrays(cls, X, Y, vocab_size: int, method: str = "kneser_ney",

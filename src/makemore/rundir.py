@@ -11,6 +11,8 @@
     RUN/metrics.csv        step, train_loss, dev_loss, lr, seconds (METRIC_FIELDS)
     RUN/summary.json       final figures, and which predictor is the run's result
     RUN/mix.json           the fitted mixture with a Kneser-Ney model (mixture.py), if any
+    RUN/counts.safetensors that Kneser-Ney model's counts (counts.NGramCounts.kept), so that using
+                           the mixture reads them rather than counting the training split again
     RUN/.lock              held by the one process writing the run (RunLock)
 
 vocab.json (vocab.Vocab.to_json / from_json), for a vocabulary of characters (code points):
@@ -291,6 +293,28 @@ def write_mixture(run_dir: str | Path, mix: dict) -> None:
 def read_mixture(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / "mix.json"
     return read_json(path, "") if path.is_file() else None
+
+
+def write_counts(run_dir: str | Path, arrays: dict[str, np.ndarray], vocab_size: int, context: int) -> None:
+    """RUN/counts.safetensors: the mixture's count model (counts.NGramCounts.kept)."""
+    save_checkpoint(Path(run_dir) / "counts.safetensors", {k: torch.from_numpy(np.ascontiguousarray(v))
+                                                           for k, v in arrays.items()},
+                    {"counts": {"vocab_size": vocab_size, "context": context}})
+
+
+def read_counts(run_dir: str | Path, vocab_size: int, context: int) -> dict[str, np.ndarray] | None:
+    """The kept counts of a Kneser-Ney model of `context` characters over `vocab_size`, or None
+    where there are none for it (a run mixed before they were kept, or mixed again since)."""
+    path = Path(run_dir) / "counts.safetensors"
+    if not path.is_file():
+        return None
+    try:
+        tensors, meta = load_checkpoint(path)
+    except UserError:
+        raise UserError(f"{path} is corrupted; fit the mixture again with `makemore mix {Path(run_dir)}`") from None
+    if meta.get("counts") != {"vocab_size": vocab_size, "context": context}:
+        return None
+    return {k: v.numpy() for k, v in tensors.items()}
 
 
 def write_ensemble(path: str | Path, members: list[str], info: dict | None = None) -> None:

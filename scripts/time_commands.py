@@ -1,0 +1,78 @@
+"""Time whole makemore commands: each run --repeat times as its own process, the median wall
+time and the largest peak resident memory, with the machine and the date, as JSON.
+
+    python scripts/time_commands.py --repeat 3 --out docs/results/kept_counts.json \
+        --without runs/wf600/counts.safetensors \
+        "sample runs/wf600 -n 5 --seed 1" "eval runs/wf600"
+
+--without FILE times every command a second time with FILE moved aside (and put back after,
+whatever happens): what a command costs with and without what FILE keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from makemore.utils import cpu_name  # noqa: E402
+
+
+def timed(args: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak resident MiB) of `makemore ARGS` as one process, output dropped."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "makemore", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"makemore {shlex.join(args)} failed: {proc.stderr.read().decode(errors='replace').strip()}")
+    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(commands: list[str], repeat: int, variant: str) -> list[dict]:
+    rows = []
+    for command in commands:
+        times = [timed(shlex.split(command)) for _ in range(repeat)]
+        row = {"command": f"makemore {command}", "variant": variant,
+               "median_seconds": round(statistics.median(t for t, _ in times), 2),
+               "seconds": [round(t, 2) for t, _ in times], "peak_mib": round(max(m for _, m in times))}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("commands", nargs="+", help="makemore's arguments, one quoted string per command")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--without", metavar="FILE", help="time each command again with FILE moved aside")
+    parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS for the commands (default 1)")
+    parser.add_argument("--out", help="write the results here as JSON")
+    args = parser.parse_args()
+    os.environ["OMP_NUM_THREADS"] = args.threads
+    rows = measure(args.commands, args.repeat, "as is")
+    if args.without:
+        kept = Path(args.without)
+        aside = kept.with_name(f".{kept.name}.aside")
+        kept.rename(aside)
+        try:
+            rows += measure(args.commands, args.repeat, f"without {kept.name}")
+        finally:
+            aside.rename(kept)
+    result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, OMP_NUM_THREADS={args.threads}",
+              "date": date.today().isoformat(), "command": "python " + shlex.join(sys.argv), "rows": rows}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()
