@@ -207,6 +207,10 @@ def test_recipes_scale_regularisation_down_on_larger_data_only():
     model_cfg, train_cfg, chosen = budget_configs(90, vocab_size=30, train_examples=4000, table=TABLE, lr=0.01)
     assert model_cfg.hidden == 96 and model_cfg.dropout == pytest.approx(0.075) and train_cfg.lr == 0.01
     assert train_cfg.budget == 90 and chosen["budget"] == 60 and chosen["machine"] == "test machine"
+    # a dropout scaled (or tuned) below MIN_DROPOUT is none; weight decay keeps its scaled value
+    assert scaled_settings(recipe, 40_000)["dropout"] == 0.0
+    assert scaled_settings(recipe, 40_000)["weight_decay"] == pytest.approx(0.1 / 40)
+    assert scaled_settings({**recipe, "settings": {**recipe["settings"], "dropout": 0.005}}, 500)["dropout"] == 0.0
 
 
 def test_direct_connections_are_dropped_where_a_big_vocabulary_makes_them_most_of_the_model():
