@@ -103,3 +103,39 @@ def test_a_budget_too_short_for_the_measured_counting_trains_alone(words_file, m
     counted = fit.count_inside_budget(corpus, 100.0, notes.append)
     assert counted is not None and counted[0].context == 5 and counted[1] > 0
     assert isinstance(mm.train, type(fit.train))
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_the_mixture_reuses_the_final_evaluation_and_fits_what_scoring_again_fits(tmp_path, labelled, monkeypatch):
+    """A run that mixes fits the weight on its final evaluation's log-probabilities of the dev
+    targets (TrainResult.dev_log_probs), not on a second pass over the dev split, and fits the
+    same mixture as `makemore mix` scoring the split afresh, a labelled list included."""
+    from conftest import make_words
+
+    from makemore import predict
+    from makemore.runs import load_any
+
+    words = make_words(300, seed=3)
+    path = tmp_path / "words.txt"
+    path.write_text("\n".join(f"{'ab'[i % 2]}\t{w}" if labelled else w for i, w in enumerate(words)) + "\n")
+    corpus = load_corpus(path, labels=labelled)
+    passes = []
+    real = predict.target_log_probs
+
+    def counted(predictor, examples, *args, **kwargs):
+        passes.append(len(examples))
+        return real(predictor, examples, *args, **kwargs)
+
+    monkeypatch.setattr(mixture, "target_log_probs", counted)  # the mixture's own scoring of dev
+    result = mm.train(corpus, model="mlp", out=tmp_path / "run", steps=200, batch_size=32, hidden=32, mix=True,
+                      progress=False, note=lambda s: None)
+    dev = len(corpus.encoded("dev"))
+    assert result.dev_log_probs.shape == (dev,)
+    assert float(-result.dev_log_probs.mean()) == pytest.approx(result.summary["dev_loss"], rel=1e-12)
+    assert passes == []  # the weight was fitted on the final evaluation's log-probs
+    kept = result.summary["mix"]
+    fresh = mixture.attach(load_any(tmp_path / "run"), context=kept["ngram_context"])
+    assert passes == [dev]
+    assert fresh["weight"] == kept["weight"]
+    assert fresh["mix_dev_loss"] == pytest.approx(kept["mix_dev_loss"], abs=1e-6)
+    assert fresh["mlp_dev_loss"] == pytest.approx(kept["mlp_dev_loss"], abs=1e-6)

@@ -34,7 +34,7 @@ from . import rundir
 from .batches import Minibatches, lr_at
 from .budget import Plan, ThreadTrial
 from .models import Model
-from .predict import model_predictor, tensor_nll
+from .predict import model_predictor, target_log_probs, tensor_nll
 from .runtime import set_threads
 
 # A uniform guess costs log(vocab) nats per character. A minibatch loss past this means the
@@ -54,6 +54,9 @@ class TrainResult:
     message: str = ""
     history: list[dict] = field(default_factory=list)
     signal: str | None = None  # "SIGINT" or "SIGTERM" when interrupted
+    # log p(target) of every dev example under the best weights, float64 (a plain run's final
+    # evaluation): fitting the mixture reads them rather than scoring the whole dev split again
+    dev_log_probs: torch.Tensor | None = None
 
 
 class Progress:
@@ -139,6 +142,7 @@ class RunLog:
         self.best_dev, self.best_step = best_dev, best_step
         self.best_weights = self.weights_copy()
         self.history: list[dict] = []  # the rows with a dev loss
+        self.dev_log_probs: torch.Tensor | None = None  # set by finish (TrainResult.dev_log_probs)
         self.pending: list[dict] = []  # rows not yet in metrics.csv (written at each evaluation)
 
     def weights_copy(self) -> dict[str, torch.Tensor]:
@@ -173,6 +177,15 @@ class RunLog:
                                {"step": step, "best_dev": self.best_dev, "best_step": self.best_step,
                                 "seconds": seconds, "engine": engine})
 
+    def _dev_loss(self, predictor, dev_ex, dev_pos, progress) -> float:
+        """The final dev loss; over the whole split in a plain run, keeping each example's
+        log-probability (dev_log_probs) for the mixture to reuse."""
+        self.dev_log_probs = None
+        if dev_pos is not None or dist.world() is not None:
+            return dist.mean_nll(predictor, dev_ex, dev_pos, progress, "dev loss")
+        self.dev_log_probs = target_log_probs(predictor, dev_ex, None, progress, "dev loss")
+        return -self.dev_log_probs.sum().item() / max(1, len(dev_ex))
+
     def finish(self, corpus, summary: dict, progress: bool | None, final_examples: int = 0) -> dict:
         """Put the best-on-dev weights back in the model and report them: the dev loss over
         the whole dev split, the train loss over a fixed subset of the training split (all of
@@ -194,7 +207,7 @@ class RunLog:
             "best_step": self.best_step,
             "train_loss": dist.mean_nll(predictor, train_ex, train_pos, progress, "train loss"),
             "train_loss_examples": int(len(train_pos)),
-            "dev_loss": dist.mean_nll(predictor, dev_ex, dev_pos, progress, "dev loss"),
+            "dev_loss": self._dev_loss(predictor, dev_ex, dev_pos, progress),
             "dev_loss_examples": len(dev_ex) if dev_pos is None else int(len(dev_pos)),
             **summary,
             **({"final_examples": final_examples} if final_examples else {}),
@@ -422,5 +435,5 @@ class Trainer:
                 for p in model.parameters():
                     p.data = p.data.clone()  # its own storage, free of the engine's buffers
             results.append(TrainResult(model, self.status[k], summary, log.run_dir, self.messages[k], log.history,
-                                       self.interrupted_by))
+                                       self.interrupted_by, log.dev_log_probs))
         return results

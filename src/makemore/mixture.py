@@ -60,15 +60,20 @@ def mixture_predictor(model, ngram, weight: float):
                           model.labels)
 
 
-def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab) -> dict:
+def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab,
+                        model_log_probs: torch.Tensor | None = None) -> dict:
     """The weight in [0, 1] that minimises the mixture's NLL on `words` (the dev split).
 
     `ngram` is a predictor, or an NGramModel: then its log-probs of the targets are read off
-    its counts directly, without its distributions over all V characters. The mixture's NLL is
-    convex in the weight, so a fine grid finds its minimum to 1e-3.
+    its counts directly, without its distributions over all V characters. `model_log_probs`:
+    the model's of the same targets where they are known already (a run's final evaluation,
+    TrainResult.dev_log_probs). The mixture's NLL is convex in the weight, so a fine grid finds
+    its minimum to 1e-3.
     """
     examples = Examples.from_words(words, vocab)
-    a = target_log_probs(model, examples)
+    if model_log_probs is not None and model_log_probs.shape != (len(examples),):
+        raise ValueError(f"model_log_probs has shape {tuple(model_log_probs.shape)}, expected ({len(examples)},)")
+    a = target_log_probs(model, examples) if model_log_probs is None else model_log_probs.double()
     b = (ngram.target_log_probs(examples) if isinstance(ngram, (NGramModel, LabelledNGram))
          else target_log_probs(ngram, examples))
     weights = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
@@ -101,29 +106,31 @@ def result_loss(fitted: dict) -> float:
 
 
 def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Vocab, context: int,
-                ngram: NGramModel | None = None):
+                ngram: NGramModel | None = None, model_log_probs: torch.Tensor | None = None):
     """Count a Kneser-Ney model on `train_words`, tune its discount and then the mixture weight
     on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss, result}).
-    A Kneser-Ney `ngram` already counted and tuned so (a budget run's) is used as it is."""
+    A Kneser-Ney `ngram` already counted and tuned so (a budget run's) is used as it is;
+    `model_log_probs`, the model's of the dev targets, where known (tune_mixture_weight)."""
     if ngram is None:  # per label and interpolated, for a labelled list (labels.LabelledNGram)
         ngram = count_model(train_words, vocab, context, dev_words=dev_words)
     result = {"ngram_context": ngram.context, "discount": ngram.smoothing,
-              **tune_mixture_weight(model, ngram, dev_words, vocab)}
+              **tune_mixture_weight(model, ngram, dev_words, vocab, model_log_probs)}
     result["result"] = result_of(result)
     return mixture_predictor(model, ngram_predictor(ngram), result["weight"]), result
 
 
 def attach(run, ngram: NGramModel | None = None, context: int | None = None,
-           count_seconds: float | None = None) -> dict:
+           count_seconds: float | None = None, model_log_probs: torch.Tensor | None = None) -> dict:
     """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a Kneser-Ney model (the
     one given, counted already; or one counted here with `context` characters; by default the
     one a budget run counts, `mixing_model`) and keep it as RUN/mix.json; a single run's
-    summary.json records it and the run's result. Returns mix.json."""
+    summary.json records it and the run's result. `model_log_probs`: the run's model's of the
+    dev targets, where its training just computed them. Returns mix.json."""
     if ngram is None:
         ngram = (mixing_model(run.corpus()) if context is None
                  else count_model(run.splits["train"], run.vocab, context, dev_words=run.splits["dev"]))
     _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
-                            ngram=ngram)
+                            ngram=ngram, model_log_probs=model_log_probs)
     if count_seconds is not None:
         fitted["count_seconds"] = count_seconds
     if isinstance(ngram, NGramModel):  # a labelled list's count models are counted per label: not kept
