@@ -247,11 +247,3 @@ def cmd_embeddings(args) -> int:
     for c, nn in named.items():
         print(f"  {c}  " + "  ".join(f"{n} {d:.3f}" for n, d in nn))
     return 0
-    print(f"wrote {png}")
-    if dim > 2:
-        print(f"PCA: the two axes keep {share:.1%} of the variance of the {dim}-D embeddings "
-              f"({shares[0]:.1%} + {shares[1]:.1%})")
-    print(f"nearest neighbours ({unit} in the full {dim}-D embedding space; '{run.vocab.boundary}' is the boundary token):")
-    for i, nn in enumerate(neighbours):
-        print(f"  {chars[i]}  " + "  ".join(f"{chars[j]} {d:.3f}" for j, d in nn))
-    return 0
