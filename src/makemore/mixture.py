@@ -25,9 +25,9 @@ import math
 import torch
 
 from . import rundir
+from .counts import NGramCounts
 from .data import Examples, Vocab
 from .errors import UserError
-from .counts import NGramCounts
 from .labels import LabelledNGram, count_model, fit_on_dev
 from .ngram import NGramModel, fit_best_order, ngram_predictor
 from .predict import chunk_log_probs, ensemble_predictor, make_predictor, model_predictor, target_log_probs
