@@ -3,7 +3,10 @@ their mixture (the run's result) after 30, 120, 600 and 1,800 seconds (issue 25)
 
 Each budget is a fresh `makemore train --data LIST --budget S` (its recipe, its Kneser-Ney model
 counted inside the budget, its mixture), timed whole and with its peak memory; the figures come
-from each run's summary.json and mix.json. Writes docs/results/wordfreq_curve.json and
+from each run's summary.json and mix.json, over the whole dev split: where a short budget's run
+reported its final figures over a subset (budget.FINAL_SHARE), `makemore mix RUN` fits the
+mixture again over the whole split after the timing, and its figures are the row's. Writes
+docs/results/wordfreq_curve.json and
 docs/wordfreq_curve.png. About 45 minutes on 2 cores, on an otherwise idle machine.
 
     .venv/bin/python scripts/make_wordfreq_list.py
@@ -48,6 +51,12 @@ def run_budget(data: str, budget: float, folder: Path) -> dict:
         raise SystemExit(f"budget {budget:g}: {stderr.strip()}")
     summary = json.loads((out / "summary.json").read_text())
     mix = json.loads((out / "mix.json").read_text()) if (out / "mix.json").is_file() else None
+    if mix is not None and mix.get("dev_examples"):  # figures over a subset: the whole split, untimed
+        subprocess.run([sys.executable, "-m", "makemore", "mix", str(out), "--ngram-context", str(mix["ngram_context"])],
+                       check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+        summary = json.loads((out / "summary.json").read_text())
+        mix = json.loads((out / "mix.json").read_text())
+        summary["dev_loss"] = mix["mlp_dev_loss"]
     return {"budget": budget, "process_seconds": round(seconds, 1),
             "peak_rss_mib": round(usage.ru_maxrss / 1024),
             "steps": summary["steps"], "model": summary["model"], "params": summary["params"],

@@ -6,7 +6,8 @@ time and the largest peak resident memory, with the machine and the date, as JSO
         "sample runs/wf600 -n 5 --seed 1" "eval runs/wf600"
 
 --without FILE times every command a second time with FILE moved aside (and put back after,
-whatever happens): what a command costs with and without what FILE keeps.
+whatever happens): what a command costs with and without what FILE keeps. --fresh DIR removes DIR
+before every run (a `train` command's --out, which must not exist).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,10 +40,14 @@ def timed(args: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
-def measure(commands: list[str], repeat: int, variant: str) -> list[dict]:
+def measure(commands: list[str], repeat: int, variant: str, fresh: str | None = None) -> list[dict]:
     rows = []
     for command in commands:
-        times = [timed(shlex.split(command)) for _ in range(repeat)]
+        times = []
+        for _ in range(repeat):
+            if fresh:
+                shutil.rmtree(fresh, ignore_errors=True)
+            times.append(timed(shlex.split(command)))
         row = {"command": f"makemore {command}", "variant": variant,
                "median_seconds": round(statistics.median(t for t, _ in times), 2),
                "seconds": [round(t, 2) for t, _ in times], "peak_mib": round(max(m for _, m in times))}
@@ -55,17 +61,18 @@ def main() -> None:
     parser.add_argument("commands", nargs="+", help="makemore's arguments, one quoted string per command")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--without", metavar="FILE", help="time each command again with FILE moved aside")
+    parser.add_argument("--fresh", metavar="DIR", help="remove DIR before every run (a train command's --out)")
     parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS for the commands (default 1)")
     parser.add_argument("--out", help="write the results here as JSON")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = args.threads
-    rows = measure(args.commands, args.repeat, "as is")
+    rows = measure(args.commands, args.repeat, "as is", args.fresh)
     if args.without:
         kept = Path(args.without)
         aside = kept.with_name(f".{kept.name}.aside")
         kept.rename(aside)
         try:
-            rows += measure(args.commands, args.repeat, f"without {kept.name}")
+            rows += measure(args.commands, args.repeat, f"without {kept.name}", args.fresh)
         finally:
             aside.rename(kept)
     result = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, OMP_NUM_THREADS={args.threads}",

@@ -401,3 +401,45 @@ def test_one_slow_evaluation_does_not_end_the_plan_early(slow_eval):
             clock, eval_clock = clock + took, eval_clock + took
             plan.evaluated(took)
     assert 0.95 * TARGET_SHARE * budget <= clock <= budget and evals > slow_eval
+
+
+def test_final_figures_take_the_whole_splits_unless_they_would_take_more_than_their_share():
+    from makemore.budget import FINAL_SHARE
+
+    plan = Plan(100.0, 1000)
+    assert plan.final_examples(1000, 10**6) == 0  # nothing measured yet: the whole splits
+    plan.evaluated(1.0)  # an estimate over 1,000 examples: 1 ms an example
+    allowed = FINAL_SHARE * 100.0
+    assert plan.final_examples(1000, int(allowed / 1e-3)) == 0  # just fits: the whole splits
+    assert plan.final_examples(1000, 10**6) == int(allowed / 1e-3 / 2)  # half the share each
+    assert Plan(1.0, 1000).final_examples(1000, 10**6) == 0
+    small = Plan(2.0, 1000)
+    small.evaluated(1.0)
+    assert small.final_examples(1000, 10**6) == 1000  # never fewer than an estimate reads
+
+
+def test_a_budget_run_whose_final_figures_would_overrun_reads_subsets_and_mixes_on_them(
+        words_file, tmp_path, capsys, monkeypatch):
+    """Where the whole splits would take more than FINAL_SHARE of the budget, the final train
+    and dev losses are over fixed subsets, the summary and the printed lines say how many, and
+    the mixture is fitted on the final dev subset's log-probabilities, with no pass of its own."""
+    from makemore import budget, mixture
+
+    monkeypatch.setattr(budget, "FINAL_SHARE", 1e-9)  # any final figure overruns
+    passes = []
+    real = mixture.target_log_probs
+    monkeypatch.setattr(mixture, "target_log_probs", lambda *a, **k: passes.append(1) or real(*a, **k))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--budget", "3", "--eval-examples", "60",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    mix = json.loads((out / "mix.json").read_text())
+    assert summary["final_examples"] == 60 and summary["dev_loss_examples"] == 60
+    assert summary["train_loss_examples"] == 60
+    assert mix["dev_examples"] == 60 and passes == []
+    assert mix["mlp_dev_loss"] == pytest.approx(summary["dev_loss"], rel=1e-12)
+    assert "on 60 dev examples" in printed and "mixture     dev" in printed
+    # `makemore eval` scores the whole dev split
+    assert main(["eval", str(out), "--neural", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] > 60

@@ -6,9 +6,12 @@ workstation. So a budget run first takes a few steps on the provisional schedule
 schedule barely moves in them), measures how long a step and a dev evaluation take, and sets
 the number of steps that fills the budget; it measures again at every evaluation and moves the
 end of the schedule if the machine got slower or faster. The budget covers what summary.json
-calls `seconds`: the training loop, its dev estimates included; the final whole-split
-evaluation comes after it. As a last guard the loop stops at the budget even if the plan ran
-late (the schedule then does not complete; the summary says so).
+calls `seconds`: the training loop, its dev estimates included; the final figures (the train
+loss over up to 250,000 training examples, the dev loss over the whole dev split) come after it
+and take at most FINAL_SHARE of the budget: where they would take more (a slow model on a big
+list), each is computed over a fixed subset of as many examples as fit, and the summary says how
+many (`makemore eval RUN` gives the whole split). As a last guard the loop stops at the budget
+even if the plan ran late (the schedule then does not complete; the summary says so).
 
 How many threads a step should use depends on the model: with torch's default threads on CPU a
 budget run first times a few steps on one thread and a few on all of them, and keeps the faster
@@ -43,6 +46,9 @@ TARGET_SHARE = 0.97
 # first of which, after the switch, is not counted).
 TRIAL_SHARE = 0.01
 TRIAL_STEPS = 6
+# The final figures after the budget take at most this share of it (module doc): a GRU's
+# budget-30 run on the wordfreq list spent 61 s on them over the whole splits.
+FINAL_SHARE = 0.1
 # Below a second no machine trains anything worth keeping, and whether one dev evaluation fits
 # would depend on the machine's speed (a 0.01-s budget passed the check on a fast CI machine and
 # then wrote a run of zero steps): such a budget is refused before anything is done.
@@ -178,6 +184,19 @@ class Plan:
             self.stopped_early = True
             return True
         return False
+
+    def final_examples(self, estimate_examples: int, final_examples: int) -> int:
+        """How many examples each of the final figures may read: 0 for all of them, where
+        `final_examples` (train and dev together) cost at most FINAL_SHARE of the budget at the
+        measured cost of a dev estimate over `estimate_examples`; else as many each as fit in
+        that share, and never fewer than an estimate reads."""
+        if self.eval_seconds is None or estimate_examples <= 0:
+            return 0
+        per_example = self.eval_seconds / estimate_examples
+        allowed = FINAL_SHARE * self.budget
+        if final_examples * per_example <= allowed:
+            return 0
+        return max(estimate_examples, int(allowed / per_example / 2))
 
     def summary(self) -> dict:
         return {"budget": self.budget, "planned_steps": self.total,

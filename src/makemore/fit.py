@@ -183,17 +183,20 @@ def _spend(train_cfg, seconds: float):
 def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, count_seconds: float | None) -> None:
     """The mixture of a finished run with its count model: kept in its run directory (mixture.attach)
     or, without one, in the result's summary."""
-    dev_log_probs = result.dev_log_probs if isinstance(result, TrainResult) else None  # its final evaluation's
+    dev_log_probs = positions = None
+    if isinstance(result, TrainResult):  # its final evaluation's of the dev targets (all, or a budget run's subset)
+        dev_log_probs, positions = result.dev_log_probs, result.dev_positions
     if result.run_dir is not None:
         fitted = mixture.attach(load_any(result.run_dir), ngram, count_seconds=count_seconds,
-                                model_log_probs=dev_log_probs)
+                                model_log_probs=dev_log_probs, positions=positions)
     else:
         from .predict import ensemble_predictor, model_predictor
 
         models = [r.model for r in result.results] if isinstance(result, EnsembleResult) else [result.model]
         predictor = model_predictor(models[0]) if len(models) == 1 else ensemble_predictor(models)
         _, fitted = mixture.fit_mixture(predictor, corpus.splits["train"], corpus.splits["dev"], corpus.vocab,
-                                        ngram.context, ngram=ngram, model_log_probs=dev_log_probs)
+                                        ngram.context, ngram=ngram, model_log_probs=dev_log_probs,
+                                        positions=positions)
         fitted["count_seconds"] = count_seconds
     if isinstance(result, TrainResult):
         result.summary["mix"] = fitted

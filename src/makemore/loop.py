@@ -54,9 +54,11 @@ class TrainResult:
     message: str = ""
     history: list[dict] = field(default_factory=list)
     signal: str | None = None  # "SIGINT" or "SIGTERM" when interrupted
-    # log p(target) of every dev example under the best weights, float64 (a plain run's final
-    # evaluation): fitting the mixture reads them rather than scoring the whole dev split again
+    # log p(target) of the dev examples the final dev loss read (all of them, or those at
+    # dev_positions), under the best weights, float64 (a plain run's): fitting the mixture reads
+    # them rather than scoring the dev split again
     dev_log_probs: torch.Tensor | None = None
+    dev_positions: np.ndarray | None = None
 
 
 class Progress:
@@ -143,6 +145,7 @@ class RunLog:
         self.best_weights = self.weights_copy()
         self.history: list[dict] = []  # the rows with a dev loss
         self.dev_log_probs: torch.Tensor | None = None  # set by finish (TrainResult.dev_log_probs)
+        self.dev_positions: np.ndarray | None = None
         self.pending: list[dict] = []  # rows not yet in metrics.csv (written at each evaluation)
 
     def weights_copy(self) -> dict[str, torch.Tensor]:
@@ -178,19 +181,20 @@ class RunLog:
                                 "seconds": seconds, "engine": engine})
 
     def _dev_loss(self, predictor, dev_ex, dev_pos, progress) -> float:
-        """The final dev loss; over the whole split in a plain run, keeping each example's
-        log-probability (dev_log_probs) for the mixture to reuse."""
-        self.dev_log_probs = None
-        if dev_pos is not None or dist.world() is not None:
+        """The final dev loss over the examples at `dev_pos` (None: all); in a plain run each
+        one's log-probability is kept (dev_log_probs, dev_positions) for the mixture to reuse."""
+        self.dev_log_probs, self.dev_positions = None, dev_pos
+        if dist.world() is not None:
             return dist.mean_nll(predictor, dev_ex, dev_pos, progress, "dev loss")
-        self.dev_log_probs = target_log_probs(predictor, dev_ex, None, progress, "dev loss")
-        return -self.dev_log_probs.sum().item() / max(1, len(dev_ex))
+        self.dev_log_probs = target_log_probs(predictor, dev_ex, dev_pos, progress, "dev loss")
+        return -self.dev_log_probs.sum().item() / max(1, self.dev_log_probs.shape[0])
 
     def finish(self, corpus, summary: dict, progress: bool | None, final_examples: int = 0) -> dict:
         """Put the best-on-dev weights back in the model and report them: the dev loss over
         the whole dev split, the train loss over a fixed subset of the training split (all of
         it up to FINAL_TRAIN_EXAMPLES); with `final_examples`, each over a fixed subset of that
-        many (tune's trials on a big list: the final losses cost time in proportion to the
+        many (tune's trials on a big list, and a budget run's where the whole splits would take
+        more than budget.FINAL_SHARE of it: the final losses cost time in proportion to the
         data, not to the run). Writes summary.json: `summary` with those figures."""
         with torch.no_grad():
             for n, t in self.model.state_dict().items():
@@ -423,6 +427,10 @@ class Trainer:
                   **(self.plan.summary() if self.plan else {}),
                     **(self.trial.summary() if self.trial is not None and self.trial.done else {}), **dist.summary(),
                   **self.extra}
+        final_examples = 0  # a budget run's final figures over subsets where the whole splits take too long
+        if self.plan is not None:
+            whole = min(len(self.corpus.encoded("train")), FINAL_TRAIN_EXAMPLES) + len(self.dev_ex)
+            final_examples = self.plan.final_examples(len(self.dev_pos), whole)
         results = []
         for k, (model, log, cfg) in enumerate(zip(self.members, self.logs, self.cfgs)):
             done = self.step if self.status[k] != "diverged" else self.last_step[k]
@@ -430,10 +438,10 @@ class Trainer:
             summary = log.finish(self.corpus, {
                 "steps": done, "planned_steps": self.total, "seconds": round(self.elapsed + run_seconds, 3),
                 "steps_per_second": round((done - self.start) / max(run_seconds, 1e-9), 1),
-                "status": self.status[k], **shared}, self.progress, cfg.final_examples)
+                "status": self.status[k], **shared}, self.progress, cfg.final_examples or final_examples)
             with torch.no_grad():
                 for p in model.parameters():
                     p.data = p.data.clone()  # its own storage, free of the engine's buffers
             results.append(TrainResult(model, self.status[k], summary, log.run_dir, self.messages[k], log.history,
-                                       self.interrupted_by, log.dev_log_probs))
+                                       self.interrupted_by, log.dev_log_probs, log.dev_positions))
         return results

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from . import rundir
@@ -60,9 +61,11 @@ def mixture_predictor(model, ngram, weight: float):
                           model.labels)
 
 
-def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab,
-                        model_log_probs: torch.Tensor | None = None) -> dict:
-    """The weight in [0, 1] that minimises the mixture's NLL on `words` (the dev split).
+def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab, model_log_probs: torch.Tensor | None = None,
+                        positions: np.ndarray | None = None) -> dict:
+    """The weight in [0, 1] that minimises the mixture's NLL on `words` (the dev split), or on
+    its examples at `positions` (a budget run's final figures over a subset; the result then
+    says how many in `dev_examples`).
 
     `ngram` is a predictor, or an NGramModel: then its log-probs of the targets are read off
     its counts directly, without its distributions over all V characters. `model_log_probs`:
@@ -71,11 +74,15 @@ def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab,
     its minimum to 1e-3.
     """
     examples = Examples.from_words(words, vocab)
-    if model_log_probs is not None and model_log_probs.shape != (len(examples),):
-        raise ValueError(f"model_log_probs has shape {tuple(model_log_probs.shape)}, expected ({len(examples)},)")
-    a = target_log_probs(model, examples) if model_log_probs is None else model_log_probs.double()
-    b = (ngram.target_log_probs(examples) if isinstance(ngram, (NGramModel, LabelledNGram))
-         else target_log_probs(ngram, examples))
+    n = len(examples) if positions is None else len(positions)
+    if model_log_probs is not None and model_log_probs.shape != (n,):
+        raise ValueError(f"model_log_probs has shape {tuple(model_log_probs.shape)}, expected ({n},)")
+    a = target_log_probs(model, examples, positions) if model_log_probs is None else model_log_probs.double()
+    if isinstance(ngram, (NGramModel, LabelledNGram)):  # read off the counts: the whole split costs little
+        b = ngram.target_log_probs(examples)
+        b = b if positions is None else b[torch.from_numpy(positions)]
+    else:
+        b = target_log_probs(ngram, examples, positions)
     weights = torch.linspace(0.0, 1.0, 1001, dtype=torch.float64)
     nll = torch.empty_like(weights)
     # a few weights at a time: (weights, examples) of float64 for all 1001 at once would be
@@ -88,7 +95,8 @@ def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab,
             nll[i:i + step] = -torch.logaddexp(a[None, :] + log_w, b[None, :] + log_1mw).mean(dim=1)
     best = int(torch.argmin(nll))
     return {"weight": float(weights[best]), "mlp_dev_loss": float(-a.mean()),
-            "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best])}
+            "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best]),
+            **({"dev_examples": n} if n < len(examples) else {})}
 
 
 def result_of(fitted: dict) -> str:
@@ -106,31 +114,35 @@ def result_loss(fitted: dict) -> float:
 
 
 def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Vocab, context: int,
-                ngram: NGramModel | None = None, model_log_probs: torch.Tensor | None = None):
+                ngram: NGramModel | None = None, model_log_probs: torch.Tensor | None = None,
+                positions: np.ndarray | None = None):
     """Count a Kneser-Ney model on `train_words`, tune its discount and then the mixture weight
     on `dev_words`; returns (mixture predictor, {weight, discount, context, *_dev_loss, result}).
     A Kneser-Ney `ngram` already counted and tuned so (a budget run's) is used as it is;
-    `model_log_probs`, the model's of the dev targets, where known (tune_mixture_weight)."""
+    `model_log_probs`, the model's of the dev targets (at `positions`), where known
+    (tune_mixture_weight)."""
     if ngram is None:  # per label and interpolated, for a labelled list (labels.LabelledNGram)
         ngram = count_model(train_words, vocab, context, dev_words=dev_words)
     result = {"ngram_context": ngram.context, "discount": ngram.smoothing,
-              **tune_mixture_weight(model, ngram, dev_words, vocab, model_log_probs)}
+              **tune_mixture_weight(model, ngram, dev_words, vocab, model_log_probs, positions)}
     result["result"] = result_of(result)
     return mixture_predictor(model, ngram_predictor(ngram), result["weight"]), result
 
 
 def attach(run, ngram: NGramModel | None = None, context: int | None = None,
-           count_seconds: float | None = None, model_log_probs: torch.Tensor | None = None) -> dict:
+           count_seconds: float | None = None, model_log_probs: torch.Tensor | None = None,
+           positions: np.ndarray | None = None) -> dict:
     """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a Kneser-Ney model (the
     one given, counted already; or one counted here with `context` characters; by default the
     one a budget run counts, `mixing_model`) and keep it as RUN/mix.json; a single run's
     summary.json records it and the run's result. `model_log_probs`: the run's model's of the
-    dev targets, where its training just computed them. Returns mix.json."""
+    dev targets (at `positions`: a budget run's final subset), where its training just computed
+    them. Returns mix.json."""
     if ngram is None:
         ngram = (mixing_model(run.corpus()) if context is None
                  else count_model(run.splits["train"], run.vocab, context, dev_words=run.splits["dev"]))
     _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
-                            ngram=ngram, model_log_probs=model_log_probs)
+                            ngram=ngram, model_log_probs=model_log_probs, positions=positions)
     if count_seconds is not None:
         fitted["count_seconds"] = count_seconds
     if isinstance(ngram, NGramModel):  # a labelled list's count models are counted per label: not kept
