@@ -408,13 +408,15 @@ def test_final_figures_take_the_whole_splits_unless_they_would_take_more_than_th
 
     plan = Plan(100.0, 1000)
     assert plan.final_examples(1000, 10**6) == 0  # nothing measured yet: the whole splits
-    plan.evaluated(1.0)  # an estimate over 1,000 examples: 1 ms an example
+    plan.evaluated(30.0)  # with a slow checkpoint: not what the final figures cost
+    assert plan.final_examples(1000, 10**6) == 0  # no estimate timed alone yet
+    plan.estimated(1.0)  # an estimate over 1,000 examples: 1 ms an example
     allowed = FINAL_SHARE * 100.0
     assert plan.final_examples(1000, int(allowed / 1e-3)) == 0  # just fits: the whole splits
     assert plan.final_examples(1000, 10**6) == int(allowed / 1e-3 / 2)  # half the share each
     assert Plan(1.0, 1000).final_examples(1000, 10**6) == 0
     small = Plan(2.0, 1000)
-    small.evaluated(1.0)
+    small.estimated(1.0)
     assert small.final_examples(1000, 10**6) == 1000  # never fewer than an estimate reads
 
 

@@ -354,6 +354,8 @@ class Trainer:
         checkpoint saved at evaluations, the progress line, the callbacks."""
         t_eval = time.perf_counter()
         devs = {k: self.evaluate_dev(k) if evaluate else None for k in np.flatnonzero(self.active)}
+        if evaluate and self.plan is not None:
+            self.plan.estimated(time.perf_counter() - t_eval)
         if evaluate and self.plan is not None and not self.plan.calibrated:
             self.plan.evaluated(time.perf_counter() - t_eval)  # the estimates alone, until the plan is made
             if self.step == self.start == 0:
