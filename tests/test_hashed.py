@@ -68,6 +68,29 @@ def test_inference_tables_equal_the_forward_pass(softmax):
         torch.testing.assert_close(lp, torch.log_softmax(logits, -1).gather(1, y[:, None]).squeeze(1))
 
 
+def test_hash_dropout_drops_whole_vectors_in_training_only():
+    """--hash-dropout p: in training each (context, order) vector is kept with probability 1 - p
+    and scaled by 1/(1 - p), as a reference built from the same random draw computes; in eval
+    mode, and at p = 0, the term is the plain sum."""
+    model = hashed_mlp(hash_dropout=0.5)
+    ctx = torch.randint(0, 40, (256, 5), generator=torch.Generator().manual_seed(3))
+    rows = context_hashes(ctx, model.cfg.hash_orders, model.cfg.hash_bits)
+    plain = model.E_hash[rows].sum(1) @ model.W_hash
+    model.eval()
+    torch.testing.assert_close(model.hashed(ctx), plain)
+    model.train()
+    torch.manual_seed(7)
+    dropped = model.hashed(ctx)
+    torch.manual_seed(7)
+    keep = (torch.rand(rows.shape) >= 0.5).double() / 0.5
+    torch.testing.assert_close(dropped, (model.E_hash[rows] * keep[..., None]).sum(1) @ model.W_hash)
+    assert 0.4 < float((keep == 0).double().mean()) < 0.6
+    assert not torch.allclose(dropped, plain)
+    no_dropout = hashed_mlp()
+    no_dropout.train()
+    torch.testing.assert_close(no_dropout.hashed(ctx), plain)
+
+
 def test_a_step_moves_only_the_rows_its_contexts_hash_to_and_never_decays_them():
     model = hashed_mlp().float()
     cfg = model.cfg

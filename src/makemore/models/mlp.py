@@ -64,6 +64,8 @@ class MLPConfig(output_layer.OutputSettings, ModelConfig):
                                "characters, added to the last hidden layer (0: none)", min=0)
     hash_bits: int = setting(20, "rows of the hashed feature table, as a power of two", min=4, max=28)
     hash_dim: int = setting(32, "size of each hashed feature vector", min=1)
+    hash_dropout: float = setting(0.0, "while training, drop each hashed feature vector with this probability "
+                                  "(whole vectors: the table then cannot stand in for the network)", min=0, below=1)
 
     def validate(self) -> None:
         super().validate()
@@ -150,9 +152,16 @@ class MLP(Model):
         return name != "E_hash" and super().decays(name, p)
 
     def hashed(self, idx: torch.Tensor, sparse: bool = False) -> torch.Tensor:
-        """The hashed context features' term of the last hidden layer, (N, hidden)."""
+        """The hashed context features' term of the last hidden layer, (N, hidden). With
+        hash_dropout p, in training each context's vector of each order is dropped with
+        probability p and the kept ones scaled by 1/(1 - p) (dropout, Srivastava et al. 2014, of
+        whole features): the table alone over-fits the contexts it has seen (docs/big-lists.md)."""
         rows = context_hashes(idx[:, idx.shape[1] - self.cfg.block_size:], self.cfg.hash_orders, self.cfg.hash_bits)
-        return F.embedding_bag(rows, self.E_hash, mode="sum", sparse=sparse) @ self.W_hash
+        keep = None
+        if self.cfg.hash_dropout > 0 and self.training:
+            keep = (torch.rand(rows.shape, device=rows.device) >= self.cfg.hash_dropout).to(self.E_hash.dtype)
+            keep /= 1.0 - self.cfg.hash_dropout
+        return F.embedding_bag(rows, self.E_hash, mode="sum", sparse=sparse, per_sample_weights=keep) @ self.W_hash
 
     @property
     def hidden_weights(self) -> list[tuple[nn.Parameter, nn.Parameter]]:
