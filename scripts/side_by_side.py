@@ -66,7 +66,9 @@ def finish(member) -> dict:
 
 
 def json_of(command: list[str]) -> dict:
-    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[2:4])}: {done.stderr.strip()}")
     return json.loads(done.stdout)
 
 
