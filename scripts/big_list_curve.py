@@ -34,39 +34,56 @@ OUT = ROOT / "docs" / "results" / "wordfreq_curve.json"
 PLOT = ROOT / "docs" / "wordfreq_curve.png"
 
 
-def run_budget(data: str, budget: float, folder: Path) -> dict:
-    out = folder / f"budget-{budget:g}"
-    if out.exists():
-        import shutil
+def start_train(data: str, budget: float, out: Path, *flags: str) -> tuple[subprocess.Popen, float]:
+    """A fresh `makemore train --data DATA --budget S --out OUT --quiet FLAGS` process, started now."""
+    command = [sys.executable, "-m", "makemore", "train", "--data", data, "--budget", f"{budget:g}", "--out", str(out),
+               "--quiet", *flags]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    return child, time.perf_counter()
 
-        shutil.rmtree(out)
-    started = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "makemore", "train", "--data", data, "--budget", str(budget),
-                              "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, cwd=ROOT)
+
+def finish_train(child: subprocess.Popen, started: float, label: str) -> dict:
+    """Wait for a start_train process: its whole wall time, its own peak memory and its notes."""
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory (ru_maxrss, KiB)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"budget {budget:g}: {stderr.strip()}")
+        raise SystemExit(f"{label}: {stderr.strip()}")
+    return {"process_seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
+            "notes": stderr.strip().splitlines()}
+
+
+def run_figures(out: Path) -> dict:
+    """A finished budget run's figures over the whole dev split: where the run reported its final
+    figures over a subset (budget.FINAL_SHARE), `makemore mix RUN` fits the mixture again over the
+    whole split (untimed) and its figures are the run's."""
     summary = json.loads((out / "summary.json").read_text())
     mix = json.loads((out / "mix.json").read_text()) if (out / "mix.json").is_file() else None
-    if mix is not None and mix.get("dev_examples"):  # figures over a subset: the whole split, untimed
+    if mix is not None and mix.get("dev_examples"):
         subprocess.run([sys.executable, "-m", "makemore", "mix", str(out), "--ngram-context", str(mix["ngram_context"])],
                        check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
         summary = json.loads((out / "summary.json").read_text())
         mix = json.loads((out / "mix.json").read_text())
         summary["dev_loss"] = mix["mlp_dev_loss"]
-    return {"budget": budget, "process_seconds": round(seconds, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024),
-            "steps": summary["steps"], "model": summary["model"], "params": summary["params"],
+    return {"steps": summary["steps"], "model": summary["model"], "params": summary["params"],
             "model_dev_loss": summary["dev_loss"],
             "ngram_context": None if mix is None else mix["ngram_context"],
             "ngram_dev_loss": None if mix is None else mix["ngram_dev_loss"],
             "mixture_dev_loss": None if mix is None else mix["mix_dev_loss"],
             "result": None if mix is None else mix["result"],
             "result_dev_loss": summary.get("result", {}).get("dev_loss", summary["dev_loss"]),
-            "recipe_budget": (summary.get("recipe") or {}).get("budget"), "notes": stderr.strip().splitlines()}
+            "recipe_budget": (summary.get("recipe") or {}).get("budget")}
+
+
+def run_budget(data: str, budget: float, folder: Path) -> dict:
+    out = folder / f"budget-{budget:g}"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    timed = finish_train(*start_train(data, budget, out), f"budget {budget:g}")
+    notes = timed.pop("notes")
+    return {"budget": budget, **timed, **run_figures(out), "notes": notes}
 
 
 def kneser_ney_5(data: str) -> float:

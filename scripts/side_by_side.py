@@ -26,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from big_list_curve import finish_train, run_figures, start_train  # noqa: E402
 
 from makemore.outputs import atomic_write_json  # noqa: E402
 from makemore.runtime import usable_cores  # noqa: E402
@@ -34,35 +37,6 @@ from makemore.utils import cpu_name  # noqa: E402
 
 def makemore(*args: str) -> list[str]:
     return [sys.executable, "-m", "makemore", *args]
-
-
-def start_members(data: str, budget: float, seeds: list[int], threads: int, out: Path, extra: list[str]):
-    members = []
-    for seed in seeds:
-        folder = out / f"seed-{seed}"
-        command = makemore("train", "--data", data, "--budget", f"{budget:g}", "--seed", str(seed),
-                           "--threads", str(threads), "--out", str(folder), "--quiet", *extra)
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        members.append((seed, folder, command, child, time.perf_counter()))
-    return members
-
-
-def finish(member) -> dict:
-    seed, folder, command, child, started = member
-    stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory (ru_maxrss, KiB)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"seed {seed}: {stderr.strip()}")
-    summary = json.loads((folder / "summary.json").read_text())
-    mix = json.loads((folder / "mix.json").read_text()) if (folder / "mix.json").is_file() else None
-    return {"seed": seed, "run": str(folder), "command": " ".join(command[2:]), "process_seconds": round(seconds, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024), "steps": summary["steps"], "params": summary["params"],
-            "model_dev_loss": summary["dev_loss"],
-            "ngram_context": None if mix is None else mix["ngram_context"],
-            "ngram_dev_loss": None if mix is None else mix["ngram_dev_loss"],
-            "mixture_dev_loss": None if mix is None else mix["mix_dev_loss"],
-            "dev_examples": None if mix is None else mix.get("dev_examples"), "notes": stderr.strip().splitlines()}
 
 
 def json_of(command: list[str]) -> dict:
@@ -93,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{out} exists: give a new folder")
     threads = max(1, cores // runs)
     started = time.perf_counter()
-    members = [finish(m) for m in start_members(args.data, args.budget, list(range(args.seed, args.seed + runs)),
-                                                threads, out, args.extra)]
+    seeds = list(range(args.seed, args.seed + runs))
+    started_runs = [(seed, out / f"seed-{seed}", start_train(args.data, args.budget, out / f"seed-{seed}", "--seed",
+                                                             str(seed), "--threads", str(threads), *args.extra))
+                    for seed in seeds]
+    members = []
+    for seed, folder, (child, began) in started_runs:
+        timed = finish_train(child, began, f"seed {seed}")
+        members.append({"seed": seed, "run": str(folder), "command": " ".join(child.args[2:]), **timed,
+                        **run_figures(folder)})
     trained = time.perf_counter() - started
     for m in members:
         print(f"seed {m['seed']}: model {m['model_dev_loss']:.4f}, mixture {m['mixture_dev_loss'] or float('nan'):.4f}, "
