@@ -1,5 +1,6 @@
 """Shared fixtures: the lecture's names file (via $MAKEMORE_DATA_DIR) and small generated data."""
 
+import importlib.util
 import os
 import random
 from pathlib import Path
@@ -7,6 +8,18 @@ from pathlib import Path
 import pytest
 
 from makemore.data import NAMES_SHA256, _sha256
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_file(relative: str):
+    """A script of the repository (scripts/, benchmarks/, notebooks/), imported as a module by path."""
+    path = ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def names_file() -> Path | None:

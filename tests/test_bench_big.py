@@ -3,7 +3,6 @@ seed, counts that match the file as makemore reads it, and every Faker item in a
 and the runner with which benchmarks/bench.py times and measures each command of the big item."""
 
 import hashlib
-import importlib.util
 import json
 import sys
 from collections import Counter
@@ -12,17 +11,14 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("faker")
+from conftest import load_file  # noqa: E402
 from makemore.data import read_words  # noqa: E402
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_big_list.py"
 
 
 @pytest.fixture(scope="module")
 def big():
-    spec = importlib.util.spec_from_file_location("make_big_list", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("scripts/make_big_list.py")
 
 
 def make(big, path: Path, lines: int, seed: int) -> tuple[bytes, dict]:
@@ -71,10 +67,7 @@ def test_a_full_list_holds_every_faker_item_and_thousands_of_characters(big, tmp
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("big_bench", SCRIPT.parents[1] / "benchmarks" / "big_bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("benchmarks/big_bench.py")
 
 
 def python(code: str) -> list[str]:

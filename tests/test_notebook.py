@@ -5,7 +5,6 @@ temporary working directory, with MAKEMORE_NOTEBOOK_STEPS=200 so that every trai
 is short.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,22 +13,20 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_file
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "mlp.ipynb"
-GENERATOR = ROOT / "notebooks" / "make_notebook.py"
 STEPS = 200
 TIMEOUT = 120  # seconds per cell; the whole notebook takes 10-25 s at STEPS=200
 
 
 def load_generator():
-    spec = importlib.util.spec_from_file_location("make_notebook", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("notebooks/make_notebook.py")
 
 
 def test_committed_notebook_is_generated():

@@ -1,25 +1,17 @@
 """scripts/side_by_side.py: two budget runs at once, their ensemble and its mixture, and the figures it
 writes agree with what makemore itself says of the runs it made."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import make_words
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "side_by_side.py"
-
+from conftest import load_file, make_words
 
 @pytest.fixture(scope="module")
 def side_by_side():
-    spec = importlib.util.spec_from_file_location("side_by_side", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file("scripts/side_by_side.py")
 
 
 def test_two_seeds_at_once_their_ensemble_and_its_mixture(side_by_side, tmp_path):
