@@ -47,7 +47,8 @@ from .mixture import run_predictor  # noqa: E402
 from .predict import ensemble_predictor, make_predictor, model_predictor, split_nll, words_nll  # noqa: E402
 from .runs import Ensemble, Run, load_ensemble, load_run  # noqa: E402
 from .sampling import sample, sample_tagged, score, tag_words  # noqa: E402
-from .training import EnsembleResult, train_ensemble, train_members, train_population  # noqa: E402
+from .ensembles import EnsembleResult, train_ensemble  # noqa: E402
+from .training import train_members, train_population  # noqa: E402
 
 __all__ = [
     "PRESETS", "ModelConfig", "TrainConfig", "make_configs", "Corpus", "Examples", "Vocab", "build_examples",

@@ -26,6 +26,8 @@ from . import distributed as dist
 from . import mixture
 from .config import make_configs
 from .data import Corpus
+from .devices import usable_cores
+from .ensembles import EnsembleResult, side_by_side, train_ensemble
 from .errors import UserError
 from .loop import TrainResult
 from .models import ModelConfig
@@ -33,7 +35,7 @@ from .ngram import estimate_fit_seconds
 from .recipes import MIX_CONTEXT, budget_configs, choose
 from .runs import load_any
 from .teacher import TEACHER_MAX_BYTES, teacher_bytes, teacher_targets
-from .training import EnsembleResult, resume as resume_run, train_ensemble, train_members
+from .training import resume as resume_run, train_members
 
 # Counting the Kneser-Ney model may take up to this share of a budget run's time: on a big list
 # at a short budget the count model is most of the result (a neural model trained in the
@@ -166,7 +168,20 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
                                teacher=teacher)[0]
     if ngram is not None and mix and result.status == "completed":
         attach_result(result, corpus, ngram, counted[1])
+    if budget_run and seeds == 1 and result.status == "completed":
+        spare_seeds(result, train_cfg, note)
     return result
+
+
+def spare_seeds(result: TrainResult, train_cfg, note: Callable[[str], None]) -> None:
+    """Say so where a budget run left cores idle: its step ran fastest on fewer threads than the
+    machine has (budget.ThreadTrial), and seeds side by side would have used the rest in the
+    same time (ensembles.py)."""
+    threads = result.summary.get("threads") or train_cfg.threads or usable_cores()
+    seeds = usable_cores() // max(1, threads)
+    if seeds > 1 and side_by_side(seeds, replace(train_cfg, threads=threads)):
+        note(f"note: the run trained on {threads} of this machine's {usable_cores()} cores; --seeds {seeds} would "
+             f"train {seeds} seeds side by side in the same time, and their ensemble scores better (docs/budgets.md)")
 
 
 def _timed(fn):

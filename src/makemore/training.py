@@ -2,8 +2,9 @@
 locked, the loop (loop.Trainer) run over them.
 
 `train_members` is the one way in: one model per train config, trained together (K = 1 a plain
-run, K seeds a seed ensemble, K learning rates a sweep's population); `train_population`,
-`train_ensemble` and `resume` are it with a shape. What `makemore train` adds on top (presets,
+run, K seeds a seed ensemble, K learning rates a sweep's population); `train_population` and
+`resume` are it with a shape, and so is ensembles.train_ensemble (its members in one loop, or
+one loop per process side by side). What `makemore train` adds on top (presets,
 the recipe of a time budget, the count model counted inside the budget and mixed) is fit.py.
 
 Where a run trains (device, precision, engine, threads, seeds) is decided once, by
@@ -13,11 +14,10 @@ asks for one and the caller did not pass it in, inside the run's budget.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,7 +34,6 @@ from .errors import UserError
 from .loop import RunLog, Trainer, TrainResult
 from .models import ModelConfig
 from .outputs import new_dir
-from .predict import ensemble_predictor, split_nll
 from .runs import load_weights, write_run_files
 from .utils import native_bfloat16
 
@@ -280,52 +279,3 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
         print(note, file=sys.stderr)
     return train_members(corpus, model_cfg, [train_cfg], [run_dir], progress, callbacks,
                          resumed=[{"tensors": tensors, "meta": meta, "path": run_dir / "last.safetensors"}])[0]
-
-
-# --------------------------------------------------------------------------------------------
-# Seed ensembles: K seeds of one config, trained as K members of the loop, averaged when used
-
-
-@dataclass
-class EnsembleResult:
-    results: list[TrainResult]  # one per seed, in order
-    seeds: list[int]
-    dev_loss: float  # of the ensemble: mean over dev of -log(mean over members of p(y))
-    run_dir: Path | None = None
-    engine: str = ""
-    members: list[str] = field(default_factory=list)  # ensemble.json's members: run directories in run_dir
-    mix: dict | None = None  # the fitted mixture with a count model, if one was (fit.py)
-
-    @property
-    def status(self) -> str:
-        """The first member's fate that is not "completed", else "completed"."""
-        return next((r.status for r in self.results if r.status != "completed"), "completed")
-
-
-def member_name(seed: int) -> str:
-    return f"seed-{seed}"
-
-
-def train_ensemble(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig, seeds: int | Sequence[int],
-                   out: str | Path | None = None, progress: bool | None = None,
-                   extra_summary: dict | None = None, teacher: np.ndarray | None = None) -> EnsembleResult:
-    """Train `seeds` (a count K: train_cfg.seed, +1, ..., +K-1; or a list) of one config as
-    the K members of one loop, into out/seed-<s>/ and out/ensemble.json, which eval, sample
-    and score read as one averaged model."""
-    seeds = [train_cfg.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
-    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
-        raise UserError(f"an ensemble needs distinct seeds, got {seeds}")
-    cfgs = [replace(train_cfg, seed=s) for s in seeds]
-    names = [member_name(s) for s in seeds]
-    with ExitStack() as stack:
-        out = None if out is None else stack.enter_context(
-            new_dir(out, keep=lambda d: any((d / n / "best.safetensors").exists() for n in names)))
-        dirs = None if out is None else [out / n for n in names]
-        results = train_members(corpus, model_cfg, cfgs, dirs, progress, extra_summary=extra_summary, teacher=teacher)
-    # members that have a best checkpoint (all, unless interrupted before one)
-    kept = [i for i, r in enumerate(results) if r.run_dir is None or (r.run_dir / "best.safetensors").is_file()]
-    dev_loss = (split_nll(ensemble_predictor([results[i].model for i in kept]), corpus.encoded("dev"), None, progress)
-                if kept else math.nan)
-    if out is not None and kept:
-        rundir.write_ensemble(out, [names[i] for i in kept], {"seeds": [seeds[i] for i in kept], "dev_loss": dev_loss})
-    return EnsembleResult(results, seeds, dev_loss, out, results[0].summary["engine"], [names[i] for i in kept])

@@ -21,8 +21,9 @@ def add_train(sub) -> None:
     add_model_flags(p)
     p.add_argument("--out", help="run directory to create (must not exist)")
     p.add_argument("--seeds", type=int, default=1, metavar="K",
-                   help="train K seeds (--seed, --seed+1, ...) together, into OUT/seed-<s>/: "
-                        "a seed ensemble, which eval, sample and score average (default 1)")
+                   help="train K seeds (--seed, --seed+1, ...) into OUT/seed-<s>/: a seed ensemble, which eval, "
+                        "sample and score average (default 1); on a CPU with K cores or more, side by side in K "
+                        "processes, each in the time of one run")
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-mix", action="store_true",
@@ -90,7 +91,8 @@ def _cmd_train(args) -> int:
     from ..distributed import is_writer
     from ..fit import resume, train
     from ..outputs import check_new_dir
-    from ..training import EnsembleResult, new_run_hint
+    from ..ensembles import EnsembleResult
+    from ..training import new_run_hint
 
     progress = False if args.quiet else None
     if args.seeds < 1:
@@ -145,11 +147,17 @@ def _print_mixture(mix: dict, run_dir) -> None:
 def _print_ensemble(ens) -> int:
     first = ens.results[0].summary
     print(f"model       {first.get('model', 'mlp')}, {first['params']:,} parameters per member")
-    print(f"steps       {first['steps']:,}; {len(ens.results)} seeds trained together ({first['engine']} engine, "
-          f"{first['device']}, {first['seconds']:.1f} s)")
+    if ens.processes > 1:  # each member its own loop: its own steps (a budget's) and time
+        threads = first.get("setup", {}).get("threads") or 1
+        print(f"steps       {len(ens.results)} seeds side by side, one process each on {threads} thread"
+              f"{'s' if threads > 1 else ''} ({first['engine']} engine, {first['device']})")
+    else:
+        print(f"steps       {first['steps']:,}; {len(ens.results)} seeds trained together ({first['engine']} engine, "
+              f"{first['device']}, {first['seconds']:.1f} s)")
     for seed, r in zip(ens.seeds, ens.results):
+        alone = f"{r.summary['steps']:,} steps in {r.summary['seconds']:.1f} s, " if ens.processes > 1 else ""
         print(f"  seed {seed:<6} train {r.summary['train_loss']:.4f}  dev {r.summary['dev_loss']:.4f}  "
-              f"(best step {r.summary['best_step']:,}, {r.status})")
+              f"({alone}best step {r.summary['best_step']:,}, {r.status})")
     print(f"dev loss    {ens.dev_loss:.4f}  (the ensemble: mean of the {len(ens.members)} members' probabilities)")
     if ens.mix is not None and ens.run_dir is not None:
         _print_mixture(ens.mix, ens.run_dir)

@@ -1,0 +1,84 @@
+"""Seed ensembles whose members train side by side, one process each (ensembles.py)."""
+
+import json
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+from makemore import ensembles, load_corpus, make_configs
+from makemore.cli import main
+from makemore.ensembles import _member, side_by_side, train_ensemble
+from makemore.errors import UserError
+
+
+@pytest.fixture
+def corpus(words_file):
+    return load_corpus(words_file)
+
+
+def tiny(corpus, **overrides):
+    settings = dict(emb_dim=4, hidden=16, batch_size=8, steps=60, eval_interval=20, lr=0.1)
+    settings.update(overrides)
+    return make_configs("lecture", vocab_size=corpus.vocab.size, **settings)
+
+
+def test_side_by_side_trains_the_same_members_as_one_loop(corpus, tmp_path):
+    """A member's weights and minibatches come from its seed alone: in its own process it ends
+    where it ends as a member of the shared loop (up to float rounding)."""
+    model_cfg, train_cfg = tiny(corpus, threads=1)
+    apart = train_ensemble(corpus, model_cfg, train_cfg, 2, tmp_path / "apart", progress=False, processes=True)
+    together = train_ensemble(corpus, model_cfg, train_cfg, 2, tmp_path / "together", progress=False,
+                              processes=False)
+    assert (apart.processes, together.processes) == (2, 1)
+    assert apart.members == together.members == ["seed-42", "seed-43"]
+    for a, b in zip(apart.results, together.results):
+        assert a.status == "completed" and a.summary["steps"] == 60 and a.summary["side_by_side"] == 2
+        assert a.summary["dev_loss"] == pytest.approx(b.summary["dev_loss"], abs=1e-4)
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=1e-4, msg=name)
+    assert apart.dev_loss == pytest.approx(together.dev_loss, abs=1e-4)
+    assert json.loads((tmp_path / "apart" / "ensemble.json").read_text())["seeds"] == [42, 43]
+    assert main(["eval", str(tmp_path / "apart")]) == 0
+
+
+def test_side_by_side_where_the_cpu_has_a_core_for_each_member(corpus, monkeypatch):
+    _, train_cfg = tiny(corpus, device="cpu")
+    monkeypatch.setattr(ensembles, "usable_cores", lambda: 2)
+    assert side_by_side(2, train_cfg)
+    assert not side_by_side(1, train_cfg)  # one seed is a plain run
+    assert not side_by_side(3, train_cfg)  # more members than cores: in turn, in one loop
+    assert not side_by_side(2, replace(train_cfg, threads=2))  # the user's threads for each would not fit
+    monkeypatch.setattr(ensembles, "usable_cores", lambda: 4)
+    assert side_by_side(2, replace(train_cfg, threads=2)) and side_by_side(4, train_cfg)
+
+
+def test_a_members_error_reaches_the_caller_as_it_was(corpus, tmp_path):
+    model_cfg, train_cfg = tiny(corpus)
+    receive, send = torch.multiprocessing.Pipe(duplex=False)
+    _member(send, corpus, replace(model_cfg, vocab_size=5), train_cfg, None, False, {}, None)
+    kind, message = receive.recv()
+    assert kind == "user" and "vocab_size 5" in message
+    with pytest.raises(UserError, match="vocab_size 5"):  # checked before any process starts
+        train_ensemble(corpus, replace(model_cfg, vocab_size=5), train_cfg, 2, progress=False, processes=True)
+
+
+def test_a_signal_to_the_ensemble_stops_and_saves_every_member(words_file, tmp_path):
+    """kill of the command (not of its members) reaches each member: each stops at a step, saves
+    its progress to resume on its own, and the ensemble of what they learnt is written."""
+    from test_cli import LONG, _start, _wait_for
+
+    out = tmp_path / "ens"
+    proc, err_path = _start(["train", "--data", str(words_file), "--out", str(out), "--seeds", "2", "--threads", "1",
+                             *LONG], tmp_path, "ens")
+    for name in ("seed-42", "seed-43"):
+        _wait_for(out / name / "metrics.csv", rows=2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    err = err_path.read_text()
+    assert "Traceback" not in err and "each member's progress is saved" in err
+    for name in ("seed-42", "seed-43"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and (out / name / "last.safetensors").is_file()
+    assert json.loads((out / "ensemble.json").read_text())["members"] == ["seed-42", "seed-43"]
