@@ -82,3 +82,31 @@ def test_a_signal_to_the_ensemble_stops_and_saves_every_member(words_file, tmp_p
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["status"] == "interrupted" and (out / name / "last.safetensors").is_file()
     assert json.loads((out / "ensemble.json").read_text())["members"] == ["seed-42", "seed-43"]
+
+
+def test_seeds_runs_measures_the_three_ways_and_reports_what_eval_says(tmp_path):
+    """scripts/seeds_runs.py: one seed, two side by side, two in turn; its figures are the runs' own."""
+    import subprocess
+    import sys
+
+    from conftest import load_file, make_words
+
+    seeds_runs = load_file("scripts/seeds_runs.py")
+    data = tmp_path / "words.txt"
+    data.write_text("\n".join(make_words(2000, seed=5)) + "\n", encoding="utf-8")
+    results, runs = tmp_path / "r.json", tmp_path / "runs"
+    subprocess.run([sys.executable, "scripts/seeds_runs.py", "--data", str(data), "--budget", "3", "--repeats", "1",
+                    "--runs", str(runs), "--results", str(results)], check=True, cwd=seeds_runs.ROOT)
+    report = json.loads(results.read_text())
+    assert [r["way"] for r in report["runs"]] == list(seeds_runs.WAYS) == list(report["medians"])
+    one, apart, in_turn = report["runs"]
+    assert len(one["steps"]) == 1 and len(apart["steps"]) == len(in_turn["steps"]) == 2
+    assert apart["threads"] == [1, 1] and all(r["peak_mib_per_process"] > 50 for r in report["runs"])
+    for row in report["runs"]:
+        out = runs / f"words-3-{row['way']}-0"
+        done = subprocess.run([sys.executable, "-m", "makemore", "eval", str(out), "--json"], capture_output=True,
+                              text=True, check=True)
+        assert json.loads(done.stdout)["loss"] == pytest.approx(row["result_dev_loss"], abs=1e-6)
+    members = [json.loads((runs / "words-3-side_by_side-0" / f"seed-{s}" / "summary.json").read_text())["dev_loss"]
+               for s in (42, 43)]
+    assert apart["model_dev_loss"] <= sum(members) / 2 + 1e-9  # the mean of two distributions (Jensen)

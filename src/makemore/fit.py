@@ -107,12 +107,14 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
 def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, out: str | Path | None = None, *,
           preset: str | None = None, model: str | None = None, seeds: int = 1, mix: bool | None = None,
           progress: bool | None = None, callbacks: tuple = (), note: Callable[[str], None] | None = None,
-          **settings) -> TrainResult | EnsembleResult:
+          processes: bool | None = None, **settings) -> TrainResult | EnsembleResult:
     """Train a model on `corpus` as `makemore train` does (the module doc), into the run
     directory `out` if given (a seed ensemble with `seeds` > 1). Either configs (`model_cfg`,
     `train_cfg`), or a `preset`/`model` and settings (`budget=60`, `steps=...`, `hidden=...`).
     `mix` (default: for a budget run with no preset) counts a Kneser-Ney model and mixes it
-    in; `note` receives the run's notes (what was chosen and why; default: printed on stderr)."""
+    in; `note` receives the run's notes (what was chosen and why; default: printed on stderr);
+    `processes`, the seeds of an ensemble side by side in a process each (True) or in turn in one
+    loop (False; default: side by side where the machine allows, ensembles.side_by_side)."""
     if note is None:
         def note(line: str) -> None:
             if dist.is_writer():
@@ -162,7 +164,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         if dist.world() is not None:
             raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate runs")
         result = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress, extra_summary=extra,
-                                teacher=teacher)
+                                teacher=teacher, processes=processes)
     else:
         result = train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks, extra_summary=extra,
                                teacher=teacher)[0]
