@@ -7,21 +7,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-from makemore import ensembles, load_corpus, make_configs
+from makemore import ensembles, load_corpus
 from makemore.cli import main
 from makemore.ensembles import _member, side_by_side, train_ensemble
 from makemore.errors import UserError
 
 
+from test_members import small as tiny  # a member's tiny configs
+
+
 @pytest.fixture
 def corpus(words_file):
     return load_corpus(words_file)
-
-
-def tiny(corpus, **overrides):
-    settings = dict(emb_dim=4, hidden=16, batch_size=8, steps=60, eval_interval=20, lr=0.1)
-    settings.update(overrides)
-    return make_configs("lecture", vocab_size=corpus.vocab.size, **settings)
 
 
 def test_side_by_side_trains_the_same_members_as_one_loop(corpus, tmp_path):
