@@ -2,6 +2,8 @@
 
 import json
 import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from makemore import ensembles, load_corpus
 from makemore.cli import main
-from makemore.ensembles import _member, side_by_side, train_ensemble
+from makemore.ensembles import _dump, _load, member_main, side_by_side, train_ensemble
 from makemore.errors import UserError
 
 
@@ -51,14 +53,33 @@ def test_side_by_side_where_the_cpu_has_a_core_for_each_member(corpus, monkeypat
     assert side_by_side(2, replace(train_cfg, threads=2)) and side_by_side(4, train_cfg)
 
 
-def test_a_members_error_reaches_the_caller_as_it_was(corpus, tmp_path):
+def test_a_members_error_reaches_the_caller_as_it_was(corpus, tmp_path, monkeypatch):
     model_cfg, train_cfg = tiny(corpus)
-    receive, send = torch.multiprocessing.Pipe(duplex=False)
-    _member(send, corpus, replace(model_cfg, vocab_size=5), train_cfg, None, False, {}, None)
-    kind, message = receive.recv()
+    shared, job, result = tmp_path / "shared", tmp_path / "job", tmp_path / "result"
+    _dump(shared, (corpus, replace(model_cfg, vocab_size=5), {}, None))
+    _dump(job, (train_cfg, None, False))
+    monkeypatch.setattr(sys, "argv", ["-c", str(shared), str(job), str(result)])
+    member_main()
+    kind, message = _load(result)
     assert kind == "user" and "vocab_size 5" in message
     with pytest.raises(UserError, match="vocab_size 5"):  # checked before any process starts
         train_ensemble(corpus, replace(model_cfg, vocab_size=5), train_cfg, 2, progress=False, processes=True)
+
+
+def test_a_script_without_a_main_guard_trains_its_seeds_side_by_side(words_file, tmp_path):
+    """The members are fresh interpreters, not multiprocessing's spawn, which would run the
+    caller's script again in each of them."""
+    script = tmp_path / "seeds.py"
+    script.write_text(f"""import makemore as mm
+corpus = mm.load_corpus({str(words_file)!r})
+model_cfg, train_cfg = mm.make_configs("lecture", vocab_size=corpus.vocab.size, emb_dim=4, hidden=16, batch_size=8,
+                                       steps=40, eval_interval=20)
+result = mm.train_ensemble(corpus, model_cfg, train_cfg, 2, {str(tmp_path / "ens")!r}, progress=False, processes=True)
+print("trained", result.processes, [r.summary["steps"] for r in result.results])
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["trained 2 [40, 40]"]
 
 
 def test_a_signal_to_the_ensemble_stops_and_saves_every_member(words_file, tmp_path):
@@ -83,9 +104,6 @@ def test_a_signal_to_the_ensemble_stops_and_saves_every_member(words_file, tmp_p
 
 def test_seeds_runs_measures_the_three_ways_and_reports_what_eval_says(tmp_path):
     """scripts/seeds_runs.py: one seed, two side by side, two in turn; its figures are the runs' own."""
-    import subprocess
-    import sys
-
     from conftest import load_file, make_words
 
     seeds_runs = load_file("scripts/seeds_runs.py")

@@ -15,8 +15,8 @@ for the whole 60 s (docs/budgets.md has the figures).
 A member's process runs the same loop on that member's config alone: its initial weights and
 its minibatches come from its seed, exactly as in the shared loop, so a run of fixed steps ends
 with the same models either way (up to the rounding of another thread count). Each process
-writes its member's run directory, where the caller keeps one, and sends its result back with
-the best weights.
+writes its member's run directory, where the caller keeps one, and hands its result back with
+the best weights (through files in a private temporary folder).
 
 Signals: Ctrl-C reaches every process of the terminal's group, and each member stops at the end
 of its step and saves, as a run in one process does (loop.StopSignals). A SIGINT or SIGTERM sent
@@ -26,14 +26,17 @@ to this process alone is passed on to the members as SIGTERM, which does the sam
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+import pickle
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
 import traceback
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Sequence
 
@@ -123,6 +126,11 @@ def train_ensemble(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfi
 # --------------------------------------------------------------------------------------------
 # Side by side: one process per member
 
+# A member's process is a fresh interpreter running this line, not multiprocessing's spawn: spawn
+# imports the caller's main script again in each child, so a user's script that calls mm.train
+# without an `if __name__ == "__main__"` guard would start its training again there, and fail.
+MEMBER = "from makemore.ensembles import member_main; member_main()"
+
 
 def train_apart(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig], dirs: list[Path | None],
                 progress: bool | None, extra_summary: dict, teacher: np.ndarray | None) -> list[TrainResult]:
@@ -130,71 +138,93 @@ def train_apart(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig],
     first member's process shows the progress. An error in one member stops the others (their
     runs are saved as interrupted ones) and is raised here: a user's error as it was, anything
     else as a RuntimeError with the member's traceback."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or torch state
-    children, pipes = [], []
-    for k, (cfg, run_dir) in enumerate(zip(cfgs, dirs)):
-        receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=_member, name=f"makemore-{member_name(cfg.seed)}",
-                                args=(send, corpus, model_cfg, cfg, run_dir, progress if k == 0 else False,
-                                      extra_summary, teacher))
-        child.start()
-        send.close()  # the child's end: a child that dies makes our end read EOF
-        children.append(child)
-        pipes.append(receive)
-    outcomes: list = [None] * len(children)
-    with _passing_signals(children):
-        waiting = dict(zip(pipes, range(len(children))))
-        while waiting:
-            for pipe in wait(list(waiting)):
-                k = waiting.pop(pipe)
-                try:
-                    outcomes[k] = pipe.recv()
-                except EOFError:
-                    outcomes[k] = ("error", f"the process of {member_name(cfgs[k].seed)} ended with exit code "
-                                            f"{children[k].exitcode} before it reported")
-                if outcomes[k][0] != "ok":  # the others would train for nothing
-                    _send(children, signal.SIGTERM)
-        for child in children:
-            child.join()
+    import makemore
+
+    env = dict(os.environ)  # the members import this very package, wherever it was imported from
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(makemore.__file__).resolve().parents[1]),
+                                         *filter(None, [env.get("PYTHONPATH")])])
+    with tempfile.TemporaryDirectory(prefix="makemore-seeds-") as tmp:  # 0700: only this user reads the jobs
+        shared = Path(tmp) / "shared.pickle"
+        _dump(shared, (corpus, model_cfg, extra_summary, teacher))
+        children, results = [], []
+        for k, (cfg, run_dir) in enumerate(zip(cfgs, dirs)):
+            job, result = Path(tmp) / f"member-{k}.pickle", Path(tmp) / f"result-{k}.pickle"
+            _dump(job, (cfg, run_dir, progress if k == 0 else False))
+            children.append(subprocess.Popen([sys.executable, "-c", MEMBER, str(shared), str(job), str(result)],
+                                             env=env))
+            results.append(result)
+        outcomes: list = [None] * len(children)
+        with _passing_signals(children):
+            while any(outcome is None for outcome in outcomes):
+                for k, child in enumerate(children):
+                    if outcomes[k] is None and child.poll() is not None:
+                        outcomes[k] = _outcome(results[k], child.returncode, cfgs[k].seed)
+                        if outcomes[k][0] != "ok":  # the others would train for nothing
+                            _send(children, signal.SIGTERM)
+                time.sleep(0.05)
     failed = next((o for o in outcomes if o[0] != "ok"), None)
     if failed is not None:
         raise UserError(failed[1]) if failed[0] == "user" else RuntimeError(failed[1])
-    results = []
+    trained = []
     for (_, fields, weights), cfg, run_dir in zip(outcomes, cfgs, dirs):
         model = models.build(model_cfg, seed=cfg.seed)
         model.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()})
         if fields["dev_log_probs"] is not None:
             fields["dev_log_probs"] = torch.from_numpy(fields["dev_log_probs"])
-        results.append(TrainResult(model=model, run_dir=run_dir, **fields))
-    return results
+        trained.append(TrainResult(model=model, run_dir=run_dir, **fields))
+    return trained
 
 
-def _member(send, corpus, model_cfg, cfg, run_dir, progress, extra_summary, teacher) -> None:
-    """A member's process: train it and send ("ok", its TrainResult's fields but the model, the
-    model's weights), or ("user", message) / ("error", traceback)."""
+def member_main() -> None:
+    """A member's process (MEMBER): argv holds the shared job (corpus, model config, summary
+    extras, teacher), the member's own (train config, run directory, progress) and where to put
+    its outcome: ("ok", its TrainResult's fields but the model, the model's weights), or ("user",
+    message) / ("error", traceback)."""
+    shared, job, result = sys.argv[1:4]
+    cfg = None
     try:
-        result = train_members(corpus, model_cfg, [cfg], [run_dir], progress, extra_summary=extra_summary,
-                               teacher=teacher)[0]
-        fields = {"status": result.status, "summary": result.summary, "message": result.message,
-                  "history": result.history, "signal": result.signal, "dev_positions": result.dev_positions,
-                  "dev_log_probs": None if result.dev_log_probs is None else result.dev_log_probs.numpy()}
-        weights = {name: t.detach().cpu().numpy() for name, t in result.model.state_dict().items()}
-        send.send(("ok", fields, weights))
+        corpus, model_cfg, extra_summary, teacher = _load(shared)
+        cfg, run_dir, progress = _load(job)
+        trained = train_members(corpus, model_cfg, [cfg], [run_dir], progress, extra_summary=extra_summary,
+                                teacher=teacher)[0]
+        fields = {"status": trained.status, "summary": trained.summary, "message": trained.message,
+                  "history": trained.history, "signal": trained.signal, "dev_positions": trained.dev_positions,
+                  "dev_log_probs": None if trained.dev_log_probs is None else trained.dev_log_probs.numpy()}
+        weights = {name: t.detach().cpu().numpy() for name, t in trained.model.state_dict().items()}
+        outcome = ("ok", fields, weights)
     except UserError as e:
-        send.send(("user", str(e)))
+        outcome = ("user", str(e))
     except KeyboardInterrupt:  # a Ctrl-C before the loop took over the signals, or a second one
-        send.send(("user", f"{member_name(cfg.seed)} was interrupted"))
+        outcome = ("user", f"{member_name(cfg.seed) if cfg else 'a member'} was interrupted")
     except Exception:  # the parent reports it
-        send.send(("error", traceback.format_exc()))
-    finally:
-        send.close()
+        outcome = ("error", traceback.format_exc())
+    _dump(Path(result), outcome)
+
+
+def _dump(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)  # the parent never reads half an outcome
+
+
+def _load(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)  # noqa: S301 (our own job files, in a directory only this user can read)
+
+
+def _outcome(result: Path, returncode: int, seed: int):
+    if result.exists():
+        return _load(result)
+    how = f"was killed by signal {-returncode}" if returncode < 0 else f"ended with exit status {returncode}"
+    return ("error", f"the process of {member_name(seed)} {how} before it reported (out of memory?)")
 
 
 def _send(children, signum) -> None:
     for child in children:
-        if child.is_alive():
+        if child.poll() is None:
             try:
-                os.kill(child.pid, signum)
+                child.send_signal(signum)
             except OSError:  # it ended meanwhile
                 pass
 
