@@ -138,10 +138,8 @@ def train_apart(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig],
     first member's process shows the progress. An error in one member stops the others (their
     runs are saved as interrupted ones) and is raised here: a user's error as it was, anything
     else as a RuntimeError with the member's traceback."""
-    import makemore
-
     env = dict(os.environ)  # the members import this very package, wherever it was imported from
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(makemore.__file__).resolve().parents[1]),
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                          *filter(None, [env.get("PYTHONPATH")])])
     with tempfile.TemporaryDirectory(prefix="makemore-seeds-") as tmp:  # 0700: only this user reads the jobs
         shared = Path(tmp) / "shared.pickle"
