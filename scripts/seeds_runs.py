@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from time_commands import timed_command  # noqa: E402
 
 from makemore.devices import usable_cores
 from makemore.outputs import atomic_write_json
@@ -77,14 +77,11 @@ def main() -> None:
         for way in ways:
             out = Path(args.runs) / f"{stem}-{args.budget:g}-{way}-{repeat}"
             shutil.rmtree(out, ignore_errors=True)
-            started = time.perf_counter()
-            child = subprocess.Popen(command(way, args.data, args.budget, args.seeds, out), cwd=ROOT)
-            _, status, usage = os.wait4(child.pid, 0)  # its usage covers the member processes it waited for
-            child.returncode = os.waitstatus_to_exitcode(status)
-            if child.returncode != 0:
-                raise SystemExit(f"{way} #{repeat} failed with exit status {child.returncode}")
-            row = {"way": way, "repeat": repeat, "wall_seconds": time.perf_counter() - started,
-                   "peak_mib_per_process": usage.ru_maxrss / 1024, **read_run(out)}
+            # the peak covers the member processes the run waited for: the largest of them
+            seconds, peak_mib = timed_command(command(way, args.data, args.budget, args.seeds, out), f"{way} #{repeat}",
+                                             cwd=ROOT)
+            row = {"way": way, "repeat": repeat, "wall_seconds": seconds, "peak_mib_per_process": peak_mib,
+                   **read_run(out)}
             rows.append(row)
             print(f"{way:>12} #{repeat}: steps {row['steps']}, model {row['model_dev_loss']:.4f}, "
                   f"result {row['result_dev_loss']:.4f} ({row['result']}), {row['wall_seconds']:.0f} s", flush=True)

@@ -30,13 +30,19 @@ from makemore.utils import cpu_name  # noqa: E402
 
 def timed(args: list[str]) -> tuple[float, float]:
     """(wall seconds, peak resident MiB) of `makemore ARGS` as one process, output dropped."""
+    return timed_command([sys.executable, "-m", "makemore", *args], f"makemore {shlex.join(args)}")
+
+
+def timed_command(command: list[str], label: str, cwd: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, peak resident MiB) of COMMAND as one process (run in `cwd`), output dropped;
+    the peak is of its largest process, itself or one it waited for (ru_maxrss of os.wait4)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "makemore", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"makemore {shlex.join(args)} failed: {proc.stderr.read().decode(errors='replace').strip()}")
+        sys.exit(f"{label} failed: {proc.stderr.read().decode(errors='replace').strip()}")
     return seconds, usage.ru_maxrss / 1024  # KiB on Linux
 
 
