@@ -34,25 +34,6 @@ OUT = ROOT / "docs" / "results" / "wordfreq_curve.json"
 PLOT = ROOT / "docs" / "wordfreq_curve.png"
 
 
-def start_train(data: str, budget: float, out: Path, *flags: str) -> tuple[subprocess.Popen, float]:
-    """A fresh `makemore train --data DATA --budget S --out OUT --quiet FLAGS` process, started now."""
-    command = [sys.executable, "-m", "makemore", "train", "--data", data, "--budget", f"{budget:g}", "--out", str(out),
-               "--quiet", *flags]
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    return child, time.perf_counter()
-
-
-def finish_train(child: subprocess.Popen, started: float, label: str) -> dict:
-    """Wait for a start_train process: its whole wall time, its own peak memory and its notes."""
-    stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory (ru_maxrss, KiB)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{label}: {stderr.strip()}")
-    return {"process_seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
-            "notes": stderr.strip().splitlines()}
-
-
 def run_figures(out: Path) -> dict:
     """A finished budget run's figures over the whole dev split: where the run reported its final
     figures over a subset (budget.FINAL_SHARE), `makemore mix RUN` fits the mixture again over the
@@ -76,14 +57,24 @@ def run_figures(out: Path) -> dict:
 
 
 def run_budget(data: str, budget: float, folder: Path) -> dict:
+    """A fresh `makemore train --data DATA --budget S` process: its whole wall time, its own peak
+    memory, its notes and its figures (run_figures)."""
     out = folder / f"budget-{budget:g}"
     if out.exists():
         import shutil
 
         shutil.rmtree(out)
-    timed = finish_train(*start_train(data, budget, out), f"budget {budget:g}")
-    notes = timed.pop("notes")
-    return {"budget": budget, **timed, **run_figures(out), "notes": notes}
+    started = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-m", "makemore", "train", "--data", data, "--budget", f"{budget:g}",
+                              "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, cwd=ROOT)
+    stderr = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)  # this child's own peak memory (ru_maxrss, KiB)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"budget {budget:g}: {stderr.strip()}")
+    return {"budget": budget, "process_seconds": round(seconds, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024),
+            **run_figures(out), "notes": stderr.strip().splitlines()}
 
 
 def kneser_ney_5(data: str) -> float:
