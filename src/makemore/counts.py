@@ -240,17 +240,24 @@ class NGramCounts:
         check_range(targets, vocab_size)
         return cls(example_columns(examples), targets, vocab_size, max_context)
 
-    def kept(self, context: int) -> dict[str, np.ndarray]:
+    def kept(self, context: int, every_order: bool = False) -> dict[str, np.ndarray]:
         """What a Kneser-Ney model of `context` characters reads (NGramModel), by name, to keep
         (a run's counts, rundir.write_counts): the context keys of lengths 1..context, and for
         each order its pairs, their starts per context and their counts: continuation counts
-        below `context`, raw counts at it. Totals and followers are recomputed on reading."""
+        below `context`, raw counts at it. With `every_order`, the raw counts below `context`
+        too (as `raw_counts.j`: their pairs and starts are the continuation counts'), which a
+        learned interpolation reads (interpolation.py). Totals and followers are recomputed on
+        reading."""
         if not 0 <= context <= self.max_context:
             raise ValueError(f"context must be in 0..{self.max_context}, got {context}")
         arrays = {f"context_keys.{j}": self.context_keys[j] for j in range(1, context + 1)}
         for j in range(context + 1):
             table = self.continuation[j] if j < context else self.raw[j]
             arrays.update({f"pairs.{j}": table.pair_keys, f"starts.{j}": table.starts, f"counts.{j}": table.pair_counts})
+            if every_order and j < context:
+                if self.raw[j] is None:
+                    raise ValueError("the raw counts below the top order were not kept")
+                arrays[f"raw_counts.{j}"] = self.raw[j].pair_counts
         return arrays
 
     @classmethod
@@ -272,6 +279,14 @@ class NGramCounts:
             tables.append(CountTable.from_pairs(keys.astype(np.int64), pair_counts, contexts, vocab_size,
                                                 starts.astype(np.int64)))
         counts.continuation, counts.raw = tables[:context], [None] * context + tables[context:]
+        for j in range(context):  # kept with every_order: the same pairs, their raw counts
+            raw_counts = arrays.get(f"raw_counts.{j}")
+            if raw_counts is not None:
+                table = tables[j]
+                if raw_counts.shape != table.pair_counts.shape:
+                    raise ValueError(f"the kept raw counts of order {j} do not fit together")
+                counts.raw[j] = CountTable.from_pairs(table.pair_keys, np.asarray(raw_counts), table.starts.size - 1,
+                                                      vocab_size, table.starts)
         return counts
 
     def context_ids(self, column: Column, n: int, depth: int) -> list[np.ndarray]:

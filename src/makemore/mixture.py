@@ -29,6 +29,7 @@ from . import rundir
 from .counts import NGramCounts
 from .data import Examples, Vocab
 from .errors import UserError
+from .interpolation import InterpolatedCounts
 from .labels import LabelledNGram, count_model, fit_on_dev
 from .ngram import NGramModel, fit_best_order, ngram_predictor
 from .predict import chunk_log_probs, ensemble_predictor, make_predictor, model_predictor, target_log_probs
@@ -78,7 +79,7 @@ def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab, model_log_
     if model_log_probs is not None and model_log_probs.shape != (n,):
         raise ValueError(f"model_log_probs has shape {tuple(model_log_probs.shape)}, expected ({n},)")
     a = target_log_probs(model, examples, positions) if model_log_probs is None else model_log_probs.double()
-    if isinstance(ngram, (NGramModel, LabelledNGram)):  # read off the counts: the whole split costs little
+    if isinstance(ngram, (NGramModel, LabelledNGram, InterpolatedCounts)):  # read off the counts: the whole split costs little
         b = ngram.target_log_probs(examples)
         b = b if positions is None else b[torch.from_numpy(positions)]
     else:
@@ -123,7 +124,8 @@ def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Voca
     (tune_mixture_weight)."""
     if ngram is None:  # per label and interpolated, for a labelled list (labels.LabelledNGram)
         ngram = count_model(train_words, vocab, context, dev_words=dev_words)
-    result = {"ngram_context": ngram.context, "discount": ngram.smoothing,
+    result = {"ngram_context": ngram.context, "count_model": getattr(ngram, "method", "kneser_ney"),
+              "discount": ngram.smoothing,
               **tune_mixture_weight(model, ngram, dev_words, vocab, model_log_probs, positions)}
     result["result"] = result_of(result)
     return mixture_predictor(model, ngram_predictor(ngram), result["weight"]), result
@@ -145,8 +147,9 @@ def attach(run, ngram: NGramModel | None = None, context: int | None = None,
                             ngram=ngram, model_log_probs=model_log_probs, positions=positions)
     if count_seconds is not None:
         fitted["count_seconds"] = count_seconds
-    if isinstance(ngram, NGramModel):  # a labelled list's count models are counted per label: not kept
-        rundir.write_counts(run.path, ngram.counts.kept(ngram.context), ngram.vocab_size, ngram.context)
+    if isinstance(ngram, (NGramModel, InterpolatedCounts)):  # a labelled list's are counted per label: not kept
+        arrays = ngram.kept() if isinstance(ngram, InterpolatedCounts) else ngram.counts.kept(ngram.context)
+        rundir.write_counts(run.path, arrays, ngram.vocab_size, ngram.context)
     rundir.write_mixture(run.path, fitted)
     if rundir.is_run_dir(run.path) and rundir.read_summary(run.path):
         rundir.update_summary(run.path, mix=fitted,
@@ -160,11 +163,19 @@ def mixing_orders(corpus) -> list[int]:
     return [MIX_CONTEXT] if corpus.labels else list(range(MIX_CONTEXT, MAX_MIX_CONTEXT + 1))
 
 
-def mixing_model(corpus, orders: list[int] | None = None):
-    """The Kneser-Ney model a run mixes with (a budget run, and `makemore mix` unless told the
-    order): of these orders (default mixing_orders), the one that scores best on dev, tuned there."""
+def mixing_model(corpus, orders: list[int] | None = None, learned_seconds: float | None = None):
+    """The count model a run mixes with (a budget run, and `makemore mix` unless told the
+    order): of these orders (default mixing_orders), the Kneser-Ney model that scores best on
+    dev, tuned there. With `learned_seconds`, also the learned interpolation of the same counts
+    to the longest order (interpolation.py), its weights trained that long on the training
+    split: whichever of the two scores better on dev."""
     orders = mixing_orders(corpus) if orders is None else orders
-    return fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, orders[0])
+    best = fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, orders[0])
+    if not learned_seconds or not isinstance(best, NGramModel) or orders[-1] < 1:
+        return best
+    dev = corpus.encoded("dev")
+    learned = InterpolatedCounts(best.counts, orders[-1]).fit(corpus.encoded("train"), seconds=learned_seconds)
+    return learned if learned.nll(dev) < best.nll(dev) else best
 
 
 def neural_predictor(run):
@@ -176,17 +187,23 @@ def neural_predictor(run):
     return model_predictor(run.model)
 
 
-def kept_count_model(run, context: int, discount):
-    """The run's Kneser-Ney model of `context` characters with this discount: from its kept
-    counts (RUN/counts.safetensors), else counted again from its training split."""
-    if not run.vocab.labels:
-        kept = rundir.read_counts(run.path, run.vocab.size, context)
-        if kept is not None:
-            try:
-                return NGramModel(NGramCounts.from_kept(kept, run.vocab.size, context), context, "kneser_ney", discount)
-            except (KeyError, ValueError):
-                raise UserError(f"{run.path / 'counts.safetensors'} is corrupted; fit the mixture again with "
-                                f"`makemore mix {run.path}`") from None
+def kept_count_model(run, context: int, discount, count_model_name: str = "kneser_ney"):
+    """The run's count model of `context` characters: Kneser-Ney with this discount, or the
+    learned interpolation (`count_model_name` "learned"), from its kept counts
+    (RUN/counts.safetensors); a Kneser-Ney model whose counts were not kept is counted again from
+    the training split."""
+    kept = None if run.vocab.labels else rundir.read_counts(run.path, run.vocab.size, context)
+    if count_model_name == "learned" and kept is None:
+        raise UserError(f"{run.path / 'counts.safetensors'} is missing; fit the mixture again with "
+                        f"`makemore mix {run.path}`")
+    if kept is not None:
+        try:
+            if count_model_name == "learned":
+                return InterpolatedCounts.from_kept(kept, run.vocab.size, context)
+            return NGramModel(NGramCounts.from_kept(kept, run.vocab.size, context), context, "kneser_ney", discount)
+        except (KeyError, ValueError):
+            raise UserError(f"{run.path / 'counts.safetensors'} is corrupted; fit the mixture again with "
+                            f"`makemore mix {run.path}`") from None
     return count_model(run.splits["train"], run.vocab, context, discount)
 
 
@@ -207,7 +224,8 @@ def run_predictor(run, use: str = "result"):
             use = fitted.get("result") or result_of(fitted)
         if use == "model":
             return model
-        ngram = kept_count_model(run, int(fitted["ngram_context"]), fitted["discount"])
+        ngram = kept_count_model(run, int(fitted["ngram_context"]), fitted["discount"],
+                                 fitted.get("count_model", "kneser_ney"))
         if use == "ngram":
             return ngram_predictor(ngram)
         return mixture_predictor(model, ngram_predictor(ngram), float(fitted["weight"]))

@@ -407,14 +407,14 @@ def add_one_bigram_nll(words: list[str], vocab: Vocab | None = None) -> float:
 
 
 def ngram_predictor(model):
-    """The n-gram model (an NGramModel, or a labels.LabelledNGram reading the label in column 0)
-    as a sampling/scoring predictor (contexts -> log-probs)."""
+    """The n-gram model (an NGramModel, an interpolation.InterpolatedCounts, or a
+    labels.LabelledNGram reading the label in column 0) as a sampling/scoring predictor (contexts -> log-probs)."""
     k, labels = model.context, getattr(model, "labels", 0)
 
     def predict(ctx: torch.Tensor) -> torch.Tensor:
         return model.probs(last_columns(ctx, k, bool(labels)).cpu()).log().to(ctx.device)
 
-    if isinstance(model, NGramModel):  # scoring reads each target's counts, not V-wide rows
+    if not labels:  # scoring reads each target's counts, not V-wide rows (NGramModel, InterpolatedCounts)
         predict.target_log_probs = lambda ctx, y: model.target_log_probs(
             last_columns(ctx, k, False).cpu(), y.cpu()).float().to(ctx.device)
     return make_predictor(predict, k, vocab_size=model.vocab_size, labels=labels)

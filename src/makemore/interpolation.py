@@ -1,0 +1,245 @@
+"""A count model whose interpolation weights a small network learns from the counts.
+
+Interpolated Kneser-Ney (ngram.py) mixes the distributions of a context's orders with weights
+one discount fixes: D * T(h) / N(h) handed down at every order. Those weights are a guess at how
+far to trust each order, given how often the context h was seen and how many characters followed
+it. Here a small network makes that guess, learned from data (Neubig & Dyer 2016, "Generalizing
+and Hybridizing Count-based and Neural Language Models"; Jelinek & Mercer's deleted
+interpolation, with weights that depend on the context's counts):
+
+    P(c | h) = sum_j a_j(h) raw_j(c | h) + sum_j b_j(h) cont_j(c | h) + u(h) / V
+
+where h_j is the last j characters of h, raw_j(c | h) = N(h_j, c) / N(h_j) the relative frequency
+of c after h_j (j = 0..k), cont_j(c | h) = N1+(. h_j c) / N1+(. h_j .) Kneser-Ney's continuation
+distribution (j = 0..k-1), and the weights a softmax over a two-layer tanh network of the logs
+of N(h_j), T(h_j) (distinct characters seen after h_j) and N1+(. h_j .). A distribution whose
+context was never seen gets weight 0, and the uniform term keeps every character possible, so
+every P(. | h) sums to one over the vocabulary.
+
+The network is trained by minibatch gradient descent (Adam) on the training split with each
+example's own occurrence left out of the counts it reads (leave-one-out: N(h_j, c) - 1, and the
+follower and continuation counts that it alone made), so that each example sees the counts a
+held-out example would; without that every target would have been seen after its context, and
+the network would learn to trust the longest context always. Ney, Essen and Kneser (1994) derive
+Kneser-Ney's discount by the same leave-one-out argument.
+
+On wordfreq's words (scripts/make_wordfreq_list.py) this model scores 2.215 on dev after the 12 s of
+training a 120-s budget run gives it and 2.206 after the minute a 600-s run gives it, on one core,
+where the best Kneser-Ney model scores 2.227 (docs/big-lists.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .counts import NGramCounts, array_columns, as_ids, check_range, example_columns
+from .data import Examples
+
+# A context's counts that feed the network: N(h_j) and T(h_j) for j = 0..k, N1+(. h_j .) for j < k.
+HIDDEN = 64
+# Rows per look-up and network pass when scoring: bounds the memory of a split's evaluation.
+CHUNK = 1 << 16
+
+
+class Gate(nn.Module):
+    """The interpolation weights: log-softmax over the 2k + 2 distributions of a context
+    (raw 0..k, continuation 0..k-1, uniform) from its 3k + 2 log counts."""
+
+    def __init__(self, context: int, hidden: int = HIDDEN):
+        super().__init__()
+        self.context = context
+        self.net = nn.Sequential(nn.Linear(3 * context + 2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, 2 * context + 2))
+        nn.init.zeros_(self.net[-1].weight)  # starts by weighing every distribution seen alike
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, features: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.net(features).masked_fill(~seen, -math.inf), dim=1)
+
+
+class InterpolatedCounts:
+    """Kneser-Ney's distributions of orders 0..`context`, weighed per context by a Gate (the
+    module doc). Built on NGramCounts counted to at least `context`, untrained until `fit`.
+    Scores the lecture's X (N, k) with targets Y (N,), or an Examples, like ngram.NGramModel."""
+
+    method = "learned"
+    smoothing = None  # no discount: the network's weights stand for it
+    labels = 0
+
+    def __init__(self, counts: NGramCounts, context: int, gate: Gate | None = None):
+        if not 1 <= context <= counts.max_context:
+            raise ValueError(f"context must be in 1..{counts.max_context} (what was counted), got {context}")
+        if any(table is None for table in counts.raw[:context + 1]):
+            raise ValueError("these counts were kept for Kneser-Ney only: the learned model reads every order's")
+        self.counts, self.context, self.vocab_size = counts, context, counts.vocab_size
+        self.gate = gate if gate is not None else Gate(context)
+        self.fit_steps = 0
+
+    # ------------------------------------------------------------------------------------
+    # What a context's counts say
+
+    def components(self, context_ids: list[np.ndarray], targets: np.ndarray, leave_one_out: bool = False):
+        """(log-probs of the targets under every distribution (N, 2k + 2), the network's
+        features (N, 3k + 2), which distributions have a seen context (N, 2k + 2)), float32
+        tensors; with `leave_one_out`, each example's own occurrence taken out of the counts."""
+        k, n, V = self.context, targets.shape[0], self.vocab_size
+        y = targets[:, None]
+        raw = [self.counts.raw[j].look_up(context_ids[j], y) for j in range(k + 1)]
+        cont = [self.counts.continuation[j].look_up(context_ids[j], y) for j in range(k)]
+        log_probs, features, seen = [], [], []
+        raw_once = []
+        for count, total, followers in raw:
+            count = count[:, 0].astype(np.float64)
+            total, followers = total.astype(np.float64), followers.astype(np.float64)
+            raw_once.append(count == 1)
+            if leave_one_out:
+                followers = followers - (count == 1)
+                count, total = count - 1, total - 1
+            log_probs.append(_log_ratio(count, total))
+            seen.append(total > 0)
+            features += [np.log1p(total), np.log1p(followers)]
+        for j, (count, total, _) in enumerate(cont):
+            count, total = count[:, 0].astype(np.float64), total.astype(np.float64)
+            if leave_one_out:  # (h_j, c) loses the left context of this example where it was its only occurrence
+                gone = raw_once[j + 1]
+                count, total = count - gone, total - gone
+            log_probs.append(_log_ratio(count, total))
+            seen.append(total > 0)
+            features.append(np.log1p(total))
+        log_probs.append(np.full(n, -math.log(V)))
+        seen.append(np.ones(n, dtype=bool))
+        as_tensor = lambda columns, dtype: torch.from_numpy(np.stack(columns, axis=1)).to(dtype)  # noqa: E731
+        return as_tensor(log_probs, torch.float32), as_tensor(features, torch.float32), as_tensor(seen, torch.bool)
+
+    def _ids(self, X, Y=None) -> tuple[list[np.ndarray], np.ndarray]:
+        if isinstance(X, Examples):
+            if Y is not None:
+                raise ValueError("examples carry their own targets: pass no Y")
+            targets, column = X.ids.astype(np.int64), example_columns(X)
+        else:
+            contexts, targets = as_ids(X, "X"), as_ids(Y, "Y")
+            if contexts.ndim != 2 or contexts.shape[1] != self.context or targets.shape != (contexts.shape[0],):
+                raise ValueError(f"need X of shape (N, {self.context}) and Y of shape (N,), got "
+                                 f"{tuple(contexts.shape)} and {tuple(targets.shape)}")
+            check_range(contexts, self.vocab_size)
+            column = array_columns(contexts)
+        check_range(targets, self.vocab_size)
+        return self.counts.context_ids(column, targets.shape[0], self.context), targets
+
+    # ------------------------------------------------------------------------------------
+    # Training
+
+    def fit(self, train: Examples, seconds: float | None = None, steps: int | None = None, batch_size: int = 512,
+            lr: float = 2e-3, seed: int = 0) -> "InterpolatedCounts":
+        """Train the gate on `train` (the split the counts were counted on) with leave-one-out
+        counts, for `seconds` or `steps`, whichever ends first; the learning rate drops tenfold
+        for the last fifth."""
+        if seconds is None and steps is None:
+            raise ValueError("give seconds or steps")
+        rng = np.random.default_rng(seed)
+        optimizer = torch.optim.Adam(self.gate.parameters(), lr=lr)
+        started, step = time.perf_counter(), 0
+        self.gate.train()
+        while True:
+            done = max(step / steps if steps else 0.0, (time.perf_counter() - started) / seconds if seconds else 0.0)
+            if done >= 1.0:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = lr * (0.1 if done > 0.8 else 1.0)
+            positions = rng.integers(0, len(train), batch_size)
+            contexts = train.contexts(positions, self.context).astype(np.int64)
+            ids = self.counts.context_ids(array_columns(contexts), batch_size, self.context)
+            log_probs, features, seen = self.components(ids, train.targets(positions).astype(np.int64), True)
+            loss = -torch.logsumexp(self.gate(features, seen) + log_probs, dim=1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+        self.gate.eval()
+        self.fit_steps += step
+        return self
+
+    # ------------------------------------------------------------------------------------
+    # Probabilities
+
+    def target_log_probs(self, X, Y=None) -> torch.Tensor:
+        """log P(target | context) of every example (float64)."""
+        context_ids, targets = self._ids(X, Y)
+        out = torch.empty(targets.shape[0], dtype=torch.float64)
+        with torch.no_grad():
+            for i in range(0, targets.shape[0], CHUNK):
+                log_probs, features, seen = self.components([ids[i:i + CHUNK] for ids in context_ids],
+                                                            targets[i:i + CHUNK])
+                out[i:i + CHUNK] = torch.logsumexp(self.gate(features, seen) + log_probs, dim=1).double()
+        return out
+
+    def nll(self, X, Y=None) -> float:
+        """Mean negative log-likelihood in nats per character."""
+        return float(-self.target_log_probs(X, Y).mean())
+
+    def probs(self, contexts) -> torch.Tensor:
+        """P(. | context) for contexts (N, k): (N, V) float64 rows that sum to one."""
+        contexts = as_ids(contexts, "contexts")
+        if contexts.ndim != 2 or contexts.shape[1] != self.context:
+            raise ValueError(f"contexts must have shape (N, {self.context}), got {tuple(contexts.shape)}")
+        check_range(contexts, self.vocab_size)
+        n, k = contexts.shape[0], self.context
+        context_ids = self.counts.context_ids(array_columns(contexts), n, k)
+        _, features, seen = self.components(context_ids, np.zeros(n, dtype=np.int64))
+        with torch.no_grad():
+            weights = self.gate(features, seen).exp().double().numpy()
+        rows = np.repeat(weights[:, -1:] / self.vocab_size, self.vocab_size, axis=1)
+        tables = [(self.counts.raw[j], j) for j in range(k + 1)] + [(self.counts.continuation[j], k + 1 + j)
+                                                                  for j in range(k)]
+        for table, component in tables:
+            ids = context_ids[component if component <= k else component - k - 1]
+            row, char, count = table.entries(ids)
+            totals = table.context_totals[ids[row]]
+            rows[row, char] += weights[row, component] * count / totals  # a table's pairs are distinct
+        return torch.from_numpy(rows)
+
+    # ------------------------------------------------------------------------------------
+    # Keeping
+
+    def kept(self) -> dict[str, np.ndarray]:
+        """What this model reads, by name (a run's RUN/counts.safetensors): the counts of every
+        order (NGramCounts.kept) and the gate's weights."""
+        arrays = self.counts.kept(self.context, every_order=True)
+        arrays.update({f"gate.{name}": value.detach().numpy() for name, value in self.gate.state_dict().items()})
+        return arrays
+
+    @classmethod
+    def from_kept(cls, arrays: dict[str, np.ndarray], vocab_size: int, context: int) -> "InterpolatedCounts":
+        """The model read back from `kept()`; a missing or inconsistent array is a ValueError
+        (or KeyError)."""
+        gate = Gate(context)
+        state = {name[len("gate."):]: torch.from_numpy(np.asarray(value)) for name, value in arrays.items()
+                 if name.startswith("gate.")}
+        try:
+            gate.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"the kept gate does not fit a model of {context} characters: {e}") from None
+        gate.eval()
+        counts = NGramCounts.from_kept({k: v for k, v in arrays.items() if not k.startswith("gate.")}, vocab_size,
+                                       context)
+        return cls(counts, context, gate)
+
+    def __repr__(self) -> str:
+        return f"InterpolatedCounts(context={self.context}, vocab_size={self.vocab_size}, fit_steps={self.fit_steps})"
+
+
+def _log_ratio(count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """log(count / total), -inf where the count is 0 (or the context unseen: masked anyway)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((count > 0) & (total > 0), np.log(np.maximum(count, 1) / np.maximum(total, 1)), -math.inf)
+
+
+def fit_learned(counts: NGramCounts, context: int, train: Examples, seconds: float, seed: int = 0) -> InterpolatedCounts:
+    """A learned interpolation of `counts` to `context` characters, its gate trained `seconds`."""
+    return InterpolatedCounts(counts, context).fit(train, seconds=seconds, seed=seed)

@@ -1,0 +1,119 @@
+"""The learned interpolation of Kneser-Ney's distributions (interpolation.py): its leave-one-out
+counts are the counts without the example, its rows are distributions, it learns, it is kept,
+and a budget run on a big enough list mixes with it where it scores better than Kneser-Ney."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_words
+from makemore import fit, mixture, rundir
+from makemore.cli import main
+from makemore.counts import NGramCounts, array_columns
+from makemore.data import Examples, Vocab, load_corpus
+from makemore.interpolation import InterpolatedCounts
+from makemore.ngram import NGramModel
+
+K = 3
+
+
+def corpus_examples(n: int = 400, seed: int = 0):
+    words = make_words(n, seed)
+    vocab = Vocab.from_words(words)
+    examples = Examples.from_words(words, vocab)
+    positions = np.arange(len(examples))
+    return vocab, examples.contexts(positions, K).astype(np.int64), examples.targets(positions).astype(np.int64)
+
+
+def test_leave_one_out_counts_are_the_counts_without_the_example():
+    vocab, X, Y = corpus_examples()
+    full = InterpolatedCounts(NGramCounts(array_columns(X), Y, vocab.size, K), K)
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(Y), 40, replace=False):
+        keep = np.arange(len(Y)) != i
+        without = InterpolatedCounts(NGramCounts(array_columns(X[keep]), Y[keep], vocab.size, K), K)
+        got = full.components(full.counts.context_ids(array_columns(X[i:i + 1]), 1, K), Y[i:i + 1], True)
+        want = without.components(without.counts.context_ids(array_columns(X[i:i + 1]), 1, K), Y[i:i + 1])
+        for a, b in zip(got, want):
+            assert torch.equal(a, b), (i, a, b)
+
+
+def test_rows_are_distributions_and_score_the_targets():
+    vocab, X, Y = corpus_examples()
+    model = InterpolatedCounts(NGramCounts(array_columns(X), Y, vocab.size, K), K)
+    model.fit(Examples.from_words(make_words(400, 0), vocab), steps=50, batch_size=64)
+    _, X_dev, Y_dev = corpus_examples(100, seed=1)
+    X_dev[::7] = np.random.default_rng(1).integers(0, vocab.size, (len(X_dev[::7]), K))  # unseen contexts too
+    rows = model.probs(X_dev)
+    assert rows.shape == (len(X_dev), vocab.size) and (rows > 0).all()
+    assert torch.allclose(rows.sum(1), torch.ones(len(X_dev), dtype=torch.float64), atol=1e-6)
+    scored = model.target_log_probs(X_dev, Y_dev)
+    assert torch.allclose(scored, rows[torch.arange(len(Y_dev)), torch.from_numpy(Y_dev)].log(), atol=1e-5)
+
+
+def test_training_the_weights_lowers_the_dev_loss_and_beats_kneser_ney():
+    words = make_words(3000, 0)
+    vocab = Vocab.from_words(words)
+    train, dev = Examples.from_words(words, vocab), Examples.from_words(make_words(500, 1), vocab)
+    counts = NGramCounts.from_examples(train, vocab.size, 5)
+    model = InterpolatedCounts(counts, 5)
+    untrained = model.nll(dev)
+    model.fit(train, steps=400, batch_size=256)
+    kneser_ney = NGramModel(counts, 5)
+    kneser_ney.tune(dev)
+    assert model.fit_steps == 400
+    assert model.nll(dev) < untrained - 0.01
+    assert model.nll(dev) < kneser_ney.nll(dev)
+
+
+def test_the_model_is_kept_and_read_back():
+    vocab, X, Y = corpus_examples()
+    model = InterpolatedCounts(NGramCounts(array_columns(X), Y, vocab.size, K), K)
+    model.fit(Examples.from_words(make_words(400, 0), vocab), steps=20, batch_size=64)
+    back = InterpolatedCounts.from_kept(model.kept(), vocab.size, K)
+    assert torch.equal(back.target_log_probs(X, Y), model.target_log_probs(X, Y))
+    kept = model.kept()
+    del kept["raw_counts.1"]
+    with pytest.raises(ValueError):
+        InterpolatedCounts.from_kept(kept, vocab.size, K)
+
+
+def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fit, "LEARNED_MIN_EXAMPLES", 0)  # the test list is small
+    fitted_learned = []
+    original_fit = InterpolatedCounts.fit
+
+    def by_steps(self, train, seconds=None, **kwargs):  # the same model whatever the machine's speed
+        fitted_learned.append(seconds)
+        return original_fit(self, train, steps=300, batch_size=128)
+
+    monkeypatch.setattr(InterpolatedCounts, "fit", by_steps)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--budget", "4", "--out", str(out), "--quiet"]) == 0
+    assert "learned interpolation" in capsys.readouterr().out
+    assert fitted_learned == [pytest.approx(0.4)]  # LEARNED_SHARE of the budget
+    mix = json.loads((out / "mix.json").read_text())
+    corpus = load_corpus(words_file)
+    kneser_ney = mixture.fit_best_order(corpus, mixture.mixing_orders(corpus))
+    assert mix["count_model"] == "learned" and mix["ngram_dev_loss"] < kneser_ney.nll(corpus.encoded("dev"))
+    assert any(name.startswith("gate.") for name in rundir.read_counts(out, corpus.vocab.size, mix["ngram_context"]))
+    result = json.loads((out / "summary.json").read_text())["result"]
+    for use, loss in (([], result["dev_loss"]), (["--mix"], mix["mix_dev_loss"])):
+        assert main(["eval", str(out), *use, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(loss, abs=1e-5)
+    assert main(["sample", str(out), "-n", "5", "--seed", "1"]) == 0
+    assert len(capsys.readouterr().out.split()) == 5
+    (out / "counts.safetensors").unlink()  # the learned weights are in it: one line, not a recount
+    assert main(["eval", str(out), "--mix", "--json"]) == 1
+    assert "counts.safetensors is missing" in capsys.readouterr().err
+
+
+def test_a_small_or_labelled_list_or_a_short_budget_keeps_kneser_ney(words_file, tmp_path):
+    corpus = load_corpus(words_file)
+    assert fit.learning_seconds(corpus, 600, 1.0) is None  # 300 words: below LEARNED_MIN_EXAMPLES
+    big = type("Big", (), {"labels": (), "encoded": lambda self, split: range(2_000_000)})()
+    assert fit.learning_seconds(big, 600, 7.0) == pytest.approx(60.0)
+    assert fit.learning_seconds(big, 3600, 7.0) == fit.LEARNED_MAX_SECONDS
+    assert fit.learning_seconds(big, 10, 7.5) is None  # counting leaves no room inside MIX_SHARE
