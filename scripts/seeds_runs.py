@@ -52,7 +52,9 @@ def read_run(out: Path) -> dict:
     # a thread trial's choice, else the threads the run was given
     threads = [s.get("threads") or s.get("setup", {}).get("threads") for s in summaries]
     return {"steps": [s["steps"] for s in summaries], "threads": threads,
-            "model_dev_loss": mix["mlp_dev_loss"], "result": mix["result"],
+            "model_dev_loss": mix["mlp_dev_loss"], "count_model": mix.get("count_model", "kneser_ney"),
+            "count_model_context": mix["ngram_context"], "count_model_dev_loss": mix["ngram_dev_loss"],
+            "count_seconds": mix.get("count_seconds"), "result": mix["result"],
             "result_dev_loss": {"model": mix["mlp_dev_loss"], "ngram": mix["ngram_dev_loss"],
                                 "mixture": mix["mix_dev_loss"]}[mix["result"]]}
 
