@@ -81,7 +81,7 @@ def test_the_model_is_kept_and_read_back():
 
 
 def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(fit, "LEARNED_MIN_EXAMPLES", 0)  # the test list is small
+    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # the test list is small
     fitted_learned = []
     original_fit = InterpolatedCounts.fit
 
@@ -108,6 +108,37 @@ def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp
     (out / "counts.safetensors").unlink()  # the learned weights are in it: one line, not a recount
     assert main(["eval", str(out), "--mix", "--json"]) == 1
     assert "counts.safetensors is missing" in capsys.readouterr().err
+
+
+def test_mix_trains_the_learned_model_where_asked_or_on_a_big_list(words_file, tmp_path, capsys, monkeypatch):
+    fitted_learned = []
+    original_fit = InterpolatedCounts.fit
+
+    def by_steps(self, train, seconds=None, **kwargs):
+        fitted_learned.append(seconds)
+        return original_fit(self, train, steps=300, batch_size=128)
+
+    monkeypatch.setattr(InterpolatedCounts, "fit", by_steps)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--preset", "tiny2d", "--steps", "20", "--out", str(out),
+                 "--quiet", "--no-mix"]) == 0
+    capsys.readouterr()
+    assert main(["mix", str(out), "--json"]) == 0  # a small list: Kneser-Ney, nothing learned
+    assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and fitted_learned == []
+    assert main(["mix", str(out), "--learned", "3", "--ngram-context", "3"]) == 0
+    assert "learned (k=3)" in capsys.readouterr().out and fitted_learned == [3.0]
+    mix = json.loads((out / "mix.json").read_text())
+    assert mix["count_model"] == "learned" and mix["ngram_context"] == 3
+    assert main(["eval", str(out), "--mix", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-5)
+    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # as on a big list: learned by default
+    assert main(["mix", str(out), "--json"]) == 0
+    assert fitted_learned == [3.0, mixture.LEARNED_SECONDS]
+    capsys.readouterr()
+    assert main(["mix", str(out), "--learned", "0", "--json"]) == 0  # told not to
+    assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 2
+    assert main(["mix", str(out), "--learned", "-1"]) == 1
+    assert "--learned must be" in capsys.readouterr().err
 
 
 def test_a_small_or_labelled_list_or_a_short_budget_keeps_kneser_ney(words_file, tmp_path):

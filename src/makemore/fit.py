@@ -42,13 +42,10 @@ from .training import resume as resume_run, train_members
 # seconds counting takes would be far behind it), so the run counts wherever some training
 # time is left beside it.
 MIX_SHARE = 0.8
-# On a list of at least LEARNED_MIN_EXAMPLES training examples (not a labelled one), the run also
-# trains the learned interpolation of its counts (interpolation.py) for LEARNED_SHARE of its
-# budget, at most LEARNED_MAX_SECONDS, and mixes with it where it scores better on dev than
-# Kneser-Ney. On wordfreq's words 12 s of it beat the best Kneser-Ney model by 0.01 and a minute
-# by 0.02 (docs/big-lists.md). Below that size (names.txt) the recipes' teacher is the Kneser-Ney
-# model, and budget runs keep it as their count model.
-LEARNED_MIN_EXAMPLES = 1_000_000
+# On a list where a run may mix with the learned interpolation of its counts (mixture.learns_counts),
+# a budget run trains it for LEARNED_SHARE of its budget, at most LEARNED_MAX_SECONDS, and mixes
+# with it where it scores better on dev than Kneser-Ney. On wordfreq's words 12 s of it beat the
+# best Kneser-Ney model by 0.01 and a minute by 0.02 (docs/big-lists.md).
 LEARNED_SHARE = 0.1
 LEARNED_MAX_SECONDS = 120.0
 
@@ -117,7 +114,7 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
 def learning_seconds(corpus: Corpus, budget: float, count_estimate: float) -> float | None:
     """Seconds of a budget run for the learned interpolation of its counts, or None where the
     list is too small (or labelled) or counting leaves no room for it (LEARNED_SHARE)."""
-    if corpus.labels or len(corpus.encoded("train")) < LEARNED_MIN_EXAMPLES:
+    if not mixture.learns_counts(corpus):
         return None
     seconds = min(LEARNED_SHARE * budget, LEARNED_MAX_SECONDS)
     return seconds if count_estimate + seconds <= MIX_SHARE * budget else None

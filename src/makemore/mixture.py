@@ -21,6 +21,7 @@ gains less than MIN_GAIN over the count model alone: a short budget on a big lis
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -40,6 +41,13 @@ RESULTS = ("model", "mixture", "ngram")
 # Below this gain in dev nats per character, mixing the neural model in is not worth its cost:
 # the count model alone is the run's result.
 MIN_GAIN = 1e-3
+# On a list of at least LEARNED_MIN_EXAMPLES training examples (not a labelled one) the count model
+# a run mixes with may be the learned interpolation of its counts (interpolation.py): on
+# wordfreq's words a minute of it beat the best Kneser-Ney model by 0.02 (docs/big-lists.md).
+# Below that (names.txt) the recipes' teacher and mixing partner is Kneser-Ney, and stays so.
+# `makemore mix` trains it for LEARNED_SECONDS; a budget run for a share of its budget (fit.py).
+LEARNED_MIN_EXAMPLES = 1_000_000
+LEARNED_SECONDS = 60.0
 
 
 def mixture_predictor(model, ngram, weight: float):
@@ -133,16 +141,20 @@ def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Voca
 
 def attach(run, ngram: NGramModel | None = None, context: int | None = None,
            count_seconds: float | None = None, model_log_probs: torch.Tensor | None = None,
-           positions: np.ndarray | None = None) -> dict:
-    """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a Kneser-Ney model (the
+           positions: np.ndarray | None = None, learned_seconds: float | None = None) -> dict:
+    """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a count model (the
     one given, counted already; or one counted here with `context` characters; by default the
-    one a budget run counts, `mixing_model`) and keep it as RUN/mix.json; a single run's
-    summary.json records it and the run's result. `model_log_probs`: the run's model's of the
-    dev targets (at `positions`: a budget run's final subset), where its training just computed
-    them. Returns mix.json."""
-    if ngram is None:
-        ngram = (mixing_model(run.corpus()) if context is None
-                 else count_model(run.splits["train"], run.vocab, context, dev_words=run.splits["dev"]))
+    one a budget run counts, `mixing_model`, with the learned interpolation trained for
+    `learned_seconds` beside it) and keep it as RUN/mix.json; a single run's summary.json
+    records it and the run's result. `model_log_probs`: the run's model's of the dev targets
+    (at `positions`: a budget run's final subset), where its training just computed them.
+    Returns mix.json."""
+    if ngram is None and (context is None or learned_seconds):
+        started = time.perf_counter()
+        ngram = mixing_model(run.corpus(), None if context is None else [context], learned_seconds)
+        count_seconds = time.perf_counter() - started if count_seconds is None else count_seconds
+    elif ngram is None:
+        ngram = count_model(run.splits["train"], run.vocab, context, dev_words=run.splits["dev"])
     _, fitted = fit_mixture(neural_predictor(run), run.splits["train"], run.splits["dev"], run.vocab, context,
                             ngram=ngram, model_log_probs=model_log_probs, positions=positions)
     if count_seconds is not None:
@@ -155,6 +167,12 @@ def attach(run, ngram: NGramModel | None = None, context: int | None = None,
         rundir.update_summary(run.path, mix=fitted,
                               result={"predictor": fitted["result"], "dev_loss": result_loss(fitted)})
     return fitted
+
+
+def learns_counts(corpus) -> bool:
+    """Whether a run on this corpus may mix with the learned interpolation of its counts: an
+    unlabelled list of at least LEARNED_MIN_EXAMPLES training examples."""
+    return not corpus.labels and len(corpus.encoded("train")) >= LEARNED_MIN_EXAMPLES
 
 
 def mixing_orders(corpus) -> list[int]:
@@ -195,7 +213,7 @@ def kept_count_model(run, context: int, discount, count_model_name: str = "knese
     kept = None if run.vocab.labels else rundir.read_counts(run.path, run.vocab.size, context)
     if count_model_name == "learned" and kept is None:
         raise UserError(f"{run.path / 'counts.safetensors'} is missing; fit the mixture again with "
-                        f"`makemore mix {run.path}`")
+                        f"`makemore mix {run.path} --learned {LEARNED_SECONDS:g}`")
     if kept is not None:
         try:
             if count_model_name == "learned":
