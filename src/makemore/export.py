@@ -83,8 +83,9 @@ def load_for_export(path: str | Path, what: str, neural: bool = False, labelled:
                         f"{what} does not compute yet")
     fitted = rundir.read_mixture(run.path)
     if fitted is not None and not neural:
-        whose = {"mixture": "its mixture with a Kneser-Ney model", "ngram": "its Kneser-Ney count model", "model": ""}
         try:
+            counts = "learned count model" if fitted.get("count_model") == "learned" else "Kneser-Ney model"
+            whose = {"mixture": f"its mixture with a {counts}", "ngram": f"its {counts}", "model": ""}
             result = fitted.get("result") or result_of(fitted)
             which = whose[result]
         except (KeyError, TypeError, ValueError, AttributeError):
