@@ -1,4 +1,5 @@
-"""The neural model mixed with a Kneser-Ney model, and which of them is a run's result.
+"""The neural model mixed with a count model (Kneser-Ney; on a big list, maybe the learned
+interpolation of its counts, interpolation.py), and which of them is a run's result.
 
 Bengio et al. (2003), section 4: the neural network and a count model make different errors, so
 their mixture beats both,

@@ -10,9 +10,11 @@
     RUN/last.safetensors   weights, optimizer and RNG state of the last save (for --resume)
     RUN/metrics.csv        step, train_loss, dev_loss, lr, seconds (METRIC_FIELDS)
     RUN/summary.json       final figures, and which predictor is the run's result
-    RUN/mix.json           the fitted mixture with a Kneser-Ney model (mixture.py), if any
-    RUN/counts.safetensors that Kneser-Ney model's counts (counts.NGramCounts.kept), so that using
-                           the mixture reads them rather than counting the training split again
+    RUN/mix.json           the fitted mixture with a count model (mixture.py), if any
+    RUN/counts.safetensors that count model's counts (counts.NGramCounts.kept; for the learned
+                           interpolation also its gate, interpolation.InterpolatedCounts.kept), so
+                           that using the mixture reads them rather than counting the training
+                           split again
     RUN/.lock              held by the one process writing the run (RunLock)
 
 vocab.json (vocab.Vocab.to_json / from_json), for a vocabulary of characters (code points):
