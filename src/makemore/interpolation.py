@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from .counts import NGramCounts, array_columns, as_ids, check_range, example_columns
 from .data import Examples
 
-# A context's counts that feed the network: N(h_j) and T(h_j) for j = 0..k, N1+(. h_j .) for j < k.
+# Width of the gate's two hidden layers. What feeds them is a context's log counts: N(h_j) and
+# T(h_j) for j = 0..k, N1+(. h_j .) for j < k; a few thousand weights learn from millions of examples.
 HIDDEN = 64
 # Rows per look-up and network pass when scoring: bounds the memory of a split's evaluation.
 CHUNK = 1 << 16
