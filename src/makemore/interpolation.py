@@ -240,7 +240,3 @@ def _log_ratio(count: np.ndarray, total: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((count > 0) & (total > 0), np.log(np.maximum(count, 1) / np.maximum(total, 1)), -math.inf)
 
-
-def fit_learned(counts: NGramCounts, context: int, train: Examples, seconds: float, seed: int = 0) -> InterpolatedCounts:
-    """A learned interpolation of `counts` to `context` characters, its gate trained `seconds`."""
-    return InterpolatedCounts(counts, context).fit(train, seconds=seconds, seed=seed)

@@ -90,11 +90,11 @@ def cmd_mix(args) -> int:
         _print_json(result)
         return 0
     print(f"model dev loss        {result['mlp_dev_loss']:.4f}")
-    discount = result["discount"]
     if result.get("count_model") == "learned":
         print(f"learned (k={result['ngram_context']}) dev     {result['ngram_dev_loss']:.4f}  (the learned interpolation "
               f"of the counts: it beat Kneser-Ney on dev)")
     else:
+        discount = result["discount"]
         how = (f"discount {discount:.3f}" if not isinstance(discount, dict) else
                f"per label, interpolated with all labels' by weights {min(discount['weights']):.2f}-"
                f"{max(discount['weights']):.2f}")

@@ -138,11 +138,11 @@ def _print_mixture(mix: dict, run_dir) -> None:
             "ngram": "the neural model adds nothing to it: the count model is the run's result",
             "model": "the count model adds nothing: the neural model is the run's result"}[mix.get("result", "mixture")]
     subset = f" on {mix['dev_examples']:,} dev examples" if mix.get("dev_examples") else ""
-    partner = (f"the learned interpolation of {mix['ngram_context']} characters' counts"
-               if mix.get("count_model") == "learned" else f"Kneser-Ney of {mix['ngram_context']} characters")
+    partner, how = ((f"the learned interpolation of {mix['ngram_context']} characters' counts", "counted and trained")
+                    if mix.get("count_model") == "learned" else (f"Kneser-Ney of {mix['ngram_context']} characters",
+                                                                 "counted"))
     print(f"mixture     dev {mix['mix_dev_loss']:.4f}{subset}  with {partner} "
-          f"(dev {mix['ngram_dev_loss']:.4f}, {'counted and trained' if mix.get('count_model') == 'learned' else 'counted'} "
-          f"in {mix.get('count_seconds') or 0:.2f} s), weight "
+          f"(dev {mix['ngram_dev_loss']:.4f}, {how} in {mix.get('count_seconds') or 0:.2f} s), weight "
           f"{mix['weight']:.3f} on the model; {what} (eval, sample, score and serve use it; --neural for the "
           f"model alone; {Path(run_dir) / 'mix.json'})")
 
