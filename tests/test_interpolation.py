@@ -148,3 +148,24 @@ def test_a_small_or_labelled_list_or_a_short_budget_keeps_kneser_ney(words_file,
     assert fit.learning_seconds(big, 600, 7.0) == pytest.approx(60.0)
     assert fit.learning_seconds(big, 3600, 7.0) == fit.LEARNED_MAX_SECONDS
     assert fit.learning_seconds(big, 10, 7.5) is None  # counting leaves no room inside MIX_SHARE
+
+
+@pytest.mark.parametrize("learned", ["3", "0"])
+def test_resume_mixes_again_with_the_runs_own_count_model(words_file, tmp_path, capsys, monkeypatch, learned):
+    original_fit = InterpolatedCounts.fit
+    monkeypatch.setattr(InterpolatedCounts, "fit", lambda self, train, seconds=None, **kw: original_fit(
+        self, train, steps=300, batch_size=128))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--preset", "tiny2d", "--steps", "20", "--out", str(out),
+                 "--quiet", "--no-mix"]) == 0
+    capsys.readouterr()
+    assert main(["mix", str(out), "--learned", learned, "--ngram-context", "3", "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)
+    assert before["count_model"] == ("learned" if learned != "0" else "kneser_ney")
+    monkeypatch.setattr(InterpolatedCounts, "fit", lambda *a, **kw: pytest.fail("the kept model is trained again"))
+    result = fit.resume(out, steps=40, progress=False)
+    after = json.loads((out / "mix.json").read_text())
+    assert result.summary["mix"] == after and result.summary["steps"] == 40
+    assert (after["count_model"], after["ngram_context"], after["ngram_dev_loss"]) == \
+        (before["count_model"], before["ngram_context"], pytest.approx(before["ngram_dev_loss"]))
+    assert after["mlp_dev_loss"] != before["mlp_dev_loss"]  # mixed with the model it ends with

@@ -248,9 +248,8 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
         from .rundir import read_mixture
 
         fitted = read_mixture(run_dir)
-        if fitted is not None and fitted.get("count_model") == "learned":  # its count model, kept, again
-            ngram = mixture.kept_count_model(run, int(fitted["ngram_context"]), None, "learned")
+        if fitted is not None:  # its count model, kept (or counted again), mixed with the longer-trained model
+            ngram = mixture.kept_count_model(run, int(fitted.get("ngram_context", MIX_CONTEXT)), fitted.get("discount"),
+                                             fitted.get("count_model", "kneser_ney"))
             result.summary["mix"] = mixture.attach(run, ngram, count_seconds=fitted.get("count_seconds"))
-        elif fitted is not None:
-            result.summary["mix"] = mixture.attach(run, context=int(fitted.get("ngram_context", MIX_CONTEXT)))
     return result
