@@ -11,7 +11,8 @@ import torch
 
 from makemore import ensembles, load_corpus
 from makemore.cli import main
-from makemore.ensembles import _dump, _load, member_main, side_by_side, train_ensemble
+from makemore.ensembles import member_main, side_by_side, train_ensemble
+from makemore.jobs import dump, load
 from makemore.errors import UserError
 
 
@@ -56,11 +57,11 @@ def test_side_by_side_where_the_cpu_has_a_core_for_each_member(corpus, monkeypat
 def test_a_members_error_reaches_the_caller_as_it_was(corpus, tmp_path, monkeypatch):
     model_cfg, train_cfg = tiny(corpus)
     shared, job, result = tmp_path / "shared", tmp_path / "job", tmp_path / "result"
-    _dump(shared, (corpus, replace(model_cfg, vocab_size=5), {}, None))
-    _dump(job, (train_cfg, None, False))
+    dump(shared, (corpus, replace(model_cfg, vocab_size=5), {}, None))
+    dump(job, (train_cfg, None, False))
     monkeypatch.setattr(sys, "argv", ["-c", str(shared), str(job), str(result)])
     member_main()
-    kind, message = _load(result)
+    kind, message = load(result)
     assert kind == "user" and "vocab_size 5" in message
     with pytest.raises(UserError, match="vocab_size 5"):  # checked before any process starts
         train_ensemble(corpus, replace(model_cfg, vocab_size=5), train_cfg, 2, progress=False, processes=True)

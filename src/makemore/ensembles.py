@@ -26,16 +26,12 @@ to this process alone is passed on to the members as SIGTERM, which does the sam
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -44,7 +40,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist
-from . import models, rundir
+from . import jobs, models, rundir
 from .config import TrainConfig
 from .data import Corpus
 from .devices import resolve_device, usable_cores
@@ -126,10 +122,7 @@ def train_ensemble(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfi
 # --------------------------------------------------------------------------------------------
 # Side by side: one process per member
 
-# A member's process is a fresh interpreter running this line, not multiprocessing's spawn: spawn
-# imports the caller's main script again in each child, so a user's script that calls mm.train
-# without an `if __name__ == "__main__"` guard would start its training again there, and fail.
-MEMBER = "from makemore.ensembles import member_main; member_main()"
+MEMBER = "from makemore.ensembles import member_main; member_main()"  # jobs.start
 
 
 def train_apart(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig], dirs: list[Path | None],
@@ -138,27 +131,23 @@ def train_apart(corpus: Corpus, model_cfg: ModelConfig, cfgs: list[TrainConfig],
     first member's process shows the progress. An error in one member stops the others (their
     runs are saved as interrupted ones) and is raised here: a user's error as it was, anything
     else as a RuntimeError with the member's traceback."""
-    env = dict(os.environ)  # the members import this very package, wherever it was imported from
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                         *filter(None, [env.get("PYTHONPATH")])])
     with tempfile.TemporaryDirectory(prefix="makemore-seeds-") as tmp:  # 0700: only this user reads the jobs
         shared = Path(tmp) / "shared.pickle"
-        _dump(shared, (corpus, model_cfg, extra_summary, teacher))
+        jobs.dump(shared, (corpus, model_cfg, extra_summary, teacher))
         children, results = [], []
         for k, (cfg, run_dir) in enumerate(zip(cfgs, dirs)):
             job, result = Path(tmp) / f"member-{k}.pickle", Path(tmp) / f"result-{k}.pickle"
-            _dump(job, (cfg, run_dir, progress if k == 0 else False))
-            children.append(subprocess.Popen([sys.executable, "-c", MEMBER, str(shared), str(job), str(result)],
-                                             env=env))
+            jobs.dump(job, (cfg, run_dir, progress if k == 0 else False))
+            children.append(jobs.start(MEMBER, [shared, job, result]))
             results.append(result)
         outcomes: list = [None] * len(children)
-        with _passing_signals(children):
+        with jobs.passing_signals(children):
             while any(outcome is None for outcome in outcomes):
                 for k, child in enumerate(children):
                     if outcomes[k] is None and child.poll() is not None:
-                        outcomes[k] = _outcome(results[k], child.returncode, cfgs[k].seed)
+                        outcomes[k] = jobs.outcome(results[k], child.returncode, member_name(cfgs[k].seed))
                         if outcomes[k][0] != "ok":  # the others would train for nothing
-                            _send(children, signal.SIGTERM)
+                            jobs.send(children, signal.SIGTERM)
                 time.sleep(0.05)
     failed = next((o for o in outcomes if o[0] != "ok"), None)
     if failed is not None:
@@ -181,8 +170,8 @@ def member_main() -> None:
     shared, job, result = sys.argv[1:4]
     cfg = None
     try:
-        corpus, model_cfg, extra_summary, teacher = _load(shared)
-        cfg, run_dir, progress = _load(job)
+        corpus, model_cfg, extra_summary, teacher = jobs.load(shared)
+        cfg, run_dir, progress = jobs.load(job)
         trained = train_members(corpus, model_cfg, [cfg], [run_dir], progress, extra_summary=extra_summary,
                                 teacher=teacher)[0]
         fields = {"status": trained.status, "summary": trained.summary, "message": trained.message,
@@ -196,52 +185,4 @@ def member_main() -> None:
         outcome = ("user", f"{member_name(cfg.seed) if cfg else 'a member'} was interrupted")
     except Exception:  # the parent reports it
         outcome = ("error", traceback.format_exc())
-    _dump(Path(result), outcome)
-
-
-def _dump(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)  # the parent never reads half an outcome
-
-
-def _load(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)  # noqa: S301 (our own job files, in a directory only this user can read)
-
-
-def _outcome(result: Path, returncode: int, seed: int):
-    if result.exists():
-        return _load(result)
-    how = f"was killed by signal {-returncode}" if returncode < 0 else f"ended with exit status {returncode}"
-    return ("error", f"the process of {member_name(seed)} {how} before it reported (out of memory?)")
-
-
-def _send(children, signum) -> None:
-    for child in children:
-        if child.poll() is None:
-            try:
-                child.send_signal(signum)
-            except OSError:  # it ended meanwhile
-                pass
-
-
-@contextmanager
-def _passing_signals(children):
-    """While the members train: SIGINT or SIGTERM to this process is passed on as SIGTERM."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-
-    def handler(signum, frame):
-        _send(children, signal.SIGTERM)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    jobs.dump(Path(result), outcome)
