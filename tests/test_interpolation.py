@@ -2,7 +2,9 @@
 counts are the counts without the example, its rows are distributions, it learns, it is kept,
 and a budget run on a big enough list mixes with it where it scores better than Kneser-Ney."""
 
+import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from makemore import fit, mixture, rundir
 from makemore.cli import main
 from makemore.counts import NGramCounts, array_columns
 from makemore.data import Examples, Vocab, load_corpus
-from makemore.interpolation import InterpolatedCounts
+from makemore.interpolation import InterpolatedCounts, fit_apart
 from makemore.ngram import NGramModel
 
 K = 3
@@ -82,6 +84,7 @@ def test_the_model_is_kept_and_read_back():
 
 def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # the test list is small
+    monkeypatch.setattr(fit, "learns_apart", lambda *args: False)  # trained before the model, in this process
     fitted_learned = []
     original_fit = InterpolatedCounts.fit
 
@@ -169,3 +172,58 @@ def test_resume_mixes_again_with_the_runs_own_count_model(words_file, tmp_path, 
     assert (after["count_model"], after["ngram_context"], after["ngram_dev_loss"]) == \
         (before["count_model"], before["ngram_context"], pytest.approx(before["ngram_dev_loss"]))
     assert after["mlp_dev_loss"] != before["mlp_dev_loss"]  # mixed with the model it ends with
+
+
+def test_the_learner_apart_trains_what_it_would_here_and_a_failure_falls_back_to_kneser_ney(words_file):
+    corpus = load_corpus(words_file)
+    train, dev = corpus.encoded("train"), corpus.encoded("dev")
+    kneser_ney = mixture.fit_best_order(corpus, [2, 3])
+    model = InterpolatedCounts(kneser_ney.counts, 3)
+    before = copy.deepcopy(model.gate.state_dict())
+    apart = fit_apart(model, train, steps=60, seed=5)
+    here = InterpolatedCounts(kneser_ney.counts, 3, copy.deepcopy(model.gate))
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)  # as the learner's process runs: the same sums in the same order
+        here.fit(train, steps=60, seed=5)
+    there = apart.result()
+    assert there.fit_steps == 60 and there.nll(dev) == pytest.approx(here.nll(dev), abs=1e-6)
+    for a, b in zip(here.gate.state_dict().values(), there.gate.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(model.gate.state_dict().values(), before.values()))  # left as it was
+    notes = []
+    broken = fit_apart(model, None, steps=5)  # it cannot train on no split: its process fails
+    assert mixture.apart_count_model(corpus, kneser_ney, broken, notes.append) is kneser_ney
+    assert "the learned count model failed" in notes[0] and "\n" not in notes[0]
+    slow = fit_apart(model, train, seconds=600)
+    slow.cancel()  # its run was interrupted: it stops at once and leaves no files
+    assert slow.child.returncode is not None and not Path(slow.folder.name).exists()
+
+
+def test_a_budget_run_on_two_cores_trains_the_learned_model_beside_the_neural_one(words_file, tmp_path, capsys,
+                                                                                monkeypatch):
+    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # the test list is small
+    monkeypatch.setattr(fit, "usable_cores", lambda: 2)
+    monkeypatch.setattr(InterpolatedCounts, "fit", lambda *a, **kw: pytest.fail("trained in this process"))
+    started = []
+    original = mixture.learn_apart
+    monkeypatch.setattr(mixture, "learn_apart", lambda corpus, kn, seconds: started.append(seconds) or original(
+        corpus, kn, seconds))
+    threads, train_members = [], fit.train_members
+    monkeypatch.setattr(fit, "train_members", lambda *a, **kw: threads.append(torch.get_num_threads()) or train_members(
+        *a, **kw))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(words_file), "--budget", "3", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    mix = json.loads((out / "mix.json").read_text())
+    assert started == [pytest.approx(3 - summary["count_seconds"], abs=0.05)]  # all of the model's training time
+    corpus = load_corpus(words_file)
+    kneser_ney = mixture.fit_best_order(corpus, mixture.mixing_orders(corpus)).nll(corpus.encoded("dev"))
+    if mix["count_model"] == "learned":  # the better of the two on dev: on this tiny list, either
+        assert mix["learned_apart"] and mix["learned_steps"] > 0 and mix["ngram_dev_loss"] < kneser_ney
+        assert "steps beside the model" in printed
+    else:
+        assert mix["ngram_dev_loss"] == pytest.approx(kneser_ney)
+    assert threads == [1]  # the model's step had the other core; the learner had its own
+    assert main(["eval", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(summary["result"]["dev_loss"], abs=1e-5)

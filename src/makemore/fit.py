@@ -7,11 +7,13 @@
 A run's configs come from a preset, a model's own recipe, or, for a time budget with neither,
 the best recipe known for that budget (recipes.py); settings given override them
 (config.make_configs). A budget run with no preset (a recipe, or a model's own preset where it
-has no recipe) also counts a Kneser-Ney model inside its budget (how long that takes is measured on this data: ngram.estimate_fit_seconds), hands it to
-its neural model as the teacher a recipe asks for (teacher.py), and mixes the two after
-training (mixture.py, Bengio et al. 2003, section 4), so that its result is never worse than
-counting. Where counting would take more than MIX_SHARE of the budget, the model trains alone,
-and the run says so.
+has no recipe) also counts a Kneser-Ney model inside its budget (how long that takes is measured
+on this data: ngram.estimate_fit_seconds), hands it to its neural model as the teacher a recipe
+asks for (teacher.py), and mixes the two after training (mixture.py, Bengio et al. 2003, section
+4), so that its result is never worse than counting. Where counting would take more than
+MIX_SHARE of the budget, the model trains alone, and the run says so. On a big list the count
+model may be the learned interpolation of the counts (interpolation.py), trained on a core of its
+own while the neural model trains (learns_apart).
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from .ensembles import EnsembleResult, side_by_side, train_ensemble
 from .errors import UserError
 from .loop import TrainResult
 from .models import ModelConfig
-from .ngram import estimate_fit_seconds
+from .interpolation import InterpolatedCounts
+from .ngram import NGramModel, estimate_fit_seconds
 from .recipes import MIX_CONTEXT, budget_configs, choose
 from .runs import load_any
+from .runtime import using_threads
 from .teacher import TEACHER_MAX_BYTES, teacher_bytes, teacher_targets
 from .training import resume as resume_run, train_members
 
@@ -43,7 +47,8 @@ from .training import resume as resume_run, train_members
 # time is left beside it.
 MIX_SHARE = 0.8
 # On a list where a run may mix with the learned interpolation of its counts (mixture.learns_counts),
-# a budget run trains it for LEARNED_SHARE of its budget, at most LEARNED_MAX_SECONDS, and mixes
+# a budget run trains it beside its neural model on a core of its own (learns_apart) or, where
+# there is none, for LEARNED_SHARE of its budget before it, at most LEARNED_MAX_SECONDS; and mixes
 # with it where it scores better on dev than Kneser-Ney. On wordfreq's words 12 s of it beat the
 # best Kneser-Ney model by 0.01 and a minute by 0.02 (docs/big-lists.md).
 LEARNED_SHARE = 0.1
@@ -89,11 +94,14 @@ def allows_teacher(train_examples: int, vocab_size: int, counted: bool) -> bool:
     return counted and teacher_bytes(train_examples, vocab_size) <= TEACHER_MAX_BYTES
 
 
-def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], None]):
-    """(Kneser-Ney model, seconds it took) counted for a budget run, or None where counting would
+def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], None], learn: bool = True):
+    """(count model, seconds it took) counted for a budget run, or None where counting would
     take more than MIX_SHARE of the budget (measured on a sample). The model has MIX_CONTEXT
     characters of context, or up to MAX_MIX_CONTEXT where more scores better on dev
-    (mixture.mixing_model): on names 5 is best, on wordfreq's words 7 (2.2267 against 2.2510)."""
+    (mixture.mixing_model): on names 5 is best, on wordfreq's words 7 (2.2267 against 2.2510).
+    With `learn`, the learned interpolation of its counts is trained here too (LEARNED_SHARE)
+    where the list allows; without, the count model is Kneser-Ney (its learned interpolation
+    trains beside the neural model instead: learns_apart)."""
     orders = mixture.mixing_orders(corpus)
     if corpus.labels:  # counted twice: every label's items alone, and all of them together
         estimate = 2 * estimate_fit_seconds(corpus, MIX_CONTEXT)
@@ -105,7 +113,7 @@ def count_inside_budget(corpus: Corpus, budget: float, note: Callable[[str], Non
         note(f"note: counting a Kneser-Ney model of {MIX_CONTEXT} characters would take about {estimate:.1f} s on "
              f"this data, more than {MIX_SHARE:.0%} of {budget:g} s: the model is trained alone")
         return None
-    learned_seconds = learning_seconds(corpus, budget, estimate)
+    learned_seconds = learning_seconds(corpus, budget, estimate) if learn else None
     started = time.perf_counter()
     ngram = mixture.mixing_model(corpus, orders, learned_seconds)
     return ngram, time.perf_counter() - started
@@ -118,6 +126,19 @@ def learning_seconds(corpus: Corpus, budget: float, count_estimate: float) -> fl
         return None
     seconds = min(LEARNED_SHARE * budget, LEARNED_MAX_SECONDS)
     return seconds if count_estimate + seconds <= MIX_SHARE * budget else None
+
+
+def learns_apart(corpus: Corpus, seeds: int, threads: int | None) -> bool:
+    """Whether a budget run trains the learned interpolation of its counts in a process of its
+    own beside its neural model (mixture.learn_apart), for all of the model's training time
+    rather than LEARNED_SHARE of the budget before it: on a list where it may mix with it
+    (mixture.learns_counts), with one seed (seeds side by side take every core), on a machine
+    with a core the model's step leaves free (its `threads`: 0 or None is all but that one).
+    On wordfreq's words the model's step runs fastest on one thread (budget.ThreadTrial), so
+    the second core idled."""
+    cores = usable_cores()
+    return (mixture.learns_counts(corpus) and seeds == 1 and cores >= 2 and (threads or 0) < cores
+            and dist.world() is None)
 
 
 def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, out: str | Path | None = None, *,
@@ -137,7 +158,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
                 print(line, file=sys.stderr)
     if seeds < 1:
         raise UserError(f"seeds must be at least 1, got {seeds}")
-    counted, budget_run = None, False
+    counted, budget_run, apart = None, False, False
     if model_cfg is not None or train_cfg is not None:
         if model_cfg is None or train_cfg is None or preset or model or settings:
             raise UserError("give both configs (model_cfg, train_cfg), or a preset/model and settings, not both")
@@ -152,8 +173,9 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         teaches = (budget_run and allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, True)
                    and choose(budget, model, vocab_size=corpus.vocab.size,
                               device=recipe_device(settings.get("device"))) is not None)
+        apart = budget_run and mix is not False and learns_apart(corpus, seeds, settings.get("threads"))
         if budget_run and (mix is not False or teaches):
-            counted = count_inside_budget(corpus, budget, note)
+            counted = count_inside_budget(corpus, budget, note, learn=not apart)
         allowed = allows_teacher(len(corpus.encoded("train")), corpus.vocab.size, counted is not None)
         model_cfg, train_cfg, recipe = configure(corpus, preset, model, note, teacher_allowed=allowed, **settings)
         if budget_run and mix is None:  # counted above, or too slow to count inside the budget
@@ -176,16 +198,29 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
             train_cfg = _spend(train_cfg, extra["teacher_seconds"])
     if corpus.vocab.boundary != ".":
         note(f"note: the data uses '.', so the boundary token is {corpus.vocab.boundary!r}")
-    if seeds > 1:
-        if dist.world() is not None:
-            raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate runs")
-        result = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress, extra_summary=extra,
-                                teacher=teacher, processes=processes)
-    else:
-        result = train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks, extra_summary=extra,
-                               teacher=teacher)[0]
+    learner = None
+    if apart and counted is not None and isinstance(ngram, NGramModel):
+        learner = mixture.learn_apart(corpus, ngram, train_cfg.budget)
+    result = None
+    try:
+        if seeds > 1:
+            if dist.world() is not None:
+                raise UserError("--seeds K is not supported with several workers yet; train the seeds as separate "
+                                "runs")
+            result = train_ensemble(corpus, model_cfg, train_cfg, seeds, out, progress, extra_summary=extra,
+                                    teacher=teacher, processes=processes)
+        else:
+            # the learner has a core of its own: the model's thread trial chooses among the others
+            with using_threads(usable_cores() - 1 if learner is not None and not train_cfg.threads else 0):
+                result = train_members(corpus, model_cfg, [train_cfg], [out], progress, callbacks,
+                                       extra_summary=extra, teacher=teacher)[0]
+    finally:
+        if learner is not None and (result is None or result.status != "completed" or not mix):
+            learner.cancel()
     if ngram is not None and mix and result.status == "completed":
-        attach_result(result, corpus, ngram, counted[1])
+        if learner is not None:
+            ngram = mixture.apart_count_model(corpus, ngram, learner, note)
+        attach_result(result, corpus, ngram, counted[1], learned_apart=learner is not None)
     if budget_run and seeds == 1 and result.status == "completed":
         spare_seeds(result, train_cfg, note)
     return result
@@ -213,7 +248,8 @@ def _spend(train_cfg, seconds: float):
     return replace(train_cfg, budget=max(train_cfg.budget - seconds, 1e-3)) if train_cfg.budget else train_cfg
 
 
-def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, count_seconds: float | None) -> None:
+def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, count_seconds: float | None,
+                  learned_apart: bool = False) -> None:
     """The mixture of a finished run with its count model: kept in its run directory (mixture.attach)
     or, without one, in the result's summary."""
     dev_log_probs = positions = None
@@ -221,7 +257,7 @@ def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, c
         dev_log_probs, positions = result.dev_log_probs, result.dev_positions
     if result.run_dir is not None:
         fitted = mixture.attach(load_any(result.run_dir), ngram, count_seconds=count_seconds,
-                                model_log_probs=dev_log_probs, positions=positions)
+                                model_log_probs=dev_log_probs, positions=positions, learned_apart=learned_apart)
     else:
         from .predict import ensemble_predictor, model_predictor
 
@@ -231,6 +267,8 @@ def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, c
                                         ngram.context, ngram=ngram, model_log_probs=dev_log_probs,
                                         positions=positions)
         fitted["count_seconds"] = count_seconds
+        if isinstance(ngram, InterpolatedCounts):
+            fitted.update(learned_steps=ngram.fit_steps, learned_apart=learned_apart)
     if isinstance(result, TrainResult):
         result.summary["mix"] = fitted
         result.summary["result"] = {"predictor": fitted["result"], "dev_loss": mixture.result_loss(fitted)}

@@ -31,13 +31,18 @@ where the best Kneser-Ney model scores 2.227 (docs/big-lists.md).
 from __future__ import annotations
 
 import math
+import sys
+import tempfile
 import time
+import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import jobs
 from .counts import NGramCounts, array_columns, as_ids, check_range, example_columns
 from .data import Examples
 
@@ -233,6 +238,81 @@ class InterpolatedCounts:
 
     def __repr__(self) -> str:
         return f"InterpolatedCounts(context={self.context}, vocab_size={self.vocab_size}, fit_steps={self.fit_steps})"
+
+
+# --------------------------------------------------------------------------------------------
+# Training beside: the gate trained in a process of its own (jobs.py)
+
+LEARNER = "from makemore.interpolation import learner_main; learner_main()"
+
+
+class Apart:
+    """The gate of an InterpolatedCounts training in a process of its own (fit_apart)."""
+
+    def __init__(self, counts: NGramCounts, context: int, folder: tempfile.TemporaryDirectory, child, result: Path):
+        self.counts, self.context, self.folder, self.child, self.result_path = counts, context, folder, child, result
+
+    def result(self) -> "InterpolatedCounts":
+        """The trained model, once its process has ended; a RuntimeError saying why where it failed."""
+        try:
+            with jobs.passing_signals([self.child]):
+                self.child.wait()
+            outcome = jobs.outcome(self.result_path, self.child.returncode, "the learned count model")
+        finally:
+            self.folder.cleanup()
+        if outcome[0] != "ok":
+            raise RuntimeError(outcome[1])
+        _, state, steps = outcome
+        gate = Gate(self.context)
+        gate.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
+        gate.eval()
+        model = InterpolatedCounts(self.counts, self.context, gate)
+        model.fit_steps = steps
+        return model
+
+    def cancel(self) -> None:
+        """Stop it (its run ended otherwise than completed) and forget it."""
+        if self.child.poll() is None:
+            self.child.terminate()
+            self.child.wait()
+        self.folder.cleanup()
+
+
+def fit_apart(model: InterpolatedCounts, train: Examples, seconds: float | None = None, steps: int | None = None,
+              seed: int = 0) -> Apart:
+    """Start `model.fit(train, seconds, steps, seed=seed)` in a process of its own on one thread
+    (its seconds counted from now): a budget run trains it so beside its neural model, on the
+    core the model's step leaves idle (fit.py). The model given stays as it is; `Apart.result()`
+    returns the trained one. The process holds a second copy of the counts (on wordfreq's words
+    about 0.6 GiB with torch's own), so it does no more than train: scoring is left to the caller,
+    once it has ended."""
+    if seconds is None and steps is None:
+        raise ValueError("give seconds or steps")
+    folder = tempfile.TemporaryDirectory(prefix="makemore-learner-")  # 0700: only this user reads the job
+    job, result = Path(folder.name) / "job.pickle", Path(folder.name) / "result.pickle"
+    deadline = None if seconds is None else time.time() + seconds
+    jobs.dump(job, (model.kept(), model.vocab_size, model.context, train, deadline, steps, seed))
+    return Apart(model.counts, model.context, folder, jobs.start(LEARNER, [job, result], threads=1), result)
+
+
+def learner_main() -> None:
+    """The process of fit_apart (LEARNER): argv holds the job and where to put its outcome,
+    ("ok", the gate's weights, steps), or ("user", message) / ("error", traceback)."""
+    job, result = sys.argv[1:3]
+    try:
+        torch.set_num_threads(1)
+        kept, vocab_size, context, train, deadline, steps, seed = jobs.load(job)
+        model = InterpolatedCounts.from_kept(kept, vocab_size, context)
+        del kept  # what the model does not hold itself: its memory is the machine's, beside the run's
+        seconds = None if deadline is None else max(deadline - time.time(), 1e-3)
+        model.fit(train, seconds=seconds, steps=steps, seed=seed)
+        outcome = ("ok", {name: value.detach().numpy() for name, value in model.gate.state_dict().items()},
+                   model.fit_steps)
+    except KeyboardInterrupt:
+        outcome = ("user", "the learned count model was interrupted")
+    except Exception:  # the parent reports it
+        outcome = ("error", traceback.format_exc())
+    jobs.dump(Path(result), outcome)
 
 
 def _log_ratio(count: np.ndarray, total: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ from . import rundir
 from .counts import NGramCounts
 from .data import Examples, Vocab
 from .errors import UserError
-from .interpolation import InterpolatedCounts
+from .interpolation import Apart, InterpolatedCounts, fit_apart
 from .labels import LabelledNGram, count_model, fit_on_dev
 from .ngram import NGramModel, fit_best_order, ngram_predictor
 from .predict import chunk_log_probs, ensemble_predictor, make_predictor, model_predictor, target_log_probs
@@ -142,14 +142,16 @@ def fit_mixture(model, train_words: list[str], dev_words: list[str], vocab: Voca
 
 def attach(run, ngram: NGramModel | None = None, context: int | None = None,
            count_seconds: float | None = None, model_log_probs: torch.Tensor | None = None,
-           positions: np.ndarray | None = None, learned_seconds: float | None = None) -> dict:
+           positions: np.ndarray | None = None, learned_seconds: float | None = None,
+           learned_apart: bool = False) -> dict:
     """Fit the mixture of a loaded run (or ensemble; runs.load_any) with a count model (the
     one given, counted already; or one counted here with `context` characters; by default the
     one a budget run counts, `mixing_model`, with the learned interpolation trained for
     `learned_seconds` beside it) and keep it as RUN/mix.json; a single run's summary.json
     records it and the run's result. `model_log_probs`: the run's model's of the dev targets
-    (at `positions`: a budget run's final subset), where its training just computed them.
-    Returns mix.json."""
+    (at `positions`: a budget run's final subset), where its training just computed them;
+    `learned_apart`: a learned count model given was trained beside the neural model
+    (learn_apart), so `count_seconds` is its counting alone. Returns mix.json."""
     if ngram is None and (context is None or learned_seconds):
         started = time.perf_counter()
         ngram = mixing_model(run.corpus(), None if context is None else [context], learned_seconds)
@@ -160,6 +162,9 @@ def attach(run, ngram: NGramModel | None = None, context: int | None = None,
                             ngram=ngram, model_log_probs=model_log_probs, positions=positions)
     if count_seconds is not None:
         fitted["count_seconds"] = count_seconds
+    if isinstance(ngram, InterpolatedCounts):
+        fitted["learned_steps"] = ngram.fit_steps
+        fitted["learned_apart"] = learned_apart
     if isinstance(ngram, (NGramModel, InterpolatedCounts)):  # a labelled list's are counted per label: not kept
         arrays = ngram.kept() if isinstance(ngram, InterpolatedCounts) else ngram.counts.kept(ngram.context)
         rundir.write_counts(run.path, arrays, ngram.vocab_size, ngram.context)
@@ -192,9 +197,33 @@ def mixing_model(corpus, orders: list[int] | None = None, learned_seconds: float
     best = fit_best_order(corpus, orders) if len(orders) > 1 else fit_on_dev(corpus, orders[0])
     if not learned_seconds or not isinstance(best, NGramModel) or orders[-1] < 1:
         return best
-    dev = corpus.encoded("dev")
     learned = InterpolatedCounts(best.counts, orders[-1]).fit(corpus.encoded("train"), seconds=learned_seconds)
-    return learned if learned.nll(dev) < best.nll(dev) else best
+    return better_count_model(corpus, best, learned)
+
+
+def better_count_model(corpus, kneser_ney: NGramModel, learned: InterpolatedCounts):
+    """Whichever of the two scores better on dev."""
+    dev = corpus.encoded("dev")
+    return learned if learned.nll(dev) < kneser_ney.nll(dev) else kneser_ney
+
+
+def learn_apart(corpus, kneser_ney: NGramModel, seconds: float) -> Apart:
+    """The learned interpolation of `kneser_ney`'s counts (to the longest order counted, as
+    mixing_model's), trained for `seconds` in a process of its own: a budget run trains it so
+    beside its neural model (fit.py). `apart_count_model` collects it."""
+    learned = InterpolatedCounts(kneser_ney.counts, kneser_ney.counts.max_context)
+    return fit_apart(learned, corpus.encoded("train"), seconds=seconds)
+
+
+def apart_count_model(corpus, kneser_ney: NGramModel, apart: Apart, note=print):
+    """The count model a run mixes with once `apart` (learn_apart) is done: the better on dev of
+    it and `kneser_ney`; Kneser-Ney, and a note saying why, where its process failed."""
+    try:
+        learned = apart.result()
+    except RuntimeError as e:
+        note(f"note: the learned count model failed, so the run mixes with Kneser-Ney: {str(e).strip().splitlines()[-1]}")
+        return kneser_ney
+    return better_count_model(corpus, kneser_ney, learned)
 
 
 def neural_predictor(run):

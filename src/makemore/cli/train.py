@@ -141,8 +141,11 @@ def _print_mixture(mix: dict, run_dir) -> None:
     partner, how = ((f"the learned interpolation of {mix['ngram_context']} characters' counts", "counted and trained")
                     if mix.get("count_model") == "learned" else (f"Kneser-Ney of {mix['ngram_context']} characters",
                                                                  "counted"))
+    how = f"{how} in {mix.get('count_seconds') or 0:.2f} s"
+    if mix.get("learned_apart"):
+        how = f"counted in {mix.get('count_seconds') or 0:.2f} s, trained {mix['learned_steps']:,} steps beside the model"
     print(f"mixture     dev {mix['mix_dev_loss']:.4f}{subset}  with {partner} "
-          f"(dev {mix['ngram_dev_loss']:.4f}, {how} in {mix.get('count_seconds') or 0:.2f} s), weight "
+          f"(dev {mix['ngram_dev_loss']:.4f}, {how}), weight "
           f"{mix['weight']:.3f} on the model; {what} (eval, sample, score and serve use it; --neural for the "
           f"model alone; {Path(run_dir) / 'mix.json'})")
 
