@@ -201,6 +201,10 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
     learner = None
     if apart and counted is not None and isinstance(ngram, NGramModel):
         learner = mixture.learn_apart(corpus, ngram, train_cfg.budget)
+        # the learner's job holds the counts: this process reads them back after training, and
+        # meanwhile leaves their memory to the model and the learner
+        kneser_ney, count_seconds = (ngram.context, ngram.smoothing), counted[1]
+        counted = ngram = None
     result = None
     try:
         if seeds > 1:
@@ -217,11 +221,13 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
     finally:
         if learner is not None and (result is None or result.status != "completed" or not mix):
             learner.cancel()
-    if ngram is not None and mix and result.status == "completed":
+    if (ngram is not None or learner is not None) and mix and result.status == "completed":
         if learner is not None:
-            ngram = mixture.apart_count_model(corpus, ngram, learner, note)
-        attach_result(result, corpus, ngram, counted[1], learned_apart=learner is not None)
-    if budget_run and seeds == 1 and result.status == "completed":
+            ngram = mixture.apart_count_model(corpus, learner, *kneser_ney, note)
+        else:
+            count_seconds = counted[1]
+        attach_result(result, corpus, ngram, count_seconds, learned_apart=learner is not None)
+    if budget_run and seeds == 1 and result.status == "completed" and learner is None:  # else the learner had it
         spare_seeds(result, train_cfg, note)
     return result
 

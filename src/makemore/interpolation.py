@@ -249,15 +249,27 @@ LEARNER = "from makemore.interpolation import learner_main; learner_main()"
 class Apart:
     """The gate of an InterpolatedCounts training in a process of its own (fit_apart)."""
 
-    def __init__(self, counts: NGramCounts, context: int, folder: tempfile.TemporaryDirectory, child, result: Path):
-        self.counts, self.context, self.folder, self.child, self.result_path = counts, context, folder, child, result
+    def __init__(self, context: int, folder: tempfile.TemporaryDirectory, child, job: Path, result: Path):
+        self.context, self.folder, self.child, self.job, self.result_path = context, folder, child, job, result
+        self._counts: NGramCounts | None = None
+
+    def counts(self) -> NGramCounts:
+        """The counts it was given, read back from its job: the caller need not keep its own
+        while the learner trains. Read before `result` or `cancel` removes the job."""
+        if self._counts is None:
+            kept, vocab_size, context = jobs.load(self.job)[:3]
+            self._counts = NGramCounts.from_kept({k: v for k, v in kept.items() if not k.startswith("gate.")},
+                                                 vocab_size, context)
+        return self._counts
 
     def result(self) -> "InterpolatedCounts":
-        """The trained model, once its process has ended; a RuntimeError saying why where it failed."""
+        """The trained model, once its process has ended; a RuntimeError saying why where it
+        failed (`counts` still holds the counts)."""
         try:
             with jobs.passing_signals([self.child]):
                 self.child.wait()
             outcome = jobs.outcome(self.result_path, self.child.returncode, "the learned count model")
+            self.counts()
         finally:
             self.folder.cleanup()
         if outcome[0] != "ok":
@@ -266,7 +278,7 @@ class Apart:
         gate = Gate(self.context)
         gate.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
         gate.eval()
-        model = InterpolatedCounts(self.counts, self.context, gate)
+        model = InterpolatedCounts(self.counts(), self.context, gate)
         model.fit_steps = steps
         return model
 
@@ -292,7 +304,7 @@ def fit_apart(model: InterpolatedCounts, train: Examples, seconds: float | None 
     job, result = Path(folder.name) / "job.pickle", Path(folder.name) / "result.pickle"
     deadline = None if seconds is None else time.time() + seconds
     jobs.dump(job, (model.kept(), model.vocab_size, model.context, train, deadline, steps, seed))
-    return Apart(model.counts, model.context, folder, jobs.start(LEARNER, [job, result], threads=1), result)
+    return Apart(model.context, folder, jobs.start(LEARNER, [job, result], threads=1), job, result)
 
 
 def learner_main() -> None:

@@ -215,15 +215,18 @@ def learn_apart(corpus, kneser_ney: NGramModel, seconds: float) -> Apart:
     return fit_apart(learned, corpus.encoded("train"), seconds=seconds)
 
 
-def apart_count_model(corpus, kneser_ney: NGramModel, apart: Apart, note=print):
+def apart_count_model(corpus, apart: Apart, context: int, discount: float, note=print):
     """The count model a run mixes with once `apart` (learn_apart) is done: the better on dev of
-    it and `kneser_ney`; Kneser-Ney, and a note saying why, where its process failed."""
+    it and Kneser-Ney of `context` characters with this discount, on the counts read back from
+    the learner's job (the run dropped its own while it trained); Kneser-Ney, and a note saying
+    why, where the learner's process failed."""
     try:
         learned = apart.result()
     except RuntimeError as e:
+        learned = None
         note(f"note: the learned count model failed, so the run mixes with Kneser-Ney: {str(e).strip().splitlines()[-1]}")
-        return kneser_ney
-    return better_count_model(corpus, kneser_ney, learned)
+    kneser_ney = NGramModel(apart.counts(), context, "kneser_ney", discount)
+    return kneser_ney if learned is None else better_count_model(corpus, kneser_ney, learned)
 
 
 def neural_predictor(run):
