@@ -54,7 +54,8 @@ def read_run(out: Path) -> dict:
     return {"steps": [s["steps"] for s in summaries], "threads": threads,
             "model_dev_loss": mix["mlp_dev_loss"], "count_model": mix.get("count_model", "kneser_ney"),
             "count_model_context": mix["ngram_context"], "count_model_dev_loss": mix["ngram_dev_loss"],
-            "count_seconds": mix.get("count_seconds"), "result": mix["result"],
+            "count_seconds": mix.get("count_seconds"), "learned_steps": mix.get("learned_steps"),
+            "learned_apart": mix.get("learned_apart", False), "result": mix["result"],
             "result_dev_loss": {"model": mix["mlp_dev_loss"], "ngram": mix["ngram_dev_loss"],
                                 "mixture": mix["mix_dev_loss"]}[mix["result"]]}
 
@@ -80,13 +81,14 @@ def main() -> None:
             out = Path(args.runs) / f"{stem}-{args.budget:g}-{way}-{repeat}"
             shutil.rmtree(out, ignore_errors=True)
             # the peak covers the member processes the run waited for: the largest of them
-            seconds, peak_mib = timed_command(command(way, args.data, args.budget, args.seeds, out), f"{way} #{repeat}",
-                                             cwd=ROOT)
+            seconds, peak_mib, together_mib = timed_command(command(way, args.data, args.budget, args.seeds, out),
+                                                            f"{way} #{repeat}", cwd=ROOT)
             row = {"way": way, "repeat": repeat, "wall_seconds": seconds, "peak_mib_per_process": peak_mib,
-                   **read_run(out)}
+                   "peak_mib_together": together_mib, **read_run(out)}
             rows.append(row)
             print(f"{way:>12} #{repeat}: steps {row['steps']}, model {row['model_dev_loss']:.4f}, "
-                  f"result {row['result_dev_loss']:.4f} ({row['result']}), {row['wall_seconds']:.0f} s", flush=True)
+                  f"result {row['result_dev_loss']:.4f} ({row['result']}), {row['wall_seconds']:.0f} s, "
+                  f"{row['peak_mib_per_process']:,.0f} MiB largest process, {together_mib:,.0f} MiB together", flush=True)
     medians = {way: {key: statistics.median(r[key] for r in rows if r["way"] == way)
                      for key in ("model_dev_loss", "result_dev_loss", "wall_seconds")}
                | {"steps_per_member": statistics.median(s for r in rows if r["way"] == way for s in r["steps"])}

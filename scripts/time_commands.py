@@ -20,6 +20,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -30,20 +31,44 @@ from makemore.utils import cpu_name  # noqa: E402
 
 def timed(args: list[str]) -> tuple[float, float]:
     """(wall seconds, peak resident MiB) of `makemore ARGS` as one process, output dropped."""
-    return timed_command([sys.executable, "-m", "makemore", *args], f"makemore {shlex.join(args)}")
+    seconds, peak_mib, _ = timed_command([sys.executable, "-m", "makemore", *args], f"makemore {shlex.join(args)}")
+    return seconds, peak_mib
 
 
-def timed_command(command: list[str], label: str, cwd: Path | None = None) -> tuple[float, float]:
-    """(wall seconds, peak resident MiB) of COMMAND as one process (run in `cwd`), output dropped;
-    the peak is of its largest process, itself or one it waited for (ru_maxrss of os.wait4)."""
+def timed_command(command: list[str], label: str, cwd: Path | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak resident MiB, peak MiB of its processes together) of COMMAND as one
+    process (run in `cwd`), output dropped. The first peak is of its largest process, itself or
+    one it waited for (ru_maxrss of os.wait4); the second, of the sum over the process and its
+    descendants alive at once, sampled every 0.2 s from /proc (Linux; 0 elsewhere)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             cwd=cwd)
+    together = [0.0]
+    sampler = threading.Thread(target=_sample_tree, args=(proc.pid, together), daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
+    sampler.join()
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{label} failed: {proc.stderr.read().decode(errors='replace').strip()}")
-    return seconds, usage.ru_maxrss / 1024  # KiB on Linux
+    return seconds, usage.ru_maxrss / 1024, together[0]  # KiB on Linux
+
+
+def _sample_tree(pid: int, peak: list[float]) -> None:
+    """The largest sum of resident MiB over `pid` and its descendants until `pid` is gone."""
+    while Path(f"/proc/{pid}").exists():
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                total += int(next(line for line in Path(f"/proc/{p}/status").read_text().splitlines()
+                                  if line.startswith("VmRSS:")).split()[1])
+                for task in Path(f"/proc/{p}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, StopIteration, ValueError):  # it ended meanwhile, or is a zombie
+                continue
+        peak[0] = max(peak[0], total / 1024)
+        time.sleep(0.2)
 
 
 def measure(commands: list[str], repeat: int, variant: str, fresh: str | None = None) -> list[dict]:
