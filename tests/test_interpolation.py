@@ -228,3 +228,21 @@ def test_a_budget_run_on_two_cores_trains_the_learned_model_beside_the_neural_on
     assert threads == [1]  # the model's step had the other core; the learner had its own
     assert main(["eval", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(summary["result"]["dev_loss"], abs=1e-5)
+
+
+def test_ngram_shows_the_learned_model_beside_kneser_ney(words_file, tmp_path, capsys):
+    assert main(["ngram", "--data", str(words_file), "--max-context", "3", "--learned", "1", "--test", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    learned, table = out["learned"], out["ngram"]
+    assert learned["context"] == 3 == table[-1]["context"] and learned["steps"] > 0
+    assert 0 < learned["dev_loss"] < table[0]["kneser_ney"]["dev_loss"]  # better than a bigram, whatever it learned
+    assert learned["test_loss"] > 0
+    assert main(["ngram", "--data", str(words_file), "--max-context", "3", "--learned", "1"]) == 0
+    assert "learned interpolation of the 3-character counts: dev" in capsys.readouterr().out
+    for bad in ("0", "-1", "nan"):
+        assert main(["ngram", "--data", str(words_file), "--learned", bad]) == 1
+        assert "--learned must be a positive number" in capsys.readouterr().err
+    labelled = tmp_path / "two.txt"
+    labelled.write_text("".join(f"{'AB'[i % 2]}\t{word}\n" for i, word in enumerate(make_words(200, 0))))
+    assert main(["ngram", "--data", str(labelled), "--labels", "--learned", "1"]) == 1
+    assert "unlabelled list" in capsys.readouterr().err

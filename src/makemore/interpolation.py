@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from . import jobs
 from .counts import NGramCounts, array_columns, as_ids, check_range, example_columns
 from .data import Examples
+from .runtime import using_threads
 
 # Width of the gate's two hidden layers. What feeds them is a context's log counts: N(h_j) and
 # T(h_j) for j = 0..k, N1+(. h_j .) for j < k; a few thousand weights learn from millions of examples.
@@ -150,8 +151,17 @@ class InterpolatedCounts:
             raise ValueError("give seconds or steps")
         rng = np.random.default_rng(seed)
         optimizer = torch.optim.Adam(self.gate.parameters(), lr=lr)
-        started, step = time.perf_counter(), 0
+        started = time.perf_counter()
         self.gate.train()
+        with using_threads(1):  # a network this small only waits for more threads (14% fewer steps on 2)
+            step = self._fit_steps(train, optimizer, rng, started, seconds, steps, batch_size, lr)
+        self.gate.eval()
+        self.fit_steps += step
+        return self
+
+    def _fit_steps(self, train: Examples, optimizer, rng, started: float, seconds: float | None, steps: int | None,
+                   batch_size: int, lr: float) -> int:
+        step = 0
         while True:
             done = max(step / steps if steps else 0.0, (time.perf_counter() - started) / seconds if seconds else 0.0)
             if done >= 1.0:
@@ -167,9 +177,7 @@ class InterpolatedCounts:
             loss.backward()
             optimizer.step()
             step += 1
-        self.gate.eval()
-        self.fit_steps += step
-        return self
+        return step
 
     # ------------------------------------------------------------------------------------
     # Probabilities

@@ -355,21 +355,26 @@ def estimate_fit_seconds(corpus: Corpus, context: int, method: str = "kneser_ney
     return seconds * (n * math.log(max(n, 2))) / (m * math.log(max(m, 2)))
 
 
-def ngram_table(corpus: Corpus, max_context: int = 6, test: bool = False) -> list[dict]:
+def ngram_table(corpus: Corpus, max_context: int = 6, test: bool = False,
+                counts: NGramCounts | None = None) -> list[dict]:
     """For k = 1..max_context: table size, unseen dev contexts, tuned add-alpha and KN dev loss.
 
     Each row: {"context": k, "table_entries": V^(k+1) (the cells a dense table would need, a
     Python int), "unseen_dev_contexts": share of dev examples with a context unseen in
     training, "add_alpha": {"alpha", "dev_loss"}, "kneser_ney": {"discount", "dev_loss"}}; the
     Kneser-Ney discount is one number shared by all orders. Losses are mean NLL in nats. With
-    `test`, each model also gets the "test_loss" of its dev-tuned setting.
+    `test`, each model also gets the "test_loss" of its dev-tuned setting. `counts`: the
+    training split's, counted to max_context already (`makemore ngram --learned` reads them too).
     """
     if max_context < 1:
         raise ValueError(f"max_context must be at least 1, got {max_context}")
     V = corpus.vocab.size
     # Counted once to max_context: the contexts of length k are the same for every model, and
     # so are the counts and look-ups of each length.
-    counts = NGramCounts.from_examples(corpus.encoded("train"), V, max_context)
+    if counts is None:
+        counts = NGramCounts.from_examples(corpus.encoded("train"), V, max_context)
+    elif counts.max_context < max_context:
+        raise ValueError(f"counts of up to {counts.max_context} characters, asked for {max_context}")
     dev = corpus.encoded("dev")
     dev_ids = counts.context_ids(example_columns(dev), len(dev), max_context)
     if test:

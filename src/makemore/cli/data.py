@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ..errors import UserError
@@ -75,6 +76,22 @@ def cmd_data(args) -> int:
     return 0
 
 
+def _learned_row(corpus, counts, context: int, seconds: float, test: bool) -> dict:
+    """The learned interpolation of these counts (interpolation.py) trained for `seconds`: its
+    dev (and test) NLL."""
+    import time
+
+    from ..interpolation import InterpolatedCounts
+
+    started = time.perf_counter()
+    model = InterpolatedCounts(counts, context).fit(corpus.encoded("train"), seconds=seconds)
+    row = {"context": context, "steps": model.fit_steps, "seconds": time.perf_counter() - started,
+           "dev_loss": model.nll(corpus.encoded("dev"))}
+    if test:
+        row["test_loss"] = model.nll(corpus.encoded("test"))
+    return row
+
+
 def _unk_note(stats: dict) -> str:
     return f"; unknown-character token {stats['unk']!r} at index 1" if stats.get("unk") else ""
 
@@ -87,15 +104,23 @@ def add_ngram(sub) -> None:
     p.add_argument("--compare", metavar="RUN", help="show this run's size and dev NLL beside them")
     p.add_argument("--test", action="store_true", help="also the test NLL of each dev-tuned model (read the "
                    "test split once, for final figures)")
+    p.add_argument("--learned", type=float, metavar="SECONDS",
+                   help="also train the learned interpolation of the counts of K characters (a small network "
+                        "weighs their orders, docs/big-lists.md) for SECONDS, and show its dev NLL")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_ngram(args) -> int:
+    from ..counts import NGramCounts
     from ..ngram import ngram_table
 
     if not 1 <= args.max_context <= 12:
         raise UserError(f"max-context must be between 1 and 12, got {args.max_context}")
+    if args.learned is not None and not (math.isfinite(args.learned) and args.learned > 0):
+        raise UserError(f"--learned must be a positive number of seconds, got {args.learned:g}")
     corpus = _load_corpus(args)
+    if args.learned and corpus.labels:
+        raise UserError("--learned: the learned interpolation is for an unlabelled list")
     compare = None
     if args.compare:
         from ..data import Examples
@@ -108,12 +133,15 @@ def cmd_ngram(args) -> int:
         compare = {"run": args.compare, "model": run.model_cfg.name, "params": run.model.num_params(),
                    "block_size": run.model_cfg.block_size, "dev_loss": split_nll(model_predictor(run.model), dev)}
     try:
-        rows = ngram_table(corpus, args.max_context, test=args.test)
+        counts = NGramCounts.from_examples(corpus.encoded("train"), corpus.vocab.size, args.max_context)
+        rows = ngram_table(corpus, args.max_context, test=args.test, counts=counts)
     except MemoryError:  # NGramCounts checks its bound beforehand; this is for what that misses
         raise UserError(f"out of memory counting contexts of up to {args.max_context} characters; "
                         f"use a smaller --max-context") from None
+    learned = _learned_row(corpus, counts, args.max_context, args.learned, args.test) if args.learned else None
     if args.json:
-        _print_json(rows if compare is None else {"ngram": rows, "mlp": compare})
+        extra = {**({"learned": learned} if learned else {}), **({"mlp": compare} if compare else {})}
+        _print_json({"ngram": rows, **extra} if extra else rows)
         return 0
     print(f"{'context':>7}  {'table entries':>16}  {'unseen dev ctx':>14}  {'add-alpha':>9} {'(alpha)':>8}  "
           f"{'Kneser-Ney':>10} {'(D)':>6}")
@@ -126,6 +154,10 @@ def cmd_ngram(args) -> int:
               f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
               f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}"
               + (f"  test {r['add_alpha']['test_loss']:.4f} / {r['kneser_ney']['test_loss']:.4f}" if args.test else ""))
+    if learned:
+        print(f"learned interpolation of the {learned['context']}-character counts: dev {learned['dev_loss']:.4f}"
+              + (f", test {learned['test_loss']:.4f}" if args.test else "")
+              + f" ({learned['steps']:,} steps in {learned['seconds']:.1f} s)")
     if compare:
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
               f"dev {compare['dev_loss']:.4f}")
