@@ -246,3 +246,21 @@ def test_ngram_shows_the_learned_model_beside_kneser_ney(words_file, tmp_path, c
     labelled.write_text("".join(f"{'AB'[i % 2]}\t{word}\n" for i, word in enumerate(make_words(200, 0))))
     assert main(["ngram", "--data", str(labelled), "--labels", "--learned", "1"]) == 1
     assert "unlabelled list" in capsys.readouterr().err
+
+
+def test_a_split_scored_twice_is_read_once_until_the_gate_trains_again(monkeypatch):
+    words = make_words(400, 0)
+    vocab = Vocab.from_words(words)
+    train, dev = Examples.from_words(words, vocab), Examples.from_words(make_words(100, 1), vocab)
+    model = InterpolatedCounts(NGramCounts.from_examples(train, vocab.size, K), K).fit(train, steps=20)
+    calls, components = [], model.components
+    monkeypatch.setattr(model, "components", lambda *a, **kw: calls.append(1) or components(*a, **kw))
+    first = model.target_log_probs(dev)
+    again = model.target_log_probs(Examples.from_words(make_words(100, 1), vocab))  # the same split, rebuilt
+    assert torch.equal(first, again) and len(calls) == 1
+    model.target_log_probs(Examples.from_words(make_words(100, 2), vocab))  # another split: scored
+    assert len(calls) == 2
+    model.fit(train, steps=20)  # trained again: the same split is scored again
+    calls.clear()
+    model.target_log_probs(Examples.from_words(make_words(100, 2), vocab))
+    assert len(calls) == 1
