@@ -15,7 +15,7 @@ from makemore import fit, mixture, rundir
 from makemore.cli import main
 from makemore.counts import NGramCounts, array_columns
 from makemore.data import Examples, Vocab, load_corpus
-from makemore.interpolation import InterpolatedCounts, fit_apart
+from makemore.interpolation import Gate, InterpolatedCounts, fit_apart
 from makemore.ngram import NGramModel
 
 K = 3
@@ -80,6 +80,29 @@ def test_the_model_is_kept_and_read_back():
     del kept["raw_counts.1"]
     with pytest.raises(ValueError):
         InterpolatedCounts.from_kept(kept, vocab.size, K)
+
+
+def test_the_gate_reads_the_context_characters_in_order_and_an_older_gate_loads_as_it_was():
+    words = make_words(400, 0)
+    vocab = Vocab.from_words(words)
+    examples = Examples.from_words(words, vocab)
+    positions = np.arange(len(examples))
+    X, Y = examples.contexts(positions, K).astype(np.int64), examples.targets(positions).astype(np.int64)
+    model = InterpolatedCounts(NGramCounts(array_columns(X), Y, vocab.size, K), K)
+    assert model.gate.emb_dim > 0
+    model.fit(examples, steps=30, batch_size=64)
+    with torch.no_grad():  # characters that matter: the two ways of scoring must read the same ones
+        model.gate.emb.weight.copy_(torch.randn_like(model.gate.emb.weight))
+    model._scored = None
+    assert torch.allclose(model.target_log_probs(examples), model.target_log_probs(X, Y), atol=1e-6)
+    rows = model.probs(X)  # the contexts as training draws them (Examples.contexts): oldest character first
+    assert torch.allclose(rows[torch.arange(len(Y)), torch.from_numpy(Y)].log(), model.target_log_probs(examples),
+                          atol=1e-5)
+
+    older = InterpolatedCounts(model.counts, K, Gate(K, hidden=64))  # as saved before the gate read characters
+    back = InterpolatedCounts.from_kept(older.kept(), vocab.size, K)
+    assert back.gate.emb is None and back.gate.net[0].out_features == 64
+    assert torch.equal(back.target_log_probs(X, Y), older.target_log_probs(X, Y))
 
 
 def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp_path, capsys, monkeypatch):

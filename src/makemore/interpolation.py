@@ -12,7 +12,9 @@ interpolation, with weights that depend on the context's counts):
 where h_j is the last j characters of h, raw_j(c | h) = N(h_j, c) / N(h_j) the relative frequency
 of c after h_j (j = 0..k), cont_j(c | h) = N1+(. h_j c) / N1+(. h_j .) Kneser-Ney's continuation
 distribution (j = 0..k-1), and the weights a softmax over a two-layer tanh network of the logs
-of N(h_j), T(h_j) (distinct characters seen after h_j) and N1+(. h_j .). A distribution whose
+of N(h_j), T(h_j) (distinct characters seen after h_j) and N1+(. h_j .), and of an embedding of
+each character of h (Neubig & Dyer's gate reads the context too): how far an order can be trusted
+differs between scripts and languages, which the counts alone do not say. A distribution whose
 context was never seen gets weight 0, and the uniform term keeps every character possible, so
 every P(. | h) sums to one over the vocabulary.
 
@@ -47,27 +49,48 @@ from .counts import NGramCounts, array_columns, as_ids, check_range, example_col
 from .data import Examples
 from .runtime import using_threads
 
-# Width of the gate's two hidden layers. What feeds them is a context's log counts: N(h_j) and
-# T(h_j) for j = 0..k, N1+(. h_j .) for j < k; a few thousand weights learn from millions of examples.
-HIDDEN = 64
+# Width of the gate's two hidden layers, and of the embedding of each context character it reads.
+# What feeds them is a context's log counts (N(h_j) and T(h_j) for j = 0..k, N1+(. h_j .) for j < k)
+# and its characters: on wordfreq's words the characters let the gate learn how far each script's and
+# language's contexts can be trusted (2.1999 on dev after 150 s of training against 2.2041 from the
+# counts alone, one thread each, two runs side by side; docs/big-lists.md).
+HIDDEN = 128
+EMB_DIM = 16
 # Rows per look-up and network pass when scoring: bounds the memory of a split's evaluation.
 CHUNK = 1 << 16
 
 
 class Gate(nn.Module):
     """The interpolation weights: log-softmax over the 2k + 2 distributions of a context
-    (raw 0..k, continuation 0..k-1, uniform) from its 3k + 2 log counts."""
+    (raw 0..k, continuation 0..k-1, uniform) from its 3k + 2 log counts and, where `emb_dim`,
+    an embedding of each of its k characters (a vocabulary of `vocab_size`)."""
 
-    def __init__(self, context: int, hidden: int = HIDDEN):
+    def __init__(self, context: int, hidden: int = HIDDEN, vocab_size: int = 0, emb_dim: int = 0):
         super().__init__()
-        self.context = context
-        self.net = nn.Sequential(nn.Linear(3 * context + 2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, 2 * context + 2))
+        self.context, self.emb_dim = context, emb_dim if vocab_size else 0
+        self.emb = nn.Embedding(vocab_size, self.emb_dim) if self.emb_dim else None
+        self.net = nn.Sequential(nn.Linear(3 * context + 2 + context * self.emb_dim, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * context + 2))
         nn.init.zeros_(self.net[-1].weight)  # starts by weighing every distribution seen alike
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, features: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, seen: torch.Tensor, chars: torch.Tensor | None = None) -> torch.Tensor:
+        if self.emb is not None:
+            features = torch.cat([features, self.emb(chars).flatten(1)], dim=1)
         return F.log_softmax(self.net(features).masked_fill(~seen, -math.inf), dim=1)
+
+    @classmethod
+    def from_state(cls, context: int, state: dict[str, torch.Tensor]) -> "Gate":
+        """The gate these weights were saved from (its sizes read off them: a run saved before
+        the gate read characters loads as it was)."""
+        hidden = state["net.0.weight"].shape[0] if "net.0.weight" in state else HIDDEN
+        vocab_size, emb_dim = state["emb.weight"].shape if "emb.weight" in state else (0, 0)
+        gate = cls(context, hidden, vocab_size, emb_dim)
+        try:
+            gate.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"the kept gate does not fit a model of {context} characters: {e}") from None
+        return gate.eval()
 
 
 class InterpolatedCounts:
@@ -85,7 +108,7 @@ class InterpolatedCounts:
         if any(table is None for table in counts.raw[:context + 1]):
             raise ValueError("these counts were kept for Kneser-Ney only: the learned model reads every order's")
         self.counts, self.context, self.vocab_size = counts, context, counts.vocab_size
-        self.gate = gate if gate is not None else Gate(context)
+        self.gate = gate if gate is not None else Gate(context, vocab_size=self.vocab_size, emb_dim=EMB_DIM)
         self.fit_steps = 0
         self._scored: tuple | None = None  # (fit_steps, ids, starts, log-probs) of the last Examples scored
 
@@ -125,7 +148,9 @@ class InterpolatedCounts:
         as_tensor = lambda columns, dtype: torch.from_numpy(np.stack(columns, axis=1)).to(dtype)  # noqa: E731
         return as_tensor(log_probs, torch.float32), as_tensor(features, torch.float32), as_tensor(seen, torch.bool)
 
-    def _ids(self, X, Y=None) -> tuple[list[np.ndarray], np.ndarray]:
+    def _ids(self, X, Y=None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+        """The context ids of every order, the targets and, where the gate reads them, the
+        contexts' characters (N, k; oldest first)."""
         if isinstance(X, Examples):
             if Y is not None:
                 raise ValueError("examples carry their own targets: pass no Y")
@@ -138,7 +163,10 @@ class InterpolatedCounts:
             check_range(contexts, self.vocab_size)
             column = array_columns(contexts)
         check_range(targets, self.vocab_size)
-        return self.counts.context_ids(column, targets.shape[0], self.context), targets
+        chars = None
+        if self.gate.emb_dim:
+            chars = np.stack([column(j) for j in range(self.context, 0, -1)], axis=1).astype(np.int32)
+        return self.counts.context_ids(column, targets.shape[0], self.context), targets, chars
 
     # ------------------------------------------------------------------------------------
     # Training
@@ -173,7 +201,7 @@ class InterpolatedCounts:
             contexts = train.contexts(positions, self.context).astype(np.int64)
             ids = self.counts.context_ids(array_columns(contexts), batch_size, self.context)
             log_probs, features, seen = self.components(ids, train.targets(positions).astype(np.int64), True)
-            loss = -torch.logsumexp(self.gate(features, seen) + log_probs, dim=1).mean()
+            loss = -torch.logsumexp(self.gate(features, seen, torch.from_numpy(contexts)) + log_probs, dim=1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -192,13 +220,14 @@ class InterpolatedCounts:
             _, ids, starts, out = self._scored
             if np.array_equal(ids, X.ids) and np.array_equal(starts, X.starts):
                 return out.clone()
-        context_ids, targets = self._ids(X, Y)
+        context_ids, targets, chars = self._ids(X, Y)
         out = torch.empty(targets.shape[0], dtype=torch.float64)
         with torch.no_grad():
             for i in range(0, targets.shape[0], CHUNK):
                 log_probs, features, seen = self.components([ids[i:i + CHUNK] for ids in context_ids],
                                                             targets[i:i + CHUNK])
-                out[i:i + CHUNK] = torch.logsumexp(self.gate(features, seen) + log_probs, dim=1).double()
+                chunk_chars = None if chars is None else torch.from_numpy(chars[i:i + CHUNK].astype(np.int64))
+                out[i:i + CHUNK] = torch.logsumexp(self.gate(features, seen, chunk_chars) + log_probs, dim=1).double()
         if isinstance(X, Examples):
             self._scored = (self.fit_steps, X.ids.copy(), X.starts.copy(), out.clone())
         return out
@@ -217,7 +246,7 @@ class InterpolatedCounts:
         context_ids = self.counts.context_ids(array_columns(contexts), n, k)
         _, features, seen = self.components(context_ids, np.zeros(n, dtype=np.int64))
         with torch.no_grad():
-            weights = self.gate(features, seen).exp().double().numpy()
+            weights = self.gate(features, seen, torch.from_numpy(contexts)).exp().double().numpy()
         rows = np.repeat(weights[:, -1:] / self.vocab_size, self.vocab_size, axis=1)
         tables = [(self.counts.raw[j], j) for j in range(k + 1)] + [(self.counts.continuation[j], k + 1 + j)
                                                                   for j in range(k)]
@@ -242,14 +271,8 @@ class InterpolatedCounts:
     def from_kept(cls, arrays: dict[str, np.ndarray], vocab_size: int, context: int) -> "InterpolatedCounts":
         """The model read back from `kept()`; a missing or inconsistent array is a ValueError
         (or KeyError)."""
-        gate = Gate(context)
-        state = {name[len("gate."):]: torch.from_numpy(np.asarray(value)) for name, value in arrays.items()
-                 if name.startswith("gate.")}
-        try:
-            gate.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(f"the kept gate does not fit a model of {context} characters: {e}") from None
-        gate.eval()
+        gate = Gate.from_state(context, {name[len("gate."):]: torch.from_numpy(np.asarray(value))
+                                         for name, value in arrays.items() if name.startswith("gate.")})
         counts = NGramCounts.from_kept({k: v for k, v in arrays.items() if not k.startswith("gate.")}, vocab_size,
                                        context)
         return cls(counts, context, gate)
@@ -293,9 +316,7 @@ class Apart:
         if outcome[0] != "ok":
             raise RuntimeError(outcome[1])
         _, state, steps = outcome
-        gate = Gate(self.context)
-        gate.load_state_dict({name: torch.from_numpy(value) for name, value in state.items()})
-        gate.eval()
+        gate = Gate.from_state(self.context, {name: torch.from_numpy(value) for name, value in state.items()})
         model = InterpolatedCounts(self.counts(), self.context, gate)
         model.fit_steps = steps
         return model
