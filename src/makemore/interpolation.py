@@ -25,9 +25,9 @@ held-out example would; without that every target would have been seen after its
 the network would learn to trust the longest context always. Ney, Essen and Kneser (1994) derive
 Kneser-Ney's discount by the same leave-one-out argument.
 
-On wordfreq's words (scripts/make_wordfreq_list.py) this model scores 2.215 on dev after the 12 s of
-training a 120-s budget run gives it and 2.206 after the minute a 600-s run gives it, on one core,
-where the best Kneser-Ney model scores 2.227 (docs/big-lists.md).
+On wordfreq's words (scripts/make_wordfreq_list.py) this model scores 2.204 on dev after a minute of
+training on one thread and 2.201 after two, where the best Kneser-Ney model scores 2.227; a 600-s
+budget run trains it beside its neural model to 2.198 (docs/big-lists.md).
 """
 
 from __future__ import annotations
