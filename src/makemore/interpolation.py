@@ -52,8 +52,8 @@ from .runtime import using_threads
 # Width of the gate's two hidden layers, and of the embedding of each context character it reads.
 # What feeds them is a context's log counts (N(h_j) and T(h_j) for j = 0..k, N1+(. h_j .) for j < k)
 # and its characters: on wordfreq's words the characters let the gate learn how far each script's and
-# language's contexts can be trusted (2.1999 on dev after 150 s of training against 2.2041 from the
-# counts alone, one thread each, two runs side by side; docs/big-lists.md).
+# language's contexts can be trusted (2.2008 on dev after 120 s of training on one thread, against
+# 2.2045 for 64 units reading the counts alone; scripts/learned_counts.py, docs/big-lists.md).
 HIDDEN = 128
 EMB_DIM = 16
 # Rows per look-up and network pass when scoring: bounds the memory of a split's evaluation.
