@@ -22,7 +22,7 @@ import torch
 
 from makemore.data import load_corpus
 from makemore.devices import usable_cores
-from makemore.interpolation import EMB_DIM, HIDDEN, Gate, InterpolatedCounts
+from makemore.interpolation import Gate, InterpolatedCounts, default_gate
 from makemore.mixture import mixing_orders
 from makemore.ngram import fit_best_order
 from makemore.outputs import atomic_write_json
@@ -36,9 +36,10 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--seconds", default="12,60,120", help="training times of the gate, comma-separated")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a budget run's count model trains on one)")
-    parser.add_argument("--emb-dim", type=int, default=EMB_DIM,
-                        help="width of the gate's embedding of each context character (0: it reads the counts only)")
-    parser.add_argument("--hidden", type=int, default=HIDDEN, help="width of the gate's hidden layers")
+    parser.add_argument("--emb-dim", type=int,
+                        help="width of the gate's embedding of each context character (0: it reads the counts "
+                             "only; default: as a run would choose for this list, interpolation.default_gate)")
+    parser.add_argument("--hidden", type=int, help="width of the gate's hidden layers (default: as --emb-dim's)")
     parser.add_argument("--results", help="the JSON file to write (default docs/results/learned_counts_<data>.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -51,7 +52,10 @@ def main() -> None:
     rows = []
     for seconds in [float(s) for s in args.seconds.split(",")]:
         started = time.perf_counter()
-        gate = Gate(orders[-1], args.hidden, corpus.vocab.size, args.emb_dim)
+        gate = default_gate(kneser_ney.counts, orders[-1])
+        if args.emb_dim is not None or args.hidden is not None:
+            emb_dim = gate.emb_dim if args.emb_dim is None else args.emb_dim
+            gate = Gate(orders[-1], args.hidden or gate.net[0].out_features, corpus.vocab.size, emb_dim)
         learned = InterpolatedCounts(kneser_ney.counts, orders[-1], gate).fit(train, seconds=seconds)
         fit_seconds = time.perf_counter() - started
         rows.append({"seconds": seconds, "steps": learned.fit_steps, "fit_seconds": fit_seconds,
@@ -66,7 +70,7 @@ def main() -> None:
         "train_examples": len(train), "dev_examples": len(dev), "vocab_size": corpus.vocab.size,
         "kneser_ney": {"orders": orders, "context": kneser_ney.context, "discount": kneser_ney.smoothing,
                        "dev_loss": kneser_ney.nll(dev), "seconds": count_seconds},
-        "learned": {"context": orders[-1], "hidden": args.hidden, "emb_dim": args.emb_dim, "runs": rows},
+        "learned": {"context": orders[-1], "hidden": gate.net[0].out_features, "emb_dim": gate.emb_dim, "runs": rows},
     })
     print(f"Kneser-Ney {kneser_ney.context}: dev {kneser_ney.nll(dev):.4f} ({count_seconds:.1f} s); {results}")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import make_words
-from makemore import fit, mixture, rundir
+from makemore import fit, interpolation, mixture, rundir
 from makemore.cli import main
 from makemore.counts import NGramCounts, array_columns
 from makemore.data import Examples, Vocab, load_corpus
@@ -82,14 +82,18 @@ def test_the_model_is_kept_and_read_back():
         InterpolatedCounts.from_kept(kept, vocab.size, K)
 
 
-def test_the_gate_reads_the_context_characters_in_order_and_an_older_gate_loads_as_it_was():
+def test_the_gate_reads_the_context_characters_in_order_and_an_older_gate_loads_as_it_was(monkeypatch):
     words = make_words(400, 0)
     vocab = Vocab.from_words(words)
     examples = Examples.from_words(words, vocab)
     positions = np.arange(len(examples))
     X, Y = examples.contexts(positions, K).astype(np.int64), examples.targets(positions).astype(np.int64)
-    model = InterpolatedCounts(NGramCounts(array_columns(X), Y, vocab.size, K), K)
-    assert model.gate.emb_dim > 0
+    counts = NGramCounts(array_columns(X), Y, vocab.size, K)
+    small = InterpolatedCounts(counts, K)  # too few examples: it would learn each context's own weights
+    assert small.gate.emb_dim == 0 and small.gate.net[0].out_features == interpolation.COUNTS_HIDDEN
+    monkeypatch.setattr(interpolation, "CHARS_MIN_EXAMPLES", len(Y))
+    model = InterpolatedCounts(counts, K)
+    assert model.gate.emb_dim == interpolation.EMB_DIM and model.gate.net[0].out_features == interpolation.HIDDEN
     model.fit(examples, steps=30, batch_size=64)
     with torch.no_grad():  # characters that matter: the two ways of scoring must read the same ones
         model.gate.emb.weight.copy_(torch.randn_like(model.gate.emb.weight))

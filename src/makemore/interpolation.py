@@ -14,7 +14,8 @@ of c after h_j (j = 0..k), cont_j(c | h) = N1+(. h_j c) / N1+(. h_j .) Kneser-Ne
 distribution (j = 0..k-1), and the weights a softmax over a two-layer tanh network of the logs
 of N(h_j), T(h_j) (distinct characters seen after h_j) and N1+(. h_j .), and of an embedding of
 each character of h (Neubig & Dyer's gate reads the context too): how far an order can be trusted
-differs between scripts and languages, which the counts alone do not say. A distribution whose
+differs between scripts and languages, which the counts alone do not say (on a training split of
+a million examples or more: on fewer the gate learns each context's own weights). A distribution whose
 context was never seen gets weight 0, and the uniform term keeps every character possible, so
 every P(. | h) sums to one over the vocabulary.
 
@@ -56,6 +57,12 @@ from .runtime import using_threads
 # 2.2045 for 64 units reading the counts alone; scripts/learned_counts.py, docs/big-lists.md).
 HIDDEN = 128
 EMB_DIM = 16
+# The gate reads the characters only where the training split is this big. On a small one it learns
+# each context's own weights and over-fits: on names.txt (182,441 examples) it scored 1.9493 on dev
+# after 6 s of training and 2.0595 after 60, worse than Kneser-Ney's 1.9820, where the gate of the
+# counts alone (COUNTS_HIDDEN units) went on down to 1.9509 (scripts/learned_counts.py, docs/big-lists.md).
+CHARS_MIN_EXAMPLES = 1_000_000
+COUNTS_HIDDEN = 64
 # Rows per look-up and network pass when scoring: bounds the memory of a split's evaluation.
 CHUNK = 1 << 16
 
@@ -93,6 +100,15 @@ class Gate(nn.Module):
         return gate.eval()
 
 
+def default_gate(counts: NGramCounts, context: int) -> Gate:
+    """A fresh gate for these counts: one that reads the context's characters where they were
+    counted over at least CHARS_MIN_EXAMPLES training examples, one of the counts alone below."""
+    examples = int(counts.raw[0].context_totals[0]) if counts.raw[0] is not None else 0
+    if examples >= CHARS_MIN_EXAMPLES:
+        return Gate(context, HIDDEN, counts.vocab_size, EMB_DIM)
+    return Gate(context, COUNTS_HIDDEN)
+
+
 class InterpolatedCounts:
     """Kneser-Ney's distributions of orders 0..`context`, weighed per context by a Gate (the
     module doc). Built on NGramCounts counted to at least `context`, untrained until `fit`.
@@ -108,7 +124,7 @@ class InterpolatedCounts:
         if any(table is None for table in counts.raw[:context + 1]):
             raise ValueError("these counts were kept for Kneser-Ney only: the learned model reads every order's")
         self.counts, self.context, self.vocab_size = counts, context, counts.vocab_size
-        self.gate = gate if gate is not None else Gate(context, vocab_size=self.vocab_size, emb_dim=EMB_DIM)
+        self.gate = gate if gate is not None else default_gate(counts, context)
         self.fit_steps = 0
         self._scored: tuple | None = None  # (fit_steps, ids, starts, log-probs) of the last Examples scored
 
