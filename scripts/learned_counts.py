@@ -22,7 +22,7 @@ import torch
 
 from makemore.data import load_corpus
 from makemore.devices import usable_cores
-from makemore.interpolation import Gate, InterpolatedCounts, default_gate
+from makemore.interpolation import COUNTS_HIDDEN, HIDDEN, Gate, InterpolatedCounts, default_gate
 from makemore.mixture import mixing_orders
 from makemore.ngram import fit_best_order
 from makemore.outputs import atomic_write_json
@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--emb-dim", type=int,
                         help="width of the gate's embedding of each context character (0: it reads the counts "
                              "only; default: as a run would choose for this list, interpolation.default_gate)")
-    parser.add_argument("--hidden", type=int, help="width of the gate's hidden layers (default: as --emb-dim's)")
+    parser.add_argument("--hidden", type=int,
+                        help="width of the gate's hidden layers (default: a run's for the gate --emb-dim makes)")
     parser.add_argument("--results", help="the JSON file to write (default docs/results/learned_counts_<data>.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -55,7 +56,8 @@ def main() -> None:
         gate = default_gate(kneser_ney.counts, orders[-1])
         if args.emb_dim is not None or args.hidden is not None:
             emb_dim = gate.emb_dim if args.emb_dim is None else args.emb_dim
-            gate = Gate(orders[-1], args.hidden or gate.net[0].out_features, corpus.vocab.size, emb_dim)
+            hidden = args.hidden or (HIDDEN if emb_dim else COUNTS_HIDDEN)
+            gate = Gate(orders[-1], hidden, corpus.vocab.size, emb_dim)
         learned = InterpolatedCounts(kneser_ney.counts, orders[-1], gate).fit(train, seconds=seconds)
         fit_seconds = time.perf_counter() - started
         rows.append({"seconds": seconds, "steps": learned.fit_steps, "fit_seconds": fit_seconds,

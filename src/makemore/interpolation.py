@@ -72,7 +72,7 @@ class Gate(nn.Module):
     (raw 0..k, continuation 0..k-1, uniform) from its 3k + 2 log counts and, where `emb_dim`,
     an embedding of each of its k characters (a vocabulary of `vocab_size`)."""
 
-    def __init__(self, context: int, hidden: int = HIDDEN, vocab_size: int = 0, emb_dim: int = 0):
+    def __init__(self, context: int, hidden: int, vocab_size: int = 0, emb_dim: int = 0):
         super().__init__()
         self.context, self.emb_dim = context, emb_dim if vocab_size else 0
         self.emb = nn.Embedding(vocab_size, self.emb_dim) if self.emb_dim else None
@@ -90,12 +90,11 @@ class Gate(nn.Module):
     def from_state(cls, context: int, state: dict[str, torch.Tensor]) -> "Gate":
         """The gate these weights were saved from (its sizes read off them: a run saved before
         the gate read characters loads as it was)."""
-        hidden = state["net.0.weight"].shape[0] if "net.0.weight" in state else HIDDEN
         vocab_size, emb_dim = state["emb.weight"].shape if "emb.weight" in state else (0, 0)
-        gate = cls(context, hidden, vocab_size, emb_dim)
         try:
+            gate = cls(context, state["net.0.weight"].shape[0], vocab_size, emb_dim)
             gate.load_state_dict(state)
-        except RuntimeError as e:
+        except (KeyError, RuntimeError) as e:
             raise ValueError(f"the kept gate does not fit a model of {context} characters: {e}") from None
         return gate.eval()
 
@@ -103,8 +102,7 @@ class Gate(nn.Module):
 def default_gate(counts: NGramCounts, context: int) -> Gate:
     """A fresh gate for these counts: one that reads the context's characters where they were
     counted over at least CHARS_MIN_EXAMPLES training examples, one of the counts alone below."""
-    examples = int(counts.raw[0].context_totals[0]) if counts.raw[0] is not None else 0
-    if examples >= CHARS_MIN_EXAMPLES:
+    if int(counts.raw[0].context_totals[0]) >= CHARS_MIN_EXAMPLES:  # the empty context's total: every example
         return Gate(context, HIDDEN, counts.vocab_size, EMB_DIM)
     return Gate(context, COUNTS_HIDDEN)
 
