@@ -70,6 +70,20 @@ def test_training_the_weights_lowers_the_dev_loss_and_beats_kneser_ney():
     assert model.nll(dev) < kneser_ney.nll(dev)
 
 
+def test_training_stops_after_max_passes_over_the_split(monkeypatch):
+    """However much time it is given, the gate sees the training split at most MAX_PASSES times
+    (on a small split it over-fits beyond): a budget run's learner then frees its core."""
+    monkeypatch.setattr(interpolation, "MAX_PASSES", 3)
+    words = make_words(400, 0)
+    vocab = Vocab.from_words(words)
+    train = Examples.from_words(words, vocab)
+    model = InterpolatedCounts(NGramCounts.from_examples(train, vocab.size, K), K)
+    model.fit(train, seconds=600, batch_size=64)
+    assert model.fit_steps == 3 * len(train) // 64
+    model.fit(train, steps=10, batch_size=64)  # fewer steps asked than the passes allow: those
+    assert model.fit_steps == 3 * len(train) // 64 + 10
+
+
 def test_the_model_is_kept_and_read_back():
     vocab, X, Y = corpus_examples()
     model = InterpolatedCounts(NGramCounts(array_columns(X), Y, vocab.size, K), K)

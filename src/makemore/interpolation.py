@@ -63,6 +63,11 @@ EMB_DIM = 16
 # counts alone (COUNTS_HIDDEN units) went on down to 1.9509 (scripts/learned_counts.py, docs/big-lists.md).
 CHARS_MIN_EXAMPLES = 1_000_000
 COUNTS_HIDDEN = 64
+# Training stops after this many passes over the training split, whatever time is left: on a small
+# one the gate over-fits beyond it. On names.txt (182,441 examples; the counts-only gate) dev went
+# 1.9516, 1.9509, 1.9520 after 29, 58 and 115 passes, and 1.9629 after 280 in a 300-s budget run
+# (scripts/learned_counts.py, scripts/budget_runs.py); on wordfreq's words 30 minutes is 21 passes.
+MAX_PASSES = 60
 # Rows per look-up and network pass when scoring: bounds the memory of a split's evaluation.
 CHUNK = 1 << 16
 
@@ -188,10 +193,12 @@ class InterpolatedCounts:
     def fit(self, train: Examples, seconds: float | None = None, steps: int | None = None, batch_size: int = 512,
             lr: float = 2e-3, seed: int = 0) -> "InterpolatedCounts":
         """Train the gate on `train` (the split the counts were counted on) with leave-one-out
-        counts, for `seconds` or `steps`, whichever ends first; the learning rate drops tenfold
-        for the last fifth."""
+        counts, for `seconds` or `steps`, whichever ends first, and at most MAX_PASSES passes
+        over `train`; the learning rate drops tenfold for the last fifth."""
         if seconds is None and steps is None:
             raise ValueError("give seconds or steps")
+        most = max(1, MAX_PASSES * len(train) // batch_size)
+        steps = most if steps is None else min(steps, most)
         rng = np.random.default_rng(seed)
         optimizer = torch.optim.Adam(self.gate.parameters(), lr=lr)
         started = time.perf_counter()
