@@ -7,7 +7,7 @@ Reads src/makemore/recipes.json and the studies scripts/recipes.sh left in RECIP
 of context 1..6: counting, tuning the discount on dev and scoring dev, the median of 3), and
 adds the presets of docs/results/compare/ at their training time when they are there, and the
 fresh `train --budget` runs of scripts/budget_runs.py (docs/results/budget_runs.json), the model
-alone and its mixture with Kneser-Ney, when that file is there.
+alone and its mixture with a count model, when that file is there.
 """
 
 from __future__ import annotations

@@ -194,6 +194,25 @@ def test_a_small_or_labelled_list_or_a_short_budget_keeps_kneser_ney(words_file,
     assert fit.learning_seconds(big, 10, 7.5) is None  # counting leaves no room inside MIX_SHARE
 
 
+def test_a_list_learns_its_counts_beside_the_model_from_a_smaller_size(words_file, monkeypatch):
+    """Beside the model, on a core it leaves idle, the learned count model costs the model no time:
+    from LEARNED_BESIDE_MIN_EXAMPLES (names.txt qualifies). Before the model, or by `mix`'s
+    default, it would: from LEARNED_MIN_EXAMPLES only."""
+    corpus = load_corpus(words_file)
+    n = len(corpus.encoded("train"))
+    monkeypatch.setattr(fit, "usable_cores", lambda: 2)
+    monkeypatch.setattr(mixture, "LEARNED_BESIDE_MIN_EXAMPLES", n)
+    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", n + 1)
+    assert fit.learns_apart(corpus, 1, None) and mixture.learns_counts(corpus, beside=True)
+    assert not mixture.learns_counts(corpus) and fit.learning_seconds(corpus, 600, 1.0) is None
+    assert not fit.learns_apart(corpus, 2, None)  # two seeds take both cores
+    monkeypatch.setattr(fit, "usable_cores", lambda: 1)
+    assert not fit.learns_apart(corpus, 1, None)
+    monkeypatch.setattr(fit, "usable_cores", lambda: 2)
+    monkeypatch.setattr(mixture, "LEARNED_BESIDE_MIN_EXAMPLES", n + 1)
+    assert not fit.learns_apart(corpus, 1, None)
+
+
 @pytest.mark.parametrize("learned", ["3", "0"])
 def test_resume_mixes_again_with_the_runs_own_count_model(words_file, tmp_path, capsys, monkeypatch, learned):
     original_fit = InterpolatedCounts.fit
@@ -243,7 +262,7 @@ def test_the_learner_apart_trains_what_it_would_here_and_a_failure_falls_back_to
 
 def test_a_budget_run_on_two_cores_trains_the_learned_model_beside_the_neural_one(words_file, tmp_path, capsys,
                                                                                 monkeypatch):
-    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # the test list is small
+    monkeypatch.setattr(mixture, "LEARNED_BESIDE_MIN_EXAMPLES", 0)  # the test list is small
     monkeypatch.setattr(fit, "usable_cores", lambda: 2)
     monkeypatch.setattr(InterpolatedCounts, "fit", lambda *a, **kw: pytest.fail("trained in this process"))
     started = []

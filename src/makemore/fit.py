@@ -11,9 +11,9 @@ has no recipe) also counts a Kneser-Ney model inside its budget (how long that t
 on this data: ngram.estimate_fit_seconds), hands it to its neural model as the teacher a recipe
 asks for (teacher.py), and mixes the two after training (mixture.py, Bengio et al. 2003, section
 4), so that its result is never worse than counting. Where counting would take more than
-MIX_SHARE of the budget, the model trains alone, and the run says so. On a big list the count
-model may be the learned interpolation of the counts (interpolation.py), trained on a core of its
-own while the neural model trains (learns_apart).
+MIX_SHARE of the budget, the model trains alone, and the run says so. The count model may be the
+learned interpolation of the counts (interpolation.py), trained on a core of its own while the
+neural model trains (learns_apart), or on a big list with no spare core before it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from .training import resume as resume_run, train_members
 MIX_SHARE = 0.8
 # On a list where a run may mix with the learned interpolation of its counts (mixture.learns_counts),
 # a budget run trains it beside its neural model on a core of its own (learns_apart) or, where
-# there is none, for LEARNED_SHARE of its budget before it, at most LEARNED_MAX_SECONDS; and mixes
+# there is none and the list is big, for LEARNED_SHARE of its budget before it, at most
+# LEARNED_MAX_SECONDS; and mixes
 # with it where it scores better on dev than Kneser-Ney. On wordfreq's words 12 s of it beat the
 # best Kneser-Ney model by 0.01 and a minute by 0.02 (docs/big-lists.md).
 LEARNED_SHARE = 0.1
@@ -131,13 +132,13 @@ def learning_seconds(corpus: Corpus, budget: float, count_estimate: float) -> fl
 def learns_apart(corpus: Corpus, seeds: int, threads: int | None) -> bool:
     """Whether a budget run trains the learned interpolation of its counts in a process of its
     own beside its neural model (mixture.learn_apart), for all of the model's training time
-    rather than LEARNED_SHARE of the budget before it: on a list where it may mix with it
-    (mixture.learns_counts), with one seed (seeds side by side take every core), on a machine
+    rather than LEARNED_SHARE of the budget before it: on a list where it may mix with it so
+    (mixture.learns_counts, beside), with one seed (seeds side by side take every core), on a machine
     with a core the model's step leaves free (its `threads`: 0 or None is all but that one).
     On wordfreq's words the model's step runs fastest on one thread (budget.ThreadTrial), so
     the second core idled."""
     cores = usable_cores()
-    return (mixture.learns_counts(corpus) and seeds == 1 and cores >= 2 and (threads or 0) < cores
+    return (mixture.learns_counts(corpus, beside=True) and seeds == 1 and cores >= 2 and (threads or 0) < cores
             and dist.world() is None)
 
 

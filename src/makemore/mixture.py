@@ -1,5 +1,5 @@
-"""The neural model mixed with a count model (Kneser-Ney; on a big list, maybe the learned
-interpolation of its counts, interpolation.py), and which of them is a run's result.
+"""The neural model mixed with a count model (Kneser-Ney, or the learned interpolation of its
+counts, interpolation.py), and which of them is a run's result.
 
 Bengio et al. (2003), section 4: the neural network and a count model make different errors, so
 their mixture beats both,
@@ -42,11 +42,16 @@ RESULTS = ("model", "mixture", "ngram")
 # Below this gain in dev nats per character, mixing the neural model in is not worth its cost:
 # the count model alone is the run's result.
 MIN_GAIN = 1e-3
-# On a list of at least LEARNED_MIN_EXAMPLES training examples (not a labelled one) the count model
-# a run mixes with may be the learned interpolation of its counts (interpolation.py): on
-# wordfreq's words a minute of it beat the best Kneser-Ney model by 0.02 (docs/big-lists.md).
-# Below that (names.txt) the recipes' teacher and mixing partner is Kneser-Ney, and stays so.
-# `makemore mix` trains it for LEARNED_SECONDS; a budget run for a share of its budget (fit.py).
+# The count model a run mixes with may be the learned interpolation of its counts
+# (interpolation.py), on an unlabelled list. A budget run trains it beside its neural model, on a
+# core the model's step leaves idle (fit.learns_apart), from LEARNED_BESIDE_MIN_EXAMPLES training
+# examples: there it costs the model no time, and on names.txt (182,441, the smallest list it was
+# measured on) the 60-s budget run's result went from 1.9235 to 1.9141 (medians of 3,
+# scripts/budget_runs.py, docs/budgets.md). Where it would take time from the model (trained
+# before it, with no core to spare) and for `makemore mix` by default (LEARNED_SECONDS of
+# training), only from LEARNED_MIN_EXAMPLES: on wordfreq's words a minute of it beat the best
+# Kneser-Ney model by 0.02 (docs/big-lists.md), where names' short budgets have no minute to give.
+LEARNED_BESIDE_MIN_EXAMPLES = 100_000
 LEARNED_MIN_EXAMPLES = 1_000_000
 LEARNED_SECONDS = 60.0
 
@@ -175,10 +180,12 @@ def attach(run, ngram: NGramModel | None = None, context: int | None = None,
     return fitted
 
 
-def learns_counts(corpus) -> bool:
+def learns_counts(corpus, beside: bool = False) -> bool:
     """Whether a run on this corpus may mix with the learned interpolation of its counts: an
-    unlabelled list of at least LEARNED_MIN_EXAMPLES training examples."""
-    return not corpus.labels and len(corpus.encoded("train")) >= LEARNED_MIN_EXAMPLES
+    unlabelled list of at least LEARNED_MIN_EXAMPLES training examples, or, trained `beside`
+    the neural model on a core of its own, LEARNED_BESIDE_MIN_EXAMPLES."""
+    least = LEARNED_BESIDE_MIN_EXAMPLES if beside else LEARNED_MIN_EXAMPLES
+    return not corpus.labels and len(corpus.encoded("train")) >= least
 
 
 def mixing_orders(corpus) -> list[int]:

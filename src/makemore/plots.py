@@ -288,11 +288,11 @@ def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], pat
     for that time), the count models at the seconds they take to count and tune, and
     optionally other runs (the presets) at their training time. Each item: {"seconds", "dev_loss"}
     (+ "label"). `budget_runs`: fresh `train --budget` runs, {"seconds", "dev_loss", "mix_dev_loss"},
-    each a {"median", "min", "max"}: the model alone and its Kneser-Ney mixture, median and range."""
+    each a {"median", "min", "max"}: the model alone and its mixture with a count model, median and range."""
     fig = new_figure()
     ax = fig.add_subplot()
     for key, style, color, label in (("dev_loss", "o:", "tab:cyan", "train --budget: the model alone"),
-                                     ("mix_dev_loss", "D-", "tab:purple", "train --budget: mixed with Kneser-Ney 5")):
+                                     ("mix_dev_loss", "D-", "tab:purple", "train --budget: the result, mixed with its count model")):
         rows = [r for r in budget_runs or [] if r.get(key)]
         if not rows:
             continue
