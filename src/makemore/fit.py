@@ -49,9 +49,9 @@ MIX_SHARE = 0.8
 # On a list where a run may mix with the learned interpolation of its counts (mixture.learns_counts),
 # a budget run trains it beside its neural model on a core of its own (learns_apart) or, where
 # there is none and the list is big, for LEARNED_SHARE of its budget before it, at most
-# LEARNED_MAX_SECONDS; and mixes
-# with it where it scores better on dev than Kneser-Ney. On wordfreq's words 12 s of it beat the
-# best Kneser-Ney model by 0.01 and a minute by 0.02 (docs/big-lists.md).
+# LEARNED_MAX_SECONDS; and mixes with it where it scores better on dev than Kneser-Ney. On
+# wordfreq's words 12 s of it beat the best Kneser-Ney model by 0.01 and a minute by 0.02
+# (docs/big-lists.md).
 LEARNED_SHARE = 0.1
 LEARNED_MAX_SECONDS = 120.0
 
@@ -131,8 +131,8 @@ def learning_seconds(corpus: Corpus, budget: float, count_estimate: float) -> fl
 
 def learns_apart(corpus: Corpus, seeds: int, threads: int | None) -> bool:
     """Whether a budget run trains the learned interpolation of its counts in a process of its
-    own beside its neural model (mixture.learn_apart), for all of the model's training time
-    rather than LEARNED_SHARE of the budget before it: on a list where it may mix with it so
+    own beside its neural model (mixture.learn_apart), for all of the model's training time (at
+    most interpolation.MAX_PASSES) rather than LEARNED_SHARE of the budget before it: on a list where it may mix with it so
     (mixture.learns_counts, beside), with one seed (seeds side by side take every core), on a machine
     with a core the model's step leaves free (its `threads`: 0 or None is all but that one).
     On wordfreq's words the model's step runs fastest on one thread (budget.ThreadTrial), so
