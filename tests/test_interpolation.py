@@ -154,7 +154,7 @@ def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp
     assert "counts.safetensors is missing" in capsys.readouterr().err
 
 
-def test_mix_trains_the_learned_model_where_asked_or_on_a_big_list(words_file, tmp_path, capsys, monkeypatch):
+def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run_had_it(words_file, tmp_path, capsys, monkeypatch):
     fitted_learned = []
     original_fit = InterpolatedCounts.fit
 
@@ -175,12 +175,17 @@ def test_mix_trains_the_learned_model_where_asked_or_on_a_big_list(words_file, t
     assert mix["count_model"] == "learned" and mix["ngram_context"] == 3
     assert main(["eval", str(out), "--mix", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-5)
-    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # as on a big list: learned by default
-    assert main(["mix", str(out), "--json"]) == 0
+    assert main(["mix", str(out), "--json"]) == 0  # the run's mixture was with it: so again by default
     assert fitted_learned == [3.0, mixture.LEARNED_SECONDS]
     capsys.readouterr()
     assert main(["mix", str(out), "--learned", "0", "--json"]) == 0  # told not to
     assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 2
+    assert main(["mix", str(out), "--json"]) == 0  # now mixed with Kneser-Ney: a small list stays so
+    assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 2
+    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # as on a big list: learned by default
+    assert main(["mix", str(out), "--json"]) == 0
+    assert fitted_learned == [3.0, mixture.LEARNED_SECONDS, mixture.LEARNED_SECONDS]
+    capsys.readouterr()
     assert main(["mix", str(out), "--learned", "-1"]) == 1
     assert "--learned must be" in capsys.readouterr().err
 

@@ -60,14 +60,15 @@ def add_mix(sub) -> None:
     p.add_argument("--learned", type=float, default=None, metavar="SECONDS",
                    help="also train the learned interpolation of the counts (a small network weighs their orders) for "
                         "this long and mix with it where it beats Kneser-Ney on dev (default: 60 on an unlabelled "
-                        "list of a million training examples or more, as a budget run does; 0: Kneser-Ney only)")
+                        "list of a million training examples or more, as a budget run does, or where the run's "
+                        "mixture was with it; 0: Kneser-Ney only)")
     p.add_argument("--json", action="store_true")
 
 
 def cmd_mix(args) -> int:
     from ..mixture import LEARNED_SECONDS, attach, learns_counts
     from ..recipes import MAX_MIX_CONTEXT
-    from ..rundir import RunLock
+    from ..rundir import RunLock, read_mixture
 
     if args.ngram_context is not None and not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
@@ -75,8 +76,9 @@ def cmd_mix(args) -> int:
         raise UserError(f"--learned must be a number of seconds, 0 or more, got {args.learned:g}")
     run = _load(args.run, ensemble=True)
     learned = args.learned
-    if learned is None:
-        learned = LEARNED_SECONDS if learns_counts(run.corpus()) else 0.0
+    if learned is None:  # as a budget run on this list would, or as this run's own mixture did
+        kept = read_mixture(run.path) or {}
+        learned = LEARNED_SECONDS if learns_counts(run.corpus()) or kept.get("count_model") == "learned" else 0.0
     if learned and run.vocab.labels:
         raise UserError("--learned: the learned interpolation is for an unlabelled list; a labelled list mixes with "
                         "Kneser-Ney per label")
