@@ -259,7 +259,7 @@ def json_text(run) -> str:
                      "in row-major order (docs/export.md)",
             "config": config, "vocab": vocab}
     fitted = rundir.read_mixture(run.path)
-    if fitted is not None:  # the mixture's weight and figures; its count model is counted from words.json
+    if fitted is not None:  # the mixture's weight and figures; Kneser-Ney is counted from words.json (docs/export.md)
         head["mix"] = fitted
     lines = [json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "tensors": {']
     items = list(run.model.state_dict().items())
