@@ -27,8 +27,9 @@ def add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-mix", action="store_true",
-                   help="with --budget and no --preset: train the model alone, without the Kneser-Ney model a "
-                        "budget run otherwise counts and mixes it with (--mix)")
+                   help="with --budget and no --preset: train the model alone, without the count model a "
+                        "budget run otherwise counts (Kneser-Ney, or its learned interpolation) and mixes it with "
+                        "(--mix)")
     p.add_argument("--from-study", metavar="NAME", help="the best configuration of `makemore tune` study NAME "
                    "(flags given still override)")
     p.add_argument("--storage", metavar="URL", help="where the study is (default: sqlite:///runs/tune/study.db)")
