@@ -154,7 +154,8 @@ def test_a_budget_run_on_a_big_list_mixes_with_the_learned_model(words_file, tmp
     assert "counts.safetensors is missing" in capsys.readouterr().err
 
 
-def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run_had_it(words_file, tmp_path, capsys, monkeypatch):
+def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run_had_it(words_file, tmp_path, capsys,
+                                                                                       monkeypatch):
     fitted_learned = []
     original_fit = InterpolatedCounts.fit
 

@@ -132,9 +132,10 @@ def learning_seconds(corpus: Corpus, budget: float, count_estimate: float) -> fl
 def learns_apart(corpus: Corpus, seeds: int, threads: int | None) -> bool:
     """Whether a budget run trains the learned interpolation of its counts in a process of its
     own beside its neural model (mixture.learn_apart), for all of the model's training time (at
-    most interpolation.MAX_PASSES) rather than LEARNED_SHARE of the budget before it: on a list where it may mix with it so
-    (mixture.learns_counts, beside), with one seed (seeds side by side take every core), on a machine
-    with a core the model's step leaves free (its `threads`: 0 or None is all but that one).
+    most interpolation.MAX_PASSES) rather than LEARNED_SHARE of the budget before it: on a list
+    where it may mix with it so (mixture.learns_counts, beside), with one seed (seeds side by side
+    take every core), on a machine with a core the model's step leaves free (its `threads`: 0 or
+    None is all but that one).
     On wordfreq's words the model's step runs fastest on one thread (budget.ThreadTrial), so
     the second core idled."""
     cores = usable_cores()

@@ -292,7 +292,8 @@ def plot_budget(trials: list[dict], recipes: list[dict], counts: list[dict], pat
     fig = new_figure()
     ax = fig.add_subplot()
     for key, style, color, label in (("dev_loss", "o:", "tab:cyan", "train --budget: the model alone"),
-                                     ("mix_dev_loss", "D-", "tab:purple", "train --budget: the result, mixed with its count model")):
+                                     ("mix_dev_loss", "D-", "tab:purple",
+                                      "train --budget: the result, mixed with its count model")):
         rows = [r for r in budget_runs or [] if r.get(key)]
         if not rows:
             continue
