@@ -33,7 +33,7 @@ import torch
 from makemore.data import Examples
 from makemore.devices import usable_cores
 from makemore.interpolation import InterpolatedCounts
-from makemore.mixture import kept_count_model, neural_predictor
+from makemore.mixture import kept_count_model, neural_predictor, tune_mixture_weight
 from makemore.ngram import NGramModel
 from makemore.outputs import atomic_write_json
 from makemore.predict import target_log_probs
@@ -45,13 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 1 << 16
 
 
-def mixed(a: torch.Tensor, b: torch.Tensor, weight: float) -> float:
-    """Mean NLL of weight * exp(a) + (1 - weight) * exp(b)."""
-    return float(-torch.logaddexp(a + math.log(max(weight, 1e-12)), b + math.log1p(-min(weight, 1 - 1e-12))).mean())
-
-
-def best_weight(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    return min((mixed(a, b, w), float(w)) for w in np.linspace(0.0, 1.0, 201))
+def linear(model_log_probs: torch.Tensor, count_model, run, positions: np.ndarray | None = None) -> dict:
+    """The mixture with one weight on dev (or its examples at `positions`), as a run fits it
+    (mixture.tune_mixture_weight): {"weight", "mix_dev_loss", ...}."""
+    return tune_mixture_weight(None, count_model, run.splits["dev"], run.vocab, model_log_probs=model_log_probs,
+                               positions=positions)
 
 
 def gate_inputs(count_model: InterpolatedCounts, dev: Examples):
@@ -102,11 +100,12 @@ def geometric(run, count_model, dev: Examples, subset: int) -> dict:
         count_rows.append(count_model.probs(contexts[:, -k:].numpy()).float().clamp_min(1e-30).log())
     model_rows, count_rows = torch.cat(model_rows), torch.cat(count_rows)
     rows = torch.arange(len(targets))
-    linear = best_weight(model_rows[rows, targets], count_rows[rows, targets])
+    one_weight = linear(model_rows[rows, targets], count_model, run, positions)
     grid = [(float(-torch.log_softmax(a * model_rows + b * count_rows, 1)[rows, targets].mean()), a, b)
             for a in (0.1, 0.2, 0.3, 0.4) for b in (0.6, 0.7, 0.8, 0.9, 1.0)]
     loss, a, b = min(grid)
-    return {"examples": len(positions), "linear": linear[0], "linear_weight": linear[1], "geometric": loss,
+    return {"examples": len(positions), "linear": one_weight["mix_dev_loss"], "linear_weight": one_weight["weight"],
+            "geometric": loss,
             "model_power": a, "count_power": b}
 
 
@@ -128,8 +127,10 @@ def main() -> None:
     kneser_ney = NGramModel(count_model.counts, count_model.context, "kneser_ney")
     kneser_ney.tune(dev)
     c = kneser_ney.target_log_probs(dev).float()
-    results = {"model": float(-a.mean()), "count_model": float(-b.mean()), "scalar_mixture": best_weight(a, b)[0],
-               "kneser_ney": {"alone": float(-c.mean()), "mixed_with_the_count_model": best_weight(b, c)[0]}}
+    results = {"model": float(-a.mean()), "count_model": float(-b.mean()),
+               "scalar_mixture": linear(a, count_model, run)["mix_dev_loss"],
+               "kneser_ney": {"alone": float(-c.mean()),
+                              "mixed_with_the_count_model": linear(b, kneser_ney, run)["mix_dev_loss"]}}
     print(f"model {results['model']:.4f}, learned count model {results['count_model']:.4f}, "
           f"mixture {results['scalar_mixture']:.4f}; learned with Kneser-Ney "
           f"{results['kneser_ney']['mixed_with_the_count_model']:.4f}", flush=True)
