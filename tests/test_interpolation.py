@@ -187,6 +187,11 @@ def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run
     assert main(["mix", str(out), "--json"]) == 0
     assert fitted_learned == [3.0, mixture.LEARNED_SECONDS, mixture.LEARNED_SECONDS]
     capsys.readouterr()
+    monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 10**9)  # a small list again
+    for corrupted in ("{not json", "[1]"):  # `mix` is how a corrupted mixture is fitted again
+        (out / "mix.json").write_text(corrupted)
+        assert main(["mix", str(out), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 3
     assert main(["mix", str(out), "--learned", "-1"]) == 1
     assert "--learned must be" in capsys.readouterr().err
 

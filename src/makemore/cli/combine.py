@@ -65,10 +65,21 @@ def add_mix(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def _kept_count_model(run) -> str | None:
+    """The count model of the run's mixture, or None where it has none or its mix.json is
+    corrupted (`mix` is how a user fits it again)."""
+    from ..rundir import read_mixture
+
+    try:
+        return (read_mixture(run.path) or {}).get("count_model")
+    except UserError:
+        return None
+
+
 def cmd_mix(args) -> int:
     from ..mixture import LEARNED_SECONDS, attach, learns_counts
     from ..recipes import MAX_MIX_CONTEXT
-    from ..rundir import RunLock, read_mixture
+    from ..rundir import RunLock
 
     if args.ngram_context is not None and not 1 <= args.ngram_context <= 12:
         raise UserError(f"ngram-context must be between 1 and 12, got {args.ngram_context}")
@@ -77,8 +88,7 @@ def cmd_mix(args) -> int:
     run = _load(args.run, ensemble=True)
     learned = args.learned
     if learned is None:  # as a budget run on this list would, or as this run's own mixture did
-        kept = read_mixture(run.path) or {}
-        learned = LEARNED_SECONDS if learns_counts(run.corpus()) or kept.get("count_model") == "learned" else 0.0
+        learned = LEARNED_SECONDS if learns_counts(run.corpus()) or _kept_count_model(run) == "learned" else 0.0
     if learned and run.vocab.labels:
         raise UserError("--learned: the learned interpolation is for an unlabelled list; a labelled list mixes with "
                         "Kneser-Ney per label")
