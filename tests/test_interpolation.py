@@ -171,7 +171,9 @@ def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run
     assert main(["mix", str(out), "--json"]) == 0  # a small list: Kneser-Ney, nothing learned
     assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and fitted_learned == []
     assert main(["mix", str(out), "--learned", "3", "--ngram-context", "3"]) == 0
-    assert "learned (k=3)" in capsys.readouterr().out and fitted_learned == [3.0]
+    printed = capsys.readouterr()
+    assert "learned (k=3)" in printed.out and fitted_learned == [3.0]
+    assert "training the learned interpolation of the counts for 3 s" in printed.err  # not a silent minute
     mix = json.loads((out / "mix.json").read_text())
     assert mix["count_model"] == "learned" and mix["ngram_context"] == 3
     assert main(["eval", str(out), "--mix", "--json"]) == 0

@@ -4,6 +4,7 @@ a Kneser-Ney model, Bengio et al. 2003, section 4)."""
 from __future__ import annotations
 
 import math
+import sys
 
 from ..errors import UserError
 from .common import _load, _print_json, _subparser
@@ -92,6 +93,9 @@ def cmd_mix(args) -> int:
     if learned and run.vocab.labels:
         raise UserError("--learned: the learned interpolation is for an unlabelled list; a labelled list mixes with "
                         "Kneser-Ney per label")
+    if learned:  # a minute of silence otherwise
+        print(f"counting, then training the learned interpolation of the counts for {learned:g} s "
+              f"(--learned 0: Kneser-Ney alone)", file=sys.stderr, flush=True)
     try:
         with RunLock(run.path):
             result = attach(run, context=args.ngram_context, learned_seconds=learned or None)
