@@ -26,7 +26,8 @@ from test_bad_input import assert_one_line_and_nothing_left
 FAST = ["--batch-size", "32", "--lr", "0.01", "--optimizer", "adamw", "--schedule", "constant", "--steps", "40",
         "--quiet"]
 SEQ = ["--block-size", "6", "--emb-dim", "8"]  # a window shorter than the longest words: rows with no padding too
-# name -> the flags of a small run of it (adaptive: an adaptive softmax over the 13 characters, head 4)
+# name -> the flags of a small run of it (adaptive: an adaptive softmax over the 13 characters, head 4;
+# hashed: hashed context features, models/mlp.py)
 RUNS = {
     "mlp": ["--model", "mlp", "--block-size", "3", "--emb-dim", "6", "--hidden", "24", "--layers", "2", "--direct"],
     "bigram": ["--model", "bigram", "--lr", "0.1"],
@@ -37,6 +38,8 @@ RUNS = {
     "wavenet": ["--model", "wavenet", "--block-size", "4", "--emb-dim", "6", "--hidden", "16"],
     "mlp-adaptive": ["--model", "mlp", "--block-size", "4", "--emb-dim", "6", "--hidden", "24", "--direct",
                      "--softmax", "adaptive", "--softmax-head", "4"],
+    "mlp-hashed": ["--model", "mlp", "--block-size", "4", "--emb-dim", "6", "--hidden", "24", "--hash-orders", "4",
+                   "--hash-bits", "8", "--hash-dim", "4"],
     "gru-adaptive": ["--model", "gru", *SEQ, "--hidden", "16", "--cell", "cudnn", "--softmax", "adaptive",
                      "--softmax-head", "4"],
 }
@@ -351,6 +354,12 @@ def test_html_of_another_model_is_one_line(world, capsys, name):
     line = assert_one_line_and_nothing_left(
         ["export", str(world / name), "--format", "html", "--out", str(world / "page.html")], world, capsys)
     assert "mlp and bigram" in line and name in line
+
+
+def test_html_of_hashed_features_is_one_line(world, capsys):
+    line = assert_one_line_and_nothing_left(
+        ["export", str(world / "mlp-hashed"), "--format", "html", "--out", str(world / "page.html")], world, capsys)
+    assert "hashed context features" in line and "--format onnx or json" in line
 
 
 @pytest.mark.parametrize("out, expect", [

@@ -1,8 +1,9 @@
 """The MLP's hashed context features (--hash-orders; models/mlp.py, after Mikolov et al. 2011's
 hash-based direct features): the hash reads only the last k characters, the fast inference path
 equals the forward pass, a step touches only the table rows its contexts hash to, the sparse
-optimizer's state survives a checkpoint, and the paths that cannot compute them say so."""
+optimizer's state survives a checkpoint, ONNX computes them, and the paths that cannot say so."""
 
+import importlib.util
 from dataclasses import replace
 
 import numpy as np
@@ -142,7 +143,7 @@ def test_settings_are_checked_and_unsupported_paths_say_so(monkeypatch):
         distributed.attach(engine)
 
 
-def test_a_run_with_them_learns_saves_samples_and_refuses_export(tmp_path):
+def test_a_run_with_them_learns_saves_samples_and_exports_to_onnx_not_html(tmp_path):
     path = tmp_path / "scripts.txt"
     path.write_text("\n".join(many_script_words(3000)) + "\n", encoding="utf-8")
     corpus = load_corpus(path)
@@ -160,7 +161,20 @@ def test_a_run_with_them_learns_saves_samples_and_refuses_export(tmp_path):
     assert split_nll(model_predictor(run.model), dev) == pytest.approx(result.summary["dev_loss"], rel=1e-6)
     assert len(sample(model_predictor(run.model), run.vocab, 5, seed=0)) == 5
     with pytest.raises(UserError, match="hashed context features"):
-        export.export(tmp_path / "run", None, tmp_path / "m.onnx")
+        export.export(tmp_path / "run", None, tmp_path / "m.html")
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    # ONNX computes the hashes too (int64 products that wrap around, arithmetic shifts): the
+    # export checks its log-probabilities against the model's, and here they would differ
+    # without the table's term
+    info = export.export(tmp_path / "run", None, tmp_path / "m.onnx")
+    assert info["checked_contexts"] > 100 and info["max_abs_diff"] <= export.ONNX_TOLERANCE
+    X = torch.from_numpy(export.check_contexts(run))
+    with torch.no_grad():
+        expected = model_predictor(run.model)(X)
+        run.model.E_hash.zero_()
+        without = model_predictor(run.model)(X)
+    assert (expected - without).abs().max() > 100 * export.ONNX_TOLERANCE
 
 
 def test_row_adam_is_torch_sparse_adam():

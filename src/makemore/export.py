@@ -78,9 +78,6 @@ def load_for_export(path: str | Path, what: str, neural: bool = False, labelled:
     if run.vocab.labels and not labelled:
         raise UserError(f"{path} was trained with --labels, which {what} does not read (its input is the characters "
                         f"alone); --format json exports a labelled run's weights, labels and vocabulary")
-    if getattr(run.model_cfg, "hash_orders", 0):
-        raise UserError(f"{path} has hashed context features (--hash-orders {run.model_cfg.hash_orders}), which "
-                        f"{what} does not compute yet")
     fitted = rundir.read_mixture(run.path)
     if fitted is not None and not neural:
         try:
@@ -166,7 +163,8 @@ def onnx_bytes(model: nn.Module, block_size: int, example: torch.Tensor) -> byte
     model.eval()
     model.trim_windows = False  # the whole window: the width trimmed depends on the data (models.base)
     wrapper = LogProbs(model).eval()
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript",
+                                                       "onnx_ir")]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
@@ -234,23 +232,25 @@ def export_onnx(run, out: str | Path) -> dict:
 # JSON
 
 
-def _tensor_json(value: torch.Tensor) -> str:
-    """{"shape", "dtype", "data"} of one tensor as JSON text: floats in float32's shortest
-    round-tripping form (numpy's), integers as they are."""
+def _tensor_json(value: torch.Tensor, chunk: int = 1 << 16):
+    """{"shape", "dtype", "data"} of one tensor as JSON text, in pieces of `chunk` values (a
+    hashed feature table holds tens of millions): floats in float32's shortest round-tripping
+    form (numpy's), integers as they are."""
     a = value.detach().cpu().contiguous().numpy()
-    if a.dtype.kind == "f":
-        a = a.astype(np.float32)
-        data = ",".join(str(x) for x in a.reshape(-1))  # numpy's shortest repr that reads back as the same float32
-        dtype = "float32"
-    else:
-        data = ",".join(str(int(x)) for x in a.reshape(-1))
-        dtype = "int64"
-    return f'{{"shape": {json.dumps(list(a.shape))}, "dtype": "{dtype}", "data": [{data}]}}'
+    floats = a.dtype.kind == "f"
+    flat = (a.astype(np.float32) if floats else a).reshape(-1)
+    yield f'{{"shape": {json.dumps(list(a.shape))}, "dtype": "{"float32" if floats else "int64"}", "data": ['
+    for start in range(0, len(flat), chunk):
+        piece = flat[start:start + chunk]
+        # numpy's float32 str is the shortest that reads back as the same float32
+        yield ("," if start else "") + ",".join(str(x) if floats else str(int(x)) for x in piece)
+    yield "]}"
 
 
-def json_text(run) -> str:
-    """The JSON export of a run (docs/export.md): format tag, the run's config.json, its
-    vocab.json, and every tensor of the model's state_dict as shape + flat row-major list."""
+def json_chunks(run):
+    """The JSON export of a run (docs/export.md), as pieces of text: format tag, the run's
+    config.json, its vocab.json, and every tensor of the model's state_dict as shape + flat
+    row-major list."""
     config = rundir.read_config(run.path)
     vocab = rundir.read_json(run.path / "vocab.json", "an incomplete run directory")
     head = {"format": JSON_FORMAT, "model": run.model_cfg.name,
@@ -261,20 +261,33 @@ def json_text(run) -> str:
     fitted = rundir.read_mixture(run.path)
     if fitted is not None:  # the mixture's weight and figures; Kneser-Ney is counted from words.json (docs/export.md)
         head["mix"] = fitted
-    lines = [json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "tensors": {']
+    yield json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "tensors": {\n'
     items = list(run.model.state_dict().items())
     for i, (name, value) in enumerate(items):
-        lines.append(f"  {json.dumps(name)}: {_tensor_json(value)}{',' if i < len(items) - 1 else ''}")
-    lines.append(" }\n}\n")
-    return "\n".join(lines)
+        yield f"  {json.dumps(name)}: "
+        yield from _tensor_json(value)
+        yield ",\n" if i < len(items) - 1 else "\n"
+    yield " }\n}\n"
+
+
+def json_text(run) -> str:
+    """The JSON export of a run as one string (json_chunks)."""
+    return "".join(json_chunks(run))
 
 
 def export_json(run, out: str | Path) -> dict:
     out = output_file(out)
-    text = json_text(run)
-    write_file(out, text)
-    return {"format": "json", "path": str(out), "bytes": len(text.encode("utf-8")),
-            "tensors": len(run.model.state_dict())}
+    written = 0
+
+    def write(tmp: str) -> None:  # piece by piece: memory stays that of the model, not of its text
+        nonlocal written
+        with open(tmp, "w", encoding="utf-8") as f:
+            for piece in json_chunks(run):
+                written += len(piece.encode("utf-8"))
+                f.write(piece)
+
+    atomic_write(out, write)
+    return {"format": "json", "path": str(out), "bytes": written, "tensors": len(run.model.state_dict())}
 
 
 def load_json(path: str | Path):
@@ -324,6 +337,10 @@ def page_model(run) -> dict:
     if cfg.name not in PAGE_MODELS:
         raise UserError(f"the HTML page samples from the {' and '.join(PAGE_MODELS)} models; {run.path} is a run of "
                         f"the {cfg.name} model: export it with --format onnx or json")
+    if getattr(cfg, "hash_orders", 0):  # sampler.js does not hash, and the table would make the page huge
+        raise UserError(f"the HTML page does not compute hashed context features; {run.path} has them (--hash-orders "
+                        f"{cfg.hash_orders}, a table of {1 << cfg.hash_bits:,} rows): export it with --format onnx or "
+                        f"json")
     state = run.model.state_dict()
     tensors = {name: {"shape": list(t.shape), "data": _b64(t)} for name, t in state.items() if t.is_floating_point()}
     model = {"format": PAGE_FORMAT, "model": cfg.name, "run": run.path.resolve().name, "vocab": list(run.vocab.chars),
@@ -378,7 +395,7 @@ def export(run_dir: str | Path, fmt: str | None, out: str | Path, neural: bool =
     fmt = format_of(out, fmt)
     run = load_for_export(run_dir, {"onnx": "an ONNX file", "json": "a JSON export", "html": "the page"}[fmt],
                           neural=neural or fmt == "json", labelled=fmt == "json")
-    if fmt == "html" and run.model_cfg.name not in PAGE_MODELS:
+    if fmt == "html" and (run.model_cfg.name not in PAGE_MODELS or getattr(run.model_cfg, "hash_orders", 0)):
         page_model(run)  # its one line, before anything else
     info = EXPORTERS[fmt](run, out)
     info.update(model=run.model_cfg.name, params=run.model.num_params(), run=str(run.path))
@@ -386,5 +403,5 @@ def export(run_dir: str | Path, fmt: str | None, out: str | Path, neural: bool =
 
 
 __all__ = ["FORMATS", "JSON_FORMAT", "ONNX_FORMAT", "PAGE_FORMAT", "ONNX_TOLERANCE", "PAGE_MODELS", "export",
-           "export_onnx", "export_json", "export_html", "load_json", "json_text", "page_html", "page_model",
+           "export_onnx", "export_json", "export_html", "load_json", "json_chunks", "json_text", "page_html", "page_model",
            "onnx_log_probs", "check_contexts", "format_of", "load_for_export"]
