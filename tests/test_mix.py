@@ -77,7 +77,8 @@ def test_ngram_command_json(trained, capsys):
     assert main(["ngram", "--data", corpus.source, "--max-context", "3", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["context"] for r in rows] == [1, 2, 3]
-    assert set(rows[0]) == {"context", "table_entries", "unseen_dev_contexts", "add_alpha", "kneser_ney"}
+    assert set(rows[0]) == {"context", "table_entries", "unseen_dev_contexts", "add_alpha", "kneser_ney",
+                            "modified_kneser_ney"}
     assert main(["ngram", "--data", corpus.source, "--max-context", "2", "--compare", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["mlp"]["params"] == 24 * 3 * 6 + 24 + 24 * corpus.vocab.size + corpus.vocab.size + 6 * corpus.vocab.size
 
@@ -168,6 +169,9 @@ def test_ngram_test_losses_use_the_dev_tuned_settings(trained, capsys):
                                       row["kneser_ney"]["discount"])
         X, Y = corpus.examples("test", k)
         assert row["kneser_ney"]["test_loss"] == pytest.approx(model.nll(X, Y), rel=1e-9)
+        modified = NGramModel.from_words(corpus.splits["train"], corpus.vocab, k, "modified_kneser_ney",
+                                         row["modified_kneser_ney"]["discounts"])
+        assert row["modified_kneser_ney"]["test_loss"] == pytest.approx(modified.nll(X, Y), rel=1e-9)
         assert row["add_alpha"]["test_loss"] > 0
 
 

@@ -147,6 +147,20 @@ class CountTable:
         return (seen, np.where(seen, self.context_totals[safe], 0),
                 np.where(seen, self.context_followers[safe], 0))
 
+    def count_buckets(self, context_ids: np.ndarray) -> np.ndarray:
+        """(N, 3): how many of each context's next chars it was seen with once, twice, and three
+        times or more (0 for an unseen context, -1): what modified Kneser-Ney's discounts free.
+        Computed over the whole table on first use, then kept."""
+        per_context = self.__dict__.get("_buckets")
+        if per_context is None:
+            contexts = len(self.starts) - 1
+            bucket = np.minimum(self.pair_counts, 3).astype(np.int64) - 1  # 0, 1, 2
+            context = np.repeat(np.arange(contexts, dtype=np.int64), np.diff(self.starts))
+            per_context = np.bincount(context * 3 + bucket, minlength=3 * contexts).reshape(contexts, 3)
+            object.__setattr__(self, "_buckets", per_context)  # a cache on a frozen table
+        seen = context_ids >= 0
+        return np.where(seen[:, None], per_context[np.where(seen, context_ids, 0)], 0)
+
     def look_up(self, context_ids: np.ndarray, next_chars: np.ndarray):
         """Counts (N, M) of each context (an id, -1 if unseen) with each of its M next chars;
         totals and followers (N,), 0 for an unseen context."""

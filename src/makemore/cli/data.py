@@ -97,7 +97,7 @@ def _unk_note(stats: dict) -> str:
 
 
 def add_ngram(sub) -> None:
-    p = _subparser(sub, "ngram", "count baselines (add-alpha, Kneser-Ney) for context lengths 1..K",
+    p = _subparser(sub, "ngram", "count baselines (add-alpha, Kneser-Ney, modified Kneser-Ney) for context lengths 1..K",
                    "makemore ngram --data names --max-context 6 --compare runs/lecture")
     add_data_flags(p)
     p.add_argument("--max-context", type=int, default=6, help="largest context length K")
@@ -144,16 +144,19 @@ def cmd_ngram(args) -> int:
         _print_json({"ngram": rows, **extra} if extra else rows)
         return 0
     print(f"{'context':>7}  {'table entries':>16}  {'unseen dev ctx':>14}  {'add-alpha':>9} {'(alpha)':>8}  "
-          f"{'Kneser-Ney':>10} {'(D)':>6}")
+          f"{'Kneser-Ney':>10} {'(D)':>6}  {'modified KN':>11} {'(D1, D2, D3+)':>18}")
     for r in rows:
         entries = r["table_entries"]  # V^(k+1), a Python int: 3.2e+25 for V = 4,400 and k = 6
         entries = f"{entries:,}" if entries < 10**12 else f"{float(entries):.1e}"
         alpha = r["add_alpha"]["alpha"]  # 0.06 to 0.4 on names, 1e-4 to 1e-3 on a list of thousands of characters
         alpha = f"{alpha:.3f}" if alpha >= 0.01 else f"{alpha:.1e}"
+        modified = r["modified_kneser_ney"]
         print(f"{r['context']:>7}  {entries:>16}  {r['unseen_dev_contexts']:>14.1%}  "
               f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
-              f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}"
-              + (f"  test {r['add_alpha']['test_loss']:.4f} / {r['kneser_ney']['test_loss']:.4f}" if args.test else ""))
+              f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}  "
+              f"{modified['dev_loss']:>11.4f} {', '.join(f'{d:.2f}' for d in modified['discounts']):>18}"
+              + (f"  test {r['add_alpha']['test_loss']:.4f} / {r['kneser_ney']['test_loss']:.4f} / "
+                 f"{modified['test_loss']:.4f}" if args.test else ""))
     if learned:
         print(f"learned interpolation of the {learned['context']}-character counts: dev {learned['dev_loss']:.4f}"
               + (f", test {learned['test_loss']:.4f}" if args.test else "")
