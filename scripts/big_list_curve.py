@@ -85,10 +85,10 @@ def run_budget(data: str, budget: float, folder: Path) -> dict:
 def kneser_ney_5(data: str) -> float:
     """The baseline of the issue's targets: Kneser-Ney of 5 characters, tuned on dev, its dev loss."""
     from makemore.data import load_corpus
-    from makemore.ngram import fit_on_dev
+    from makemore.baselines import fit_on_dev
 
     corpus = load_corpus(data)
-    return fit_on_dev(corpus, 5).nll(corpus.encoded("dev"))
+    return fit_on_dev(corpus, 5, "kneser_ney").nll(corpus.encoded("dev"))
 
 
 def plot(rows: list[dict], path: Path, title: str, baseline: float) -> None:

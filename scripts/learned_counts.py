@@ -24,7 +24,7 @@ from makemore.data import load_corpus
 from makemore.devices import usable_cores
 from makemore.interpolation import COUNTS_HIDDEN, HIDDEN, Gate, InterpolatedCounts, default_gate
 from makemore.mixture import mixing_orders
-from makemore.ngram import fit_best_order
+from makemore.baselines import fit_best_order
 from makemore.outputs import atomic_write_json
 from makemore.utils import cpu_name
 
@@ -48,7 +48,7 @@ def main() -> None:
     train, dev = corpus.encoded("train"), corpus.encoded("dev")
     orders = mixing_orders(corpus)
     started = time.perf_counter()
-    kneser_ney = fit_best_order(corpus, orders)
+    kneser_ney = fit_best_order(corpus, orders)  # what a run mixes with: modified Kneser-Ney since 2026-12-07
     count_seconds = time.perf_counter() - started
     rows = []
     for seconds in [float(s) for s in args.seconds.split(",")]:

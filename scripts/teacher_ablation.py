@@ -29,7 +29,7 @@ import torch
 from makemore import recipes
 from makemore.data import load_corpus
 from makemore.mixture import fit_mixture
-from makemore.ngram import fit_on_dev
+from makemore.baselines import fit_on_dev
 from makemore.predict import model_predictor
 from makemore.fit import train
 from makemore.outputs import atomic_write_json

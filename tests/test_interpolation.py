@@ -16,6 +16,7 @@ from makemore.cli import main
 from makemore.counts import NGramCounts, array_columns
 from makemore.data import Examples, Vocab, load_corpus
 from makemore.interpolation import Gate, InterpolatedCounts, fit_apart
+from makemore.baselines import COUNT_MODEL
 from makemore.ngram import NGramModel
 
 K = 3
@@ -169,7 +170,7 @@ def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run
                  "--quiet", "--no-mix"]) == 0
     capsys.readouterr()
     assert main(["mix", str(out), "--json"]) == 0  # a small list: Kneser-Ney, nothing learned
-    assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and fitted_learned == []
+    assert json.loads(capsys.readouterr().out)["count_model"] == COUNT_MODEL and fitted_learned == []
     assert main(["mix", str(out), "--learned", "3", "--ngram-context", "3"]) == 0
     printed = capsys.readouterr()
     assert "learned (k=3)" in printed.out and fitted_learned == [3.0]
@@ -182,9 +183,9 @@ def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run
     assert fitted_learned == [3.0, mixture.LEARNED_SECONDS]
     capsys.readouterr()
     assert main(["mix", str(out), "--learned", "0", "--json"]) == 0  # told not to
-    assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 2
+    assert json.loads(capsys.readouterr().out)["count_model"] == COUNT_MODEL and len(fitted_learned) == 2
     assert main(["mix", str(out), "--json"]) == 0  # now mixed with Kneser-Ney: a small list stays so
-    assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 2
+    assert json.loads(capsys.readouterr().out)["count_model"] == COUNT_MODEL and len(fitted_learned) == 2
     monkeypatch.setattr(mixture, "LEARNED_MIN_EXAMPLES", 0)  # as on a big list: learned by default
     assert main(["mix", str(out), "--json"]) == 0
     assert fitted_learned == [3.0, mixture.LEARNED_SECONDS, mixture.LEARNED_SECONDS]
@@ -193,7 +194,7 @@ def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run
     for corrupted in ("{not json", "[1]"):  # `mix` is how a corrupted mixture is fitted again
         (out / "mix.json").write_text(corrupted)
         assert main(["mix", str(out), "--json"]) == 0
-        assert json.loads(capsys.readouterr().out)["count_model"] == "kneser_ney" and len(fitted_learned) == 3
+        assert json.loads(capsys.readouterr().out)["count_model"] == COUNT_MODEL and len(fitted_learned) == 3
     assert main(["mix", str(out), "--learned", "-1"]) == 1
     assert "--learned must be" in capsys.readouterr().err
 
@@ -237,7 +238,7 @@ def test_resume_mixes_again_with_the_runs_own_count_model(words_file, tmp_path, 
     capsys.readouterr()
     assert main(["mix", str(out), "--learned", learned, "--ngram-context", "3", "--json"]) == 0
     before = json.loads(capsys.readouterr().out)
-    assert before["count_model"] == ("learned" if learned != "0" else "kneser_ney")
+    assert before["count_model"] == ("learned" if learned != "0" else COUNT_MODEL)
     monkeypatch.setattr(InterpolatedCounts, "fit", lambda *a, **kw: pytest.fail("the kept model is trained again"))
     result = fit.resume(out, steps=40, progress=False)
     after = json.loads((out / "mix.json").read_text())
@@ -265,7 +266,8 @@ def test_the_learner_apart_trains_what_it_would_here_and_a_failure_falls_back_to
     assert all(torch.equal(a, b) for a, b in zip(model.gate.state_dict().values(), before.values()))  # left as it was
     notes = []
     broken = fit_apart(model, None, steps=5)  # it cannot train on no split: its process fails
-    fallback = mixture.apart_count_model(corpus, broken, kneser_ney.context, kneser_ney.smoothing, notes.append)
+    fallback = mixture.apart_count_model(corpus, broken, kneser_ney.context, kneser_ney.smoothing,
+                                         kneser_ney.method, notes.append)
     assert isinstance(fallback, NGramModel) and fallback.nll(dev) == pytest.approx(kneser_ney.nll(dev))
     assert "the learned count model failed" in notes[0] and "\n" not in notes[0]
     slow = fit_apart(model, train, seconds=600)

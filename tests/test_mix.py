@@ -240,11 +240,13 @@ def test_a_mixed_run_keeps_its_counts_and_uses_them_as_counted(trained, tmp_path
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     assert main(["mix", str(run), "--ngram-context", "4", "--json"]) == 0
-    discount = json.loads(capsys.readouterr().out)["discount"]
+    mixed = json.loads(capsys.readouterr().out)
+    discount = mixed["discount"]
+    assert mixed["count_model"] == "modified_kneser_ney" and len(discount) == 3  # D1, D2, D3+
     assert (run / "counts.safetensors").is_file()
     loaded = load_run(run)
-    kept = kept_count_model(loaded, 4, discount)
-    fresh = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney", discount)
+    kept = kept_count_model(loaded, 4, discount, mixed["count_model"])
+    fresh = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "modified_kneser_ney", discount)
     assert all(table is None for table in kept.counts.raw[:4])  # read back, not counted
     X, Y = corpus.examples("dev", 4)
     assert torch.equal(kept.probs(X), fresh.probs(X))

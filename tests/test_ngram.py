@@ -10,7 +10,8 @@ from conftest import make_words
 import makemore.counts as sparse_counts
 from makemore.data import Examples, Vocab, build_examples, load_corpus
 from makemore.errors import UserError
-from makemore.ngram import NGramModel, add_one_bigram_nll, example_columns, fit_on_dev, ngram_table
+from makemore.baselines import add_one_bigram_nll, fit_on_dev, ngram_table
+from makemore.ngram import NGramModel, example_columns
 
 METHODS = ("add_alpha", "kneser_ney")
 
@@ -349,7 +350,7 @@ def test_unique_ranks_with_keys_too_wide_to_pack():
 
 
 def test_fit_best_order_keeps_the_order_that_scores_best_on_dev(tmp_path):
-    from makemore.ngram import fit_best_order, fit_on_dev
+    from makemore.baselines import fit_best_order, fit_on_dev
 
     # words that repeat long patterns: more context keeps helping
     rng = random.Random(0)

@@ -12,7 +12,7 @@ import makemore as mm
 from makemore import fit, mixture
 from makemore.cli import main
 from makemore.data import load_corpus
-from makemore.ngram import estimate_fit_seconds, fit_on_dev
+from makemore.baselines import estimate_fit_seconds, fit_on_dev
 
 # A recipe that learns nothing in its budget: a learning rate of next to nothing.
 USELESS = {"machine": "test machine", "date": "2026-01-01", "recipes": [
@@ -82,7 +82,7 @@ def syllable_file(path, n: int, seed: int = 0):
 @pytest.mark.parametrize("words", [30_000, 200_000])
 def test_the_counting_cost_estimate_is_within_a_factor_of_two_of_the_measured_time(tmp_path, words):
     """What a budget run plans for counting is measured on a sample of this data and scaled to
-    the whole split (ngram.estimate_fit_seconds): within 2x of counting it whole, at two sizes
+    the whole split (baselines.estimate_fit_seconds): within 2x of counting it whole, at two sizes
     (the median of three, so that one stall of a shared machine does not decide)."""
     corpus = load_corpus(syllable_file(tmp_path / "w.txt", words))
     estimates, measured = [], []

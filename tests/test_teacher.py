@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-import makemore.ngram as ngram
+import makemore.baselines as baselines
 import makemore.teacher as teacher
 from makemore.cli import main
 from makemore.config import make_configs
@@ -29,7 +29,7 @@ def small(corpus, **overrides):
 
 
 def test_teacher_targets_are_the_count_models_distributions(corpus):
-    kn = ngram.fit_on_dev(corpus, 3)
+    kn = baselines.fit_on_dev(corpus, 3)
     train_ex = corpus.encoded("train")
     targets = teacher.teacher_targets(kn, train_ex)
     assert targets.shape == (len(train_ex), corpus.vocab.size) and targets.dtype == np.float32

@@ -337,7 +337,7 @@ def test_ngram_baselines_and_mixture_run_on_graphemes(grapheme_run, capsys):
     assert main(["eval", str(run), "--json"]) == 0
     assert np.isfinite(json.loads(capsys.readouterr().out)["loss"])
     corpus = load_corpus(data, units="grapheme", normalize="none")
-    assert np.isfinite(mm.ngram.add_one_bigram_nll(corpus.words, corpus.vocab))
+    assert np.isfinite(mm.baselines.add_one_bigram_nll(corpus.words, corpus.vocab))
 
 
 def test_checkpoint_round_trip_and_resume(grapheme_run, tmp_path):

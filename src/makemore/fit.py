@@ -8,7 +8,7 @@ A run's configs come from a preset, a model's own recipe, or, for a time budget 
 the best recipe known for that budget (recipes.py); settings given override them
 (config.make_configs). A budget run with no preset (a recipe, or a model's own preset where it
 has no recipe) also counts a Kneser-Ney model inside its budget (how long that takes is measured
-on this data: ngram.estimate_fit_seconds), hands it to its neural model as the teacher a recipe
+on this data: baselines.estimate_fit_seconds), hands it to its neural model as the teacher a recipe
 asks for (teacher.py), and mixes the two after training (mixture.py, Bengio et al. 2003, section
 4), so that its result is never worse than counting. Where counting would take more than
 MIX_SHARE of the budget, the model trains alone, and the run says so. The count model may be the
@@ -34,7 +34,8 @@ from .errors import UserError
 from .loop import TrainResult
 from .models import ModelConfig
 from .interpolation import InterpolatedCounts
-from .ngram import NGramModel, estimate_fit_seconds
+from .baselines import estimate_fit_seconds
+from .ngram import NGramModel
 from .recipes import MIX_CONTEXT, budget_configs, choose
 from .runs import load_any
 from .runtime import using_threads
@@ -205,7 +206,7 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         learner = mixture.learn_apart(corpus, ngram, train_cfg.budget)
         # the learner's job holds the counts: this process reads them back after training, and
         # meanwhile leaves their memory to the model and the learner
-        kneser_ney, count_seconds = (ngram.context, ngram.smoothing), counted[1]
+        kneser_ney, count_seconds = (ngram.context, ngram.smoothing, ngram.method), counted[1]
         counted = ngram = None
     result = None
     try:

@@ -25,7 +25,8 @@ import torch
 
 from .data import Corpus, Examples
 from .errors import UserError
-from .ngram import NGramModel, fit_on_dev as fit_unlabelled
+from .baselines import COUNT_MODEL, fit_on_dev as fit_unlabelled
+from .ngram import NGramModel
 from .predict import Predictor, last_columns, make_predictor, target_log_probs
 from .vocab import LABEL_SEP, Vocab, items_of, labels_of
 
@@ -126,27 +127,27 @@ class LabelledNGram:
     tuned on the label's dev items (as NGramModel.tune and the mixture's weight are). Contexts
     are a labelled list's: the label in column 0, then `context` characters."""
 
-    method = "kneser_ney"
-
     def __init__(self, whole: NGramModel, per_label: list[NGramModel], weights: list[float]):
         self.whole, self.per_label, self.weights = whole, per_label, list(weights)
+        self.method = whole.method
         self.context, self.vocab_size, self.labels = whole.context, whole.vocab_size, len(per_label)
 
     @classmethod
     def fit(cls, train: Examples, dev: Examples | None, context: int, vocab_size: int, labels: int,
-            smoothing: dict | None = None) -> "LabelledNGram":
+            smoothing: dict | None = None, method: str = COUNT_MODEL) -> "LabelledNGram":
         """Count on `train`, tune on `dev`; or, with `smoothing` (a fitted model's, see
-        `smoothing`), count and take those discounts and weights as they are."""
+        `smoothing`), count and take those discounts and weights as they are. `method`: either
+        Kneser-Ney (ngram.py)."""
         if train.labels is None:
             raise ValueError("a labelled count model needs labelled examples")
-        whole = NGramModel.from_examples(train, context, vocab_size, cls.method,
+        whole = NGramModel.from_examples(train, context, vocab_size, method,
                                          None if smoothing is None else smoothing["all"])
         if smoothing is None:
             whole.tune(dev)
         per_label, weights = [], []
         for label in range(labels):
             mine = train.select(train.labels == label)
-            model = NGramModel.from_examples(mine, context, vocab_size, cls.method,
+            model = NGramModel.from_examples(mine, context, vocab_size, method,
                                              None if smoothing is None else smoothing["labels"][label])
             if smoothing is not None:
                 weights.append(float(smoothing["weights"][label]))
@@ -204,14 +205,15 @@ def fit_on_dev(corpus: Corpus, context: int) -> NGramModel | LabelledNGram:
 
 
 def count_model(train_words: list[str], vocab: Vocab, context: int, smoothing=None,
-                dev_words: list[str] | None = None) -> NGramModel | LabelledNGram:
-    """A Kneser-Ney count model of these training words: tuned on `dev_words`, or with the
-    `smoothing` of one fitted before (a run's mix.json)."""
+                dev_words: list[str] | None = None, method: str = COUNT_MODEL) -> NGramModel | LabelledNGram:
+    """A Kneser-Ney count model of these training words (`method`: ngram.COUNT_MODEL, or the one
+    a run's mix.json records): tuned on `dev_words`, or with the `smoothing` of one fitted
+    before (mix.json's)."""
     train = Examples.from_words(train_words, vocab)
     dev = Examples.from_words(dev_words, vocab) if dev_words is not None else None
     if vocab.labels:
-        return LabelledNGram.fit(train, dev, context, vocab.size, len(vocab.labels), smoothing)
-    model = NGramModel.from_examples(train, context, vocab.size, "kneser_ney", smoothing)
+        return LabelledNGram.fit(train, dev, context, vocab.size, len(vocab.labels), smoothing, method)
+    model = NGramModel.from_examples(train, context, vocab.size, method, smoothing)
     if smoothing is None:
         model.tune(dev)
     return model

@@ -33,7 +33,8 @@ from .data import Examples, Vocab
 from .errors import UserError
 from .interpolation import Apart, InterpolatedCounts, fit_apart
 from .labels import LabelledNGram, count_model, fit_on_dev
-from .ngram import NGramModel, fit_best_order, ngram_predictor
+from .baselines import fit_best_order
+from .ngram import KNESER_NEY, NGramModel, ngram_predictor
 from .predict import chunk_log_probs, ensemble_predictor, make_predictor, model_predictor, target_log_probs
 from .recipes import MAX_MIX_CONTEXT, MIX_CONTEXT
 
@@ -222,17 +223,17 @@ def learn_apart(corpus, kneser_ney: NGramModel, seconds: float) -> Apart:
     return fit_apart(learned, corpus.encoded("train"), seconds=seconds)
 
 
-def apart_count_model(corpus, apart: Apart, context: int, discount: float, note=print):
+def apart_count_model(corpus, apart: Apart, context: int, smoothing, method: str, note=print):
     """The count model a run mixes with once `apart` (learn_apart) is done: the better on dev of
-    it and Kneser-Ney of `context` characters with this discount, on the counts read back from
-    the learner's job (the run dropped its own while it trained); Kneser-Ney, and a note saying
-    why, where the learner's process failed."""
+    it and Kneser-Ney (`method`) of `context` characters with this smoothing, on the counts read
+    back from the learner's job (the run dropped its own while it trained); Kneser-Ney, and a
+    note saying why, where the learner's process failed."""
     try:
         learned = apart.result()
     except RuntimeError as e:
         learned = None
         note(f"note: the learned count model failed, so the run mixes with Kneser-Ney: {str(e).strip().splitlines()[-1]}")
-    kneser_ney = NGramModel(apart.counts(), context, "kneser_ney", discount)
+    kneser_ney = NGramModel(apart.counts(), context, method, smoothing)
     return kneser_ney if learned is None else better_count_model(corpus, kneser_ney, learned)
 
 
@@ -246,10 +247,12 @@ def neural_predictor(run):
 
 
 def kept_count_model(run, context: int, discount, count_model_name: str = "kneser_ney"):
-    """The run's count model of `context` characters: Kneser-Ney with this discount, or the
-    learned interpolation (`count_model_name` "learned"), from its kept counts
-    (RUN/counts.safetensors); a Kneser-Ney model whose counts were not kept is counted again from
-    the training split."""
+    """The run's count model of `context` characters: Kneser-Ney (`count_model_name`, either of
+    ngram.KNESER_NEY) with this discount (or discounts), or the learned interpolation
+    ("learned"), from its kept counts (RUN/counts.safetensors); a Kneser-Ney model whose counts
+    were not kept is counted again from the training split."""
+    if count_model_name not in KNESER_NEY + ("learned",):
+        raise ValueError(f"unknown count model {count_model_name!r}")
     kept = None if run.vocab.labels else rundir.read_counts(run.path, run.vocab.size, context)
     if count_model_name == "learned" and kept is None:
         raise UserError(f"{run.path / 'counts.safetensors'} is missing; fit the mixture again with "
@@ -258,11 +261,12 @@ def kept_count_model(run, context: int, discount, count_model_name: str = "knese
         try:
             if count_model_name == "learned":
                 return InterpolatedCounts.from_kept(kept, run.vocab.size, context)
-            return NGramModel(NGramCounts.from_kept(kept, run.vocab.size, context), context, "kneser_ney", discount)
+            return NGramModel(NGramCounts.from_kept(kept, run.vocab.size, context), context, count_model_name,
+                              discount)
         except (KeyError, ValueError):
             raise UserError(f"{run.path / 'counts.safetensors'} is corrupted; fit the mixture again with "
                             f"`makemore mix {run.path}`") from None
-    return count_model(run.splits["train"], run.vocab, context, discount)
+    return count_model(run.splits["train"], run.vocab, context, discount, method=count_model_name)
 
 
 def run_predictor(run, use: str = "result"):

@@ -6,7 +6,7 @@ al. 2003's Kneser-Ney model as the teacher: each example's target is
     (1 - teacher) * onehot(y) + teacher * P_KN(. | its last teacher_context characters)
 
 (config.TrainConfig.teacher). The Kneser-Ney model is counted on the training split and tuned on
-dev (ngram.fit_on_dev); a budget run counts it once and hands the same model to its teacher and
+dev (baselines.fit_on_dev); a budget run counts it once and hands the same model to its teacher and
 its mixture (training.py). Its distributions for every training example are kept, examples x V
 floats, so a vocabulary of thousands of characters is refused (TEACHER_MAX_BYTES).
 

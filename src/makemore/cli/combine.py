@@ -111,10 +111,15 @@ def cmd_mix(args) -> int:
               f"of the counts: it beat Kneser-Ney on dev)")
     else:
         discount = result["discount"]
-        how = (f"discount {discount:.3f}" if not isinstance(discount, dict) else
-               f"per label, interpolated with all labels' by weights {min(discount['weights']):.2f}-"
-               f"{max(discount['weights']):.2f}")
-        print(f"Kneser-Ney (k={result['ngram_context']}) dev  {result['ngram_dev_loss']:.4f}  ({how})")
+        if isinstance(discount, dict):
+            how = (f"per label, interpolated with all labels' by weights {min(discount['weights']):.2f}-"
+                   f"{max(discount['weights']):.2f}")
+        elif isinstance(discount, (list, tuple)):
+            how = "discounts " + ", ".join(f"{d:.3f}" for d in discount)
+        else:
+            how = f"discount {discount:.3f}"
+        name = "modified Kneser-Ney" if result.get("count_model") == "modified_kneser_ney" else "Kneser-Ney"
+        print(f"{name} (k={result['ngram_context']}) dev  {result['ngram_dev_loss']:.4f}  ({how})")
     print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the model {result['weight']:.3f})")
     print(f"result                {result['result']}: what eval, sample, score and serve use ({run.path / 'mix.json'}; "
           f"--neural for the model alone)")

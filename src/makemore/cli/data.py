@@ -112,7 +112,7 @@ def add_ngram(sub) -> None:
 
 def cmd_ngram(args) -> int:
     from ..counts import NGramCounts
-    from ..ngram import ngram_table
+    from ..baselines import ngram_table
 
     if not 1 <= args.max_context <= 12:
         raise UserError(f"max-context must be between 1 and 12, got {args.max_context}")
