@@ -267,3 +267,36 @@ def test_a_mixed_run_keeps_its_counts_and_uses_them_as_counted(trained, tmp_path
     assert main(["score", str(run), "--mix", "mana"]) == 1
     err = capsys.readouterr().err
     assert "counts.safetensors" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_run_mixed_with_one_discount_before_modified_kneser_ney_reads_back_as_it_was(trained, tmp_path, capsys,
+                                                                                       kept):
+    """Runs mixed before modified Kneser-Ney record "kneser_ney" and one discount: eval, sample
+    and resume read them with that model (from the kept counts, or counted again), not with the
+    modified one runs mix with now."""
+    import shutil
+
+    from makemore import rundir
+    from makemore.mixture import attach
+    from makemore.runs import load_run
+
+    corpus, _, trained_run = trained
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    one_discount = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney")
+    one_discount.tune(corpus.encoded("dev"))
+    fitted = attach(load_run(run), one_discount)
+    assert fitted["count_model"] == "kneser_ney" and isinstance(fitted["discount"], float)
+    if not kept:
+        (run / "counts.safetensors").unlink()
+    assert main(["eval", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(rundir.read_mixture(run)["mix_dev_loss"],
+                                                                        abs=1e-5)
+    from makemore.mixture import run_predictor
+    from makemore.predict import split_nll
+
+    count_model = run_predictor(load_run(run), "ngram")
+    assert split_nll(count_model, corpus.encoded("dev")) == pytest.approx(one_discount.nll(corpus.encoded("dev")),
+                                                                          abs=1e-5)
+    assert main(["sample", str(run), "-n", "3", "--seed", "1"]) == 0
