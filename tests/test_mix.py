@@ -242,11 +242,11 @@ def test_a_mixed_run_keeps_its_counts_and_uses_them_as_counted(trained, tmp_path
     assert main(["mix", str(run), "--ngram-context", "4", "--json"]) == 0
     mixed = json.loads(capsys.readouterr().out)
     discount = mixed["discount"]
-    assert mixed["count_model"] == "modified_kneser_ney" and len(discount) == 3  # D1, D2, D3+
+    assert mixed["count_model"] == "kneser_ney" and isinstance(discount, float)
     assert (run / "counts.safetensors").is_file()
     loaded = load_run(run)
     kept = kept_count_model(loaded, 4, discount, mixed["count_model"])
-    fresh = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "modified_kneser_ney", discount)
+    fresh = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney", discount)
     assert all(table is None for table in kept.counts.raw[:4])  # read back, not counted
     X, Y = corpus.examples("dev", 4)
     assert torch.equal(kept.probs(X), fresh.probs(X))
@@ -270,33 +270,30 @@ def test_a_mixed_run_keeps_its_counts_and_uses_them_as_counted(trained, tmp_path
 
 
 @pytest.mark.parametrize("kept", [True, False])
-def test_a_run_mixed_with_one_discount_before_modified_kneser_ney_reads_back_as_it_was(trained, tmp_path, capsys,
-                                                                                       kept):
-    """Runs mixed before modified Kneser-Ney record "kneser_ney" and one discount: eval, sample
-    and resume read them with that model (from the kept counts, or counted again), not with the
-    modified one runs mix with now."""
+def test_a_run_mixed_with_modified_kneser_ney_reads_back_with_it(trained, tmp_path, capsys, kept):
+    """A run mixed with modified Kneser-Ney (mixture.attach given one; runs mix with one
+    discount's by default) records "modified_kneser_ney" and its three discounts: eval, sample
+    and resume read it with that model, from the kept counts or counted again."""
     import shutil
 
     from makemore import rundir
-    from makemore.mixture import attach
+    from makemore.mixture import attach, run_predictor
+    from makemore.predict import split_nll
     from makemore.runs import load_run
 
     corpus, _, trained_run = trained
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    one_discount = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "kneser_ney")
-    one_discount.tune(corpus.encoded("dev"))
-    fitted = attach(load_run(run), one_discount)
-    assert fitted["count_model"] == "kneser_ney" and isinstance(fitted["discount"], float)
+    modified = NGramModel.from_words(corpus.splits["train"], corpus.vocab, 4, "modified_kneser_ney")
+    modified.tune(corpus.encoded("dev"))
+    fitted = attach(load_run(run), modified)
+    assert fitted["count_model"] == "modified_kneser_ney" and len(fitted["discount"]) == 3
     if not kept:
         (run / "counts.safetensors").unlink()
     assert main(["eval", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(rundir.read_mixture(run)["mix_dev_loss"],
                                                                         abs=1e-5)
-    from makemore.mixture import run_predictor
-    from makemore.predict import split_nll
-
     count_model = run_predictor(load_run(run), "ngram")
-    assert split_nll(count_model, corpus.encoded("dev")) == pytest.approx(one_discount.nll(corpus.encoded("dev")),
+    assert split_nll(count_model, corpus.encoded("dev")) == pytest.approx(modified.nll(corpus.encoded("dev")),
                                                                           abs=1e-5)
     assert main(["sample", str(run), "-n", "3", "--seed", "1"]) == 0

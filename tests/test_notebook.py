@@ -117,7 +117,8 @@ def test_notebook_runs(names_path, tmp_path, monkeypatch):
     assert "hidden=100" in text and "hidden=300" in text
     assert "3481 parameters" in text
     assert "same seed, same names: True" in text
-    assert "modified Kneser-Ney, 3 characters of context: dev 2.05" in text
+    assert "Kneser-Ney, 3 characters of context: dev 2.06" in text
+    assert "modified Kneser-Ney, 3 characters: dev 2.05" in text
     # every picture was drawn and shown: loss, lr-find, sweep, embeddings
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 4
