@@ -91,6 +91,29 @@ def test_interrupted_run_resumes_to_the_same_weights(corpus, tmp_path, optimizer
     assert last is not None
 
 
+def test_ctrl_c_between_estimates_keeps_what_was_learned_since_the_last(corpus, tmp_path):
+    """A long run's first dev estimate may be minutes away: Ctrl-C (SIGINT, handled by the loop)
+    before it estimates the dev loss where it stopped, so best.safetensors is not the untrained
+    model."""
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = train(corpus, *small(corpus, steps=10**7, eval_interval=10**7), out=tmp_path / "run",
+                       progress=False)
+    finally:
+        timer.cancel()
+    assert result.status == "interrupted" and result.signal == "SIGINT"
+    steps = result.summary["steps"]
+    assert steps > 50 and [row["step"] for row in result.history] == [0, steps]
+    assert result.summary["best_step"] == steps and result.history[1]["dev_loss"] < result.history[0]["dev_loss"]
+    _, meta = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert meta["step"] == steps
+
+
 def test_divergence_stops_with_a_message_and_keeps_the_best(corpus, tmp_path):
     result = train(corpus, *small(corpus, lr=1e35, steps=200, eval_interval=1000), out=tmp_path / "run",
                    progress=False)

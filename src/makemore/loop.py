@@ -261,6 +261,7 @@ class Trainer:
         self.status, self.messages = ["completed"] * self.K, [""] * self.K
         self.last_step = [start] * self.K
         self.interrupted_by: str | None = None
+        self.evaluated_at = start  # the step of the last dev estimate (a resumed run's was saved)
         # the minibatch losses since the last row (a tensor on the engine's device where it keeps
         # them there: read at the rows alone)
         self.interval_loss = np.zeros(self.K)
@@ -286,6 +287,10 @@ class Trainer:
                 if self.plan is not None and self.plan.stopped_early and self.active.any():
                     self.record(evaluate=True)  # the budget ran out before the plan: evaluate where it stopped
                 if stop.received is not None:
+                    if self.step > self.evaluated_at and self.active.any():
+                        # what it learned since the last estimate counts: a long budget's first
+                        # estimate may be minutes away, and best.safetensors the untrained model
+                        self.record(evaluate=True)
                     self.stop_all(stop.received)
             except KeyboardInterrupt:  # a second Ctrl-C, or Ctrl-C outside the main thread
                 self.stop_all("SIGINT")
@@ -370,6 +375,7 @@ class Trainer:
                 self.save_last(k)
         self.interval_loss[:], self.interval_n = 0.0, 0
         if evaluate:
+            self.evaluated_at = self.step
             self.eval_seconds += time.perf_counter() - t_eval
             if self.plan is not None and self.plan.calibrated:
                 self.plan.evaluated(time.perf_counter() - t_eval)
