@@ -317,3 +317,53 @@ def test_two_writers_on_one_run_one_proceeds_and_each_step_is_logged_once(world,
     assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
     steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps)) and steps[-1] > 30  # each step once, in order: one writer
+
+
+# ----------------------------------------------------------------------------------------
+# Found by trying the tool as a new user (2026-12-07)
+
+
+def test_a_batch_too_big_for_the_data_or_the_memory_is_one_line(world, capsys, monkeypatch):
+    from makemore import counts
+
+    data = str(world / "words.txt")
+    argv = ["train", "--data", data, "--out", str(world / "new"), *TINY]
+    line = assert_one_line_and_nothing_left(argv + ["--batch-size", "10000000"], world, capsys, "training examples")
+    assert "--batch-size" in line
+    monkeypatch.setattr(counts, "available_memory", lambda: 1 << 10)  # 1 KiB free: no step fits
+    assert_one_line_and_nothing_left(argv + ["--batch-size", "512"], world, capsys, "GiB available")
+
+
+def test_running_out_of_memory_is_one_line_and_leaves_no_run(world, capsys, monkeypatch):
+    from makemore import engines
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("Unable to allocate 28.6 GiB for an array with shape (769, 10000000)")
+
+    monkeypatch.setattr(engines.AutogradEngine, "step", out_of_memory)
+    argv = ["train", "--data", str(world / "words.txt"), "--out", str(world / "new"), *TINY, "--engine", "autograd"]
+    assert "out of memory" in assert_one_line_and_nothing_left(argv, world, capsys)
+
+    def torch_out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 36864000000 bytes")
+
+    monkeypatch.setattr(engines.AutogradEngine, "step", torch_out_of_memory)
+    assert "out of memory" in assert_one_line_and_nothing_left(argv, world, capsys)
+
+
+def test_a_min_char_count_that_keeps_no_character_is_one_line(world, capsys):
+    line = assert_one_line_and_nothing_left(["data", "--data", str(world / "words.txt"), "--min-char-count",
+                                             "100000000"], world, capsys, "keeps no character")
+    assert "most frequent" in line
+
+
+def test_steps_and_a_budget_together_is_one_line(world, capsys):
+    argv = ["train", "--data", str(world / "words.txt"), "--out", str(world / "new"), "--budget", "5", "--steps",
+            "200", "--quiet"]
+    assert_one_line_and_nothing_left(argv, world, capsys, "not both")
+
+
+def test_a_maximum_length_of_zero_is_one_line(world, capsys):
+    assert_one_line_and_nothing_left(["sample", str(world / "run"), "-n", "3", "--max-len", "0"], world, capsys,
+                                     "minimum length 1 is above the maximum length 0")

@@ -77,7 +77,8 @@ class TrainConfig:
     device: str = setting("auto", "|".join(DEVICES) + " (default auto: a CUDA GPU where one is present and a short "
                           "trial finds it faster for this run, else the CPU)", choices=DEVICES)
     # more threads than cores only wait for one another, and torch's pool crashes at absurd counts
-    threads: int = setting(0, "torch threads (0: torch's default; at most the machine's cores)", min=0,
+    threads: int = setting(0, "torch threads of the model (0: torch's default; at most the machine's cores); a "
+                              "budget run trains its learned count model on a core these leave free", min=0,
                            max=usable_cores)
 
     def validate(self) -> None:

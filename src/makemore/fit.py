@@ -161,6 +161,9 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
                 print(line, file=sys.stderr)
     if seeds < 1:
         raise UserError(f"seeds must be at least 1, got {seeds}")
+    if settings.get("budget") and settings.get("steps") is not None:  # the plan would overrule them unsaid
+        raise UserError("give --steps or --budget, not both: a budget run plans its own steps to end its "
+                        "schedule inside the budget")
     counted, budget_run, apart = None, False, False
     if model_cfg is not None or train_cfg is not None:
         if model_cfg is None or train_cfg is None or preset or model or settings:
@@ -286,10 +289,10 @@ def attach_result(result: TrainResult | EnsembleResult, corpus: Corpus, ngram, c
 
 
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
-           callbacks: tuple = ()) -> TrainResult:
-    """Continue RUN from its last checkpoint (training.resume); a run that had a mixture fitted
-    gets it fitted again to the model it ends with."""
-    result = resume_run(run_dir, steps, progress, callbacks)
+           callbacks: tuple = (), threads: int | None = None) -> TrainResult:
+    """Continue RUN from its last checkpoint (training.resume: `steps`, `threads`); a run that
+    had a mixture fitted gets it fitted again to the model it ends with."""
+    result = resume_run(run_dir, steps, progress, callbacks, threads)
     if result.status == "completed" and dist.is_writer():
         run = load_any(run_dir)
         from .rundir import read_mixture

@@ -95,6 +95,16 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step a checkpoint was saved at, from its header alone; None for a missing or
+    unreadable file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(json.loads((f.metadata() or {})["step"]))
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError):
+        return None
+
+
 # ----------------------------------------------------------------------------------------
 # metrics.csv: appended as a run trains, read while it may still be growing
 

@@ -49,6 +49,40 @@ SHARED = ("steps", "batch_size", "eval_every", "eval_examples", "device", "threa
 BLOCK_SLACK = 64
 
 
+# A step holds each example's activations and their gradients several times over (forward,
+# backward, the optimizer's and the engine's buffers): bytes per number an example's step takes.
+STEP_BYTES_PER_NUMBER = 16
+
+
+def step_bytes(model_cfg: ModelConfig, batch_size: int) -> int:
+    """A rough upper estimate of the memory one training step takes: the minibatch times the
+    numbers an example's forward pass makes (its inputs, every hidden layer, the output row; an
+    adaptive softmax's head only), times STEP_BYTES_PER_NUMBER."""
+    width = lambda name, default=0: int(getattr(model_cfg, name, default) or default)  # noqa: E731
+    output = model_cfg.vocab_size
+    if getattr(model_cfg, "softmax", "full") == "adaptive":
+        output = min(output, width("softmax_head", 64) + 8)
+    per_example = (width("block_size", 1) * max(width("emb_dim", 1), width("hidden", 1))
+                   + width("hidden", 1) * max(1, width("layers", 1)) + output)
+    return batch_size * per_example * STEP_BYTES_PER_NUMBER
+
+
+def check_step_memory(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
+    """A minibatch larger than the training split, or one whose step would not fit in the
+    memory available, is one error line before anything is written (not a traceback, or the
+    kernel's kill, minutes later)."""
+    from .counts import available_memory
+
+    examples = len(corpus.encoded("train"))
+    if train_cfg.batch_size > examples:
+        raise UserError(f"batch-size {train_cfg.batch_size:,} is more than the {examples:,} training examples; give "
+                        f"--batch-size {examples:,} or less")
+    need, free = step_bytes(model_cfg, train_cfg.batch_size), available_memory()
+    if free is not None and train_cfg.device in ("cpu", "auto") and need > free:
+        raise UserError(f"a training step of batch-size {train_cfg.batch_size:,} would take about {need / 2**30:.1f} "
+                        f"GiB, more than the {free / 2**30:.1f} GiB available; give a smaller --batch-size")
+
+
 def check_data(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -> None:
     """The configs valid, and fit for this data, before any memory is taken."""
     model_cfg.validate()
@@ -58,6 +92,7 @@ def check_data(corpus: Corpus, model_cfg: ModelConfig, train_cfg: TrainConfig) -
     if model_cfg.labels != len(corpus.labels):
         raise UserError(f"the model conditions on {model_cfg.labels} label(s), the data has {len(corpus.labels)}"
                         + (" (read it with --labels)" if not corpus.labels else ""))
+    check_step_memory(corpus, model_cfg, train_cfg)
     useful = corpus.longest + 1
     if model_cfg.block_size > max(useful, BLOCK_SLACK):
         raise UserError(f"block-size {model_cfg.block_size:,} is more context than this data has: its longest item has "
@@ -145,8 +180,10 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
         with dist.together():  # [dist] an error on one rank (a run directory that exists) stops all
             for k, (model, run_dir) in enumerate(zip(members, run_dirs)):
                 if run_dir is not None and resumed is None:
+                    # kept where it has trained (a checkpoint past step 0), so that it resumes;
+                    # one that failed before its first step (out of memory) is removed
                     stack.enter_context(new_dir(run_dir, hint=new_run_hint(run_dir),
-                                                keep=lambda d: (d / "best.safetensors").exists()))
+                                                keep=lambda d: (rundir.checkpoint_step(d / "last.safetensors") or 0) > 0))
                 if run_dir is not None:
                     stack.enter_context(rundir.RunLock(run_dir))
                 if resumed is not None:
@@ -247,9 +284,10 @@ def train_population(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequenc
 
 
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
-           callbacks: tuple[Callable[[dict], None], ...] = ()) -> TrainResult:
+           callbacks: tuple[Callable[[dict], None], ...] = (), threads: int | None = None) -> TrainResult:
     """Continue RUN from its last checkpoint (weights, optimizer and RNG state); `steps`: to
-    that many steps in all (default: the steps it was configured or planned for)."""
+    that many steps in all (default: the steps it was configured or planned for); `threads`:
+    the machine's share it may take now (default: as configured)."""
     from .runs import load_run
 
     run_dir = Path(run_dir)
@@ -261,8 +299,10 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
             raise UserError(f"{run_dir}/last.safetensors lacks rng.batch: it cannot be resumed")
         run = load_run(run_dir, checkpoint="last")
         train_cfg = run.train_cfg if steps is None else replace(run.train_cfg, steps=steps)
+        if threads is not None:
+            train_cfg = replace(train_cfg, threads=threads)
         if train_cfg.budget:  # a budget run resumes to the steps it had planned
-            planned = run.summary().get("planned_steps") if steps is None else steps
+            planned = run.summary.get("planned_steps") if steps is None else steps
             train_cfg = replace(train_cfg, budget=0.0, steps=planned or train_cfg.steps)
         if meta["step"] >= train_cfg.steps:
             if steps is not None:

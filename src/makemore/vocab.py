@@ -242,6 +242,10 @@ class Vocab:
         counted = words if count_in is None else _normalized_words(count_in, normalize)
         counts = symbol_counts(counted, units)
         kept = {c for c in symbols if counts.get(c, 0) >= min_count}
+        if not kept and counts:  # every symbol the unknown token: a model of nothing but its length
+            top, seen = max(counts.items(), key=lambda item: item[1])
+            raise UserError(f"--min-char-count {min_count:,} keeps no character: the most frequent, {top!r}, is seen "
+                            f"{seen:,} times in the training split; give {seen:,} or less")
         taken = used | {boundary}
         unk = next((c for c in UNK_CANDIDATES if c not in taken), None)
         if unk is None:
