@@ -35,7 +35,7 @@ dev: $(VENV)/.dev-installed
 demo: install
 	rm -rf runs/demo
 	$(BIN)/makemore train --data names --budget 60 --out runs/demo
-	$(BIN)/makemore sample runs/demo -n 20 --seed 1
+	$(BIN)/makemore sample runs/demo -n 20 --seed 1 --tags
 
 test: dev
 	bash scripts/postgres.sh ensure-installed

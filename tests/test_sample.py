@@ -26,10 +26,13 @@ import torch
 
 import makemore as mm
 from makemore import conditions, sampling
+from makemore.conditions import Constraints
 from makemore.cli import main
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny products, one thread
+
+RAW = Constraints(min_len=0)  # the model's own distribution, the empty word included (the default leaves it out)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +74,7 @@ def chi_square_critical(df: int, z: float = 3.72) -> float:
 
 
 def first_char_chi_square(vocab, predictor, n, seed, temperature=1.0):
-    words = mm.sample(predictor, vocab, n=n, seed=seed, temperature=temperature, max_len=1)
+    words = mm.sample(predictor, vocab, n=n, seed=seed, temperature=temperature, max_len=1, constraints=RAW)
     counts = np.zeros(vocab.size)
     for w in words:
         counts[vocab.encode(w[0])[0] if w else 0] += 1
@@ -168,7 +171,7 @@ def test_chunked_samples_follow_the_reference(ending, route, monkeypatch):
     if route == "direct":
         monkeypatch.setattr(sampling, "TABLE_CELLS", 0)
     n = 40_000
-    chunks = list(sampling.sample_chunks(mm.model_predictor(model), vocab, n, seed=5, chunk_size=997))
+    chunks = list(sampling.sample_chunks(mm.model_predictor(model), vocab, n, seed=5, chunk_size=997, constraints=RAW))
     assert all(len(words) <= 997 for words, _ in chunks)
     ours = histograms([w for words, _ in chunks for w in words], vocab)
     reference = reference_sample(model, n, seed=6)
@@ -181,7 +184,7 @@ def test_chunked_samples_follow_the_reference(ending, route, monkeypatch):
 def test_two_sample_check_catches_a_wrong_temperature(ending):
     """The two-sample check has teeth: temperature 1.15 against the reference at 1."""
     vocab, model = ending
-    words = mm.sample(mm.model_predictor(model), vocab, 40_000, seed=5, temperature=1.15)
+    words = mm.sample(mm.model_predictor(model), vocab, 40_000, seed=5, temperature=1.15, constraints=RAW)
     ours, reference = histograms(words, vocab), reference_sample(model, 40_000, seed=6)
     for a, b in zip(ours, reference):
         stat, df = two_sample_chi_square(a, b)
@@ -223,7 +226,7 @@ def test_no_array_grows_with_n(setup):
 
     def first_chunk(n):
         tracemalloc.start()
-        chunks = sampling.sample_chunks(predictor, vocab, n, seed=1)
+        chunks = sampling.sample_chunks(predictor, vocab, n, seed=1, constraints=RAW)
         words, _ = next(chunks)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -249,7 +252,7 @@ def test_a_large_vocabulary_keeps_chunks_small():
     with torch.no_grad():
         model.b_out.copy_(torch.from_numpy(rng.normal(size=vocab.size)).float())
         model.b_out[0] = 8.0  # short words, so the test is quick
-    chunks = sampling.sample_chunks(mm.model_predictor(model), vocab, 10**9, seed=2)
+    chunks = sampling.sample_chunks(mm.model_predictor(model), vocab, 10**9, seed=2, constraints=RAW)
     limit = sampling.CHUNK_CELLS // vocab.size
     for _ in range(2):
         words, _ = next(chunks)
@@ -277,7 +280,7 @@ def test_unique_gives_up_when_the_model_has_no_more(setup):
     model_cfg, _ = mm.make_configs("tiny2d", vocab_size=vocab.size)
     predictor = mm.model_predictor(mm.MLP(model_cfg))
     tagged = mm.sample_tagged(predictor, vocab, {"train": [], "dev": [], "test": []}, 10, seed=0,
-                              unique=True, max_len=1)
+                              unique=True, max_len=1, constraints=RAW)
     assert sorted(t["text"] for t in tagged) == ["", "a"]
 
 
@@ -727,3 +730,16 @@ def test_the_unknown_character_token_is_never_drawn():
     for seed in (0, 1):
         drawn = mm.sample(mm.model_predictor(model), vocab, 300, seed=seed)
         assert all(vocab.unk not in w for w in drawn) and any(drawn)
+
+
+def test_no_empty_words_unless_asked(chain):
+    """The chain ends at once a fifth of the time: an empty word, which no list holds. By default
+    (Constraints.min_len 1, `--min-len 1`) they are left out, the others drawn in proportion;
+    min_len 0 keeps the model's own distribution, empty words and all."""
+    vocab, predictor, probs = chain
+    words = mm.sample(predictor, vocab, 20_000, seed=5, max_len=CHAIN_CAP)
+    assert len(words) == 20_000 and "" not in words
+    stat, df = chi_square_against(words, conditioned(chain_words(probs), lambda w: w != ""))
+    assert stat < chi_square_critical(df), f"chi-square {stat:.1f} on {df} degrees of freedom"
+    raw = mm.sample(predictor, vocab, 20_000, seed=5, max_len=CHAIN_CAP, constraints=RAW)
+    assert 0.18 < raw.count("") / len(raw) < 0.22  # P(end first) = 0.2

@@ -64,7 +64,11 @@ def cmd_eval(args) -> int:
     if args.json:
         _print_json(result)
         return 0
-    what = f", ensemble of {len(members)}: mean of their probabilities" if members is not None else ""
+    if members is not None:
+        weights = run.info.get("weights")
+        mean = ("the weighted mean of their probabilities (weights " + ", ".join(f"{w:.2f}" for w in weights) + ")"
+                if weights and len(set(weights)) > 1 else "the mean of their probabilities")
+    what = f", ensemble of {len(members)}: {mean}" if members is not None else ""
     what += {"mixture": ", mixed with its n-gram model", "ngram": ", its count model (the run's result)",
              "model": ""}[which]
     print(f"{args.split} loss {loss:.4f}  perplexity {math.exp(loss):.3f}  ({len(examples):,} examples{what})")
@@ -103,7 +107,8 @@ def add_sample(sub) -> None:
         "(docs/api.md)")
     cond.add_argument("--suffix", default="", help="end every sample with these characters")
     cond.add_argument("--contains", default="", help="only samples that contain these characters")
-    cond.add_argument("--min-len", type=_at_least_zero, default=0, metavar="N", help="only samples of N characters or more")
+    cond.add_argument("--min-len", type=_at_least_zero, default=1, metavar="N",
+                      help="only samples of N characters or more (default 1: no empty ones; 0 keeps them)")
     cond.add_argument("--max-len", type=_at_least_zero, default=None, metavar="N",
                       help="only samples of N characters or fewer (a sample is dropped as soon as it grows past N)")
     cond.add_argument("--exclude", metavar="FILE", default=None,
@@ -117,6 +122,8 @@ def add_sample(sub) -> None:
     out.add_argument("--json", action="store_true",
                      help='one JSON array of {"text", "tag"} objects, tag train/dev/test/new (written as it goes)')
     out.add_argument("--jsonl", action="store_true", help="JSON Lines: one such object per line")
+    out.add_argument("--tags", action="store_true",
+                     help="each word, a tab and its tag: train, dev, test (a word of that split) or new")
 
 
 class _StopAtChunk:
@@ -155,8 +162,8 @@ def cmd_sample(args) -> int:
         print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
         return EXIT_INTERRUPTED
     if written < args.n:
-        print(f"note: only {written:,} samples met the conditions before the model stopped giving new ones",
-              file=sys.stderr)
+        print(f"note: only {written:,} sample{'s' if written != 1 else ''} met the conditions before the model "
+              f"stopped giving new ones", file=sys.stderr)
     return 0
 
 
@@ -185,7 +192,7 @@ def _write_samples(args) -> tuple[int, bool]:
 
     exclude = read_words(args.exclude) if args.exclude is not None else ()
     run = _load(args.run, ensemble=True)
-    tagged = args.json or args.jsonl or args.new_only
+    tagged = args.json or args.jsonl or args.tags or args.new_only
     constraints = Constraints(suffix=args.suffix, contains=args.contains, min_len=args.min_len,
                               max_len=args.max_len, exclude=exclude)
     predictor, vocab, splits = _for_label(run, _predictor(run, args.use), args.label)
@@ -213,6 +220,8 @@ def _write_samples(args) -> tuple[int, bool]:
                         text = ("[\n" if written == 0 else ",\n") + ",\n".join(lines)
                     else:
                         text = "\n".join(lines) + "\n"
+                elif args.tags:
+                    text = "".join(f"{w}\t{t}\n" for w, t in zip(words, tags))
                 else:
                     text = "\n".join(words) + "\n"
                 _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn

@@ -97,7 +97,7 @@ def parse_sample(model: ServedModel, body: dict) -> dict:
     constraints = Constraints(
         suffix=_text(model, body.get("suffix", ""), "suffix", allow_empty=True),
         contains=_text(model, body.get("contains", ""), "contains", allow_empty=True),
-        min_len=_int(body, "min_len", 0, 0, longest),
+        min_len=_int(body, "min_len", 1, 0, longest),
         max_len=_int(body, "max_len", None, 0, longest),
         exclude=_words(body, "exclude"))
     try:  # what no sample can meet: min_len above max_len, a prefix longer than max_len, ...
