@@ -265,3 +265,31 @@ def test_a_signal_saves_and_prints_the_resume_command(tmp_path, sig, code):
     assert meta["step"] == step > 0
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     assert main(["train", "--resume", str(out), "--steps", str(step + 20), "--quiet"]) == 0
+
+
+def test_sample_tags_and_a_run_summary(run_dir, capsys):
+    from makemore.runs import load_run
+
+    assert main(["sample", str(run_dir), "-n", "12", "--seed", "3", "--json"]) == 0
+    tagged = json.loads(capsys.readouterr().out)
+    assert main(["sample", str(run_dir), "-n", "12", "--seed", "3", "--tags"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{s['text']}\t{s['tag']}" for s in tagged]
+    assert load_run(run_dir).summary["dev_loss"] == json.loads((run_dir / "summary.json").read_text())["dev_loss"]
+
+
+def test_resume_may_take_another_thread_count(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    assert main(["train", "--resume", str(run), "--steps", "320", "--threads", "1", "--quiet"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 320
+
+
+def test_the_plot_says_what_the_dev_curve_was_estimated_on(run_dir):
+    from makemore.cli.experiments import _dev_label
+
+    assert _dev_label(run_dir, 10**9) == "dev (whole split)"
+    label = _dev_label(run_dir, 100)
+    assert label.startswith("dev (estimate on 100 of its ") and label.endswith(" examples)")

@@ -87,9 +87,11 @@ def _log_x(ax, number_format: str) -> None:
 # Training curves of a run: RUN/metrics.csv (rundir.read_metrics) -> RUN/loss.png
 
 
-def plot_loss(metrics: dict[str, np.ndarray], path: str | Path, title: str, subtitle: str = "") -> Path:
+def plot_loss(metrics: dict[str, np.ndarray], path: str | Path, title: str, subtitle: str = "",
+              dev_label: str = "dev (whole split)") -> Path:
     """Training loss (raw per log interval, light, and its moving average) and dev loss
-    against steps on a log axis, with the learning rate on a second y axis."""
+    (`dev_label`: what it was estimated on) against steps on a log axis, with the learning
+    rate on a second y axis."""
     from .experiments import smooth
 
     fig = new_figure()
@@ -105,7 +107,7 @@ def plot_loss(metrics: dict[str, np.ndarray], path: str | Path, title: str, subt
                 label=f"train, moving average of {window}")
     has_dev = np.isfinite(dev)
     if has_dev.any():
-        ax.plot(step[has_dev], dev[has_dev], color=DEV_COLOR, lw=1.5, marker="o", ms=3.5, label="dev (whole split)")
+        ax.plot(step[has_dev], dev[has_dev], color=DEV_COLOR, lw=1.5, marker="o", ms=3.5, label=dev_label)
         i = int(np.nanargmin(dev))
         ax.axhline(dev[i], color=DEV_COLOR, lw=0.8, ls=":")
         ax.annotate(f"best dev {dev[i]:.4f} (step {int(step[i]):,})", (step[i], dev[i]),

@@ -72,7 +72,9 @@ class Run:
     def units(self) -> str:
         return self.vocab.units
 
+    @property
     def summary(self) -> dict:
+        """summary.json (empty where training never finished), as `mm.train`'s result.summary."""
         return rundir.read_summary(self.path)
 
     def corpus(self) -> Corpus:

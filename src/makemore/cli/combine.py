@@ -11,8 +11,8 @@ from .common import _load, _print_json, _subparser
 
 
 def add_ensemble(sub) -> None:
-    p = _subparser(sub, "ensemble", "one model from several trained runs (any models, same data): the mean of "
-                   "their probabilities", "makemore ensemble runs/default runs/wavenet runs/gru --out runs/ens\n"
+    p = _subparser(sub, "ensemble", "one model from several trained runs (any models, same data): the weighted "
+                   "mean of their probabilities, weights fitted on dev", "makemore ensemble runs/default runs/wavenet runs/gru --out runs/ens\n"
                    "  makemore mix runs/ens --ngram-context 5")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data and split")
     p.add_argument("--out", required=True, help="the ensemble directory to create (the runs are copied into it)")
@@ -78,7 +78,7 @@ def _kept_count_model(run) -> str | None:
 
 
 def cmd_mix(args) -> int:
-    from ..mixture import LEARNED_SECONDS, attach, learns_counts
+    from ..mixture import LEARNED_SECONDS, MIN_GAIN, attach, learns_counts
     from ..recipes import MAX_MIX_CONTEXT
     from ..rundir import RunLock
 
@@ -121,6 +121,8 @@ def cmd_mix(args) -> int:
         name = "modified Kneser-Ney" if result.get("count_model") == "modified_kneser_ney" else "Kneser-Ney"
         print(f"{name} (k={result['ngram_context']}) dev  {result['ngram_dev_loss']:.4f}  ({how})")
     print(f"mixture dev loss      {result['mix_dev_loss']:.4f}  (weight on the model {result['weight']:.3f})")
-    print(f"result                {result['result']}: what eval, sample, score and serve use ({run.path / 'mix.json'}; "
-          f"--neural for the model alone)")
+    why = {"ngram": f" (the mixture gains less than {MIN_GAIN:g} over the count model alone)",
+           "model": " (the weight on the model is 1)"}.get(result["result"], "")
+    print(f"result                {result['result']}{why}: what eval, sample, score and serve use "
+          f"({run.path / 'mix.json'}; --neural for the model alone)")
     return 0

@@ -169,9 +169,23 @@ def cmd_plot(args) -> int:
         status = "; still training (no summary.json yet)"
     png = plot_loss(metrics, png_path,
                     f"{run.resolve().name}: loss during training ({count_params(model_cfg):,} parameters)",
-                    f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}{status}")
+                    f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}{status}",
+                    _dev_label(run, train_cfg.eval_examples))
     print(f"wrote {png}")
     return 0
+
+
+def _dev_label(run: Path, eval_examples: int) -> str:
+    """What the dev losses in metrics.csv were estimated on: the whole split, or a subset of it."""
+    from ..data import Vocab
+    from ..rundir import read_vocab_and_words
+
+    vocab, words = read_vocab_and_words(run)
+    length = Vocab.from_json(vocab).length
+    examples = sum(length(w) + 1 for w in words["dev"])
+    if eval_examples >= examples:
+        return "dev (whole split)"
+    return f"dev (estimate on {eval_examples:,} of its {examples:,} examples)"
 
 
 def add_embeddings(sub) -> None:

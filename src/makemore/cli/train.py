@@ -28,8 +28,8 @@ def add_train(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--no-mix", action="store_true",
                    help="with --budget and no --preset: train the model alone, without the count model a "
-                        "budget run otherwise counts (Kneser-Ney, or its learned interpolation) and mixes it with "
-                        "(--mix)")
+                        "budget run otherwise counts (Kneser-Ney, or its learned interpolation) and mixes it with; "
+                        "`makemore mix RUN` mixes any run later")
     p.add_argument("--from-study", metavar="NAME", help="the best configuration of `makemore tune` study NAME "
                    "(flags given still override)")
     p.add_argument("--storage", metavar="URL", help="where the study is (default: sqlite:///runs/tune/study.db)")
@@ -99,15 +99,15 @@ def _cmd_train(args) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     if args.resume:
-        given = [name for name, value in _settings(args, exclude=("steps",)).items() if value is not None]
+        given = [name for name, value in _settings(args, exclude=("steps", "threads")).items() if value is not None]
         given += [name for name in ("preset", "model", "out", "data", "from_study") if getattr(args, name)]
         if args.seeds > 1:
             given.append("seeds")
         if given:
             flags = ", ".join("--" + n.replace("_", "-") for n in given)
             raise UserError(f"{flags} cannot apply to --resume: RUN continues as it was configured; drop {flags} "
-                            f"(only --steps may change)")
-        result = resume(args.resume, steps=args.steps, progress=progress)
+                            f"(only --steps and --threads may change)")
+        result = resume(args.resume, steps=args.steps, progress=progress, threads=args.threads)
     else:
         _apply_study(args)
         if not args.data:

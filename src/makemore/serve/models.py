@@ -63,7 +63,7 @@ def load_model(path: str | Path, use: str = "result") -> ServedModel:
         kind, dev_loss = f"ensemble of {len(members)}", run.info.get("dev_loss")
         config["members"] = [m.path.name for m in members]
     else:
-        kind, dev_loss = "run", run.summary().get("dev_loss")
+        kind, dev_loss = "run", run.summary.get("dev_loss")
     if use != "model":
         kind += " + n-gram mixture" if use == "mixture" else ": its count model (the run's result)"
         dev_loss = settings.get("mix_dev_loss" if use == "mixture" else "ngram_dev_loss", dev_loss)
