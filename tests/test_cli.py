@@ -293,3 +293,17 @@ def test_the_plot_says_what_the_dev_curve_was_estimated_on(run_dir):
     assert _dev_label(run_dir, 10**9) == "dev (whole split)"
     label = _dev_label(run_dir, 100)
     assert label.startswith("dev (estimate on 100 of its ") and label.endswith(" examples)")
+
+
+def test_an_empty_exclude_list_leaves_nothing_out_and_a_long_line_is_cut_short(run_dir, tmp_path, capsys):
+    empty = tmp_path / "taken.txt"
+    empty.write_text("\n")
+    assert main(["sample", str(run_dir), "-n", "5", "--seed", "2", "--exclude", str(empty)]) == 0
+    with_empty = capsys.readouterr().out
+    assert main(["sample", str(run_dir), "-n", "5", "--seed", "2"]) == 0
+    assert capsys.readouterr().out == with_empty
+    data = tmp_path / "long.txt"
+    data.write_text("\n".join(["ab" * 50_000] + ["abc", "bcd", "cde"] * 20) + "\n")
+    assert main(["data", "--data", str(data)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("longest word"))
+    assert len(line) < 120 and "100,000" in line

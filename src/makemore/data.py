@@ -95,10 +95,12 @@ def resolve_data(spec: str | os.PathLike) -> Path:
     return path
 
 
-def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = False) -> list[str]:
+def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = False,
+               allow_empty: bool = False) -> list[str]:
     """One item per line, whatever ends the lines (\\n, \\r\\n, or a lone \\r as old Mac files
     have): stripped (also of a UTF-8 BOM), blank lines dropped; in NFC unless `normalize` is
-    "none" (the whole text at once: a line end never composes with what is around it).
+    "none" (the whole text at once: a line end never composes with what is around it). A file
+    with no words is an error unless `allow_empty` (a list of words to leave out).
     With `labels`, each line is LABEL<TAB>ITEM (read_labelled)."""
     path = Path(path)
     try:
@@ -117,7 +119,7 @@ def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = F
         return read_labelled(path, lines)
     words = [line.strip() for line in lines]
     words = [w for w in words if w]
-    if not words:
+    if not words and not allow_empty:
         raise UserError(f"{path} has no words: it is empty or holds only blank lines")
     return words
 

@@ -62,7 +62,9 @@ def cmd_data(args) -> int:
     if stats["min_char_count"] > 1:
         print(f"rare chars    --min-char-count {stats['min_char_count']}: {stats['folded_chars']:,} {unit}, "
               f"{stats['folded_share']:.3%} of the text, are read as the unknown token {stats['unk']!r}")
-    print(f"longest word  {stats['longest_word']!r} ({stats['longest_length']} {unit})")
+    longest = stats["longest_word"]  # a line of a whole page would flood the terminal
+    shown = repr(longest) if len(longest) <= 80 else repr(longest[:60]) + "..."
+    print(f"longest word  {shown} ({stats['longest_length']:,} {unit})")
     sw, ex = stats["split_words"], stats["examples"]
     print(f"split (seed {stats['seed']})  train {sw['train']:,} / dev {sw['dev']:,} / test {sw['test']:,} words")
     print(f"examples (block {stats['block_size']})  train {ex['train']:,} / dev {ex['dev']:,} / test {ex['test']:,}")

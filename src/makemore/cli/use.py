@@ -190,7 +190,7 @@ def _write_samples(args) -> tuple[int, bool]:
     from ..conditions import Constraints
     from ..sampling import sample_chunks
 
-    exclude = read_words(args.exclude) if args.exclude is not None else ()
+    exclude = read_words(args.exclude, allow_empty=True) if args.exclude is not None else ()  # none yet: none left out
     run = _load(args.run, ensemble=True)
     tagged = args.json or args.jsonl or args.tags or args.new_only
     constraints = Constraints(suffix=args.suffix, contains=args.contains, min_len=args.min_len,
