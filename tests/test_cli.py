@@ -307,3 +307,13 @@ def test_an_empty_exclude_list_leaves_nothing_out_and_a_long_line_is_cut_short(r
     assert main(["data", "--data", str(data)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("longest word"))
     assert len(line) < 120 and "100,000" in line
+
+
+def test_a_picture_takes_the_format_its_name_says(run_dir, tmp_path, capsys):
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "loss.svg")]) == 0
+    assert (tmp_path / "loss.svg").read_bytes().lstrip().startswith(b"<?xml")
+    assert main(["embeddings", str(run_dir), "--out", str(tmp_path / "emb.jpg")]) == 0
+    assert (tmp_path / "emb.jpg").read_bytes()[:2] == b"\xff\xd8"  # JPEG's start of image
+    capsys.readouterr()
+    line = one_error_line(capsys, main(["plot", str(run_dir), "--out", str(tmp_path / "loss.txt")]))
+    assert "ending in one of them" in line and not (tmp_path / "loss.txt").exists()

@@ -120,11 +120,13 @@ def ngram_table(corpus: Corpus, max_context: int = 6, test: bool = False,
             row[method] = {TABLE_PARAMETERS[method]: list(tuned) if np.ndim(tuned) else tuned,
                            "dev_loss": model._nll(found, weights)}
         if test:
-            context_ids, targets, weights = distinct_examples(counts, test_ids[:k + 1], test_examples.ids.astype(np.int64))
+            test_targets = test_examples.ids.astype(np.int64)
+            context_ids, targets, weights = distinct_examples(counts, test_ids[:k + 1], test_targets)
             test_cache: dict = {}
             for method in METHODS:
                 model = NGramModel(counts, k, method, row[method][TABLE_PARAMETERS[method]])
-                row[method]["test_loss"] = model._nll(model._look_up(context_ids, targets[:, None], test_cache), weights)
+                found = model._look_up(context_ids, targets[:, None], test_cache)
+                row[method]["test_loss"] = model._nll(found, weights)
         rows.append(row)
     return rows
 

@@ -403,5 +403,6 @@ def export(run_dir: str | Path, fmt: str | None, out: str | Path, neural: bool =
 
 
 __all__ = ["FORMATS", "JSON_FORMAT", "ONNX_FORMAT", "PAGE_FORMAT", "ONNX_TOLERANCE", "PAGE_MODELS", "export",
-           "export_onnx", "export_json", "export_html", "load_json", "json_chunks", "json_text", "page_html", "page_model",
+           "export_onnx", "export_json", "export_html", "load_json", "json_chunks", "json_text", "page_html",
+           "page_model",
            "onnx_log_probs", "check_contexts", "format_of", "load_for_export"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .outputs import atomic_write
 
 DPI = 100
@@ -29,18 +30,27 @@ def new_figure(size: tuple[float, float] = SIZE):
     return fig
 
 
+# What a picture's --out may end in: the format is the extension's.
+FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
 def save_figure(fig, path: str | Path) -> Path:
-    """Write `fig` as a PNG at `path`, atomically (temp file beside it, then os.replace).
-    Characters that matplotlib's fonts cannot draw (a list in many scripts) come out as boxes:
-    one note says how many, not one warning per glyph."""
+    """Write `fig` at `path` in the format its extension names (PNG, SVG, PDF or JPEG),
+    atomically (temp file beside it, then os.replace). Characters that matplotlib's fonts
+    cannot draw (a list in many scripts) come out as boxes: one note says how many, not one
+    warning per glyph."""
     import re
     import sys
     import warnings
 
     path = Path(path)
+    fmt = FIGURE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"{path}: a picture is written as {', '.join(sorted(set(FIGURE_FORMATS)))}; give --out a "
+                        f"name ending in one of them")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
     glyphs = set()
     for w in caught:
         missing = re.search(r"Glyph (\d+) .*missing from font", str(w.message))

@@ -182,8 +182,7 @@ def train_members(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequence[T
                 if run_dir is not None and resumed is None:
                     # kept where it has trained (a checkpoint past step 0), so that it resumes;
                     # one that failed before its first step (out of memory) is removed
-                    stack.enter_context(new_dir(run_dir, hint=new_run_hint(run_dir),
-                                                keep=lambda d: (rundir.checkpoint_step(d / "last.safetensors") or 0) > 0))
+                    stack.enter_context(new_dir(run_dir, hint=new_run_hint(run_dir), keep=_has_trained))
                 if run_dir is not None:
                     stack.enter_context(rundir.RunLock(run_dir))
                 if resumed is not None:
@@ -281,6 +280,11 @@ def train_population(corpus: Corpus, model_cfg: ModelConfig, train_cfgs: Sequenc
                      out_dirs: Sequence[str | Path] | None = None, progress: bool | None = None) -> list[TrainResult]:
     """Train one model per train config, all at once (see train_members)."""
     return train_members(corpus, model_cfg, train_cfgs, out_dirs, progress)
+
+
+def _has_trained(run_dir: Path) -> bool:
+    """Whether a run directory holds a checkpoint past step 0 (one to resume from)."""
+    return (rundir.checkpoint_step(run_dir / "last.safetensors") or 0) > 0
 
 
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,

@@ -12,7 +12,8 @@ from .common import _load, _print_json, _subparser
 
 def add_ensemble(sub) -> None:
     p = _subparser(sub, "ensemble", "one model from several trained runs (any models, same data): the weighted "
-                   "mean of their probabilities, weights fitted on dev", "makemore ensemble runs/default runs/wavenet runs/gru --out runs/ens\n"
+                   "mean of their probabilities, weights fitted on dev",
+                   "makemore ensemble runs/default runs/wavenet runs/gru --out runs/ens\n"
                    "  makemore mix runs/ens --ngram-context 5")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories trained on the same data and split")
     p.add_argument("--out", required=True, help="the ensemble directory to create (the runs are copied into it)")

@@ -99,7 +99,8 @@ def _unk_note(stats: dict) -> str:
 
 
 def add_ngram(sub) -> None:
-    p = _subparser(sub, "ngram", "count baselines (add-alpha, Kneser-Ney, modified Kneser-Ney) for context lengths 1..K",
+    p = _subparser(sub, "ngram", "count baselines (add-alpha, Kneser-Ney, modified Kneser-Ney) for context "
+                   "lengths 1..K",
                    "makemore ngram --data names --max-context 6 --compare runs/lecture")
     add_data_flags(p)
     p.add_argument("--max-context", type=int, default=6, help="largest context length K")

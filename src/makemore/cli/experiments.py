@@ -148,7 +148,8 @@ def add_plot(sub) -> None:
     p = _subparser(sub, "plot", "draw a run's training and dev loss and its learning rate against steps: RUN/loss.png",
                    "makemore plot runs/lecture")
     p.add_argument("run", metavar="RUN")
-    p.add_argument("--out", metavar="PNG", help="where to write the picture (default RUN/loss.png)")
+    p.add_argument("--out", metavar="FILE", help="where to write the picture: .png, .svg, .pdf or .jpg (default "
+                   "RUN/loss.png)")
 
 
 def cmd_plot(args) -> int:
@@ -167,10 +168,10 @@ def cmd_plot(args) -> int:
         status = f"; {summary.get('status', '?')} after {summary.get('steps', 0):,} steps, {summary.get('seconds', 0):.0f} s"
     else:
         status = "; still training (no summary.json yet)"
+    settings = f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}"
     png = plot_loss(metrics, png_path,
                     f"{run.resolve().name}: loss during training ({count_params(model_cfg):,} parameters)",
-                    f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}{status}",
-                    _dev_label(run, train_cfg.eval_examples))
+                    settings + status, _dev_label(run, train_cfg.eval_examples))
     print(f"wrote {png}")
     return 0
 
@@ -199,7 +200,8 @@ def add_embeddings(sub) -> None:
                    help="distance for the neighbours, in the full embedding space (default euclidean)")
     p.add_argument("--all", action="store_true",
                    help="list every character of a vocabulary past 100, with neighbours among all of them")
-    p.add_argument("--out", metavar="PNG", help="where to write the picture (default RUN/embeddings.png)")
+    p.add_argument("--out", metavar="FILE", help="where to write the picture: .png, .svg, .pdf or .jpg (default "
+                   "RUN/embeddings.png)")
     p.add_argument("--json", action="store_true")
 
 
