@@ -297,3 +297,23 @@ def test_a_run_mixed_with_modified_kneser_ney_reads_back_with_it(trained, tmp_pa
     assert split_nll(count_model, corpus.encoded("dev")) == pytest.approx(modified.nll(corpus.encoded("dev")),
                                                                           abs=1e-5)
     assert main(["sample", str(run), "-n", "3", "--seed", "1"]) == 0
+
+
+def test_ngram_compare_shows_a_mixed_runs_result_beside_its_model(trained, tmp_path, capsys):
+    import shutil
+
+    corpus, _, trained_run = trained
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert main(["ngram", "--data", corpus.source, "--max-context", "2", "--compare", str(run), "--json"]) == 0
+    assert "result" not in json.loads(capsys.readouterr().out)["mlp"]  # not mixed: its model is all it has
+    assert main(["mix", str(run), "--ngram-context", "3", "--json"]) == 0
+    mixed = json.loads(capsys.readouterr().out)
+    assert main(["ngram", "--data", corpus.source, "--max-context", "2", "--compare", str(run), "--json"]) == 0
+    compared = json.loads(capsys.readouterr().out)["mlp"]
+    assert compared["result"]["predictor"] == mixed["result"] != "model"
+    expected = {"mixture": mixed["mix_dev_loss"], "ngram": mixed["ngram_dev_loss"]}[mixed["result"]]
+    assert compared["result"]["dev_loss"] == pytest.approx(expected, rel=1e-12)
+    assert compared["dev_loss"] == pytest.approx(mixed["mlp_dev_loss"], abs=1e-6)
+    assert main(["ngram", "--data", corpus.source, "--max-context", "2", "--compare", str(run)]) == 0
+    assert "the run's result" in capsys.readouterr().out

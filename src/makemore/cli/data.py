@@ -104,7 +104,8 @@ def add_ngram(sub) -> None:
                    "makemore ngram --data names --max-context 6 --compare runs/lecture")
     add_data_flags(p)
     p.add_argument("--max-context", type=int, default=6, help="largest context length K")
-    p.add_argument("--compare", metavar="RUN", help="show this run's size and dev NLL beside them")
+    p.add_argument("--compare", metavar="RUN", help="show this run's size and dev NLL beside them (and its result's, "
+                   "where it was mixed)")
     p.add_argument("--test", action="store_true", help="also the test NLL of each dev-tuned model (read the "
                    "test split once, for final figures)")
     p.add_argument("--learned", type=float, metavar="SECONDS",
@@ -135,6 +136,9 @@ def cmd_ngram(args) -> int:
         dev = Examples.from_words(run.splits["dev"], run.vocab)
         compare = {"run": args.compare, "model": run.model_cfg.name, "params": run.model.num_params(),
                    "block_size": run.model_cfg.block_size, "dev_loss": split_nll(model_predictor(run.model), dev)}
+        result = run.summary.get("result") or {}
+        if result.get("predictor") in ("mixture", "ngram"):  # what eval, sample and score of the run use
+            compare["result"] = {"predictor": result["predictor"], "dev_loss": result["dev_loss"]}
     try:
         counts = NGramCounts.from_examples(corpus.encoded("train"), corpus.vocab.size, args.max_context)
         rows = ngram_table(corpus, args.max_context, test=args.test, counts=counts)
@@ -165,7 +169,11 @@ def cmd_ngram(args) -> int:
               + (f", test {learned['test_loss']:.4f}" if args.test else "")
               + f" ({learned['steps']:,} steps in {learned['seconds']:.1f} s)")
     if compare:
+        result = compare.get("result")
+        what = {"mixture": "its mixture with a count model", "ngram": "its count model"}.get((result or {}).get(
+            "predictor"))
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
-              f"dev {compare['dev_loss']:.4f}")
+              f"dev {compare['dev_loss']:.4f}" + (f" alone; the run's result, {what}: {result['dev_loss']:.4f}"
+                                                  if result else ""))
     print("dev NLL in nats per character on the dev split; smoothing tuned on dev")
     return 0
