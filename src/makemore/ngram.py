@@ -287,17 +287,16 @@ class NGramModel:
         return self._tune(*self._scored(X_dev, Y_dev))
 
     def _tune(self, found: list[tuple], weights: np.ndarray) -> float:
+        if self.method == "modified_kneser_ney" and len(weights) > MODIFIED_TUNING_ROWS:
+            # a big list's dev split: its three discounts from a sample of it
+            rows = np.sort(np.random.default_rng(0).choice(len(weights), MODIFIED_TUNING_ROWS, replace=False))
+            found, weights = [tuple(part[rows] for part in order) for order in found], weights[rows]
+
         # the looked-up counts do not depend on the parameter: only _combine is repeated
         def dev_loss(parameter: float) -> float:
             return _mean_nll(self._combine(found, parameter), weights)
 
         if self.method == "modified_kneser_ney":
-            if len(weights) > MODIFIED_TUNING_ROWS:  # a big list's dev split: its discounts from a sample
-                rows = np.sort(np.random.default_rng(0).choice(len(weights), MODIFIED_TUNING_ROWS, replace=False))
-                sample = [tuple(part[rows] for part in order) for order in found]
-
-                def dev_loss(parameter) -> float:  # noqa: F811 (the sample's)
-                    return _mean_nll(self._combine(sample, parameter), weights[rows])
             self.smoothing = self._tune_modified(dev_loss)
             return self.smoothing
         low, high = ALPHA_RANGE if self.method == "add_alpha" else DISCOUNT_RANGE
@@ -315,8 +314,9 @@ class NGramModel:
                 def loss(d: float, r: int = r) -> float:
                     return dev_loss(tuple(discounts[:r]) + (d,) + tuple(discounts[r + 1:]))
                 d = minimise_on_log_scale(loss, max(low, discounts[r] / 3), min(high, discounts[r] * 3), 7, 1e-3)
-                if loss(d) < best:
-                    discounts[r], best = d, loss(d)
+                tried = loss(d)
+                if tried < best:
+                    discounts[r], best = d, tried
         return tuple(discounts)
 
     def __repr__(self) -> str:

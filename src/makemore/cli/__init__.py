@@ -75,15 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("makemore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except MemoryError as e:  # numpy's, or torch's as a RuntimeError below: what was asked is too big
-        print(f"makemore: error: out of memory{f' ({e})' if str(e) else ''}: ask for less (a smaller --batch-size, "
-              f"model, -n or --max-context)", file=sys.stderr)
-        return EXIT_ERROR
-    except RuntimeError as e:
-        if "can't allocate memory" not in str(e) and "out of memory" not in str(e):
+    except (MemoryError, RuntimeError) as e:  # numpy's MemoryError, or torch's allocator as a RuntimeError
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e) and "out of memory" not in str(e):
             raise
-        print(f"makemore: error: out of memory ({str(e).splitlines()[0][:200]}): ask for less (a smaller "
-              f"--batch-size, model, -n or --max-context)", file=sys.stderr)
+        why = (str(e).splitlines() or [""])[0][:200]
+        print(f"makemore: error: out of memory{f' ({why})' if why else ''}: ask for less (a smaller --batch-size, "
+              f"model, -n or --max-context)", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # the reader of our output has what it wanted (`| head`)
         _quiet_stdout()

@@ -178,12 +178,11 @@ def cmd_plot(args) -> int:
 
 def _dev_label(run: Path, eval_examples: int) -> str:
     """What the dev losses in metrics.csv were estimated on: the whole split, or a subset of it."""
-    from ..data import Vocab
+    from ..data import Examples, Vocab
     from ..rundir import read_vocab_and_words
 
     vocab, words = read_vocab_and_words(run)
-    length = Vocab.from_json(vocab).length
-    examples = sum(length(w) + 1 for w in words["dev"])
+    examples = len(Examples.from_words(words["dev"], Vocab.from_json(vocab)))
     if eval_examples >= examples:
         return "dev (whole split)"
     return f"dev (estimate on {eval_examples:,} of its {examples:,} examples)"
