@@ -1,6 +1,7 @@
 """Bengio's mixture of the MLP with a Kneser-Ney model, and the ngram/mix commands."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -107,6 +108,24 @@ def test_ngram_command_on_a_vocabulary_of_thousands(many_chars_file, capsys):
     assert main(["ngram", "--data", str(many_chars_file), "--max-context", "6"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert f"{V ** 2:,}" in table[1] and f"{float(V ** 7):.1e}" in table[6]
+
+
+def test_an_ensemble_says_which_members_results_were_mixtures(trained, tmp_path, capsys):
+    """An ensemble averages its members' neural models: a member whose result was its mixture
+    (or its count model) is named, with what joins and how to mix the ensemble."""
+    _, _, run = trained
+    mixed, plain = tmp_path / "mixed", tmp_path / "plain"
+    shutil.copytree(run, mixed, ignore=shutil.ignore_patterns("mix.json", "counts.safetensors"))
+    shutil.copytree(run, plain, ignore=shutil.ignore_patterns("mix.json", "counts.safetensors"))
+    assert main(["mix", str(mixed), "--ngram-context", "3", "--json"]) == 0
+    fitted = json.loads(capsys.readouterr().out)
+    assert fitted["result"] in ("mixture", "ngram")
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(mixed), str(plain), "--out", str(ens)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: mixed's result is its")
+    assert f"{fitted['mix_dev_loss' if fitted['result'] == 'mixture' else 'ngram_dev_loss']:.4f}" in notes[0]
+    assert f"makemore mix {ens}" in notes[0]
 
 
 def test_ngram_command_says_what_it_cannot_count(many_chars_file, monkeypatch, capsys):

@@ -38,6 +38,7 @@ def cmd_ensemble(args) -> int:
     dev_loss = split_nll(ensemble_predictor([r.model for r in runs], weights), dev, progress=progress, desc="dev loss")
     names = member_names(runs)
     members = {name: -logp[k].mean().item() for k, name in enumerate(names)}
+    _note_mixed_members(runs, names, members, args.out)
     ens = combine_runs(args.out, runs, {"weights": weights, "weights_from": "equal" if args.equal else "dev",
                                         "member_dev_loss": members, "dev_loss": dev_loss})
     if args.json:
@@ -50,6 +51,19 @@ def cmd_ensemble(args) -> int:
     print(f"{'ensemble':<24} dev loss {dev_loss:.4f}  (mixture of the {len(members)} members' probabilities, {how})")
     print(f"saved to {ens.path}; eval, sample, score, mix and serve take it as one run")
     return 0
+
+
+def _note_mixed_members(runs, names: list[str], members: dict[str, float], out: str) -> None:
+    """Say so where a member's result was not its neural model: an ensemble averages the members'
+    neural models, so a mixture a run was judged by is not what joins (`makemore mix OUT` is)."""
+    for run, name in zip(runs, names):
+        fitted = _mixture(run)
+        if fitted is None or fitted.get("result", "mixture") == "model" or "mix_dev_loss" not in fitted:
+            continue
+        result = (f"its count model (dev {fitted['ngram_dev_loss']:.4f})" if fitted.get("result") == "ngram" else
+                  f"its mixture with a count model (dev {fitted['mix_dev_loss']:.4f})")
+        print(f"note: {name}'s result is {result}; the ensemble takes its neural model (dev {members[name]:.4f}): "
+              f"`makemore mix {out}` mixes the ensemble with a count model", file=sys.stderr)
 
 
 def add_mix(sub) -> None:
@@ -67,15 +81,21 @@ def add_mix(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _kept_count_model(run) -> str | None:
-    """The count model of the run's mixture, or None where it has none or its mix.json is
-    corrupted (`mix` is how a user fits it again)."""
+def _mixture(run) -> dict | None:
+    """The run's mix.json, or None where it has none or it is corrupted (`mix` is how a user
+    fits it again)."""
     from ..rundir import read_mixture
 
     try:
-        return (read_mixture(run.path) or {}).get("count_model")
+        fitted = read_mixture(run.path)
     except UserError:
         return None
+    return fitted if isinstance(fitted, dict) else None
+
+
+def _kept_count_model(run) -> str | None:
+    """The count model of the run's mixture, or None where it has none."""
+    return (_mixture(run) or {}).get("count_model")
 
 
 def cmd_mix(args) -> int:
