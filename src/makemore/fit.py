@@ -52,7 +52,7 @@ MIX_SHARE = 0.8
 # there is none and the list is big, for LEARNED_SHARE of its budget before it, at most
 # LEARNED_MAX_SECONDS; and mixes with it where it scores better on dev than Kneser-Ney. On
 # wordfreq's words 12 s of it beat the best Kneser-Ney model by 0.01 and a minute by 0.02
-# (docs/big-lists.md).
+# (docs/big-lists-studies.md).
 LEARNED_SHARE = 0.1
 LEARNED_MAX_SECONDS = 120.0
 

@@ -54,13 +54,13 @@ from .runtime import using_threads
 # What feeds them is a context's log counts (N(h_j) and T(h_j) for j = 0..k, N1+(. h_j .) for j < k)
 # and its characters: on wordfreq's words the characters let the gate learn how far each script's and
 # language's contexts can be trusted (2.2008 on dev after 120 s of training on one thread, against
-# 2.2045 for 64 units reading the counts alone; scripts/learned_counts.py, docs/big-lists.md).
+# 2.2045 for 64 units reading the counts alone; scripts/learned_counts.py, docs/big-lists-studies.md).
 HIDDEN = 128
 EMB_DIM = 16
 # The gate reads the characters only where the training split is this big. On a small one it learns
 # each context's own weights and over-fits: on names.txt (182,441 examples) it scored 1.9493 on dev
 # after 6 s of training and 2.0595 after 60, worse than Kneser-Ney's 1.9820, where the gate of the
-# counts alone (COUNTS_HIDDEN units) went on down to 1.9509 (scripts/learned_counts.py, docs/big-lists.md).
+# counts alone (COUNTS_HIDDEN units) went on down to 1.9509 (scripts/learned_counts.py, docs/big-lists-studies.md).
 CHARS_MIN_EXAMPLES = 1_000_000
 COUNTS_HIDDEN = 64
 # Training stops after this many passes over the training split, whatever time is left: on a small

@@ -51,7 +51,7 @@ MIN_GAIN = 1e-3
 # scripts/budget_runs.py, docs/budgets.md). Where it would take time from the model (trained
 # before it, with no core to spare) and for `makemore mix` by default (LEARNED_SECONDS of
 # training), only from LEARNED_MIN_EXAMPLES: on wordfreq's words a minute of it beat the best
-# Kneser-Ney model by 0.02 (docs/big-lists.md), where names' short budgets have no minute to give.
+# Kneser-Ney model by 0.02 (docs/big-lists-studies.md), where names' short budgets have no minute to give.
 LEARNED_BESIDE_MIN_EXAMPLES = 100_000
 LEARNED_MIN_EXAMPLES = 1_000_000
 LEARNED_SECONDS = 60.0

@@ -43,7 +43,7 @@ REGULARISERS = ("dropout", "weight_decay")
 DIRECT_MAX_SHARE = 1 / 3
 # Dropout below this regularises nothing measurable but still draws a mask per hidden unit per
 # step: the 1,800-s recipe on the wordfreq list, tuned to 0.00049, reached dev 2.9280 in 600
-# steps and 18.7 s against 2.9283 and 16.5 s without (docs/big-lists.md).
+# steps and 18.7 s against 2.9283 and 16.5 s without (docs/big-lists-studies.md).
 MIN_DROPOUT = 0.01
 MIX_CONTEXT = 5  # the best count model on names (docs/baselines.md)
 MAX_MIX_CONTEXT = 7  # a budget run tries longer contexts up to this one where they score better on dev
