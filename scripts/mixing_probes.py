@@ -55,7 +55,7 @@ def linear(model_log_probs: torch.Tensor, count_model, run, positions: np.ndarra
 def gate_inputs(count_model: InterpolatedCounts, dev: Examples):
     """Per dev example: the count model's distributions' log-probs of the target, its gate's
     features (normalised), which distributions are seen, and its gate's log-weights."""
-    context_ids, targets, chars = count_model._ids(dev)
+    context_ids, targets, chars = count_model.inputs(dev)
     log_probs, features, seen, gate = [], [], [], []
     with torch.no_grad():
         for i in range(0, len(targets), CHUNK):

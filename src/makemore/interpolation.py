@@ -167,7 +167,7 @@ class InterpolatedCounts:
         as_tensor = lambda columns, dtype: torch.from_numpy(np.stack(columns, axis=1)).to(dtype)  # noqa: E731
         return as_tensor(log_probs, torch.float32), as_tensor(features, torch.float32), as_tensor(seen, torch.bool)
 
-    def _ids(self, X, Y=None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    def inputs(self, X, Y=None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
         """The context ids of every order, the targets and, where the gate reads them, the
         contexts' characters (N, k; oldest first)."""
         if isinstance(X, Examples):
@@ -241,7 +241,7 @@ class InterpolatedCounts:
             _, ids, starts, out = self._scored
             if np.array_equal(ids, X.ids) and np.array_equal(starts, X.starts):
                 return out.clone()
-        context_ids, targets, chars = self._ids(X, Y)
+        context_ids, targets, chars = self.inputs(X, Y)
         out = torch.empty(targets.shape[0], dtype=torch.float64)
         with torch.no_grad():
             for i in range(0, targets.shape[0], CHUNK):
