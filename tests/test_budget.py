@@ -294,6 +294,30 @@ def test_a_budget_run_mixes_its_model_with_kneser_ney_inside_the_budget(words_fi
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-6)
 
 
+def test_a_budget_run_stopped_before_its_mixture_is_mixed_when_resumed(words_file, tmp_path, small_recipes):
+    """Ctrl-C during a budget run stops it before its mixture; --resume ends it as the run would
+    have ended: mixed with its count model, its recipe and counting kept in summary.json."""
+    from makemore.data import load_corpus
+    from makemore.fit import resume, train
+
+    def interrupt(row):
+        if row["step"] > 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    first = train(load_corpus(str(words_file)), budget=3, out=out, progress=False, callbacks=(interrupt,))
+    assert first.status == "interrupted" and not (out / "mix.json").exists()
+    assert json.loads((out / "summary.json").read_text())["mixes"] is True
+    resumed = resume(out, progress=False)
+    assert resumed.status == "completed"
+    summary = json.loads((out / "summary.json").read_text())
+    mix = json.loads((out / "mix.json").read_text())
+    assert summary["mix"] == mix == resumed.summary["mix"] and summary["result"] == resumed.summary["result"]
+    assert mix["mlp_dev_loss"] == pytest.approx(summary["dev_loss"], abs=1e-6)
+    assert summary["result"]["dev_loss"] <= min(mix["mlp_dev_loss"], mix["ngram_dev_loss"]) + 1e-9
+    assert summary["recipe"] == first.summary["recipe"] and summary["budget_requested"] == 3.0
+
+
 def test_a_budget_run_of_a_model_without_a_recipe_is_mixed_too(words_file, tmp_path, capsys, small_recipes):
     out = tmp_path / "run"  # the small table knows the MLP only: the bigram trains its own preset
     assert main(["train", "--data", str(words_file), "--budget", "2", "--model", "bigram", "--out", str(out),

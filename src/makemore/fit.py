@@ -190,6 +190,8 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         counted = (count_inside_budget(corpus, train_cfg.budget, note) if train_cfg.budget
                    else _timed(lambda: mixture.mixing_model(corpus)))
     extra: dict = {"recipe": recipe} if recipe else {}
+    if mix and counted is not None and out is not None:  # a run stopped before its mixture gets it on --resume
+        extra["mixes"] = True
     ngram = counted[0] if counted is not None else None
     teacher = None
     if counted is not None:
@@ -301,5 +303,16 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
         if fitted is not None:  # its count model, kept (or counted again), mixed with the longer-trained model
             ngram = mixture.kept_count_model(run, int(fitted.get("ngram_context", MIX_CONTEXT)), fitted.get("discount"),
                                              fitted.get("count_model", "kneser_ney"))
-            result.summary["mix"] = mixture.attach(run, ngram, count_seconds=fitted.get("count_seconds"))
+            fitted = mixture.attach(run, ngram, count_seconds=fitted.get("count_seconds"))
+        elif result.summary.get("mixes"):  # stopped before its mixture: fitted now, as `makemore mix RUN` would
+            corpus = run.corpus()
+            learned = mixture.LEARNED_SECONDS if mixture.learns_counts(corpus) else None
+            if progress is not False and dist.is_writer():
+                print("counting its count model" + (f" and training its learned interpolation for {learned:g} s"
+                                                    if learned else "") + ", to mix with as the run would have",
+                      file=sys.stderr, flush=True)
+            fitted = mixture.attach(run, learned_seconds=learned)
+        if fitted is not None:
+            result.summary["mix"] = fitted
+            result.summary["result"] = {"predictor": fitted["result"], "dev_loss": mixture.result_loss(fitted)}
     return result

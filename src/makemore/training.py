@@ -287,6 +287,10 @@ def _has_trained(run_dir: Path) -> bool:
     return (rundir.checkpoint_step(run_dir / "last.safetensors") or 0) > 0
 
 
+# Fields of summary.json a resumed run keeps from the process that started it (fit.train's extras).
+RESUMED_SUMMARY = ("recipe", "count_seconds", "budget_requested", "mixes")
+
+
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None = None,
            callbacks: tuple[Callable[[dict], None], ...] = (), threads: int | None = None) -> TrainResult:
     """Continue RUN from its last checkpoint (weights, optimizer and RNG state); `steps`: to
@@ -314,12 +318,15 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
                                 f"it: give --steps above {meta['step']:,} to train further")
             raise UserError(f"{run_dir} already finished its {train_cfg.steps:,} steps; pass --steps N (above "
                             f"{meta['step']:,}) to train further")
-        return run.model_cfg, train_cfg, run.corpus(), tensors, meta
+        # what the run's first process decided and recorded (its recipe, its counting, that it mixes)
+        extra = {key: run.summary[key] for key in RESUMED_SUMMARY if key in run.summary}
+        return run.model_cfg, train_cfg, run.corpus(), tensors, meta, extra
 
     # [dist] in data-parallel training, rank 0 reads the run directory and sends it to the others
-    model_cfg, train_cfg, corpus, tensors, meta = dist.from_rank0(read)
+    model_cfg, train_cfg, corpus, tensors, meta, extra = dist.from_rank0(read)
     note = dist.resume_note(tensors)
     if note and dist.is_writer() and progress is not False:
         print(note, file=sys.stderr)
     return train_members(corpus, model_cfg, [train_cfg], [run_dir], progress, callbacks,
-                         resumed=[{"tensors": tensors, "meta": meta, "path": run_dir / "last.safetensors"}])[0]
+                         resumed=[{"tensors": tensors, "meta": meta, "path": run_dir / "last.safetensors"}],
+                         extra_summary=extra)[0]
