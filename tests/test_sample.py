@@ -284,6 +284,21 @@ def test_unique_gives_up_when_the_model_has_no_more(setup):
     assert sorted(t["text"] for t in tagged) == ["", "a"]
 
 
+def test_unique_gives_up_where_new_words_become_too_rare_to_find_the_rest():
+    """A stream of 700 possible words, most of them rare (Zipf), asked for 3,000 unique ones:
+    it ends once the words seen once say the rest would take ten times the samples so far (Good
+    and Turing), not after a run of repeats that each rare new word restarts."""
+    rng = np.random.default_rng(0)
+    weights = 1.0 / np.arange(1, 701) ** 1.5
+    words = [f"w{i}" for i in range(700)]
+    stream = conditions.Stream(3000, np.uint64(0), None, unique=True)
+    while not stream.done:
+        stream.take([words[i] for i in rng.choice(700, stream.count(4096), p=weights / weights.sum())], None)
+    assert stream.exhausted and 600 < stream.made < 700
+    assert stream.drawn < 150_000  # a run of 300,000 repeats (stream.patience) ended after 458,752 draws
+    assert conditions.UNIQUE_MORE * stream.once < stream.made  # ten times the samples would not double them
+
+
 def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     vocab, predictor = setup
     words = mm.sample(predictor, vocab, n=100, seed=1, prefix="ab", max_len=8)

@@ -21,6 +21,13 @@ from .errors import UserError
 # ~200,000 draws.)
 HOPELESS_DRAWS = 1 << 18
 HOPELESS_RATE = 1e-4
+# `unique` gives up once the words seen exactly once number fewer than a tenth of the words still
+# wanted, or of those found (after UNIQUE_MIN_MET samples met the conditions): by Good and Turing,
+# the share of new words among further samples is about once / met, so ten times the samples drawn
+# so far would find fewer than that. A run of repeats alone ends too late where rare new words
+# keep breaking it (--unique -n 3000 --max-len 2 on names, of 702 possible words, drew for minutes).
+UNIQUE_MIN_MET = 10_000
+UNIQUE_MORE = 10
 
 
 @dataclass(frozen=True)
@@ -153,13 +160,15 @@ class Stream:
     does not depend on how many are drawn at a time.
 
     It stops early in two ways: `unique` ends quietly (with fewer than n) after a long run of
-    repeats in a row, the model having nothing more to give; conditions met by fewer than
+    repeats in a row or where new words have become too rare to find the rest (UNIQUE_MORE), the
+    model having nothing more to give; conditions met by fewer than
     HOPELESS_RATE of HOPELESS_DRAWS draws or more are `hopeless`, a UserError that says so."""
 
     def __init__(self, n: int, key: np.uint64, meets, unique: bool = False, what: str = ""):
         self.n, self.key, self.meets, self.what = n, key, meets, what
         self.filtering = meets is not None or unique
-        self.seen: set | None = set() if unique else None
+        self.seen: dict[str, bool] | None = {} if unique else None  # word -> seen more than once
+        self.once = 0  # words seen exactly once
         self.patience = min(max(10_000, 100 * n), 1_000_000)  # repeats in a row before `unique` gives up
         self.drawn = self.made = self.met = self.repeats = 0
         self.exhausted = False
@@ -192,9 +201,11 @@ class Stream:
             self.met += 1
             if self.seen is not None:
                 if w in self.seen:
+                    if not self.seen[w]:
+                        self.seen[w], self.once = True, self.once - 1
                     self.repeats += 1
                     continue
-                self.seen.add(w)
+                self.seen[w], self.once = False, self.once + 1
                 self.repeats = 0
             kept_words.append(w)
             if tags is not None:
@@ -203,7 +214,8 @@ class Stream:
                 break
         self.made += len(kept_words)
         if self.made < self.n:
-            if self.seen is not None and self.repeats >= self.patience:
+            if self.seen is not None and (self.repeats >= self.patience or (
+                    self.met >= UNIQUE_MIN_MET and UNIQUE_MORE * self.once < min(self.n - self.made, self.made))):
                 self.exhausted = True
             elif self.drawn >= HOPELESS_DRAWS and self.met < HOPELESS_RATE * self.drawn:
                 self.hopeless = UserError(

@@ -162,8 +162,8 @@ def cmd_sample(args) -> int:
         print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
         return EXIT_INTERRUPTED
     if written < args.n:
-        print(f"note: only {written:,} sample{'s' if written != 1 else ''} met the conditions before the model "
-              f"stopped giving new ones", file=sys.stderr)
+        print(f"note: only {written:,} sample{'s' if written != 1 else ''} met the conditions before new ones "
+              f"became too rare to find the rest", file=sys.stderr)
     return 0
 
 
