@@ -15,7 +15,7 @@ from makemore import models
 from makemore.cli import main
 from makemore.data import Examples, load_corpus, split_labelled
 from makemore.errors import UserError
-from makemore.labels import (LabelledNGram, classify, given_label, label_prior, posterior,
+from makemore.labels import (LabelledNGram, classify, given_label, label_prior, one_label, posterior,
                              word_log_likelihoods)
 from makemore.mixture import run_predictor
 from makemore.ngram import NGramModel, ngram_predictor
@@ -172,6 +172,21 @@ def test_sample_without_label_draws_labels_by_frequency_and_tags_them(labelled_r
     # the same seed, the same lines
     assert main(["sample", str(labelled_run), "-n", "400", "--seed", "3", "--neural"]) == 0
     assert capsys.readouterr().out.strip().split("\n") == lines
+
+
+def test_a_labelled_predictor_is_refused_by_sample_and_score_until_given_a_label(labelled_run):
+    """Characters alone given to a labelled predictor would be read as a label and its
+    characters: sample and score refuse it, and one_label's predictor works."""
+    run = load_run(labelled_run)
+    predictor = model_predictor(run.model)
+    for use in (lambda: mm.sample(predictor, run.vocab, n=3, seed=1),
+                lambda: mm.sample_tagged(predictor, run.vocab, run.splits, n=3, seed=1),
+                lambda: mm.score(predictor, run.vocab, ["abc"])):
+        with pytest.raises(UserError, match="reads a label .* labels.one_label"):
+            use()
+    label = run.vocab.labels[0]
+    one, items, _ = one_label(predictor, run.vocab, None, label)
+    assert len(mm.sample(one, items, n=3, seed=1)) == 3
 
 
 def test_unknown_label_is_one_line_listing_the_known_ones(labelled_run, capsys):

@@ -306,6 +306,24 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     assert all(len(w) <= 2 + 8 for w in words)
 
 
+@pytest.mark.parametrize("use, message", [
+    (lambda p, v: mm.score(p, v, "emma"), "list of words, got the string 'emma'"),
+    (lambda p, v: mm.score(p, v, [5]), "every one a string"),
+    (lambda p, v: mm.sample(p, v, n=3, prefix=5), "prefix must be a string"),
+    (lambda p, v: mm.sample(p, v, n=3, constraints={"suffix": "a"}), "constraints must be a Constraints"),
+    (lambda p, v: Constraints(exclude="emma"), "got the string 'emma'"),
+    (lambda p, v: Constraints(exclude=[1, 2]), "every one a string"),
+    (lambda p, v: Constraints(exclude=5), "collection of words"),
+    (lambda p, v: Constraints(suffix=3), "suffix must be a string"),
+])
+def test_arguments_of_the_wrong_type_are_one_clear_error(setup, use, message):
+    """A string where a list of words belongs would be read as one-letter words (score 'e', 'm',
+    'm', 'a'; exclude 'e', 'm', 'a'): refused, as other wrong types are, with what to give."""
+    vocab, predictor = setup
+    with pytest.raises(mm.UserError, match=re.escape(message)):
+        use(predictor, vocab)
+
+
 @pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2**40 + 1), dict(temperature=0.0), dict(temperature=float("inf")),
                                     dict(top_k=0), dict(prefix="a."), dict(prefix="A")])
 def test_bad_arguments_are_user_errors(setup, kwargs):

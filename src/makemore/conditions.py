@@ -55,8 +55,19 @@ class Constraints:
     exclude: frozenset = frozenset()
 
     def __post_init__(self):
+        for what, text in (("suffix", self.suffix), ("text to contain", self.contains)):
+            if not isinstance(text, str):
+                raise UserError(f"the {what} must be a string, got {text!r}")
+        if isinstance(self.exclude, str):  # frozenset("emma") would exclude 'e', 'm' and 'a'
+            raise UserError(f"exclude is a collection of words, got the string {self.exclude!r}: give "
+                            f"[{self.exclude!r}]")
         if not isinstance(self.exclude, frozenset):
-            object.__setattr__(self, "exclude", frozenset(self.exclude))
+            try:
+                object.__setattr__(self, "exclude", frozenset(self.exclude))
+            except TypeError:
+                raise UserError(f"exclude is a collection of words, got {self.exclude!r}") from None
+        if not all(isinstance(w, str) for w in self.exclude):
+            raise UserError("exclude is a collection of words: every one a string")
 
     def read_as(self, vocab: Vocab) -> "Constraints":
         """The conditions as the vocabulary's data was read (NFC, or as given): a suffix typed

@@ -121,6 +121,24 @@ def _invert_np(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     return (cdf > target[:, None]).argmax(axis=1)
 
 
+def _read_conditions(constraints: Constraints | None, prefix: str, vocab: Vocab) -> tuple[Constraints, str]:
+    """The conditions and the prefix as the vocabulary's data was read (NFC, by default)."""
+    if constraints is not None and not isinstance(constraints, Constraints):
+        raise UserError(f"constraints must be a Constraints(suffix=..., min_len=..., ...), got {constraints!r}")
+    if not isinstance(prefix, str):
+        raise UserError(f"the prefix must be a string, got {prefix!r}")
+    return (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
+
+
+def check_unlabelled(predictor: Predictor) -> None:
+    """A labelled model's predictor reads the label in column 0 of each context: given characters
+    alone it would read the first as a label, and write nonsense."""
+    if getattr(predictor, "labels", 0):
+        raise UserError("this predictor reads a label in front of each context (a model trained with --labels): "
+                        "sample or score one label's items through labels.one_label(predictor, vocab, splits, "
+                        "label) (docs/labels.md)")
+
+
 class _Sampler:
     """Draws samples by their index in one seeded stream, any number at a time.
 
@@ -141,12 +159,15 @@ class _Sampler:
     def __init__(self, predictor: Predictor, vocab: Vocab, seed: int | None = None, temperature: float = 1.0,
                  top_k: int | None = None, prefix: str = "", max_len: int = 64, expected: int = 0,
                  table: np.ndarray | None = None):
+        check_unlabelled(predictor)
         if not (math.isfinite(temperature) and temperature > 0):
             raise UserError(f"temperature must be a positive number, got {temperature}")
         if top_k is not None and top_k < 1:
             raise UserError(f"top-k must be at least 1, got {top_k}")
         if not 1 <= max_len < 1 << STEP_BITS:
             raise UserError(f"max_len must be between 1 and {(1 << STEP_BITS) - 1}, got {max_len}")
+        if not isinstance(prefix, str):
+            raise UserError(f"the prefix must be a string, got {prefix!r}")
         prefix = vocab.normalized(prefix)  # as the data was read (NFC, by default)
         if vocab.boundary in prefix:
             raise UserError(f"the prefix {prefix!r} contains the boundary token {vocab.boundary!r}")
@@ -339,7 +360,7 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
         raise UserError("new_only needs the splits to tell new words from known ones")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
-    constraints, prefix = (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
+    constraints, prefix = _read_conditions(constraints, prefix, vocab)
     sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=n)
     constraints.check(vocab, prefix, max_len)
     chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
@@ -372,7 +393,7 @@ def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[st
         _check_n(n)
     if new_only and splits is None:
         raise UserError("new_only needs the splits to tell new words from known ones")
-    constraints, prefix = (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
+    constraints, prefix = _read_conditions(constraints, prefix, vocab)
     sampler = _Sampler(predictor, vocab, 0, temperature, top_k, prefix, max_len,
                        expected=sum(n for n, _ in requests), table=table)
     constraints.check(vocab, prefix, max_len)
@@ -438,6 +459,11 @@ def score(predictor: Predictor, vocab: Vocab, words: list[str], top: int = 0) ->
     model expected instead), from the same forward pass. A word is normalised as the model's
     data was read (NFC, by default) and scored symbol by symbol (characters, or grapheme
     clusters); "word" is the text scored."""
+    check_unlabelled(predictor)
+    if isinstance(words, str):  # a string is a sequence of one-letter words
+        raise UserError(f"score takes a list of words, got the string {words!r}: give [{words!r}]")
+    if not all(isinstance(w, str) for w in words):
+        raise UserError("score takes a list of words: every one a string")
     words = [vocab.normalized(w) for w in words]
     for w in words:
         if not w:
