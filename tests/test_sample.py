@@ -315,6 +315,8 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     (lambda p, v: Constraints(exclude=[1, 2]), "every one a string"),
     (lambda p, v: Constraints(exclude=5), "collection of words"),
     (lambda p, v: Constraints(suffix=3), "suffix must be a string"),
+    (lambda p, v: mm.sample(p, v, n="5"), "must be a whole number, got '5'"),
+    (lambda p, v: mm.sample(p, v, n=3, seed="a"), "seed must be a whole number, got 'a'"),
 ])
 def test_arguments_of_the_wrong_type_are_one_clear_error(setup, use, message):
     """A string where a list of words belongs would be read as one-letter words (score 'e', 'm',

@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import torch
@@ -153,3 +154,39 @@ def test_final_examples_computes_the_final_losses_on_a_fixed_subset(corpus, tmp_
     assert s["dev_loss"] == pytest.approx(split_nll(predictor, dev, dev.subset(40)), abs=1e-6)
     assert s["train_loss"] == pytest.approx(split_nll(predictor, train_split, train_split.subset(40)), abs=1e-6)
     assert s["dev_loss"] != pytest.approx(split_nll(predictor, dev), abs=1e-6)  # not the whole split's
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(steps="100"), "steps must be a whole number, got '100'"),
+    (dict(steps=1.5), "steps must be a whole number, got 1.5"),
+    (dict(lr="x"), "lr must be a number, got 'x'"),
+    (dict(budget="abc"), "is not a duration"),
+    (dict(budget=-3), "budget must be"),
+    (dict(hiden=50), "unknown setting hiden (did you mean hidden?)"),
+    (dict(vocab_size=5), "vocab_size comes from the data"),
+    (dict(seeds="2"), "seeds must be a whole number"),
+    (dict(hidden=True), "hidden must be a whole number"),
+])
+def test_settings_of_the_wrong_type_or_name_are_one_clear_error_before_anything_runs(corpus, settings, message):
+    """The Python API takes settings by keyword as the command line takes flags: a wrong type, a
+    misspelt name or a value out of bounds is one UserError naming it, before a note is made or
+    anything counted (text, a fraction or a bool met arithmetic deep inside, or was rounded)."""
+    from makemore.errors import UserError
+
+    notes = []
+    with pytest.raises(UserError, match=re.escape(message)):
+        train(corpus, progress=False, note=notes.append, **settings)
+    assert notes == []
+
+
+def test_a_duration_is_read_as_the_command_line_reads_it():
+    from makemore.config import read_settings
+
+    assert read_settings({"budget": "2m", "steps": None})["budget"] == 120.0
+
+
+def test_train_takes_a_corpus():
+    from makemore.errors import UserError
+
+    with pytest.raises(UserError, match="load_corpus"):
+        train("names", steps=10)

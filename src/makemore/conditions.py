@@ -159,6 +159,15 @@ class Constraints:
 NO_CONSTRAINTS = NON_EMPTY = Constraints()
 
 
+def read_conditions(constraints: Constraints | None, prefix: str, vocab: Vocab) -> tuple[Constraints, str]:
+    """The conditions and the prefix as the vocabulary's data was read (NFC, by default)."""
+    if constraints is not None and not isinstance(constraints, Constraints):
+        raise UserError(f"constraints must be a Constraints(suffix=..., min_len=..., ...), got {constraints!r}")
+    if not isinstance(prefix, str):
+        raise UserError(f"the prefix must be a string, got {prefix!r}")
+    return (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
+
+
 def _percent(share: float) -> str:
     return f"{100 * share:.2g}%"
 

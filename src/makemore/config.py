@@ -9,12 +9,13 @@ others are ours, and each figure in docs/ names the preset and command that prod
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields, replace
 
 from . import models, optimizers
-from .budget import check_minimum
+from .budget import check_minimum, parse_seconds
 from .errors import UserError
-from .models.base import ModelConfig, check_fields, setting
+from .models.base import ModelConfig, check_fields, check_type, setting
 from .devices import usable_cores
 
 SCHEDULES = ("step", "inverse", "cosine", "constant")
@@ -95,6 +96,26 @@ TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 PRESETS: dict[str, dict] = models.presets()
 
 
+def read_settings(settings: dict) -> dict:
+    """Settings given by keyword (the Python API) as the command line's flags would give them: a
+    duration as text read ("2m"), each of the type of its field, TrainConfig's within their
+    bounds: one UserError naming the setting otherwise, before anything is counted or trained.
+    Names no config has are left to make_configs, which says so."""
+    out = dict(settings)
+    model_fields = {}
+    for name in models.MODULES:
+        model_fields.update({f.name: f for f in fields(models.config_class(name))})
+    for name, value in settings.items():
+        f = TRAIN_FIELDS.get(name) or model_fields.get(name)
+        if f is None or value is None:
+            continue
+        if f.metadata.get("parse") == "duration" and isinstance(value, str):
+            value = out[name] = parse_seconds(value)
+        check_type(name, f.type, value)
+    check_fields(TrainConfig(**{k: v for k, v in out.items() if k in TRAIN_FIELDS and v is not None}))
+    return out
+
+
 def preset_model(preset: str) -> str:
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -116,12 +137,18 @@ def make_configs(preset: str | None = None, model: str | None = None,
         models.module(model)  # an unknown model is named as such
         raise UserError(f"preset {preset!r} is a recipe for --model {name}; for --model {model} drop --preset "
                         f"(its recipe is --preset {models.module(model).DEFAULT_PRESET})")
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in read_settings(overrides).items() if v is not None}
     if "steps" in given:  # the steps asked for, not the preset's budget (with a budget given: the provisional plan)
         given.setdefault("budget", 0.0)
     values = {**{k: v for k, v in PRESETS[preset].items() if k != "model"}, **given}
     model_fields = set(models.config_fields(name)) | set(models.DATA_FIELDS)
     unknown = sorted(set(values) - model_fields - set(TRAIN_FIELDS))
+    anywhere = set(TRAIN_FIELDS).union(*(models.config_fields(m) for m in models.MODULES), models.DATA_FIELDS)
+    typos = [u for u in unknown if u not in anywhere]
+    if typos:  # given by keyword through the API (the command line knows its flags)
+        close = difflib.get_close_matches(typos[0], sorted(anywhere), n=1)
+        raise UserError(f"unknown setting{'s' if len(typos) > 1 else ''} {', '.join(typos)}"
+                        + (f" (did you mean {close[0]}?)" if close else ""))
     if unknown:
         others = [m for m in models.MODULES if set(unknown) <= set(models.config_fields(m))]
         hint = f" (settings of --model {', '.join(others)})" if others else ""

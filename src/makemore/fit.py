@@ -26,7 +26,7 @@ from typing import Callable
 
 from . import distributed as dist
 from . import mixture
-from .config import make_configs
+from .config import make_configs, read_settings
 from .data import Corpus
 from .devices import usable_cores
 from .ensembles import EnsembleResult, side_by_side, train_ensemble
@@ -159,8 +159,15 @@ def train(corpus: Corpus, model_cfg: ModelConfig | None = None, train_cfg=None, 
         def note(line: str) -> None:
             if dist.is_writer():
                 print(line, file=sys.stderr)
-    if seeds < 1:
-        raise UserError(f"seeds must be at least 1, got {seeds}")
+    if not isinstance(corpus, Corpus):
+        raise UserError(f"train takes a Corpus, got {corpus!r}: read one with makemore.load_corpus(path or 'names')")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"seeds must be a whole number, at least 1, got {seeds!r}")
+    given_by_data = sorted(set(settings) & {"vocab_size", "labels"})
+    if given_by_data:
+        raise UserError(f"{', '.join(given_by_data)} come{'s' if len(given_by_data) == 1 else ''} from the data "
+                        f"(the corpus): drop {', '.join(given_by_data)}")
+    settings = read_settings(settings)
     if settings.get("budget") and settings.get("steps") is not None:  # the plan would overrule them unsaid
         raise UserError("give --steps or --budget, not both: a budget run plans its own steps to end its "
                         "schedule inside the budget")

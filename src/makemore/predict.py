@@ -52,6 +52,15 @@ def make_predictor(fn: Callable[[torch.Tensor], torch.Tensor], context_size: int
     return fn
 
 
+def check_unlabelled(predictor: Predictor) -> None:
+    """A labelled model's predictor reads the label in column 0 of each context: given characters
+    alone it would read the first as a label, and write nonsense."""
+    if getattr(predictor, "labels", 0):
+        raise UserError("this predictor reads a label in front of each context (a model trained with --labels): "
+                        "sample or score one label's items through labels.one_label(predictor, vocab, splits, "
+                        "label) (docs/labels.md)")
+
+
 def last_columns(ctx: torch.Tensor, width: int, labelled: bool) -> torch.Tensor:
     """The last `width` characters of contexts, the label (column 0) in front where there is one."""
     if not labelled:

@@ -24,10 +24,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .conditions import NO_CONSTRAINTS, Constraints, Stream
+from .conditions import Constraints, Stream, read_conditions
 from .data import SPLITS, Examples, Vocab
 from .errors import UserError
-from .predict import Predictor, target_log_probs
+from .predict import Predictor, check_unlabelled, target_log_probs
 
 # ----------------------------------------------------------------------------------------
 # Sampling, streamed in chunks
@@ -72,6 +72,8 @@ def _stream_key(seed: int | None) -> np.uint64:
     """The key of a seed's stream (a random one without a seed): nearby seeds, unrelated streams."""
     if seed is None:
         seed = secrets.randbits(64)
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise UserError(f"the seed must be a whole number, got {seed!r}")
     return _mix64(np.array([int(seed) & _MASK64], dtype=np.uint64))[0]
 
 
@@ -119,24 +121,6 @@ def _invert_np(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     total = cdf[:, -1]
     target = np.minimum(u * total, np.nextafter(total, np.float32(0)))
     return (cdf > target[:, None]).argmax(axis=1)
-
-
-def _read_conditions(constraints: Constraints | None, prefix: str, vocab: Vocab) -> tuple[Constraints, str]:
-    """The conditions and the prefix as the vocabulary's data was read (NFC, by default)."""
-    if constraints is not None and not isinstance(constraints, Constraints):
-        raise UserError(f"constraints must be a Constraints(suffix=..., min_len=..., ...), got {constraints!r}")
-    if not isinstance(prefix, str):
-        raise UserError(f"the prefix must be a string, got {prefix!r}")
-    return (NO_CONSTRAINTS if constraints is None else constraints).read_as(vocab), vocab.normalized(prefix)
-
-
-def check_unlabelled(predictor: Predictor) -> None:
-    """A labelled model's predictor reads the label in column 0 of each context: given characters
-    alone it would read the first as a label, and write nonsense."""
-    if getattr(predictor, "labels", 0):
-        raise UserError("this predictor reads a label in front of each context (a model trained with --labels): "
-                        "sample or score one label's items through labels.one_label(predictor, vocab, splits, "
-                        "label) (docs/labels.md)")
 
 
 class _Sampler:
@@ -326,7 +310,9 @@ def tag_words(words: list[str], splits: dict[str, list[str]]) -> list[str]:
 
 
 def _check_n(n) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise UserError(f"n (the number of samples) must be a whole number, got {n!r}")
+    if n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
     if n > MAX_SAMPLES:  # beyond it, the random numbers of two samples would coincide
         raise UserError(f"-n can be at most 2^40 = {MAX_SAMPLES:,}, got {n:,}")
@@ -360,7 +346,7 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
         raise UserError("new_only needs the splits to tell new words from known ones")
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
-    constraints, prefix = _read_conditions(constraints, prefix, vocab)
+    constraints, prefix = read_conditions(constraints, prefix, vocab)
     sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=n)
     constraints.check(vocab, prefix, max_len)
     chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
@@ -393,7 +379,7 @@ def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[st
         _check_n(n)
     if new_only and splits is None:
         raise UserError("new_only needs the splits to tell new words from known ones")
-    constraints, prefix = _read_conditions(constraints, prefix, vocab)
+    constraints, prefix = read_conditions(constraints, prefix, vocab)
     sampler = _Sampler(predictor, vocab, 0, temperature, top_k, prefix, max_len,
                        expected=sum(n for n, _ in requests), table=table)
     constraints.check(vocab, prefix, max_len)

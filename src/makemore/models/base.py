@@ -53,11 +53,35 @@ def setting(default, help: str, **kwargs):
     return field(default=default, metadata={"help": help, **kwargs})
 
 
+# What a field's annotation asks for, in words; other annotations (tuples) are not checked.
+KINDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "True or False"}
+
+
+def check_type(name: str, annotation, value) -> None:
+    """One UserError naming the setting where `value` is not what its field's annotation says
+    (a number given as text through the Python API, a fraction for a count): the arithmetic it
+    meets later would fail deep inside, or quietly round it."""
+    kind = (annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")).replace(" ", "")
+    if kind.endswith("|None"):
+        if value is None:
+            return
+        kind = kind[:-len("|None")]
+    if kind not in KINDS:
+        return
+    number = not isinstance(value, (bool, np.bool_))
+    ok = {"int": number and isinstance(value, (int, np.integer)),
+          "float": number and isinstance(value, (int, float, np.integer, np.floating)),
+          "str": isinstance(value, str), "bool": isinstance(value, (bool, np.bool_))}[kind]
+    if not ok:
+        raise UserError(f"{name.replace('_', '-')} must be {KINDS[kind]}, got {value!r}")
+
+
 def check_fields(cfg) -> None:
-    """Every field of a config dataclass within the values its `setting` declares: one
-    UserError naming the flag otherwise."""
+    """Every field of a config dataclass of the type its annotation names and within the values
+    its `setting` declares: one UserError naming the flag otherwise."""
     for f in fields(cfg):
         value, meta = getattr(cfg, f.name), f.metadata
+        check_type(f.name, f.type, value)
         flag = f.name.replace("_", "-")
         if meta.get("choices") is not None and value not in meta["choices"]:
             raise UserError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
