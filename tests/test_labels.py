@@ -333,3 +333,21 @@ def test_tune_a_labelled_list(two, tmp_path, capsys):
     assert "--labels" in text  # the command that trains the best trial again reads the labels too
     trial = next(out.glob("trial-*"))
     assert load_run(trial).model_cfg.labels == 2
+
+
+def test_split_nll_refuses_examples_a_predictor_cannot_read(two, labelled_run, words_file):
+    """A labelled predictor given unlabelled examples, an unlabelled one given a labelled list's,
+    or examples of a larger vocabulary: one UserError (an index error deep in the model, or a
+    silent figure)."""
+    run = load_run(labelled_run)
+    labelled = model_predictor(run.model)
+    plain_corpus = load_corpus(words_file)
+    plain = mm.model_predictor(mm.MLP(mm.make_configs("tiny2d", vocab_size=plain_corpus.vocab.size)[0]))
+    with pytest.raises(UserError, match="reads a label"):
+        split_nll(labelled, plain_corpus.encoded("dev"))
+    with pytest.raises(UserError, match="reads no label"):
+        split_nll(plain, load_corpus(two, labels=True).encoded("dev"))
+    small = mm.model_predictor(mm.MLP(mm.make_configs("tiny2d", vocab_size=3)[0]))
+    with pytest.raises(UserError, match="another vocabulary"):
+        split_nll(small, plain_corpus.encoded("dev"))
+    assert split_nll(labelled, load_corpus(two, labels=True).encoded("dev")) > 0

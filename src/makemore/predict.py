@@ -163,6 +163,7 @@ def target_log_probs(predictor: Predictor, examples: Examples, positions: np.nda
                      progress: bool | None = False, desc: str = "evaluating") -> torch.Tensor:
     """log p(target | context) of each example at `positions` (default all), float64 on the CPU,
     computed a chunk at a time."""
+    check_examples(predictor, examples)
     n = len(examples) if positions is None else len(positions)
     out = torch.empty(n, dtype=torch.float64)
     rows = chunk_rows(getattr(predictor, "vocab_size", None))
@@ -179,6 +180,22 @@ def target_log_probs(predictor: Predictor, examples: Examples, positions: np.nda
         if bar is not None:
             bar.close()
     return out
+
+
+def check_examples(predictor: Predictor, examples: Examples) -> None:
+    """One UserError where the examples cannot be another vocabulary's as the predictor reads
+    it: a label in front of each context or not, character ids past its vocabulary (an index
+    error deep in the model otherwise). Examples of another vocabulary of the same size are
+    not told apart: a corpus's examples go with the runs trained on it."""
+    labels = getattr(predictor, "labels", None)
+    if labels is not None and bool(labels) != (examples.labels is not None):
+        raise UserError("these examples are of a labelled list and the predictor reads no label" if not labels else
+                        "the predictor reads a label in front of each context, and these examples have none: "
+                        "examples of the labelled list it was trained on, or labels.one_label's predictor")
+    vocab_size = getattr(predictor, "vocab_size", None)
+    if vocab_size and len(examples.ids) and int(examples.ids.max()) >= vocab_size:
+        raise UserError(f"these examples hold character ids up to {int(examples.ids.max())}, past the predictor's "
+                        f"vocabulary of {vocab_size}: they were encoded with another vocabulary")
 
 
 @torch.no_grad()
