@@ -60,6 +60,13 @@ def test_a_run_that_learned_is_mixed_and_the_mixture_is_its_result(words_file, t
     assert result["predictor"] == mix["result"] == mixture.result_of(mix)
     expected = {"mixture": mix["mix_dev_loss"], "ngram": mix["ngram_dev_loss"], "model": mix["mlp_dev_loss"]}
     assert result["loss"] == pytest.approx(expected[mix["result"]], abs=1e-6)
+    assert mix["result"] != "model"  # 600 steps of a small model: the mixture wins
+    (out / "mix.json").unlink()  # removed: eval must not answer with the model alone, unsaid
+    assert main(["eval", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mix.json is missing" in err and f"makemore mix {out}" in err
+    assert main(["eval", str(out), "--neural", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mlp_dev_loss"], abs=1e-6)
 
 
 @pytest.mark.parametrize("fitted, expected", [

@@ -278,6 +278,15 @@ def run_predictor(run, use: str = "result"):
     model = neural_predictor(run)
     fitted = rundir.read_mixture(run.path)
     if fitted is None:
+        recorded = (getattr(run, "summary", None) or {}).get("result")
+        if use == "result" and isinstance(recorded, dict) and recorded.get("predictor") in ("mixture", "ngram"):
+            # mix.json was removed: the neural model alone would answer for the recorded result unsaid
+            learned = ((run.summary.get("mix") or {}).get("count_model") == "learned") if isinstance(
+                run.summary.get("mix"), dict) else False
+            raise UserError(f"{run.path / 'mix.json'} is missing, and summary.json records the run's result as its "
+                            f"{'mixture' if recorded['predictor'] == 'mixture' else 'count model'}: fit it again "
+                            f"with `makemore mix {run.path}{' --learned 60' if learned else ''}`, or add --neural "
+                            f"for the model alone")
         if use in ("result", "model"):
             return model
         raise UserError(f"{run.path} has no fitted mixture; run `makemore mix {run.path} --ngram-context 5` first")
