@@ -9,11 +9,13 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -268,6 +270,7 @@ def test_metrics_follow_a_run_that_is_still_training(runs, tmp_path):
     live = tmp_path / "live"
     shutil.copytree(runs["run"], live)
     (live / "summary.json").unlink()  # written only when training ends
+    (live / "metrics.csv").touch()
     app = serve.create_app([live])
     srv = serve.Server(app, serve.bind("127.0.0.1", 0)).start()
     try:
@@ -281,6 +284,11 @@ def test_metrics_follow_a_run_that_is_still_training(runs, tmp_path):
         assert after["curves"][0]["step"][-2:] == [last, last + 1]  # the new row; the cut one skipped
         _, listed = c.get("/api/runs")
         assert listed["runs"][0]["training"] is True and listed["runs"][0]["dev_loss"] is None
+        # a run killed before its end (or whose summary.json was removed) is not live for ever
+        still = time.time() - serve.models.STILL_SECONDS - 60
+        os.utime(live / "metrics.csv", (still, still))
+        _, stopped = c.get("/api/metrics")
+        assert stopped["training"] is False
     finally:
         srv.stop()
 
@@ -772,3 +780,16 @@ def test_bad_labels_are_a_400_of_one_line(labelled, path, body, what):
     status, data = labelled.post(path, body)
     assert_error(status, data, expected=400)
     assert what in data["error"] and "\n" not in data["error"] and len(data["error"]) < 300
+
+
+def test_a_corrupted_summary_is_one_line_saying_the_model_is_intact(runs, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["run"], damaged)
+    (damaged / "summary.json").write_text("{not json")
+    from makemore.errors import UserError
+
+    with pytest.raises(UserError, match="summary.json is corrupted.*best.safetensors"):
+        serve.create_app([damaged])  # what `makemore serve` does before it listens
+    assert main(["eval", str(damaged)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "summary.json is corrupted" in err and "best.safetensors" in err

@@ -285,7 +285,11 @@ def read_vocab_and_words(run_dir: Path) -> tuple[dict, dict[str, list[str]]]:
 def read_summary(run_dir: str | Path) -> dict:
     """summary.json ({} while the run is training)."""
     path = Path(run_dir) / "summary.json"
-    return read_json(path, "") if path.is_file() else {}
+    try:
+        return read_json(path, "") if path.is_file() else {}
+    except UserError:
+        raise UserError(f"{path} is corrupted: it is the run's record of its training (the model is in "
+                        f"best.safetensors); restore it, or delete it to use the run without it") from None
 
 
 def write_summary(run_dir: str | Path, summary: dict) -> None:

@@ -9,6 +9,7 @@ import json
 import math
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +195,9 @@ def embedding_view(model: ServedModel) -> dict:
 
 
 MAX_POINTS = 4000  # rows per curve sent to the page; longer logs are thinned evenly
+# A run whose metrics.csv has not grown for this long is not training, whatever its summary.json
+# says (a run writes a row every few steps: every second or so on the slowest models' budgets).
+STILL_SECONDS = 600
 
 
 def read_metrics_rows(path: Path) -> dict[str, list]:
@@ -213,11 +217,14 @@ def read_metrics_rows(path: Path) -> dict[str, list]:
 
 
 def is_training(metrics: Path, summary: Path) -> bool:
-    """Still training: metrics.csv exists and summary.json (written at the end) does not, or is
-    older than the metrics (a resumed run)."""
+    """Still training: metrics.csv grew within the last STILL_SECONDS, and summary.json (written
+    at the end) does not exist or is older than the metrics (a resumed run). A run killed before
+    its end, or whose summary.json was removed, is not shown live for ever."""
     try:
         grown = metrics.stat().st_mtime
     except OSError:
+        return False
+    if time.time() - grown > STILL_SECONDS:
         return False
     try:
         return summary.stat().st_mtime < grown
