@@ -396,6 +396,39 @@ def test_a_mixture_result_needs_neural(world, capsys, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["mix"]["weight"] == 0.6  # with the mixture recorded
 
 
+def test_the_python_exporters_check_what_the_command_checks(world, tmp_path):
+    """export_onnx / export_json / export_html take a run directory or a loaded run, and refuse
+    what `makemore export` refuses (a mixture's result without neural, a labelled run but in
+    JSON, an ensemble), writing nothing."""
+    import shutil
+
+    import makemore as mm
+    from makemore.errors import UserError
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(world / "mlp", mixed)
+    rundir.write_mixture(mixed, {"weight": 0.6, "mlp_dev_loss": 2.0, "ngram_dev_loss": 2.1, "mix_dev_loss": 1.9,
+                                 "ngram_context": 3, "discount": 0.75, "result": "mixture"})
+    for given in (mixed, str(mixed), mm.load_run(mixed)):
+        with pytest.raises(UserError, match="--neural"):
+            export.export_html(given, tmp_path / "m.html")
+    assert not (tmp_path / "m.html").exists()
+    assert export.export_html(mm.load_run(mixed), tmp_path / "m.html", neural=True)["model"] == "mlp"
+    assert export.export_json(str(mixed), tmp_path / "m.json")["run"] == str(mixed)
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(world / "mlp"), str(world / "mlp-adaptive"), "--out", str(ens)]) == 0
+    with pytest.raises(UserError, match="ensemble"):
+        export.export_json(mm.load_ensemble(ens), tmp_path / "e.json")
+
+
+def test_a_format_the_name_contradicts_is_refused(world, tmp_path, capsys):
+    page = tmp_path / "lec.html"
+    page.write_text("<html>a page</html>")
+    line = assert_one_line_and_nothing_left(["export", str(world / "mlp"), "--format", "onnx", "--out", str(page)],
+                                            tmp_path, capsys)
+    assert "names the html format" in line and page.read_text() == "<html>a page</html>"
+
+
 def test_missing_onnx_packages_say_what_to_install(world, capsys, monkeypatch, tmp_path):
     import sys
 

@@ -51,26 +51,31 @@ ONNX_PACKAGES = "pip install onnx onnxruntime onnxscript (or: pip install 'makem
 
 
 def format_of(out: str | Path, fmt: str | None) -> str:
-    """The format asked for, or the one --out's extension names."""
+    """The format asked for, or the one --out's extension names; the two must not disagree (an
+    ONNX file named .html would overwrite a page)."""
+    suffix = Path(out).suffix.lower()
     if fmt is not None:
         if fmt not in FORMATS:
             raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if EXTENSIONS.get(suffix, fmt) != fmt:
+            raise UserError(f"--format {fmt} but --out {out} names the {EXTENSIONS[suffix]} format: give a name "
+                            f"ending in .{fmt}, or drop --format")
         return fmt
-    suffix = Path(out).suffix.lower()
     if suffix not in EXTENSIONS:
         raise UserError(f"give --format ({', '.join(FORMATS)}): --out {out} has no extension that names one "
                         f"(.onnx, .json, .html)")
     return EXTENSIONS[suffix]
 
 
-def load_for_export(path: str | Path, what: str, neural: bool = False, labelled: bool = False):
-    """RUN as a runs.Run whose neural model is what is exported: an ensemble, or a run whose
-    result is its mixture with a count model or the count model (mixture.py), is one UserError
-    (the latter unless `neural`: the neural model alone is then exported, as --neural says)."""
+def load_for_export(path, what: str, neural: bool = False, labelled: bool = False):
+    """RUN (a path, or a run loaded already) as a runs.Run whose neural model is what is
+    exported: an ensemble, or a run whose result is its mixture with a count model or the count
+    model (mixture.py), is one UserError (the latter unless `neural`: the neural model alone is
+    then exported, as --neural says); so is a labelled run unless the format holds labels."""
     from .mixture import result_of
     from .runs import load_any
 
-    run = load_any(path)
+    run = path if hasattr(path, "model_cfg") or hasattr(path, "runs") else load_any(path)
     if not rundir.is_run_dir(run.path):
         names = ", ".join(r.path.name for r in run.runs[:3]) + (", ..." if len(run.runs) > 3 else "")
         raise UserError(f"{path} is an ensemble of {len(run.runs)} runs; {what} exports one run: give one of its "
@@ -190,12 +195,14 @@ def onnx_log_probs(session, contexts: np.ndarray) -> np.ndarray:
     return session.run(["log_probs"], {"idx": np.ascontiguousarray(contexts, dtype=np.int64)})[0]
 
 
-def export_onnx(run, out: str | Path) -> dict:
-    """RUN's model as an ONNX file at `out` (see the module doc), checked with ONNX Runtime
-    against the run's predictor before it is written. Returns what was checked."""
+def export_onnx(run, out: str | Path, neural: bool = False) -> dict:
+    """RUN's model (a run directory, or a run loaded) as an ONNX file at `out` (see the module
+    doc), checked with ONNX Runtime against the run's predictor before it is written. Returns
+    what was checked; `neural` as `makemore export --neural`."""
     from .predict import model_predictor
 
     out = output_file(out)
+    run = load_for_export(run, "an ONNX file", neural=neural)
     onnx, ort = _onnx_modules()
     model, cfg = run.model, run.model_cfg
     contexts = check_contexts(run)
@@ -224,8 +231,13 @@ def export_onnx(run, out: str | Path) -> dict:
                         f"(more than {ONNX_TOLERANCE:g}): nothing written")
 
     write_file(out, data)
-    return {"format": "onnx", "path": str(out), "bytes": len(data), "checked_contexts": len(contexts),
-            "max_abs_diff": diff}
+    return _written(run, {"format": "onnx", "path": str(out), "bytes": len(data), "checked_contexts": len(contexts),
+                          "max_abs_diff": diff})
+
+
+def _written(run, info: dict) -> dict:
+    """What an export wrote, and of which run."""
+    return {**info, "model": run.model_cfg.name, "params": run.model.num_params(), "run": str(run.path)}
 
 
 # ----------------------------------------------------------------------------------------
@@ -275,8 +287,11 @@ def json_text(run) -> str:
     return "".join(json_chunks(run))
 
 
-def export_json(run, out: str | Path) -> dict:
+def export_json(run, out: str | Path, neural: bool = True) -> dict:
+    """RUN's model (a run directory, or a run loaded; a labelled one too) as one JSON file at
+    `out`: its neural model, whatever its result (the file holds weights, not counts)."""
     out = output_file(out)
+    run = load_for_export(run, "a JSON export", neural=True, labelled=True)
     written = 0
 
     def write(tmp: str) -> None:  # piece by piece: memory stays that of the model, not of its text
@@ -287,7 +302,7 @@ def export_json(run, out: str | Path) -> dict:
                 f.write(piece)
 
     atomic_write(out, write)
-    return {"format": "json", "path": str(out), "bytes": written, "tensors": len(run.model.state_dict())}
+    return _written(run, {"format": "json", "path": str(out), "bytes": written, "tensors": len(run.model.state_dict())})
 
 
 def load_json(path: str | Path):
@@ -378,11 +393,14 @@ def page_html(run) -> str:
     return re.sub(r"\{\{\w+\}\}", lambda m: replacements[m.group(0)], template)
 
 
-def export_html(run, out: str | Path) -> dict:
+def export_html(run, out: str | Path, neural: bool = False) -> dict:
+    """RUN's model (a run directory, or a run loaded: an MLP or bigram model) as the offline
+    sampling page at `out`; `neural` as `makemore export --neural`."""
     out = output_file(out)
+    run = load_for_export(run, "the page", neural=neural)
     text = page_html(run)
     write_file(out, text)
-    return {"format": "html", "path": str(out), "bytes": len(text.encode("utf-8"))}
+    return _written(run, {"format": "html", "path": str(out), "bytes": len(text.encode("utf-8"))})
 
 
 EXPORTERS = {"onnx": export_onnx, "json": export_json, "html": export_html}
@@ -393,13 +411,7 @@ def export(run_dir: str | Path, fmt: str | None, out: str | Path, neural: bool =
     Returns what was written (format, path, bytes, and the format's own figures)."""
     output_file(out)  # a bad --out is said before the run is loaded
     fmt = format_of(out, fmt)
-    run = load_for_export(run_dir, {"onnx": "an ONNX file", "json": "a JSON export", "html": "the page"}[fmt],
-                          neural=neural or fmt == "json", labelled=fmt == "json")
-    if fmt == "html" and (run.model_cfg.name not in PAGE_MODELS or getattr(run.model_cfg, "hash_orders", 0)):
-        page_model(run)  # its one line, before anything else
-    info = EXPORTERS[fmt](run, out)
-    info.update(model=run.model_cfg.name, params=run.model.num_params(), run=str(run.path))
-    return info
+    return EXPORTERS[fmt](run_dir, out, neural=neural or fmt == "json")
 
 
 __all__ = ["FORMATS", "JSON_FORMAT", "ONNX_FORMAT", "PAGE_FORMAT", "ONNX_TOLERANCE", "PAGE_MODELS", "export",
