@@ -309,12 +309,13 @@ BAD_SAMPLES = [
     {"max_len": -2}, {"min_len": 6, "max_len": 5}, {"prefix": "mana", "max_len": 3}, {"suffix": "mana", "max_len": 3},
     {"min_len": serve.LIMITS["word_max"] + serve.SAMPLE_MAX_LEN + 1}, {"prefix": "ma", "min_len": 2 + serve.SAMPLE_MAX_LEN + 1},
     {"exclude": "mana"}, {"exclude": [1]}, {"exclude": ["ma"] * (serve.LIMITS["exclude_max"] + 1)},
+    {"temprature": 50}, {"words": ["mana"]},
 ]
 BAD_SCORES = [
     {}, {"words": "mana"}, {"words": []}, {"words": [""]}, {"words": [3]}, {"words": ["mana", None]},
     {"words": ["MANA"]}, {"words": ["ma na"]}, {"words": ["ma.na"]}, {"words": ["a" * (serve.LIMITS["word_max"] + 1)]},
     {"words": ["ma"] * (serve.LIMITS["words_max"] + 1)}, {"words": ["mana"], "top": 11}, {"words": ["mana"], "top": -1},
-    {"words": ["mana"], "run": "nope"},
+    {"words": ["mana"], "run": "nope"}, {"words": ["mana"], "n": 5},
 ]
 
 
@@ -333,6 +334,11 @@ def test_bad_sample_requests(client, body):
 @pytest.mark.parametrize("body", BAD_SCORES, ids=json.dumps)
 def test_bad_score_requests(client, body):
     assert_error(*client.post("/api/score", body))
+
+
+def test_a_misspelt_field_is_named_with_the_nearest(client):
+    status, data = client.post("/api/sample", {"n": 5, "temprature": 50})
+    assert status == 400 and "unknown field \"temprature\" (did you mean 'temperature'?)" in data["error"]
 
 
 @pytest.mark.parametrize("raw", ["", "not json", "{\"n\": 5", "[1, 2]", "\"n\"", "{\"n\": NaN}",

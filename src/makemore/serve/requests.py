@@ -86,10 +86,28 @@ def _words(body: dict, key: str) -> list[str]:
     return value
 
 
+SAMPLE_FIELDS = ("run", "n", "seed", "temperature", "top_k", "prefix", "suffix", "contains", "min_len", "max_len",
+                 "exclude", "new_only", "label")
+SCORE_FIELDS = ("run", "words", "top", "label")
+
+
+def _known_fields(body: dict, known: tuple[str, ...]) -> None:
+    """A field the endpoint does not read is a 400: a misspelt one ("temprature") would be
+    ignored, and the answer look like one to the request made."""
+    import difflib
+
+    for key in body:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            raise BadRequest(f"unknown field {json.dumps(key)[:80]}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; the fields are {', '.join(known)}")
+
+
 def parse_sample(model: ServedModel, body: dict) -> dict:
     from ..errors import UserError
     from ..conditions import Constraints
 
+    _known_fields(body, SAMPLE_FIELDS)
     seed = _int(body, "seed", None, 0, 2**63 - 1)
     top_k = _int(body, "top_k", None, 1, len(model.vocab.chars))
     prefix = _text(model, body.get("prefix", ""), "prefix", allow_empty=True)
@@ -135,6 +153,7 @@ def parse_label(model: ServedModel, body: dict) -> str | None:
 
 
 def parse_score(model: ServedModel, body: dict) -> tuple[list[str], int]:
+    _known_fields(body, SCORE_FIELDS)
     words = body.get("words")
     if not isinstance(words, list) or not words:
         raise BadRequest(f"words must be a non-empty list of strings, got {json.dumps(words)[:80]}")
