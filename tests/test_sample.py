@@ -316,6 +316,9 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     (lambda p, v: Constraints(exclude=5), "collection of words"),
     (lambda p, v: Constraints(suffix=3), "suffix must be a string"),
     (lambda p, v: mm.sample(p, v, n="5"), "must be a whole number, got '5'"),
+    (lambda p, v: mm.score(p, v, ["ab"], top=-1), "top must be a whole number, 0 or more, got -1"),
+    (lambda p, v: mm.load_corpus("names", seed="x"), "seed must be a whole number, got 'x'"),
+    (lambda p, v: mm.load_corpus(["emma", "ava"]), "give its path"),
     (lambda p, v: mm.sample(p, v, n=3, seed="a"), "seed must be a whole number, got 'a'"),
 ])
 def test_arguments_of_the_wrong_type_are_one_clear_error(setup, use, message):

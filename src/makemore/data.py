@@ -449,8 +449,12 @@ def load_corpus(spec: str | os.PathLike, seed: int = 42, min_char_count: int = 1
     character a symbol, "grapheme" each extended grapheme cluster (see the module's docstring).
     labels: each line is LABEL<TAB>ITEM (read_labelled), the split is stratified by label
     (split_labelled) and the vocabulary is labelled (Vocab)."""
-    if min_char_count < 1:
-        raise UserError(f"min-char-count must be at least 1, got {min_char_count}")
+    if isinstance(seed, bool) or not isinstance(seed, int):  # random.Random takes any value: another split, unsaid
+        raise UserError(f"the split's seed must be a whole number, got {seed!r}")
+    if isinstance(min_char_count, bool) or not isinstance(min_char_count, int) or min_char_count < 1:
+        raise UserError(f"min-char-count must be a whole number, at least 1, got {min_char_count!r}")
+    if not isinstance(spec, (str, os.PathLike)):
+        raise UserError(f"load_corpus reads a file: give its path, or 'names', got {spec!r}")
     check_text_settings(normalize, units)
     path = resolve_data(spec)
     words = read_words(path, normalize, labels)

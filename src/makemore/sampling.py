@@ -446,6 +446,8 @@ def score(predictor: Predictor, vocab: Vocab, words: list[str], top: int = 0) ->
     data was read (NFC, by default) and scored symbol by symbol (characters, or grapheme
     clusters); "word" is the text scored."""
     check_unlabelled(predictor)
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
+        raise UserError(f"top must be a whole number, 0 or more, got {top!r}")
     if isinstance(words, str):  # a string is a sequence of one-letter words
         raise UserError(f"score takes a list of words, got the string {words!r}: give [{words!r}]")
     if not all(isinstance(w, str) for w in words):
