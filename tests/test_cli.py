@@ -317,3 +317,14 @@ def test_a_picture_takes_the_format_its_name_says(run_dir, tmp_path, capsys):
     capsys.readouterr()
     line = one_error_line(capsys, main(["plot", str(run_dir), "--out", str(tmp_path / "loss.txt")]))
     assert "ending in one of them" in line and not (tmp_path / "loss.txt").exists()
+
+
+def test_an_unknown_flag_names_the_command_whose_help_lists_the_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--stepz", "3"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "makemore train: error: unrecognized arguments: --stepz 3" in err
+    assert "(see makemore train --help)" in err
+    with pytest.raises(SystemExit):
+        main(["--bogus"])
+    assert "(see makemore --help)" in capsys.readouterr().err

@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command is None:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # said by the command's parser, whose --help lists what it takes
+        sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the command line as given: what `train --nproc N` starts each worker with
     if args.command is None:
         parser.print_help()
