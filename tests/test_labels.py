@@ -57,6 +57,7 @@ def labelled_run(two, tmp_path_factory):
     ("A\tabc\nno tab here\n", 2, "no tab"),
     ("A\tabc\n\tabc\n", 2, "empty label"),
     ("A\tabc\n\nB\t  \n", 3, "empty item"),
+    ("A\tabc\nB\tanna\tmaria\n", 2, "2 tabs"),
 ])
 def test_bad_lines_are_one_error_naming_the_line(tmp_path, capsys, text, line, what):
     path = tmp_path / "bad.txt"

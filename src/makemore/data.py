@@ -126,8 +126,8 @@ def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = F
 
 def read_labelled(path: Path, lines: list[str]) -> list[str]:
     """The lines of a `--labels` file as LABEL<TAB>ITEM, each part stripped: the label is what
-    stands before the first tab. A non-blank line without a tab, or with an empty label or item,
-    is one error naming its line number."""
+    stands before the tab. A non-blank line without a tab or with more than one, or with an
+    empty label or item, is one error naming its line number."""
     out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -139,6 +139,9 @@ def read_labelled(path: Path, lines: list[str]) -> list[str]:
         if not label or not item:
             raise UserError(f"{path}, line {number}: an empty {'label' if not label else 'item'}; "
                             f"with --labels every line is LABEL<TAB>ITEM")
+        if LABEL_SEP in item:  # a table of more columns: its other columns would be read as characters
+            raise UserError(f"{path}, line {number}: {line.count(LABEL_SEP)} tabs; with --labels every line is "
+                            f"LABEL<TAB>ITEM, one tab")
         out.append(f"{label}{LABEL_SEP}{item}")
     if not out:
         raise UserError(f"{path} has no words: it is empty or holds only blank lines")
