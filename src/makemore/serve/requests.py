@@ -99,8 +99,8 @@ def _known_fields(body: dict, known: tuple[str, ...]) -> None:
     for key in body:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
-            raise BadRequest(f"unknown field {json.dumps(key)[:80]}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                             + f"; the fields are {', '.join(known)}")
+            nearest = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BadRequest(f"unknown field {json.dumps(key)[:80]}{nearest}; the fields are {', '.join(known)}")
 
 
 def parse_sample(model: ServedModel, body: dict) -> dict:
