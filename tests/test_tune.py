@@ -506,6 +506,8 @@ def one_error_line(capsys, code, expected_code=1) -> str:
     ("postgresql://u:secret@127.0.0.1:1/none", "cannot use storage postgresql://u:***@127.0.0.1:1/none"),
     ("not a url", "not a database URL"),
     ("nosuchdb://host/x", "cannot use storage nosuchdb://host/x"),
+    ("sqlite://", "in-memory SQLite database"),
+    ("sqlite:///:memory:", "in-memory SQLite database"),
 ])
 def test_unreachable_or_bad_storage_is_one_line(words, tmp_path, capsys, storage, message):
     code = main(tune_args(words, tmp_path / "t", 2, storage=storage, threads=0))
@@ -727,3 +729,22 @@ def test_a_study_of_data_read_otherwise_trains_again_on_data_read_so(tmp_path, c
     capsys.readouterr()
     code = main(tune_args(words, out, 2, steps=20) + ["--threads", "0"])  # the default reading: another vocabulary
     assert "--min-char-count, --normalize or --units" in one_error_line(capsys, code)
+
+
+def test_a_space_that_is_neither_json_nor_a_file_is_named(tmp_path):
+    from makemore.errors import UserError
+    from makemore.tune.space import parse_space
+
+    with pytest.raises(UserError, match="'nofile.json' is neither a JSON object nor a file"):
+        parse_space("nofile.json")
+    (tmp_path / "space.json").write_text('{"hidden": [16, 32]}')
+    assert parse_space(str(tmp_path / "space.json")) == {"hidden": [16, 32]}
+
+
+def test_a_preset_moved_into_the_space_says_what_moved():
+    from makemore.tune.space import preset_params, search_space
+
+    notes = []
+    params = preset_params("fast", search_space(300, {"hidden": [16, 32]}), note=notes.append)
+    assert params["hidden"] == 32 and params["steps"] == 300
+    assert len(notes) == 1 and "--try fast" in notes[0] and "hidden 128 -> 32" in notes[0] and "steps" in notes[0]

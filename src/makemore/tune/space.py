@@ -103,8 +103,14 @@ def parse_space(text: str | None) -> dict:
     """--space: a JSON object, or a file holding one."""
     if not text:
         return {}
-    if not text.lstrip().startswith("{") and Path(text).is_file():
-        text = Path(text).read_text(encoding="utf-8")
+    if not text.lstrip().startswith("{"):
+        if not Path(text).is_file():
+            raise UserError(f"--space {text!r} is neither a JSON object nor a file: give one, e.g. "
+                            f"--space '{{\"hidden\": [32, 256]}}' or --space space.json")
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--space {text}: cannot read it ({e})") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
@@ -115,7 +121,8 @@ def parse_space(text: str | None) -> dict:
     return value
 
 
-def preset_params(preset: str, space: dict, budget: float | None = None, corpus=None, model: str = "mlp") -> dict:
+def preset_params(preset: str, space: dict, budget: float | None = None, corpus=None, model: str = "mlp",
+                  note=None) -> dict:
     """A preset's settings as a point of `space` (each clipped into its range, or the first
     choice where its value is not one), to enqueue as a trial: a study starts from the recipes
     known to be good. RECIPE_TRY is the recipe a `train --budget` run on `corpus` (names if
@@ -138,6 +145,9 @@ def preset_params(preset: str, space: dict, budget: float | None = None, corpus=
             params[name] = value if value in spec else spec[0]
         else:
             params[name] = min(max(value, spec[0]), spec[1])
+    moved = [f"{name} {values[name]} -> {params[name]}" for name in params if params[name] != values[name]]
+    if moved and note is not None:  # the trial is then not quite the preset: said, not hidden
+        note(f"note: --try {preset} as a point of the search space: {', '.join(moved)}")
     return params
 
 

@@ -104,6 +104,10 @@ def check_storage(url: str) -> Path | None:
     from ..outputs import check_writable_parent
 
     path = _sqlite_path(resolve_url(url)) if url.startswith("sqlite") else None
+    if path is None and url.startswith("sqlite"):  # each connection would get a database of its own, empty
+        raise UserError(f"cannot use storage {url}: an in-memory SQLite database is one process's alone (the "
+                        f"workers and a later --report could not read it); give a file, e.g. "
+                        f"sqlite:///runs/tune/study.db")
     if path is None:
         return None
     if path.is_dir():

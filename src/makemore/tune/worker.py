@@ -259,7 +259,7 @@ def run_study(corpus, data_spec: str, opts: TuneOptions, log: Callable[[str], No
                 study.set_user_attr("workers", worker + 1)
                 if worker == 0:
                     for preset in opts.tries:  # known recipes first: TPE then searches around them
-                        study.enqueue_trial(preset_params(preset, space, opts.budget, corpus, opts.model),
+                        study.enqueue_trial(preset_params(preset, space, opts.budget, corpus, opts.model, log),
                                             skip_if_exists=True)
         if not ours:
             out.mkdir(parents=True, exist_ok=True)
