@@ -207,6 +207,22 @@ def test_sweep_refuses_to_overwrite_a_finished_run_of_other_settings(data_file, 
     assert json.loads((out / "hidden=8" / "summary.json").read_text())["steps"] == 20  # kept
 
 
+def test_sweep_of_another_grid_into_the_same_folder_keeps_the_earlier_table(data_file, tmp_path, capsys):
+    """A sweep's table lists its grid's points: another grid into the same --out would replace it,
+    leaving the earlier points' runs unlisted. Refused; a grid that includes them extends it."""
+    out = tmp_path / "sweep"
+    first = ["sweep", "--data", str(data_file), *SWEEP, "--steps", "20", "--out", str(out)]
+    assert main([*first, "--grid", "hidden=8,12"]) == 0
+    capsys.readouterr()
+    table = (out / "sweep.json").read_text()
+    code = main([*first, "--grid", "hidden=16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "another grid" in err[0] and "hidden=12" in err[0]
+    assert (out / "sweep.json").read_text() == table and not (out / "hidden=16").exists()
+    assert main([*first, "--grid", "hidden=8,12,16", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)].count("hidden=12") == 1
+
+
 @pytest.mark.parametrize("grid, message", [
     ("emb_dim=2,10 colour=red", "unknown key 'colour'"),
     ("hidden=100,abc", "not a valid int"),

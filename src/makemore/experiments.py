@@ -353,12 +353,31 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
                             f"config, data or steps, or not a run); pick another --out or remove it")
         plans.append((combo, name, model_cfg, train_cfg, state))
 
+    _check_earlier_table(out, {name for _, name, *_ in plans})
     groups: dict[tuple, list[int]] = {}  # unfinished points that may train as members of one loop
     for i, (_, _, model_cfg, train_cfg, state) in enumerate(plans):
         if state != "finished":
             groups.setdefault(member_key(model_cfg, train_cfg), []).append(i)
     with reused_dir(out):  # removed again if the sweep fails before anything is written into it
         return _sweep_points(corpus, grid, out, plans, groups, on_result)
+
+
+def _check_earlier_table(out: Path, names: set[str]) -> None:
+    """A sweep's table lists its grid's points: a sweep of another grid into the same folder would
+    replace the table, and the earlier points would drop out of it (their runs left unlisted)."""
+    path = out / "sweep.json"
+    if not path.is_file():
+        return
+    try:
+        earlier = {row["name"] for row in json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError, TypeError, KeyError):
+        raise UserError(f"{path} is corrupted: remove it (the runs beside it are intact) or give another --out") from None
+    left_out = sorted(earlier - names)
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+        raise UserError(f"{out} holds the table of a sweep of another grid ({len(left_out)} of its points are not in "
+                        f"this one: {shown}); its table would be replaced: give another --out, or a grid that "
+                        f"includes them")
 
 
 def _sweep_points(corpus, grid, out, plans, groups, on_result) -> SweepResult:
