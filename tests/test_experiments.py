@@ -3,6 +3,7 @@ their numerical parts against independent references (brute force, eigendecompos
 
 import csv
 import json
+import shutil
 import math
 import os
 import subprocess
@@ -381,6 +382,20 @@ def test_plot_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     code = main(["plot", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "not a makemore run directory" in err[0]
+
+
+def test_plot_says_what_a_folder_or_an_unreadable_metrics_file_is(runs, tmp_path, capsys):
+    sweep_dir, study, damaged = tmp_path / "sweep", tmp_path / "study", tmp_path / "damaged"
+    for folder, marker in ((sweep_dir, "sweep.json"), (study, "tune.json")):
+        folder.mkdir()
+        (folder / marker).write_text("{}")
+    shutil.copytree(runs[10], damaged)
+    (damaged / "metrics.csv").write_bytes(b"step,train_loss,dev_loss,lr,seconds\n\xff\xfe")
+    for folder, expected in ((sweep_dir, "is a sweep's folder"), (study, "tuning study's folder"),
+                             (damaged, "cannot be read: not UTF-8 text (a bad byte at offset")):
+        assert main(["plot", str(folder)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
 
 
 def test_embeddings_command_in_a_fresh_process_without_a_display(runs, tmp_path):

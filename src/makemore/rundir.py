@@ -145,9 +145,15 @@ def read_metrics(path: str | Path, strict: bool = True) -> dict[str, np.ndarray]
     empty = {c: np.zeros(0) for c in METRIC_FIELDS}
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    except FileNotFoundError:
         if strict:
             raise UserError(f"{path} not found: the run has no metrics yet") from None
+        return empty
+    except (OSError, UnicodeDecodeError) as e:  # there, but unreadable: not "no metrics yet"
+        if strict:
+            what = f"not UTF-8 text (a bad byte at offset {e.start})" if isinstance(e, UnicodeDecodeError) else (
+                e.strerror or type(e).__name__)
+            raise UserError(f"{path} cannot be read: {what}") from None
         return empty
     text = text[:text.rfind("\n") + 1]
     lines = text.splitlines()
@@ -252,9 +258,15 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not is_run_dir(run_dir) and is_ensemble_dir(run_dir):
         raise UserError(f"{run_dir} is a seed ensemble, not a single run; give one of its members (the seed-* "
                         f"folders in it) - eval, sample and score take the whole ensemble")
+    if not is_run_dir(run_dir) and (run_dir / "sweep.json").is_file():
+        raise UserError(f"{run_dir} is a sweep's folder, not a run: give one of its runs (the folders in it); its "
+                        f"table is {run_dir / 'sweep.csv'}, its plot {run_dir / 'sweep.png'}")
+    if not is_run_dir(run_dir) and (run_dir / "tune.json").is_file():
+        raise UserError(f"{run_dir} is a tuning study's folder, not a run: give one of its trials' runs, or see "
+                        f"the study with `makemore tune --report --out {run_dir}`")
     if not is_run_dir(run_dir):
-        raise UserError(f"{run_dir} is not a makemore run directory (no config.json); train one with "
-                        f"`makemore train --out {run_dir}`")
+        raise UserError(f"{run_dir} is not a makemore run directory (no config.json): `makemore train --out DIR` "
+                        f"makes one")
     return run_dir
 
 
