@@ -50,6 +50,8 @@ def test_split_is_deterministic_and_disjoint():
 @pytest.mark.parametrize("content, message", [
     (b"", "no words"), (b"\n\n  \n", "no words"), (b"\xff\xfeabc\n", "not UTF-8"),
     (b"abc\x00\x01\x02", "binary"),
+    ("emma\nava\n".encode("utf-16"), "UTF-16 text; makemore reads UTF-8: re-encode it"),
+    ("emma\nava\n".encode("utf-16-le"), "UTF-16 text"), ("emma\nava\n".encode("utf-16-be"), "UTF-16 text"),
 ])
 def test_bad_files_are_user_errors(tmp_path, content, message):
     path = tmp_path / "bad.txt"

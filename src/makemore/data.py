@@ -107,6 +107,9 @@ def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = F
         raw = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}") from None
+    if _utf16_with_mark(raw) or _utf16_without_mark(raw):
+        raise UserError(f"{path} is UTF-16 text; makemore reads UTF-8: re-encode it (iconv -f UTF-16 -t UTF-8 "
+                        f"{path} > {path.with_name(path.stem + '-utf8' + path.suffix)})")
     if b"\x00" in raw:
         raise UserError(f"{path} looks like a binary file (it contains NUL bytes), not text")
     try:
@@ -122,6 +125,21 @@ def read_words(path: str | os.PathLike, normalize: str = "nfc", labels: bool = F
     if not words and not allow_empty:
         raise UserError(f"{path} has no words: it is empty or holds only blank lines")
     return words
+
+
+def _utf16_with_mark(raw: bytes) -> bool:
+    """UTF-16 with its byte-order mark: it decodes, and into lines (a list of words has them)."""
+    if raw[:2] not in (b"\xff\xfe", b"\xfe\xff") or len(raw) % 2:
+        return False
+    return "\n" in raw[:4096].decode("utf-16", errors="replace")  # a cut pair at the end: one U+FFFD
+
+
+def _utf16_without_mark(raw: bytes) -> bool:
+    """UTF-16 of mostly ASCII text, written without a byte-order mark: every other byte NUL."""
+    head = raw[:4096]
+    if len(head) < 4:
+        return False
+    return any(head[i::2].count(0) > 0.9 * len(head[i::2]) and head[1 - i::2].count(0) == 0 for i in (0, 1))
 
 
 def read_labelled(path: Path, lines: list[str]) -> list[str]:
