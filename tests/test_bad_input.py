@@ -18,6 +18,7 @@ import pytest
 from conftest import make_words
 from makemore import models
 from makemore.cli import main
+from makemore.devices import usable_cores
 from makemore.config import TRAIN_FIELDS
 from makemore.rundir import RunLock
 
@@ -243,10 +244,21 @@ def test_a_setting_out_of_range_is_one_line(world, capsys, flag, value):
     (["--nproc", "0"], "--nproc must be at least 1"),
     (["--nproc", "-3"], "--nproc must be at least 1"),
     (["--nproc", "4096"], "cores"),
+    (["--nproc", "2", "--threads", "2"], "threads on"),
 ])
 def test_what_the_machine_or_the_data_cannot_hold_is_refused_first(world, capsys, argv, expect):
+    if "--threads" in argv and usable_cores() > 2:
+        pytest.skip("four threads fit this machine's cores")
     base = ["train", "--data", str(world / "words.txt"), "--out", str(world / "new"), *TINY]
     assert_one_line_and_nothing_left(base + argv, world, capsys, expect)
+
+
+def test_a_budget_with_several_workers_is_refused_before_any_starts(world, capsys):
+    if usable_cores() < 2:
+        pytest.skip("--nproc 2 needs two cores")
+    argv = ["train", "--data", str(world / "words.txt"), "--out", str(world / "new"), "--budget", "5", "--nproc", "2"]
+    line = assert_one_line_and_nothing_left(argv, world, capsys, "--budget is not supported with several workers")
+    assert "give --steps" in line
 
 
 # ----------------------------------------------------------------------------------------

@@ -72,8 +72,15 @@ def cmd_train(args) -> int:
     """A run here, or (--nproc/--nnodes) the workers of a data-parallel run; a worker started by
     torchrun or by --nproc joins its process group around the run (distributed.py)."""
     from .. import distributed, launch
+    from ..devices import usable_cores
 
     if launch.launches(args.nproc, args.nnodes):
+        if args.budget:  # said here, before any worker starts (each would plan its own number of steps)
+            raise UserError("--budget is not supported with several workers (--nproc/--nnodes) yet; give --steps")
+        if args.threads and args.nproc and args.nproc * args.threads > usable_cores():
+            raise UserError(f"--nproc {args.nproc} workers of --threads {args.threads} are "
+                            f"{args.nproc * args.threads} threads on {usable_cores()} cores: they would wait for one "
+                            f"another; give --threads {max(1, usable_cores() // args.nproc)} or fewer")
         return launch.launch(args.argv, args.nproc, args.nnodes, args.rdzv_endpoint, args.dist_timeout,
                              args.threads or 0)
     with distributed.worker(args.dist_timeout, args.threads):
