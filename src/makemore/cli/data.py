@@ -64,7 +64,7 @@ def cmd_data(args) -> int:
               f"{stats['folded_share']:.3%} of the text, are read as the unknown token {stats['unk']!r}")
     longest = stats["longest_word"]  # a line of a whole page would flood the terminal
     shown = repr(longest) if len(longest) <= 80 else repr(longest[:60]) + "..."
-    print(f"longest word  {shown} ({stats['longest_length']:,} {unit})")
+    print(f"longest word  {shown} ({stats['longest_length']:,} {unit if stats['longest_length'] != 1 else unit[:-1]})")
     sw, ex = stats["split_words"], stats["examples"]
     print(f"split (seed {stats['seed']})  train {sw['train']:,} / dev {sw['dev']:,} / test {sw['test']:,} words")
     print(f"examples (block {stats['block_size']})  train {ex['train']:,} / dev {ex['dev']:,} / test {ex['test']:,}")

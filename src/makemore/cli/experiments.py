@@ -54,7 +54,7 @@ def cmd_lr_find(args) -> int:
         return 0
     print(f"suggested lr  {result.suggested_lr:.3g}")
     print(f"rule          {result.rule}")
-    print(f"smoothing     centred moving average over {result.window} steps")
+    print(f"smoothing     centred moving average over {result.window} step{'s' if result.window != 1 else ''}")
     if result.diverged_at is not None:
         print(f"diverged      at step {result.diverged_at} (lr {result.rows[result.diverged_at]['lr']:.3g}); "
               f"no steps after it")
