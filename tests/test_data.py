@@ -229,3 +229,14 @@ def test_word_windows_predict_every_character_once(block_size):
     covered = np.sort(where[predicted >= 0])
     assert covered.tolist() == list(range(len(examples)))
     assert np.array_equal(predicted[predicted >= 0], examples.ids[where[predicted >= 0]].astype(np.int64))
+
+
+def test_characters_missing_from_a_long_text_are_one_short_line():
+    from makemore.data import Vocab
+
+    vocab = Vocab.from_words(["abc"])
+    text = "abcxyz" * 5000
+    with pytest.raises(UserError) as raised:
+        vocab.encode(text)
+    message = str(raised.value)
+    assert "'xyz'" in message and f"({len(text):,} characters)" in message and len(message) < 200

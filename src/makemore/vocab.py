@@ -343,8 +343,12 @@ class Vocab:
     def _missing_error(self, missing: list[str], text: str | None = None) -> UserError:
         what = "character(s)" if self.units == "codepoint" else "grapheme(s)"
         shown = "".join(missing) if self.units == "codepoint" else " ".join(missing)
-        where = f" in {text!r}" if text is not None else ""
-        return UserError(f"{what} {shown!r}{where} are not in the model's vocabulary")
+        # one line, whatever the text: a split's words are encoded as one text
+        shown = repr(shown) if len(shown) <= 40 else f"{shown[:40]!r}... ({len(missing):,} in all)"
+        where = ""
+        if text is not None:
+            where = f" in {text!r}" if len(text) <= 80 else f" in {text[:60]!r}... ({len(text):,} characters)"
+        return UserError(f"{what} {shown}{where} are not in the model's vocabulary")
 
     def encode(self, text: str) -> list[int]:
         missing = self.missing(text)
