@@ -254,3 +254,15 @@ def test_a_bad_rendezvous_address_is_one_line(words_file, tmp_path):
     assert proc.returncode == 1
     assert err.count("\n") == 1 and err.startswith("makemore: error: the rendezvous host 'no-such-host.invalid'"), err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_resume_note_says_what_changes_in_either_direction(monkeypatch):
+    from makemore import distributed
+
+    monkeypatch.setattr(distributed, "size", lambda: 1)
+    fewer = distributed.resume_note({"dist.world_size": torch.tensor(2)})
+    assert "saved by 2 workers and resumes on 1" in fewer and "drawn by 1 worker instead of 2" in fewer
+    assert "past the first" not in fewer
+    monkeypatch.setattr(distributed, "size", lambda: 4)
+    assert "workers past the first 2 start afresh" in distributed.resume_note({"dist.world_size": torch.tensor(2)})
+    assert distributed.resume_note({"dist.world_size": torch.tensor(4)}) is None

@@ -422,8 +422,11 @@ def resume_note(tensors: dict) -> str | None:
     saved = int(tensors["dist.world_size"]) if "dist.world_size" in tensors else 1
     if saved == size():
         return None
+    dropout = (f"the dropout masks of workers past the first {saved} start afresh" if size() > saved else
+               f"the dropout masks (where the model has dropout) are drawn by {size()} worker{'s' * (size() > 1)} "
+               f"instead of {saved}, so they differ from a run that stayed on {saved}")
     return (f"note: this run was saved by {saved} worker{'s' * (saved > 1)} and resumes on {size()}: the minibatches "
-            f"are the same, the dropout masks of workers past the first {saved} start afresh")
+            f"are the same; {dropout}")
 
 
 def mean_nll(predictor, examples, positions=None, progress: bool | None = False, desc: str = "evaluating") -> float:
