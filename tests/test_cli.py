@@ -328,3 +328,16 @@ def test_an_unknown_flag_names_the_command_whose_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit):
         main(["--bogus"])
     assert "(see makemore --help)" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_sweep_or_tune_says_how_to_go_on(monkeypatch, capsys, tmp_path):
+    import makemore.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for command, expected in (("sweep", "skips the configurations that finished"), ("tune", "continues the study")):
+        monkeypatch.setitem(cli.COMMANDS, command, (cli.COMMANDS[command][0], interrupted))
+        argv = [command, "--data", "names", "--out", str(tmp_path / command)]
+        assert main([*argv, "--grid", "hidden=8"] if command == "sweep" else argv) == 130
+        assert expected in capsys.readouterr().err

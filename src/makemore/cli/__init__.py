@@ -45,6 +45,13 @@ COMMANDS = {
 }
 
 
+# What a command stopped by Ctrl-C left, and how to go on (train says so itself).
+AFTER_INTERRUPT = {
+    "sweep": "; the same command again skips the configurations that finished",
+    "tune": "; the trial that was running is marked failed, and the same command again continues the study",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="makemore", description="Character-level language models: the MLP of Bengio et al. 2003 "
                     "(makemore part 2) and makemore's other models (--model); train on a file of words, then "
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"makemore: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("makemore: interrupted", file=sys.stderr)
+        print(f"makemore: interrupted{AFTER_INTERRUPT.get(args.command, '')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (MemoryError, RuntimeError) as e:  # numpy's MemoryError, or torch's allocator as a RuntimeError
         if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e) and "out of memory" not in str(e):
