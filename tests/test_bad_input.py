@@ -253,6 +253,14 @@ def test_what_the_machine_or_the_data_cannot_hold_is_refused_first(world, capsys
     assert_one_line_and_nothing_left(base + argv, world, capsys, expect)
 
 
+@pytest.mark.parametrize("command", [["sweep", "--grid", "hidden=8", "--steps", "5"], ["lr-find", "--steps", "5"],
+                                     ["tune", "--trials", "1", "--steps", "50"]])
+def test_a_commands_folder_is_never_a_training_runs(world, capsys, command):
+    """sweep, lr-find and tune wrote their files into a finished run's directory (train refuses it)."""
+    argv = [command[0], "--data", str(world / "words.txt"), *command[1:], "--out", str(world / "run")]
+    assert_one_line_and_nothing_left(argv, world, capsys, "is a training run's directory")
+
+
 def test_a_budget_with_several_workers_is_refused_before_any_starts(world, capsys):
     if usable_cores() < 2:
         pytest.skip("--nproc 2 needs two cores")

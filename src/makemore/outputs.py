@@ -118,6 +118,13 @@ def _rmdir_if_empty(path: Path) -> None:
         pass
 
 
+def check_not_a_run(path: Path, what: str = "--out") -> None:
+    """A command's own folder is never a training run's: its files would mix with the run's
+    (`train --out` refuses any existing folder)."""
+    if (path / "config.json").is_file() and (path / "best.safetensors").exists():
+        raise UserError(f"{what} {path} is a training run's directory: give a folder of this command's own")
+
+
 @contextmanager
 def reused_dir(path: str | Path, what: str = "--out"):
     """A folder that may exist (a sweep continues in it): created if missing, and removed again
@@ -125,6 +132,7 @@ def reused_dir(path: str | Path, what: str = "--out"):
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} exists and is a file, not a folder")
+    check_not_a_run(path, what)
     if path.is_dir():
         if not os.access(path, os.W_OK | os.X_OK):
             raise UserError(f"cannot write {what} {path}: permission denied")

@@ -43,7 +43,7 @@ from ..budget import check_minimum
 from ..config import make_configs
 from ..errors import UserError
 from ..teacher import TEACHER_MAX_BYTES, teacher_bytes
-from ..outputs import atomic_write_json, check_writable_parent
+from ..outputs import atomic_write_json, check_not_a_run, check_writable_parent
 from .report import _counts, _trial_line
 from .space import (DEFAULT_READING, DEFAULT_STEPS, RECIPE_TRY, model_space, preset_params, reading_of, search_space,
                     suggest, trial_settings)
@@ -127,6 +127,7 @@ def _check_out_dir(out: Path, study: str, storage: str) -> bool:
     marker = out / "tune.json"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    check_not_a_run(out)
     check_writable_parent(out / "tune.json", "--out")
     if marker.is_file():
         try:
