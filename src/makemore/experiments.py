@@ -371,7 +371,8 @@ def _check_earlier_table(out: Path, names: set[str]) -> None:
     try:
         earlier = {row["name"] for row in json.loads(path.read_text(encoding="utf-8"))}
     except (OSError, ValueError, TypeError, KeyError):
-        raise UserError(f"{path} is corrupted: remove it (the runs beside it are intact) or give another --out") from None
+        raise UserError(f"{path} is corrupted: remove it (the runs beside it are intact) or give another "
+                        f"--out") from None
     left_out = sorted(earlier - names)
     if left_out:
         shown = ", ".join(left_out[:3]) + (", ..." if len(left_out) > 3 else "")
