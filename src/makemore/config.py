@@ -96,17 +96,22 @@ TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
 PRESETS: dict[str, dict] = models.presets()
 
 
+def setting_fields() -> dict:
+    """Every setting a run may be given, by name: TrainConfig's and every model config's fields."""
+    found = {}
+    for name in models.MODULES:
+        found.update({f.name: f for f in fields(models.config_class(name))})
+    return {**found, **TRAIN_FIELDS}
+
+
 def read_settings(settings: dict) -> dict:
     """Settings given by keyword (the Python API) as the command line's flags would give them: a
     duration as text read ("2m"), each of the type of its field, TrainConfig's within their
     bounds: one UserError naming the setting otherwise, before anything is counted or trained.
     Names no config has are left to make_configs, which says so."""
-    out = dict(settings)
-    model_fields = {}
-    for name in models.MODULES:
-        model_fields.update({f.name: f for f in fields(models.config_class(name))})
+    out, known = dict(settings), setting_fields()
     for name, value in settings.items():
-        f = TRAIN_FIELDS.get(name) or model_fields.get(name)
+        f = known.get(name)
         if f is None or value is None:
             continue
         if f.metadata.get("parse") == "duration" and isinstance(value, str):
@@ -143,7 +148,7 @@ def make_configs(preset: str | None = None, model: str | None = None,
     values = {**{k: v for k, v in PRESETS[preset].items() if k != "model"}, **given}
     model_fields = set(models.config_fields(name)) | set(models.DATA_FIELDS)
     unknown = sorted(set(values) - model_fields - set(TRAIN_FIELDS))
-    anywhere = set(TRAIN_FIELDS).union(*(models.config_fields(m) for m in models.MODULES), models.DATA_FIELDS)
+    anywhere = setting_fields()
     typos = [u for u in unknown if u not in anywhere]
     if typos:  # given by keyword through the API (the command line knows its flags)
         close = difflib.get_close_matches(typos[0], sorted(anywhere), n=1)

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add, _ in COMMANDS.values():
         add(sub)
+    parser.commands = sub.choices  # each command's own parser, by name
     return parser
 
 
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:  # said by the command's parser, whose --help lists what it takes
-        sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
-        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the command line as given: what `train --nproc N` starts each worker with
     if args.command is None:
         parser.print_help()
