@@ -314,7 +314,7 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
         elif result.summary.get("mixes"):  # stopped before its mixture: fitted now, as `makemore mix RUN` would
             corpus = run.corpus()
             learned = mixture.LEARNED_SECONDS if mixture.learns_counts(corpus) else None
-            if progress is not False and dist.is_writer():
+            if progress is not False:
                 print("counting its count model" + (f" and training its learned interpolation for {learned:g} s"
                                                     if learned else "") + ", to mix with as the run would have",
                       file=sys.stderr, flush=True)

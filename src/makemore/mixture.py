@@ -51,7 +51,8 @@ MIN_GAIN = 1e-3
 # scripts/budget_runs.py, docs/budgets.md). Where it would take time from the model (trained
 # before it, with no core to spare) and for `makemore mix` by default (LEARNED_SECONDS of
 # training), only from LEARNED_MIN_EXAMPLES: on wordfreq's words a minute of it beat the best
-# Kneser-Ney model by 0.02 (docs/big-lists-studies.md), where names' short budgets have no minute to give.
+# Kneser-Ney model by 0.02 (docs/big-lists-studies.md), where names' short budgets have no minute
+# to give.
 LEARNED_BESIDE_MIN_EXAMPLES = 100_000
 LEARNED_MIN_EXAMPLES = 1_000_000
 LEARNED_SECONDS = 60.0
@@ -278,11 +279,11 @@ def run_predictor(run, use: str = "result"):
     model = neural_predictor(run)
     fitted = rundir.read_mixture(run.path)
     if fitted is None:
-        recorded = (getattr(run, "summary", None) or {}).get("result")
-        if use == "result" and isinstance(recorded, dict) and recorded.get("predictor") in ("mixture", "ngram"):
+        summary = (getattr(run, "summary", None) or {}) if use == "result" else {}
+        recorded, mixed = summary.get("result"), summary.get("mix")
+        if isinstance(recorded, dict) and recorded.get("predictor") in ("mixture", "ngram"):
             # mix.json was removed: the neural model alone would answer for the recorded result unsaid
-            learned = ((run.summary.get("mix") or {}).get("count_model") == "learned") if isinstance(
-                run.summary.get("mix"), dict) else False
+            learned = isinstance(mixed, dict) and mixed.get("count_model") == "learned"
             raise UserError(f"{run.path / 'mix.json'} is missing, and summary.json records the run's result as its "
                             f"{'mixture' if recorded['predictor'] == 'mixture' else 'count model'}: fit it again "
                             f"with `makemore mix {run.path}{' --learned 60' if learned else ''}`, or add --neural "

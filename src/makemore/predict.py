@@ -193,9 +193,10 @@ def check_examples(predictor: Predictor, examples: Examples) -> None:
                         "the predictor reads a label in front of each context, and these examples have none: "
                         "examples of the labelled list it was trained on, or labels.one_label's predictor")
     vocab_size = getattr(predictor, "vocab_size", None)
-    if vocab_size and len(examples.ids) and int(examples.ids.max()) >= vocab_size:
-        raise UserError(f"these examples hold character ids up to {int(examples.ids.max())}, past the predictor's "
-                        f"vocabulary of {vocab_size}: they were encoded with another vocabulary")
+    largest = int(examples.ids.max()) if vocab_size and len(examples.ids) else -1
+    if vocab_size and largest >= vocab_size:
+        raise UserError(f"these examples hold character ids up to {largest}, past the predictor's vocabulary of "
+                        f"{vocab_size}: they were encoded with another vocabulary")
 
 
 @torch.no_grad()
