@@ -150,9 +150,7 @@ class _Sampler:
             raise UserError(f"top-k must be at least 1, got {top_k}")
         if not 1 <= max_len < 1 << STEP_BITS:
             raise UserError(f"max_len must be between 1 and {(1 << STEP_BITS) - 1}, got {max_len}")
-        if not isinstance(prefix, str):
-            raise UserError(f"the prefix must be a string, got {prefix!r}")
-        prefix = vocab.normalized(prefix)  # as the data was read (NFC, by default)
+        prefix = vocab.normalized(prefix)  # as the data was read (NFC, by default; conditions.read_conditions)
         if vocab.boundary in prefix:
             raise UserError(f"the prefix {prefix!r} contains the boundary token {vocab.boundary!r}")
         prefix_ids = vocab.encode(prefix)  # a UserError for characters the model never saw
