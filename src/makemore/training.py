@@ -306,11 +306,12 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
         if "rng.batch" not in tensors:
             raise UserError(f"{run_dir}/last.safetensors lacks rng.batch: it cannot be resumed")
         run = load_run(run_dir, checkpoint="last")
+        summary = run.summary  # read from the run directory at each access: once here
         train_cfg = run.train_cfg if steps is None else replace(run.train_cfg, steps=steps)
         if threads is not None:
             train_cfg = replace(train_cfg, threads=threads)
         if train_cfg.budget:  # a budget run resumes to the steps it had planned
-            planned = run.summary.get("planned_steps") if steps is None else steps
+            planned = summary.get("planned_steps") if steps is None else steps
             train_cfg = replace(train_cfg, budget=0.0, steps=planned or train_cfg.steps)
         if meta["step"] >= train_cfg.steps:
             if steps is not None:
@@ -319,7 +320,7 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool | None 
             raise UserError(f"{run_dir} already finished its {train_cfg.steps:,} steps; pass --steps N (above "
                             f"{meta['step']:,}) to train further")
         # what the run's first process decided and recorded (its recipe, its counting, that it mixes)
-        extra = {key: run.summary[key] for key in RESUMED_SUMMARY if key in run.summary}
+        extra = {key: summary[key] for key in RESUMED_SUMMARY if key in summary}
         return run.model_cfg, train_cfg, run.corpus(), tensors, meta, extra
 
     # [dist] in data-parallel training, rank 0 reads the run directory and sends it to the others
