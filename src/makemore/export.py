@@ -72,7 +72,7 @@ def load_for_export(path, what: str, neural: bool = False, labelled: bool = Fals
     exported: an ensemble, or a run whose result is its mixture with a count model or the count
     model (mixture.py), is one UserError (the latter unless `neural`: the neural model alone is
     then exported, as --neural says); so is a labelled run unless the format holds labels."""
-    from .mixture import result_of
+    from .mixture import result_of, result_words
     from .runs import load_any
 
     run = path if hasattr(path, "model_cfg") or hasattr(path, "runs") else load_any(path)
@@ -86,10 +86,8 @@ def load_for_export(path, what: str, neural: bool = False, labelled: bool = Fals
     fitted = rundir.read_mixture(run.path)
     if fitted is not None and not neural:
         try:
-            counts = "learned count model" if fitted.get("count_model") == "learned" else "Kneser-Ney model"
-            whose = {"mixture": f"its mixture with a {counts}", "ngram": f"its {counts}", "model": ""}
             result = fitted.get("result") or result_of(fitted)
-            which = whose[result]
+            which = result_words(result, fitted.get("count_model", "kneser_ney"))
         except (KeyError, TypeError, ValueError, AttributeError):
             raise UserError(f"{run.path / 'mix.json'} is corrupted; fit it again with `makemore mix {path}`") from None
         if result != "model":

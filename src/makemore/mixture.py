@@ -270,6 +270,13 @@ def kept_count_model(run, context: int, discount, count_model_name: str = "knese
     return count_model(run.splits["train"], run.vocab, context, discount, method=count_model_name)
 
 
+def result_words(predictor: str, count_model: str | None = None) -> str:
+    """A run's result in words, for messages: "its mixture with a Kneser-Ney model", "its count
+    model" (`count_model` as mix.json names it; None: not said which)."""
+    counts = {None: "count model", "learned": "learned count model"}.get(count_model, "Kneser-Ney model")
+    return {"mixture": f"its mixture with a {counts}", "ngram": f"its {counts}"}.get(predictor, "its neural model")
+
+
 def run_predictor(run, use: str = "result"):
     """The predictor of a loaded run (runs.load_run / load_ensemble): `use` "model" for its
     neural model alone, "mixture" for the fitted mixture, "ngram" for its count model, "result"
@@ -284,8 +291,8 @@ def run_predictor(run, use: str = "result"):
         if isinstance(recorded, dict) and recorded.get("predictor") in ("mixture", "ngram"):
             # mix.json was removed: the neural model alone would answer for the recorded result unsaid
             learned = isinstance(mixed, dict) and mixed.get("count_model") == "learned"
-            raise UserError(f"{run.path / 'mix.json'} is missing, and summary.json records the run's result as its "
-                            f"{'mixture' if recorded['predictor'] == 'mixture' else 'count model'}: fit it again "
+            raise UserError(f"{run.path / 'mix.json'} is missing, and summary.json records the run's result as "
+                            f"{result_words(recorded['predictor'])}: fit it again "
                             f"with `makemore mix {run.path}{' --learned 60' if learned else ''}`, or add --neural "
                             f"for the model alone")
         if use in ("result", "model"):

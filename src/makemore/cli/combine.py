@@ -56,13 +56,15 @@ def cmd_ensemble(args) -> int:
 def _note_mixed_members(runs, names: list[str], members: dict[str, float], out: str) -> None:
     """Say so where a member's result was not its neural model: an ensemble averages the members'
     neural models, so a mixture a run was judged by is not what joins (`makemore mix OUT` is)."""
+    from ..mixture import result_words
+
     for run, name in zip(runs, names):
         fitted = _mixture(run)
         if fitted is None or fitted.get("result", "mixture") == "model" or "mix_dev_loss" not in fitted:
             continue
-        result = (f"its count model (dev {fitted['ngram_dev_loss']:.4f})" if fitted.get("result") == "ngram" else
-                  f"its mixture with a count model (dev {fitted['mix_dev_loss']:.4f})")
-        print(f"note: {name}'s result is {result}; the ensemble takes its neural model (dev {members[name]:.4f}): "
+        result = fitted.get("result", "mixture")
+        loss = fitted["ngram_dev_loss" if result == "ngram" else "mix_dev_loss"]
+        print(f"note: {name}'s result is {result_words(result)} (dev {loss:.4f}); the ensemble takes its neural model (dev {members[name]:.4f}): "
               f"`makemore mix {out}` mixes the ensemble with a count model", file=sys.stderr)
 
 

@@ -169,9 +169,10 @@ def cmd_ngram(args) -> int:
               + (f", test {learned['test_loss']:.4f}" if args.test else "")
               + f" ({learned['steps']:,} steps in {learned['seconds']:.1f} s)")
     if compare:
+        from ..mixture import result_words
+
         result = compare.get("result")
-        what = {"mixture": "its mixture with a count model", "ngram": "its count model"}.get((result or {}).get(
-            "predictor"))
+        what = result_words(result["predictor"]) if result else None
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
               f"dev {compare['dev_loss']:.4f}" + (f" alone; the run's result, {what}: {result['dev_loss']:.4f}"
                                                   if result else ""))
