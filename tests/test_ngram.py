@@ -365,3 +365,12 @@ def test_fit_best_order_keeps_the_order_that_scores_best_on_dev(tmp_path):
     assert best.context > 2
     # one order: that order
     assert fit_best_order(corpus, [3]).context == 3
+
+
+def test_a_certain_target_scores_zero_not_minus_zero():
+    # Every word "a": with a long context each target is certain, log 1 = 0, and the mean of
+    # -0.0 printed as "-0.0000" in `ngram` and `mix`.
+    vocab = Vocab.from_words(["a"])
+    X, Y = build_examples(["a"] * 20, vocab, 6)
+    model = NGramModel.from_arrays(X, Y, vocab.size, "kneser_ney", 0.001)
+    assert f"{model.nll(X, Y):.4f}" == "0.0000"

@@ -111,8 +111,9 @@ def tune_mixture_weight(model, ngram, words: list[str], vocab: Vocab, model_log_
             log_1mw = torch.log1p(-weights[i:i + step])[:, None]
             nll[i:i + step] = -torch.logaddexp(a[None, :] + log_w, b[None, :] + log_1mw).mean(dim=1)
     best = int(torch.argmin(nll))
-    return {"weight": float(weights[best]), "mlp_dev_loss": float(-a.mean()),
-            "ngram_dev_loss": float(-b.mean()), "mix_dev_loss": float(nll[best]),
+    # + 0.0: where every target is certain a loss is -0.0, which prints as "-0.0000"
+    return {"weight": float(weights[best]), "mlp_dev_loss": float(-a.mean()) + 0.0,
+            "ngram_dev_loss": float(-b.mean()) + 0.0, "mix_dev_loss": float(nll[best]) + 0.0,
             **({"dev_examples": n} if n < len(examples) else {})}
 
 

@@ -331,7 +331,8 @@ def _discount_of(counts: np.ndarray, discounts: np.ndarray) -> np.ndarray:
 
 def _mean_nll(probs: np.ndarray, weights: np.ndarray) -> float:
     """The mean of -log p over examples, from the probabilities (N, 1) of distinct ones."""
-    return float(-(np.log(probs[:, 0]) * weights).sum() / weights.sum())
+    # + 0.0: where every target is certain the sum is -0.0, which prints as "-0.0000"
+    return float(-(np.log(probs[:, 0]) * weights).sum() / weights.sum()) + 0.0
 
 
 def minimise_on_log_scale(loss: Callable[[float], float], low: float, high: float,
