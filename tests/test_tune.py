@@ -567,6 +567,9 @@ def test_missing_studies_and_bad_flags_are_one_line(small_study, words, tmp_path
         (tune_args(words, tmp_path / "t", 2, space={"direct": 1}), "--space: direct takes one of its values"),
         (tune_args(words, tmp_path / "t", 2) + ["--try", "best"], "preset 'best' is a recipe for --model gru"),
         (tune_args(words, small_study, 2, threads=0, space=GRU_SPACE, model="gru"), "other --model (mlp)"),
+        # only the ranges that differ, as --space writes them
+        (tune_args(words, small_study, 2, threads=0, space={**SPACE, "hidden": [16, 32]}),
+         "other --space (search ranges) (hidden [16, 48] here [16, 32]);"),
         # a study started on other data, or another --out's study, cannot be joined by mistake
         (tune_args(words.parent / "other.txt", small_study, 2, threads=0), "other data"),
         (tune_args(words, small_study, 2, threads=0) + ["--study", "other"], "holds the trials of study 'makemore'"),

@@ -117,8 +117,18 @@ def _check_study_attrs(study, wanted: dict) -> None:
     for key, what in names.items():
         if have.get(key) != wanted.get(key):
             shown = have.get("data") if key == "digest" else have.get(key)
+            if key == "space" and isinstance(shown, dict) and isinstance(wanted.get(key), dict):
+                shown = _space_difference(shown, wanted[key])
             raise UserError(f"study {study.study_name!r} was started with other {what} ({shown}); "
                             f"join it with the same settings, or pick another --study")
+
+
+def _space_difference(have: dict, wanted: dict) -> str:
+    """The search ranges that differ, as --space writes them: 'hidden [64, 1024] here [16, 64]'."""
+    def shown(spec) -> str:
+        return "not searched" if spec is None else json.dumps(spec[:2] if len(spec) == 3 else spec)
+    return "; ".join(f"{name} {shown(have.get(name))} here {shown(wanted.get(name))}"
+                     for name in sorted(set(have) | set(wanted)) if have.get(name) != wanted.get(name))
 
 
 def _check_out_dir(out: Path, study: str, storage: str) -> bool:
