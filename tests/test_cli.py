@@ -289,9 +289,11 @@ def test_resume_may_take_another_thread_count(run_dir, tmp_path, capsys):
 
 def test_the_plot_says_what_the_dev_curve_was_estimated_on(run_dir):
     from makemore.cli.experiments import _dev_label
+    from makemore.runs import read_run_files
 
-    assert _dev_label(run_dir, 10**9) == "dev (whole split)"
-    label = _dev_label(run_dir, 100)
+    _, _, _, vocab, splits = read_run_files(run_dir)
+    assert _dev_label(vocab, splits["dev"], 10**9) == "dev (whole split)"
+    label = _dev_label(vocab, splits["dev"], 100)
     assert label.startswith("dev (estimate on 100 of its ") and label.endswith(" examples)")
 
 

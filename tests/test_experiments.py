@@ -391,8 +391,13 @@ def test_plot_says_what_a_folder_or_an_unreadable_metrics_file_is(runs, tmp_path
         (folder / marker).write_text("{}")
     shutil.copytree(runs[10], damaged)
     (damaged / "metrics.csv").write_bytes(b"step,train_loss,dev_loss,lr,seconds\n\xff\xfe")
+    # another run's vocabulary: named as the mismatch, as every other command names it
+    other_vocab = tmp_path / "other-vocab"
+    shutil.copytree(runs[10], other_vocab)
+    (other_vocab / "vocab.json").write_text('{"chars": ".ab"}')
     for folder, expected in ((sweep_dir, "is a sweep's folder"), (study, "tuning study's folder"),
-                             (damaged, "cannot be read: not UTF-8 text (a bad byte at offset")):
+                             (damaged, "cannot be read: not UTF-8 text (a bad byte at offset"),
+                             (other_vocab, "vocab.json has 3 characters, config.json says")):
         assert main(["plot", str(folder)]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expected in err[0], err

@@ -83,8 +83,9 @@ class Run:
                       self.split_seed, self.min_char_count)
 
 
-def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run:
-    """Load RUN's `best` (default) or `last` checkpoint into a ready model in eval mode."""
+def read_run_files(run_dir: str | Path):
+    """RUN's config.json, vocab.json and words.json, checked against each other: (config,
+    model_cfg, train_cfg, vocab, splits). What every reader of a run needs but the weights."""
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
     vocab_json, splits = rundir.read_vocab_and_words(run_dir)
@@ -101,6 +102,13 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu")
         raise UserError(f"{run_dir}: vocab.json has {vocab.size} characters, config.json says {model_cfg.vocab_size}")
     if len(vocab.labels) != model_cfg.labels:
         raise UserError(f"{run_dir}: vocab.json has {len(vocab.labels)} labels, config.json says {model_cfg.labels}")
+    return config, model_cfg, train_cfg, vocab, splits
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu") -> Run:
+    """Load RUN's `best` (default) or `last` checkpoint into a ready model in eval mode."""
+    run_dir = Path(run_dir)
+    config, model_cfg, train_cfg, vocab, splits = read_run_files(run_dir)
     ckpt = run_dir / f"{checkpoint}.safetensors"
     tensors, _ = rundir.load_checkpoint(ckpt)
     model = models.build(model_cfg)

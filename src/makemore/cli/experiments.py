@@ -153,14 +153,14 @@ def add_plot(sub) -> None:
 
 
 def cmd_plot(args) -> int:
-    from ..config import configs_from_dict
     from ..models import count_params
     from ..outputs import output_file
     from ..plots import plot_loss
-    from ..rundir import read_config, read_metrics, read_summary
+    from ..rundir import read_metrics, read_summary
+    from ..runs import read_run_files
 
     run = Path(args.run)
-    model_cfg, train_cfg = configs_from_dict(read_config(run))
+    _, model_cfg, train_cfg, vocab, splits = read_run_files(run)
     png_path = output_file(args.out) if args.out else run / "loss.png"
     metrics = read_metrics(run / "metrics.csv")
     summary = read_summary(run)
@@ -171,18 +171,16 @@ def cmd_plot(args) -> int:
     settings = f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}"
     png = plot_loss(metrics, png_path,
                     f"{run.resolve().name}: loss during training ({count_params(model_cfg):,} parameters)",
-                    settings + status, _dev_label(run, train_cfg.eval_examples))
+                    settings + status, _dev_label(vocab, splits["dev"], train_cfg.eval_examples))
     print(f"wrote {png}")
     return 0
 
 
-def _dev_label(run: Path, eval_examples: int) -> str:
+def _dev_label(vocab, dev_words: list[str], eval_examples: int) -> str:
     """What the dev losses in metrics.csv were estimated on: the whole split, or a subset of it."""
-    from ..data import Examples, Vocab
-    from ..rundir import read_vocab_and_words
+    from ..data import Examples
 
-    vocab, words = read_vocab_and_words(run)
-    examples = len(Examples.from_words(words["dev"], Vocab.from_json(vocab)))
+    examples = len(Examples.from_words(dev_words, vocab))
     if eval_examples >= examples:
         return "dev (whole split)"
     return f"dev (estimate on {eval_examples:,} of its {examples:,} examples)"
