@@ -113,16 +113,19 @@ def plot_loss(metrics: dict[str, np.ndarray], path: str | Path, title: str, subt
         window = max(1, int(has_train.sum()) // 40) | 1
         ax.plot(step[has_train], train[has_train], color=TRAIN_COLOR, alpha=0.25, lw=0.8,
                 label="train (minibatch mean per log interval)")
-        ax.plot(step[has_train], smooth(train[has_train], window), color=TRAIN_COLOR, lw=1.8,
-                label=f"train, moving average of {window}")
+        if window > 1:  # a moving average of 1 is the light curve again
+            ax.plot(step[has_train], smooth(train[has_train], window), color=TRAIN_COLOR, lw=1.8,
+                    label=f"train, moving average of {window}")
     has_dev = np.isfinite(dev)
     if has_dev.any():
         ax.plot(step[has_dev], dev[has_dev], color=DEV_COLOR, lw=1.5, marker="o", ms=3.5, label=dev_label)
         i = int(np.nanargmin(dev))
         ax.axhline(dev[i], color=DEV_COLOR, lw=0.8, ls=":")
+        # Near either end of the axis the label extends inwards, or it is cut off at the edge.
+        where = step[i] / max(1.0, float(np.nanmax(step)))
         ax.annotate(f"best dev {dev[i]:.4f} (step {int(step[i]):,})", (step[i], dev[i]),
-                    xytext=(0, -14), textcoords="offset points", ha="center" if 0.15 < i / max(1, len(step) - 1) < 0.85 else "right",
-                    fontsize=8, color=DEV_COLOR)
+                    xytext=(6, 4) if where < 0.15 else (0, -14), textcoords="offset points",
+                    ha="left" if where < 0.15 else "right" if where > 0.85 else "center", fontsize=8, color=DEV_COLOR)
     _log_y(ax)
     ax.set_xlabel("step (minibatch updates)")
     ax.set_ylabel("loss (nats per character, log scale)")
