@@ -18,6 +18,8 @@ from makemore.data import Examples, Vocab, load_corpus
 from makemore.interpolation import Gate, InterpolatedCounts, fit_apart
 from makemore.baselines import COUNT_MODEL
 from makemore.ngram import NGramModel
+from makemore.export import load_json
+from makemore.runs import load_run
 
 K = 3
 
@@ -177,6 +179,16 @@ def test_mix_trains_the_learned_model_where_asked_on_a_big_list_or_where_the_run
     assert "training the learned interpolation of the counts for 3 s" in printed.err  # not a silent minute
     mix = json.loads((out / "mix.json").read_text())
     assert mix["count_model"] == "learned" and mix["ngram_context"] == 3
+    # a JSON export holds the learned gate's weights: its counts come from words.json, its gate from nowhere else
+    assert main(["export", str(out), "--out", str(tmp_path / "run.json")]) == 0
+    exported = json.loads((tmp_path / "run.json").read_text())["count_gate"]
+    gate = mixture.kept_count_model(load_run(out), 3, None, "learned").gate.state_dict()
+    assert exported.keys() == gate.keys()
+    for name, value in gate.items():
+        assert exported[name]["shape"] == list(value.shape)
+        assert torch.equal(torch.tensor(exported[name]["data"]).reshape(value.shape), value.float())
+    assert load_json(tmp_path / "run.json")[0].num_params() == load_run(out).model.num_params()
+    capsys.readouterr()
     assert main(["eval", str(out), "--mix", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(mix["mix_dev_loss"], abs=1e-5)
     assert main(["mix", str(out), "--json"]) == 0  # the run's mixture was with it: so again by default

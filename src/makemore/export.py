@@ -272,12 +272,30 @@ def json_chunks(run):
     if fitted is not None:  # the mixture's weight and figures; Kneser-Ney is counted from words.json (docs/export.md)
         head["mix"] = fitted
     yield json.dumps(head, ensure_ascii=False, indent=1)[:-2] + ',\n "tensors": {\n'
-    items = list(run.model.state_dict().items())
+    yield from _tensors_json(run.model.state_dict())
+    gate = _learned_gate(run, fitted)
+    if gate:  # the counts are counted again from words.json; the gate's weights are learned, so they are here
+        yield ' },\n "count_gate": {\n'
+        yield from _tensors_json(gate)
+    yield " }\n}\n"
+
+
+def _tensors_json(tensors: dict[str, torch.Tensor]):
+    items = list(tensors.items())
     for i, (name, value) in enumerate(items):
         yield f"  {json.dumps(name)}: "
         yield from _tensor_json(value)
         yield ",\n" if i < len(items) - 1 else "\n"
-    yield " }\n}\n"
+
+
+def _learned_gate(run, fitted: dict | None) -> dict[str, torch.Tensor]:
+    """The weights of the gate of a mixture's learned count model (interpolation.Gate), from
+    RUN/counts.safetensors; {} for any other run."""
+    from .mixture import kept_count_model
+
+    if not fitted or fitted.get("count_model") != "learned":
+        return {}
+    return kept_count_model(run, fitted["ngram_context"], None, "learned").gate.state_dict()
 
 
 def json_text(run) -> str:
