@@ -22,6 +22,7 @@ import makemore as mm
 from makemore import recipes
 from makemore.ngram import NGramModel
 from makemore.plots import plot_budget
+from makemore.utils import cpu_name
 from makemore.outputs import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def main(recipes_dir: str = "runs/recipes") -> None:
     table = recipes.load()
     if not table.get("recipes"):
         sys.exit("budget_plot: src/makemore/recipes.json has no recipes: run `make recipes` first")
-    trials, best = [], []
+    trials, best, recorded = [], [], ROOT / "docs/results/budget.json"
     for r in recipes.tuned_on_names(table):
         best.append({"seconds": r["budget"], "dev_loss": r["dev_loss"]})
         db = ROOT / recipes_dir / f"{r['budget']:g}" / "study.db"
@@ -57,6 +58,11 @@ def main(recipes_dir: str = "runs/recipes") -> None:
             study = load_study(r["study"], f"sqlite:///{db}")
             trials += [{"seconds": r["budget"], "dev_loss": t.value} for t in study.trials
                        if t.value is not None and t.state.name == "COMPLETE"]
+    if not trials and recorded.is_file():  # the studies are gone (another machine): their trials were recorded
+        earlier = json.loads(recorded.read_text())
+        if earlier.get("recipes_date") == table["date"]:
+            trials = earlier.get("trials", [])
+            print(f"the studies are not in {recipes_dir}: their {len(trials)} trials as {recorded} recorded them")
     corpus = mm.load_corpus("names")
     counts = count_models(corpus)
     runs = []
@@ -75,12 +81,12 @@ def main(recipes_dir: str = "runs/recipes") -> None:
     out = ROOT / "docs/budget.png"
     plot_budget(trials, best, counts, out, "Best dev loss for a time budget (names, 2 CPU cores)",
                 f"{table['machine']}, recipes of {table['date']} ({len(trials)} tune trials); count models timed "
-                f"here; squares: presets at their training time"
+                f"on {cpu_name()}; squares: presets at their training time"
                 + (f"; train --budget runs of {measured['date']} (median, range)" if budget_runs else ""),
                 runs=runs, budget_runs=budget_runs)
-    atomic_write_json(ROOT / "docs/results/budget.json", {"recipes": best, "trials": trials, "count_models": counts,
-                                                         "presets": runs, "recipes_machine": table["machine"],
-                                                         "recipes_date": table["date"]})
+    atomic_write_json(recorded, {"recipes": best, "trials": trials, "count_models": counts,
+                                 "count_models_machine": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+                                 "presets": runs, "recipes_machine": table["machine"], "recipes_date": table["date"]})
     for c in counts:
         print(f"{c['label']}: dev {c['dev_loss']:.4f} in {c['seconds']:.2f} s")
     print(f"wrote {out}")
