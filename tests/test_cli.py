@@ -267,6 +267,20 @@ def test_a_signal_saves_and_prints_the_resume_command(tmp_path, sig, code):
     assert main(["train", "--resume", str(out), "--steps", str(step + 20), "--quiet"]) == 0
 
 
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line(tmp_path):
+    """Before cli.main runs (torch takes a second or more to import) nothing caught it."""
+    import signal
+    import time
+
+    data = tmp_path / "words.txt"
+    data.write_text("emma\nolivia\nava\n" * 100)
+    proc, err_path = _start(["data", "--data", str(data)], tmp_path, "d")
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    assert err_path.read_text() == "makemore: interrupted\n"
+
+
 def test_sample_tags_and_a_run_summary(run_dir, capsys):
     from makemore.runs import load_run
 

@@ -28,6 +28,10 @@ Several runs at once are the members of one training loop, e.g. a seed ensemble:
 
 import os
 
+from .errors import quiet_interrupt_at_start
+
+quiet_interrupt_at_start()  # first: Ctrl-C during the imports below is one line for the command
+
 # OpenMP threads that wait for work by spinning (GNU OpenMP's default) collapse when another
 # process wants a core. Threads that sleep at once cost small autograd models some speed on a
 # free machine and save them from collapse on a shared one, which is the better default for a
