@@ -346,6 +346,16 @@ def test_an_unknown_flag_names_the_command_whose_help_lists_the_flags(capsys):
     assert "(see makemore --help)" in capsys.readouterr().err
 
 
+def test_words_may_come_after_flags(run_dir, capsys):
+    assert main(["score", str(run_dir), "mari", "--json", "kato"]) == 0
+    assert [row["word"] for row in json.loads(capsys.readouterr().out)] == ["mari", "kato"]
+    assert main(["score", str(run_dir), "--json", "mari", "--verbose", "kato"]) == 0
+    assert [row["word"] for row in json.loads(capsys.readouterr().out)] == ["mari", "kato"]
+    with pytest.raises(SystemExit):
+        main(["score", str(run_dir), "mari", "--bogus", "kato"])
+    assert "makemore score: error: unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
 def test_ctrl_c_in_sweep_or_tune_says_how_to_go_on(monkeypatch, capsys, tmp_path):
     import makemore.cli as cli
 

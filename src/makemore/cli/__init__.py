@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if extra:  # said by the command's parser, whose --help lists what it takes
-        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args = _intermixed(parser.commands[args.command], args.command, argv)
     args.argv = argv  # the command line as given: what `train --nproc N` starts each worker with
     if args.command is None:
         parser.print_help()
@@ -102,6 +102,19 @@ def main(argv: list[str] | None = None) -> int:
         # our files are written through outputs.py, which names them: one with no name is stdout
         print(f"makemore: error: {os_error(e, 'standard output' if e.filename is None else None)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _intermixed(command: argparse.ArgumentParser, name: str, argv: list[str]) -> argparse.Namespace:
+    """The command's arguments read again with its words anywhere among its flags (`score RUN emma
+    --json xqzt`): argparse takes a list of words only in one piece. An argument it still does not
+    know is said by the command's parser, whose --help lists what it takes."""
+    try:
+        args = command.parse_intermixed_args(argv[argv.index(name) + 1:])
+    except TypeError:  # a command whose parser argparse cannot read so
+        args, extra = command.parse_known_args(argv[argv.index(name) + 1:])
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.command = name
+    return args
 
 
 if __name__ == "__main__":
