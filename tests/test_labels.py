@@ -294,6 +294,17 @@ def test_labelled_count_model_beats_the_all_labels_one_and_is_normalised(two):
                           atol=1e-4)
 
 
+def test_ngram_shows_the_count_model_conditioned_on_the_label_beside_the_pooled_ones(two, capsys):
+    assert main(["ngram", "--data", str(two), "--labels", "--max-context", "3", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    corpus = load_corpus(two, labels=True)
+    labelled = LabelledNGram.fit(corpus.encoded("train"), corpus.encoded("dev"), 3, corpus.vocab.size, 2)
+    assert rows[2]["per_label"]["dev_loss"] == pytest.approx(labelled.nll(corpus.encoded("dev")), abs=1e-9)
+    assert rows[2]["per_label"]["dev_loss"] < rows[2]["kneser_ney"]["dev_loss"] - 0.05  # the pooled columns
+    assert main(["ngram", "--data", str(two), "--labels", "--max-context", "2"]) == 0
+    assert "KN per label" in capsys.readouterr().out
+
+
 def test_mixture_and_budget_run_with_labels(two, tmp_path, capsys):
     out = tmp_path / "budget"
     assert main(["train", "--data", str(two), "--labels", "--budget", "3", "--out", str(out)]) == 0

@@ -146,12 +146,15 @@ def cmd_ngram(args) -> int:
         raise UserError(f"out of memory counting contexts of up to {args.max_context} characters; "
                         f"use a smaller --max-context") from None
     learned = _learned_row(corpus, counts, args.max_context, args.learned, args.test) if args.learned else None
+    if corpus.labels:
+        _add_per_label(rows, corpus, args.test)
     if args.json:
         extra = {**({"learned": learned} if learned else {}), **({"mlp": compare} if compare else {})}
         _print_json({"ngram": rows, **extra} if extra else rows)
         return 0
     print(f"{'context':>7}  {'table entries':>16}  {'unseen dev ctx':>14}  {'add-alpha':>9} {'(alpha)':>8}  "
-          f"{'Kneser-Ney':>10} {'(D)':>6}  {'modified KN':>11} {'(D1, D2, D3+)':>18}")
+          f"{'Kneser-Ney':>10} {'(D)':>6}  {'modified KN':>11} {'(D1, D2, D3+)':>18}"
+          + (f"  {'KN per label':>12}" if corpus.labels else ""))
     for r in rows:
         entries = r["table_entries"]  # V^(k+1), a Python int: 3.2e+25 for V = 4,400 and k = 6
         entries = f"{entries:,}" if entries < 10**12 else f"{float(entries):.1e}"
@@ -162,8 +165,10 @@ def cmd_ngram(args) -> int:
               f"{r['add_alpha']['dev_loss']:>9.4f} {alpha:>8}  "
               f"{r['kneser_ney']['dev_loss']:>10.4f} {r['kneser_ney']['discount']:>6.3f}  "
               f"{modified['dev_loss']:>11.4f} {', '.join(f'{d:.2f}' for d in modified['discounts']):>18}"
+              + (f"  {r['per_label']['dev_loss']:>12.4f}" if corpus.labels else "")
               + (f"  test {r['add_alpha']['test_loss']:.4f} / {r['kneser_ney']['test_loss']:.4f} / "
-                 f"{modified['test_loss']:.4f}" if args.test else ""))
+                 f"{modified['test_loss']:.4f}" + (f" / {r['per_label']['test_loss']:.4f}" if corpus.labels else "")
+                 if args.test else ""))
     if learned:
         print(f"learned interpolation of the {learned['context']}-character counts: dev {learned['dev_loss']:.4f}"
               + (f", test {learned['test_loss']:.4f}" if args.test else "")
@@ -176,5 +181,19 @@ def cmd_ngram(args) -> int:
         print(f"{compare['model']} {compare['run']}: {compare['params']:,} parameters (block {compare['block_size']}), "
               f"dev {compare['dev_loss']:.4f}" + (f" alone; the run's result, {what}: {result['dev_loss']:.4f}"
                                                   if result else ""))
-    print("dev NLL in nats per character on the dev split; smoothing tuned on dev")
+    print("dev NLL in nats per character on the dev split; smoothing tuned on dev"
+          + ("; every column but the last pools the labels (the counts do not read them); KN per label is the "
+             "count model a labelled run mixes with: Kneser-Ney of each label's items, interpolated with every "
+             "label's (docs/labels.md)" if corpus.labels else ""))
     return 0
+
+
+def _add_per_label(rows: list[dict], corpus, test: bool) -> None:
+    """Each row's count model conditioned on the label (labels.LabelledNGram, what a labelled run
+    mixes with), under "per_label": the table's other columns pool every label's items."""
+    from ..labels import fit_on_dev
+
+    for row in rows:
+        model = fit_on_dev(corpus, row["context"])
+        row["per_label"] = {"method": model.method, "dev_loss": model.nll(corpus.encoded("dev")),
+                            **({"test_loss": model.nll(corpus.encoded("test"))} if test else {})}
