@@ -130,7 +130,13 @@ def cmd_ngram(args) -> int:
         from ..data import Examples
         from ..predict import model_predictor, split_nll
 
+        from ..tune.space import flag, reading_of
+
         run = _load(args.compare)
+        theirs, ours = reading_of(run), reading_of(corpus)
+        differ = [f"{flag(field)} {value}" for field, value in theirs.items() if value != ours[field]]
+        if differ:  # another vocabulary, or losses per grapheme against per code point: they would not compare
+            raise UserError(f"{args.compare} read its data with {', '.join(differ)}; give the same to compare with it")
         if run.splits["dev"] != corpus.splits["dev"]:
             raise UserError(f"{args.compare} was trained on another data file or split; its dev NLL would not compare")
         dev = Examples.from_words(run.splits["dev"], run.vocab)
