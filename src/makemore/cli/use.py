@@ -297,7 +297,7 @@ def add_classify(sub) -> None:
 
 def cmd_classify(args) -> int:
     from ..data import read_words
-    from ..labels import classify, label_prior
+    from ..labels import check_items, classify, label_prior
 
     words = list(args.words) + (read_words(args.file) if args.file is not None else [])
     if not words:
@@ -305,6 +305,13 @@ def cmd_classify(args) -> int:
     run = _load(args.run, ensemble=True)
     if not run.vocab.labels:
         raise UserError(f"{args.run} was trained without labels: classify needs a run trained with --labels")
+    for i, word in enumerate(words):  # in a file of thousands, which one the model cannot read
+        try:
+            check_items(run.vocab, [word])
+        except UserError as e:
+            where = (f"word {i + 1} of the command line" if i < len(args.words) else
+                     f"word {i - len(args.words) + 1:,} of {args.file} (blank lines not counted)")
+            raise UserError(f"{where}: {e}") from None
     results = classify(_predictor(run, args.use), run.vocab, label_prior(run.vocab, run.splits["train"]), words)
     if args.json:
         _print_json(results)
