@@ -51,7 +51,7 @@ def test_a_run_that_learned_is_mixed_and_the_mixture_is_its_result(words_file, t
                  "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["eval", str(out), "--json"]) == 0
-    assert "predictor" not in json.loads(capsys.readouterr().out)  # no mixture fitted: the model
+    assert json.loads(capsys.readouterr().out)["predictor"] == "model"  # no mixture fitted: the model
     assert main(["mix", str(out), "--ngram-context", "3"]) == 0
     capsys.readouterr()
     mix = json.loads((out / "mix.json").read_text())

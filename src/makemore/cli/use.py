@@ -55,10 +55,9 @@ def cmd_eval(args) -> int:
                                       run.splits[args.split])
         result["labels"] = len(run.vocab.labels)
     which = _which(run, args.use)
-    if which != "model":  # the run's result (or --mix) is the mixture, or the count model
-        result["predictor"] = which
-    if which == "mixture":
-        result["mix"] = True
+    # what was scored, the same keys whichever: the neural model, the mixture, or the count model
+    result["predictor"] = which
+    result["mix"] = which == "mixture"
     if members is not None:
         result["members"] = members
     if args.json:
