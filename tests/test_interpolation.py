@@ -4,6 +4,8 @@ and a budget run on a big enough list mixes with it where it scores better than 
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +326,13 @@ def test_ngram_shows_the_learned_model_beside_kneser_ney(words_file, tmp_path, c
     assert learned["context"] == 3 == table[-1]["context"] and learned["steps"] > 0
     assert 0 < learned["dev_loss"] < table[0]["kneser_ney"]["dev_loss"]  # better than a bigram, whatever it learned
     assert learned["test_loss"] > 0
+    # the seconds reported are the training's: in a fresh process torch's first optimizer takes a second more
+    # (on enough words that 60 passes take longer than the second asked for)
+    more = tmp_path / "more.txt"
+    more.write_text("\n".join(make_words(3000, seed=2)))
+    fresh = subprocess.run([sys.executable, "-m", "makemore", "ngram", "--data", str(more), "--max-context", "3",
+                            "--learned", "1", "--json"], capture_output=True, text=True, timeout=120)
+    assert 1.0 <= json.loads(fresh.stdout)["learned"]["seconds"] < 1.4, fresh.stderr
     assert main(["ngram", "--data", str(words_file), "--max-context", "3", "--learned", "1"]) == 0
     assert "learned interpolation of the 3-character counts: dev" in capsys.readouterr().out
     for bad in ("0", "-1", "nan"):

@@ -128,7 +128,7 @@ class InterpolatedCounts:
             raise ValueError("these counts were kept for Kneser-Ney only: the learned model reads every order's")
         self.counts, self.context, self.vocab_size = counts, context, counts.vocab_size
         self.gate = gate if gate is not None else default_gate(counts, context)
-        self.fit_steps = 0
+        self.fit_steps, self.fit_seconds = 0, 0.0  # seconds of training steps (not torch's first optimizer)
         self._scored: tuple | None = None  # (fit_steps, ids, starts, log-probs) of the last Examples scored
 
     # ------------------------------------------------------------------------------------
@@ -207,6 +207,7 @@ class InterpolatedCounts:
             step = self._fit_steps(train, optimizer, rng, started, seconds, steps, batch_size, lr)
         self.gate.eval()
         self.fit_steps += step
+        self.fit_seconds += time.perf_counter() - started
         return self
 
     def _fit_steps(self, train: Examples, optimizer, rng, started: float, seconds: float | None, steps: int | None,
