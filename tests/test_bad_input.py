@@ -109,6 +109,42 @@ def test_an_output_that_cannot_be_written_is_one_line(world, capsys, command, pl
     assert_one_line_and_nothing_left(writers(world, out)[command], world, capsys)
 
 
+@pytest.mark.parametrize("command", WRITERS)
+def test_an_os_error_names_the_path_that_failed(world, capsys, command):
+    """/proc exists: creating a file or folder in it fails (ENOENT); ensemble said "cannot create /proc"."""
+    out = "/proc/makemore-out.png" if command in ("plot", "embeddings") else "/proc/makemore-out"
+    line = assert_one_line_and_nothing_left(writers(world, out)[command], world, capsys)
+    assert out in line and "no such file or directory" in line
+
+
+@pytest.fixture
+def read_only(monkeypatch, tmp_path):
+    """A folder that reads as on a read-only mount (os.access and os.statvfs say so, as they would)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    real_access, real_statvfs = os.access, os.statvfs
+
+    def under(path) -> bool:
+        return Path(path).resolve().is_relative_to(folder.resolve())
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if under(p) and mode & os.W_OK else
+                        real_access(p, mode, **kw))
+    monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly() if under(p) else real_statvfs(p))
+    return folder
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_a_read_only_file_system_is_named_as_such(world, capsys, read_only, command):
+    """Every command says what a write there would say (mix and plot met EROFS; ensemble, train and the
+    other checked outputs said "permission denied")."""
+    out = read_only / "sub" / ("x.png" if command in ("plot", "embeddings") else "x")
+    line = assert_one_line_and_nothing_left(writers(world, str(out))[command], world, capsys)
+    assert "read-only file system" in line and str(out) in line
+
+
 @pytest.mark.parametrize("command", FOLDER_OUTPUTS)
 def test_a_file_where_a_folder_is_wanted_is_one_line(world, capsys, command):
     line = assert_one_line_and_nothing_left(writers(world, str(world / "file.txt"))[command], world, capsys)

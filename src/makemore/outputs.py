@@ -65,14 +65,35 @@ def _file_above(path: Path) -> Path | None:
     return None
 
 
+def _cannot_write(folder: Path) -> OSError | None:
+    """Why this process cannot create or change files in `folder`, as the OSError a write there
+    would raise (os.access says only whether: a read-only mount is EROFS, as a write would say,
+    not "permission denied"); None where it can."""
+    if os.access(folder, os.W_OK | (os.X_OK if folder.is_dir() else 0)):
+        return None
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    code = errno.EROFS if read_only else errno.EACCES
+    return OSError(code, os.strerror(code), str(folder))
+
+
+def check_can_write(path: Path, what: str, folder: Path | None = None) -> None:
+    """`folder` (default `path`) may be written by this process, or one UserError worded as a
+    failed write is (os_error: the same cause for the same OS error, checked or met)."""
+    folder = path if folder is None else folder
+    error = _cannot_write(folder)
+    if error is not None:
+        raise os_error(error, f"{what} {path}" + ("" if folder == path else f" (in {folder})"))
+
+
 def check_writable_parent(path: Path, what: str) -> None:
     """`path`'s nearest existing ancestor is a folder this process may write into."""
     inside = _file_above(path)
     if inside is not None:
         raise UserError(f"{what} {path} is inside {inside}, which is a file")
-    existing = next((p for p in path.parents if p.exists()), Path("."))
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {what} {path}: permission denied in {existing}")
+    check_can_write(path, what, next((p for p in path.parents if p.exists()), Path(".")))
 
 
 def check_new_dir(path: str | Path, what: str = "--out", hint: str = "") -> Path:
@@ -134,8 +155,7 @@ def reused_dir(path: str | Path, what: str = "--out"):
         raise UserError(f"{what} {path} exists and is a file, not a folder")
     check_not_a_run(path, what)
     if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserError(f"cannot write {what} {path}: permission denied")
+        check_can_write(path, what)
         yield path
         return
     with new_dir(path, what, keep=lambda p: any(p.iterdir())) as made:
@@ -148,8 +168,8 @@ def output_file(path: str | Path, what: str = "--out") -> Path:
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; give a file name")
     check_writable_parent(path, what)
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UserError(f"cannot write {what} {path}: permission denied")
+    if path.exists():
+        check_can_write(path, what)
     return path
 
 

@@ -215,16 +215,18 @@ def combine_runs(out: str | Path, runs: list[Run], info: dict | None = None) -> 
     ENS/ensemble.json lists them with `info`; the whole directory appears at once (built beside
     it, then renamed), so a failure leaves nothing. The ensemble is the mixture of the members'
     probabilities (predict.ensemble_predictor)."""
+    import contextlib
     import shutil
     import tempfile
 
     out = check_new_dir(out)
     names = member_names(runs)
-    with writing(out.parent, "create"):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    made = [p for p in reversed(out.parents) if not p.exists()]  # removed again if this fails
+    tmp = None
     try:
-        with writing(out):
+        with writing(out, "create"):  # the folder asked for, not the temporary one beside it
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
             for run, name in zip(runs, names):
                 shutil.copytree(run.path, tmp / name,
                                 ignore=shutil.ignore_patterns("last.safetensors", "*.tmp", rundir.RunLock.NAME))
@@ -233,8 +235,12 @@ def combine_runs(out: str | Path, runs: list[Run], info: dict | None = None) -> 
             tmp.chmod(0o777 & ~umask())  # mkdtemp's 0700 would hide the ensemble from other users
             tmp.rename(out)
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not out.exists():
+            for p in reversed(made):
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # only if empty: another process may have written there since
     # the models are loaded already: only their directories moved
     return Ensemble(out, [replace(run, path=out / name) for run, name in zip(runs, names)], rundir.read_ensemble(out))
 
