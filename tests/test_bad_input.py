@@ -161,6 +161,24 @@ def test_an_existing_folder_is_refused(world, capsys, command):
     assert_one_line_and_nothing_left(writers(world, str(world / "run2"))[command], world, capsys, "already exists")
 
 
+@pytest.mark.parametrize("command", FOLDER_OUTPUTS)
+@pytest.mark.parametrize("below", ["sub", "sub/deeper"])
+def test_a_folder_inside_a_run_is_refused(world, capsys, command, below):
+    """ensemble --out inside a member copied the run into itself without end (a name too long, or a
+    RecursionError); train made a run inside a run, sweep, lr-find and tune wrote their files there."""
+    out = world / "run" / below
+    line = assert_one_line_and_nothing_left(writers(world, str(out))[command], world, capsys,
+                                            f"is inside the training run {world / 'run'}")
+    assert len(line) < 300
+
+
+def test_a_folder_inside_a_run_through_a_symlink_is_refused(world, capsys, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(world / "run")
+    assert_one_line_and_nothing_left(writers(world, str(link / "ens"))["ensemble"], world, capsys,
+                                     "is inside the training run")
+
+
 STORAGES = {
     "unwritable": lambda w: "sqlite:////proc/makemore-out/x.db",
     "inside a file": lambda w: f"sqlite:///{w / 'file.txt'}/x.db",

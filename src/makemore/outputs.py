@@ -3,7 +3,8 @@
 A command that writes says so up front: `new_dir(path)` for a folder it creates (a run, an
 ensemble, lr-find's and sweep's output), `output_file(path)` for a file it writes (a plot).
 Both check the path before any work is done (not inside a file, not an existing file where a
-folder is wanted, not an existing run unless resuming), and a folder made by a command that
+folder is wanted, not an existing run unless resuming; a folder not inside a run either:
+`check_not_a_run`), and a folder made by a command that
 then fails is removed with every parent it made: a failed command leaves nothing behind.
 
 Every file is written atomically (`atomic_write`: a temp file beside it, fsynced, renamed over
@@ -97,11 +98,12 @@ def check_writable_parent(path: Path, what: str) -> None:
 
 
 def check_new_dir(path: str | Path, what: str = "--out", hint: str = "") -> Path:
-    """A folder to create: it must not exist yet, and its parent must be writable."""
+    """A folder to create: it must not exist yet, nor be inside a run, and its parent must be writable."""
     path = Path(path)
     if path.exists() or path.is_symlink():
         kind = "a folder" if path.is_dir() else "a file"
         raise UserError(f"{what} {path} already exists ({kind}){hint or '; pick another'}")
+    check_not_a_run(path, what)
     check_writable_parent(path, what)
     return path
 
@@ -139,11 +141,21 @@ def _rmdir_if_empty(path: Path) -> None:
         pass
 
 
-def check_not_a_run(path: Path, what: str = "--out") -> None:
-    """A command's own folder is never a training run's: its files would mix with the run's
-    (`train --out` refuses any existing folder)."""
-    if (path / "config.json").is_file() and (path / "best.safetensors").exists():
+def _is_run(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "best.safetensors").exists()
+
+
+def check_not_a_run(path: str | Path, what: str = "--out") -> None:
+    """A command's own folder is never a training run's, nor inside one: its files would mix with
+    the run's (`train --out` refuses any existing folder), a run inside a run is copied with it
+    (`ensemble`), and `ensemble --out` inside a member would copy the member into itself without end."""
+    path = Path(path)
+    if _is_run(path):
         raise UserError(f"{what} {path} is a training run's directory: give a folder of this command's own")
+    # as written (the name the user knows), then resolved (through a symlink or a "..")
+    run = next((p for p in [*path.parents, *path.resolve().parents] if _is_run(p)), None)
+    if run is not None:
+        raise UserError(f"{what} {path} is inside the training run {run}: give a folder outside it")
 
 
 @contextmanager
