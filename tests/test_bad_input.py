@@ -355,6 +355,16 @@ def test_messages_say_what_happened(world, capsys, argv, expect):
     assert_one_line_and_nothing_left(argv, world, capsys, expect)
 
 
+def test_an_ensemble_of_runs_given_for_one_run_names_its_members(world, capsys, tmp_path):
+    """Not "a seed ensemble ... the seed-* folders in it": its members are named after the runs."""
+    ens = tmp_path / "ens"
+    assert main(["ensemble", str(world / "run"), str(world / "run2"), "--out", str(ens)]) == 0
+    for argv in (["plot", str(ens)], ["embeddings", str(ens)], ["ensemble", str(world / "alien"), str(ens), "--out",
+                 str(tmp_path / "e")], ["ngram", "--data", str(world / "words.txt"), "--compare", str(ens)]):
+        line = assert_one_line_and_nothing_left(argv, world, capsys, f"{ens} is an ensemble of runs")
+        assert "(run, run2)" in line and "seed" not in line and "mix and serve" in line, line
+
+
 def test_a_file_with_lone_cr_line_ends_is_read_as_lines(tmp_path, capsys):
     data = tmp_path / "mac.txt"
     data.write_bytes("\r".join(make_words()).encode())

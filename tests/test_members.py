@@ -262,7 +262,7 @@ def test_a_broken_ensemble_is_one_error_line(ensemble_dir, tmp_path, capsys, dam
     damage(ens)
     for cmd in (["eval", str(ens)], ["sample", str(ens)], ["score", str(ens), "ana"]):
         line = _one_error_line(capsys, main(cmd))
-        assert message in line and "broken seed ensemble" in line, line
+        assert message in line and "broken ensemble" in line, line
     with pytest.raises(UserError):
         load_ensemble(ens)
 
@@ -278,10 +278,16 @@ def test_train_seeds_errors_are_one_line(words_file, ensemble_dir, tmp_path, cap
     assert json.loads((out / "ensemble.json").read_text())["members"] == ["seed-42", "seed-43"]
 
 
-def test_commands_of_one_run_name_the_ensemble(ensemble_dir, capsys):
+def test_commands_of_one_run_name_the_ensemble(ensemble_dir, tmp_path, capsys):
+    """... its members by name and the commands that do take it whole (mix and serve too)."""
+    data = str(ensemble_dir.parent / "words.txt")
     for cmd in (["plot", str(ensemble_dir)], ["embeddings", str(ensemble_dir)],
-                ["train", "--resume", str(ensemble_dir)]):
-        assert "seed ensemble" in _one_error_line(capsys, main(cmd))
+                ["train", "--resume", str(ensemble_dir)], ["ngram", "--data", data, "--compare", str(ensemble_dir)],
+                ["ensemble", str(ensemble_dir / "seed-5"), str(ensemble_dir), "--out", str(tmp_path / "e")]):
+        line = _one_error_line(capsys, main(cmd))
+        assert "is a seed ensemble" in line and "(seed-5, seed-6, seed-7)" in line, line
+        assert "eval, sample, score, classify, mix and serve take the whole ensemble" in line
+    assert not (tmp_path / "e").exists()
 
 
 def test_an_ensemble_mixes_with_the_ngram_model(ensemble_dir, capsys):

@@ -256,8 +256,7 @@ def check_run_dir(run_dir: str | Path) -> Path:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is a file, not a run directory")
     if not is_run_dir(run_dir) and is_ensemble_dir(run_dir):
-        raise UserError(f"{run_dir} is a seed ensemble, not a single run; give one of its members (the seed-* "
-                        f"folders in it) - eval, sample and score take the whole ensemble")
+        raise UserError(_not_a_single_run(run_dir))
     if not is_run_dir(run_dir) and (run_dir / "sweep.json").is_file():
         raise UserError(f"{run_dir} is a sweep's folder, not a run: give one of its runs (the folders in it); its "
                         f"table is {run_dir / 'sweep.csv'}, its plot {run_dir / 'sweep.png'}")
@@ -268,6 +267,24 @@ def check_run_dir(run_dir: str | Path) -> Path:
         raise UserError(f"{run_dir} is not a makemore run directory (no config.json): `makemore train --out DIR` "
                         f"makes one")
     return run_dir
+
+
+# the commands that take an ensemble's directory as one model (cli: `_load(..., ensemble=True)`)
+TAKE_AN_ENSEMBLE = "eval, sample, score, classify, mix and serve"
+
+
+def _not_a_single_run(ens: Path) -> str:
+    """What an ensemble given for a single run is, and its members by name (a seed ensemble's are
+    seed-<s>, an ensemble of runs' are named after the runs it copied)."""
+    try:
+        info = read_ensemble(ens)
+    except UserError as e:
+        return str(e)
+    kind = "an ensemble of runs" if "combined_from" in info else "a seed ensemble"
+    members = info["members"]
+    shown = ", ".join(members[:4]) + (f", ... ({len(members)} in all)" if len(members) > 4 else "")
+    return (f"{ens} is {kind}, not a single run: give one of its members ({shown}), e.g. {ens / members[0]}; "
+            f"{TAKE_AN_ENSEMBLE} take the whole ensemble")
 
 
 def write_config(run_dir: Path, config: dict, vocab: dict, splits: dict[str, list[str]]) -> None:
@@ -357,7 +374,7 @@ def read_ensemble(path: str | Path) -> dict:
         raise UserError(f"ensemble directory not found: {path}")
     if not path.is_dir():
         raise UserError(f"{path} is a file, not an ensemble directory")
-    broken = f"{path} is a broken seed ensemble"
+    broken = f"{path} is a broken ensemble"
     if not (path / "ensemble.json").is_file():
         raise UserError(f"{path} is not an ensemble (no ensemble.json)")
     try:

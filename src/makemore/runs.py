@@ -157,7 +157,7 @@ def load_ensemble(path: str | Path, checkpoint: str = "best", device: str = "cpu
     """Load every member of ENS (see write_ensemble); a broken ensemble is one UserError."""
     path = Path(path)
     info = rundir.read_ensemble(path)
-    broken = f"{path} is a broken seed ensemble"
+    broken = f"{path} is a broken ensemble"
     runs = []
     for name in info["members"]:
         try:

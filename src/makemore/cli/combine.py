@@ -27,6 +27,7 @@ def cmd_ensemble(args) -> int:
 
     from ..data import Examples
     from ..predict import ensemble_predictor, fit_ensemble_weights, model_predictor, split_nll, target_log_probs
+    from ..rundir import TAKE_AN_ENSEMBLE
     from ..runs import combine_runs, load_members, member_names
 
     runs = load_members(args.out, args.runs)
@@ -49,7 +50,7 @@ def cmd_ensemble(args) -> int:
         print(f"{name:<24} dev loss {loss:.4f}  weight {w:.3f}")
     how = "equal weights" if args.equal else "weights fitted on dev"
     print(f"{'ensemble':<24} dev loss {dev_loss:.4f}  (mixture of the {len(members)} members' probabilities, {how})")
-    print(f"saved to {ens.path}; eval, sample, score, mix and serve take it as one run")
+    print(f"saved to {ens.path}; {TAKE_AN_ENSEMBLE} take it as one run")
     return 0
 
 

@@ -326,7 +326,7 @@ def add_serve(sub) -> None:
     p = _subparser(sub, "serve", "a local web page over trained runs: sample, explain a name, embeddings, "
                    "training curves; and its JSON API (see docs/serve.md)",
                    "makemore serve runs/lecture runs/ensemble --port 8000")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run or seed-ensemble directories; the first opens")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run or ensemble directories; the first opens")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 exposes the "
                         "server to the network: see docs/serve.md first)")
