@@ -343,6 +343,26 @@ def test_a_second_writer_is_refused_with_the_holders_pid(world, capsys, command)
     assert main(["eval", str(world / "run")]) == 0  # readers never take the lock
 
 
+def test_a_member_still_training_is_refused_by_ensemble(world, capsys):
+    """ensemble copied a mid-training snapshot without a word, where mix and --resume are refused."""
+    argv = ["ensemble", str(world / "run"), str(world / "run2"), "--out", str(world / "new")]
+    with RunLock(world / "run2"):
+        line = assert_one_line_and_nothing_left(argv, world, capsys, f"{world / 'run2'} is training now")
+    assert f"pid {os.getpid()}" in line and "wait" in line and "stop it" in line
+
+
+def test_a_member_killed_before_its_end_joins_as_eval_uses_it(world, capsys, tmp_path):
+    """No summary.json and no process training it: its best checkpoint, as eval and sample read it."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(world / "run2", killed)
+    (killed / "summary.json").unlink()
+    assert main(["eval", str(killed)]) == 0
+    assert main(["ensemble", str(world / "run"), str(killed), "--out", str(tmp_path / "ens")]) == 0
+    assert main(["eval", str(tmp_path / "ens")]) == 0
+
+
 @pytest.mark.parametrize("argv, expect", [
     (["eval", "FILE"], "is a file, not a run directory"),
     (["ensemble", "RUN", "RUN", "--out", "NEW"], "given twice"),

@@ -212,6 +212,26 @@ class RunLock:
         self.fd = fd
         return self
 
+    @classmethod
+    def holder(cls, run_dir: str | Path) -> str | None:
+        """The pid of the process writing the run now (training it), or None where none is: a
+        reader's question, which creates nothing (a run on a read-only mount is read as well)."""
+        import fcntl
+
+        try:
+            fd = os.open(Path(run_dir) / cls.NAME, os.O_RDONLY)
+        except OSError:  # no .lock: no process has written the run since locks were taken
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released at once by the close below
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            return None
+        finally:
+            os.close(fd)
+        return None
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the flock

@@ -184,7 +184,7 @@ def check_same_data(run: Run, first: Run) -> None:
 
 def load_members(out: str | Path, run_dirs: list[str | Path]) -> list[Run]:
     """The runs of an ensemble to be made at `out` (a new folder), loaded and checked: at least
-    two, each once, all trained on the same data and split."""
+    two, each once, none training now, all trained on the same data and split."""
     check_new_dir(out)
     if len(run_dirs) < 2:
         raise UserError("an ensemble of runs needs at least two runs")
@@ -193,6 +193,11 @@ def load_members(out: str | Path, run_dirs: list[str | Path]) -> list[Run]:
     if twice is not None:
         raise UserError(f"{twice} is given twice: an ensemble's members must be different runs")
     runs = [load_run(d) for d in run_dirs]  # each one clear error if it is not a run
+    for d in run_dirs:  # a run killed before its end joins with its best checkpoint, as eval and sample use it
+        pid = rundir.RunLock.holder(d)
+        if pid is not None:
+            raise UserError(f"{d} is training now (pid {pid}); wait for it to finish, or stop it (it saves as it "
+                            f"stops), then make the ensemble")
     for run in runs[1:]:
         check_same_data(run, runs[0])
     return runs
