@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -471,3 +472,16 @@ def test_steps_and_a_budget_together_is_one_line(world, capsys):
 def test_a_maximum_length_of_zero_is_one_line(world, capsys):
     assert_one_line_and_nothing_left(["sample", str(world / "run"), "-n", "3", "--max-len", "0"], world, capsys,
                                      "minimum length 1 is above the maximum length 0")
+
+
+def test_an_empty_out_or_a_truncated_mix_json_is_one_line_saying_what_to_do(world, capsys, tmp_path):
+    assert main(["plot", str(world / "run"), "--out", ""]) == 1  # Path("") is the current folder
+    assert "--out is empty; give a file name" in capsys.readouterr().err
+    mixed = tmp_path / "mixed"
+    shutil.copytree(world / "run", mixed)
+    assert main(["mix", str(mixed), "--ngram-context", "2"]) == 0
+    (mixed / "mix.json").write_text((mixed / "mix.json").read_text()[:40])
+    capsys.readouterr()
+    for argv in (["export", str(mixed), "--out", str(tmp_path / "m.json")], ["eval", str(mixed)]):
+        assert main(argv) == 1
+        assert f"mix.json is corrupted; fit it again with `makemore mix {mixed}`" in capsys.readouterr().err

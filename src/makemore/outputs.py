@@ -176,6 +176,8 @@ def reused_dir(path: str | Path, what: str = "--out"):
 
 def output_file(path: str | Path, what: str = "--out") -> Path:
     """A file to (over)write: not a folder, not inside a file, its folder writable (made if missing)."""
+    if not str(path).strip():  # Path("") is ".", the folder the command runs in
+        raise UserError(f"{what} is empty; give a file name")
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; give a file name")

@@ -357,7 +357,10 @@ def write_mixture(run_dir: str | Path, mix: dict) -> None:
 
 def read_mixture(run_dir: str | Path) -> dict | None:
     path = Path(run_dir) / "mix.json"
-    return read_json(path, "") if path.is_file() else None
+    try:
+        return read_json(path, "") if path.is_file() else None
+    except UserError:
+        raise UserError(f"{path} is corrupted; fit it again with `makemore mix {Path(run_dir)}`") from None
 
 
 def write_counts(run_dir: str | Path, arrays: dict[str, np.ndarray], vocab_size: int, context: int) -> None:

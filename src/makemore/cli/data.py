@@ -17,7 +17,8 @@ def add_data(sub) -> None:
     p = _subparser(sub, "data", "describe a data file: words, vocabulary, split sizes",
                    "makemore data --data names --block-size 3\n  makemore data --data big.txt --min-char-count 5")
     add_data_flags(p)
-    p.add_argument("--block-size", type=int, default=3)
+    p.add_argument("--block-size", type=int, default=3,
+                   help="characters of context per example, for the example counts (default 3, the lecture's)")
     p.add_argument("--seed", type=int, default=None, help=argparse.SUPPRESS)  # older spelling of --split-seed
     p.add_argument("--json", action="store_true", help="everything, the whole vocabulary and character counts included")
 

@@ -161,7 +161,7 @@ def cmd_plot(args) -> int:
 
     run = Path(args.run)
     _, model_cfg, train_cfg, vocab, splits = read_run_files(run)
-    png_path = output_file(args.out) if args.out else run / "loss.png"
+    png_path = output_file(args.out) if args.out is not None else run / "loss.png"
     metrics = read_metrics(run / "metrics.csv")
     summary = read_summary(run)
     if summary:
@@ -214,7 +214,7 @@ def cmd_embeddings(args) -> int:
     from ..outputs import output_file
 
     run = _load(args.run)
-    png_path = output_file(args.out) if args.out else run.path / "embeddings.png"
+    png_path = output_file(args.out) if args.out is not None else run.path / "embeddings.png"
     table = run.model.embedding_table()
     if table is None:
         raise UserError(f"--model {run.model_cfg.name} has no table of character embeddings to draw")
@@ -247,7 +247,7 @@ def cmd_embeddings(args) -> int:
     named = {chars[listed[i]]: [(chars[listed[j]], d) for j, d in nn] for i, nn in enumerate(neighbours)}
     unit = "1 - cosine similarity" if args.metric == "cosine" else "euclidean distance"
     if args.json:
-        _print_json({"png": str(png), "emb_dim": dim, "variance_share": share, "metric": args.metric,
+        _print_json({"path": str(png), "emb_dim": dim, "variance_share": share, "metric": args.metric,
                      "neighbours": {c: [list(n) for n in nn] for c, nn in named.items()}})
         return 0
     print(f"wrote {png}")
