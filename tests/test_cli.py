@@ -46,7 +46,8 @@ def test_train_eval_sample_score(run_dir, capsys):
 
     assert main(["eval", str(run_dir), "--split", "dev", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"split", "loss", "perplexity", "examples"}
+    assert set(result) == {"split", "loss", "perplexity", "examples", "predictor", "mix"}
+    assert result["predictor"] == "model" and result["mix"] is False
     assert result["loss"] == pytest.approx(summary["dev_loss"])
 
     assert main(["sample", str(run_dir), "-n", "25", "--seed", "3", "--json"]) == 0
