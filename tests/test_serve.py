@@ -9,13 +9,11 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -267,10 +265,12 @@ def test_metrics_are_the_csv(client, runs):
 
 
 def test_metrics_follow_a_run_that_is_still_training(runs, tmp_path):
+    from makemore.rundir import RunLock
+
     live = tmp_path / "live"
     shutil.copytree(runs["run"], live)
     (live / "summary.json").unlink()  # written only when training ends
-    (live / "metrics.csv").touch()
+    training = RunLock(live).acquire()  # what a training process holds until its last step
     app = serve.create_app([live])
     srv = serve.Server(app, serve.bind("127.0.0.1", 0)).start()
     try:
@@ -284,12 +284,14 @@ def test_metrics_follow_a_run_that_is_still_training(runs, tmp_path):
         assert after["curves"][0]["step"][-2:] == [last, last + 1]  # the new row; the cut one skipped
         _, listed = c.get("/api/runs")
         assert listed["runs"][0]["training"] is True and listed["runs"][0]["dev_loss"] is None
-        # a run killed before its end (or whose summary.json was removed) is not live for ever
-        still = time.time() - serve.models.STILL_SECONDS - 60
-        os.utime(live / "metrics.csv", (still, still))
+        # a run killed before its end lets go of its lock: not live, though it has no summary.json
+        training.release()
         _, stopped = c.get("/api/metrics")
         assert stopped["training"] is False
+        _, listed = c.get("/api/runs")
+        assert listed["runs"][0]["training"] is False
     finally:
+        training.release()
         srv.stop()
 
 

@@ -91,7 +91,7 @@ class App:
             runs.append({"id": run_id, "name": m.path.resolve().name, "kind": m.kind, "params": m.params,
                          "dev_loss": m.dev_loss, "config": m.config, "vocab": m.vocab.chars,
                          "boundary": m.vocab.boundary,
-                         "training": any(is_training(p, m.summaries[k]) for k, p in m.metrics.items())})
+                         "training": any(is_training(p.parent) for p in m.metrics.values())})
             if m.labels is not None:  # a labelled run: its labels and their shares of the training split
                 runs[-1]["labels"] = m.labels.shares()
         return JSONResponse({"runs": runs, "limits": {**LIMITS, "sample_max_len": SAMPLE_MAX_LEN}})

@@ -9,7 +9,6 @@ import json
 import math
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,6 @@ class ServedModel:
     embeddings: np.ndarray | None    # (vocab, emb_dim) character embeddings C, or None
     embeddings_of: str               # which model's C it is (an ensemble's first member)
     metrics: dict[str, Path]         # curve label -> metrics.csv (one per ensemble member)
-    summaries: dict[str, Path]       # curve label -> summary.json (written when training ends)
     config: dict                     # config.json, as written by train
     params: int                      # parameters (all members of an ensemble together)
     dev_loss: float | None           # the model's dev loss as training reported it
@@ -76,7 +74,6 @@ def load_model(path: str | Path, use: str = "result") -> ServedModel:
         embeddings=_embeddings(first.model),
         embeddings_of=first.path.name if len(members) > 1 else "",
         metrics={label(r): r.path / "metrics.csv" for r in members},
-        summaries={label(r): r.path / "summary.json" for r in members},
         config=config, params=sum(r.model.num_params() for r in members),
         dev_loss=float(dev_loss) if isinstance(dev_loss, (int, float)) else None,
         labels=Labels.of_run(predictor, run.vocab, run.splits) if run.vocab.labels else None)
@@ -195,10 +192,6 @@ def embedding_view(model: ServedModel) -> dict:
 
 
 MAX_POINTS = 4000  # rows per curve sent to the page; longer logs are thinned evenly
-# A run whose metrics.csv has not grown for this long is not training, whatever its summary.json
-# says (a run writes a row every few steps: every second or so on the slowest models' budgets).
-STILL_SECONDS = 600
-
 
 def read_metrics_rows(path: Path) -> dict[str, list]:
     """metrics.csv (rundir.read_metrics, which skips a row being written) as lists by column,
@@ -216,24 +209,16 @@ def read_metrics_rows(path: Path) -> dict[str, list]:
     return columns
 
 
-def is_training(metrics: Path, summary: Path) -> bool:
-    """Still training: metrics.csv grew within the last STILL_SECONDS, and summary.json (written
-    at the end) does not exist or is older than the metrics (a resumed run). A run killed before
-    its end, or whose summary.json was removed, is not shown live for ever."""
-    try:
-        grown = metrics.stat().st_mtime
-    except OSError:
-        return False
-    if time.time() - grown > STILL_SECONDS:
-        return False
-    try:
-        return summary.stat().st_mtime < grown
-    except OSError:
-        return True
+def is_training(run_dir: Path) -> bool:
+    """Still training: a process holds the run's lock (rundir.RunLock, held by training until its
+    last step). A run killed before its end is not live, whatever its files' times say."""
+    from ..rundir import RunLock
+
+    return RunLock.holder(run_dir) is not None
 
 
 def metrics_view(model: ServedModel) -> dict:
-    curves = [{"label": label, "training": is_training(path, model.summaries[label]), **read_metrics_rows(path)}
+    curves = [{"label": label, "training": is_training(path.parent), **read_metrics_rows(path)}
               for label, path in model.metrics.items()]
     return {"curves": curves, "training": any(c["training"] for c in curves)}
 
