@@ -233,10 +233,12 @@ def test_a_labelled_run_has_a_label_picker_and_a_posterior(browser, tmp_path_fac
 
 
 def test_curves_follow_a_run_that_is_still_training(browser, runs, tmp_path):
+    from makemore.rundir import RunLock
+
     live = tmp_path / "live"
     shutil.copytree(runs["run"], live)
     (live / "summary.json").unlink()  # as while training: summary.json comes at the end
-    with serving(live) as url:
+    with RunLock(live), serving(live) as url:  # the lock a training process holds
         pg = browser.new_page()
         pg.goto(url)
         pg.wait_for_selector("#live:not([hidden])")
