@@ -96,8 +96,10 @@ def _cdf(logits: torch.Tensor, temperature: float, top_k: int | None, banned: in
         z = z.clone()
         z[:, banned] = -math.inf
     if temperature != 1.0:
-        # the largest entry becomes exactly 0 before dividing, so no temperature overflows them all
-        z = (z - z.max(dim=1, keepdim=True).values).div_(temperature)
+        # the largest entry becomes exactly 0 before dividing, so no temperature overflows them all;
+        # divided in float64, since a temperature below float32's range (1e-100) would be 0 there
+        # and give NaNs: the others' gaps overflow to -inf instead, the greedy choice of the limit
+        z = (z - z.max(dim=1, keepdim=True).values).double().div_(temperature).float()
     if top_k is not None and top_k < z.shape[1]:
         kth = torch.topk(z, top_k, dim=1).values[:, -1:]
         z = z.masked_fill(z < kth, -math.inf)
