@@ -320,6 +320,8 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     (lambda p, v: mm.load_corpus("names", seed="x"), "seed must be a whole number, got 'x'"),
     (lambda p, v: mm.load_corpus(["emma", "ava"]), "give its path"),
     (lambda p, v: mm.sample(p, v, n=3, seed="a"), "seed must be a whole number, got 'a'"),
+    (lambda p, v: mm.sample(p, v, n=2, seed=1, top_k=2.5), "top-k must be a whole number, at least 1, got 2.5"),
+    (lambda p, v: mm.sample(p, v, n=2, seed=1, temperature="1"), "temperature must be a positive number, got '1'"),
 ])
 def test_arguments_of_the_wrong_type_are_one_clear_error(setup, use, message):
     """A string where a list of words belongs would be read as one-letter words (score 'e', 'm',
@@ -327,6 +329,41 @@ def test_arguments_of_the_wrong_type_are_one_clear_error(setup, use, message):
     vocab, predictor = setup
     with pytest.raises(mm.UserError, match=re.escape(message)):
         use(predictor, vocab)
+
+
+def test_a_vocabulary_of_another_size_is_refused(setup):
+    """A predictor given another corpus's vocabulary would read its ids as other characters and
+    write (or score) that corpus's symbols: one error line naming both sizes."""
+    vocab, predictor = setup
+    other = mm.Vocab.from_words(["abcdefghijklmnopqrstuvwxyzαβγ"])
+    message = f"the vocabulary has {other.size} symbols and the predictor predicts {vocab.size}"
+    with pytest.raises(mm.UserError, match=message):
+        mm.sample(predictor, other, n=2, seed=1)
+    with pytest.raises(mm.UserError, match=message):
+        mm.score(predictor, other, ["ab"])
+    with pytest.raises(mm.UserError, match=f"vocabulary of {other.size} symbols and the predictor predicts"):
+        mm.split_nll(predictor, mm.Examples.from_words(["ab", "ba"], other))
+
+
+@pytest.mark.parametrize("route", ["table", "direct"])
+@pytest.mark.parametrize("temperature", [1e-3, 1e-30, 1e-60, 1e-100, 5e-324])
+def test_a_tiny_temperature_is_greedy_decoding(route, temperature, monkeypatch):
+    """A temperature below float32's range (1e-100) was 0 there: NaNs, and the last character
+    64 times. Every tiny temperature gives the greedy word, 'ba' here (the likeliest character
+    at each step), by either route."""
+    if route == "direct":
+        monkeypatch.setattr(sampling, "TABLE_CELLS", 0)
+    vocab = mm.Vocab.from_words(["abc"])  # boundary, a, b, c
+    probs = torch.tensor([[0.05, 0.2, 0.5, 0.25],  # after the boundary: b
+                          [0.7, 0.1, 0.1, 0.1],  # after a: the end
+                          [0.1, 0.6, 0.2, 0.1],  # after b: a
+                          [0.4, 0.1, 0.1, 0.4]])
+    predictor = mm.make_predictor(lambda ctx: probs.log()[ctx[:, -1]], 1, "cpu", vocab.size)
+    assert mm.sample(predictor, vocab, n=3, seed=1, temperature=temperature) == ["ba"] * 3
+    table = sampling.context_table(predictor, vocab, temperature)
+    [drawn] = sampling.sample_streams(predictor, vocab, {s: [] for s in ("train", "dev", "test")}, [(2, 1)],
+                                      temperature=temperature, table=table)
+    assert [d["text"] for d in drawn] == ["ba"] * 2
 
 
 @pytest.mark.parametrize("kwargs", [dict(n=0), dict(n=2**40 + 1), dict(temperature=0.0), dict(temperature=float("inf")),

@@ -64,11 +64,11 @@ def estimate_fit_seconds(corpus: Corpus, context: int, method: str = COUNT_MODEL
     want = min(n, max(COST_SAMPLE, n // 50))
     words = int(np.searchsorted(train.starts, want, side="right"))  # whole words up to ~want examples
     sample_train = Examples(train.ids[:train.starts[words]] if words < train.words else train.ids,
-                            train.starts[:words] if words < train.words else train.starts)
+                            train.starts[:words] if words < train.words else train.starts, vocab_size=train.vocab_size)
     share = len(sample_train) / max(1, n)
     dev_words = max(1, int(round(dev.words * share)))
     sample_dev = Examples(dev.ids[:dev.starts[dev_words]] if dev_words < dev.words else dev.ids,
-                          dev.starts[:dev_words])
+                          dev.starts[:dev_words], vocab_size=dev.vocab_size)
     start = time.perf_counter()
     model = NGramModel.from_examples(sample_train, context, corpus.vocab.size, method)
     model.tune(sample_dev)

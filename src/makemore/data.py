@@ -191,6 +191,9 @@ class Examples:
     # A labelled list's label id of each word (int64), or None. Then every context carries its
     # word's label in front: column 0, the characters after it (models/base.py).
     labels: np.ndarray | None = None
+    # The size of the vocabulary that encoded them (None: not known), so that a predictor of
+    # another vocabulary is refused (predict.check_examples) instead of reading other characters.
+    vocab_size: int | None = None
 
     @classmethod
     def from_words(cls, words: list[str], vocab: Vocab) -> "Examples":
@@ -198,7 +201,7 @@ class Examples:
         starts = np.zeros(len(words), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         labels = vocab.label_ids(words) if vocab.labels else None
-        return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts, labels)
+        return cls(ids.astype(np.uint16 if vocab.size <= 1 << 16 else np.int32), starts, labels, vocab.size)
 
     def select(self, words: np.ndarray) -> "Examples":
         """The examples of these words (a boolean mask over the words), in order."""
@@ -208,11 +211,12 @@ class Examples:
         starts = np.zeros(len(first), dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         index = np.repeat(first - starts, lengths) + np.arange(int(lengths.sum()))
-        return Examples(self.ids[index], starts, None if self.labels is None else self.labels[words])
+        return Examples(self.ids[index], starts, None if self.labels is None else self.labels[words], self.vocab_size)
 
     def with_label(self, label: int | None) -> "Examples":
         """These examples with every word given `label` (None: unlabelled)."""
-        return Examples(self.ids, self.starts, None if label is None else np.full(self.words, label, dtype=np.int64))
+        return Examples(self.ids, self.starts, None if label is None else np.full(self.words, label, dtype=np.int64),
+                        self.vocab_size)
 
     def width(self, block_size: int) -> int:
         """Columns of a context of `block_size` characters: one more for the label."""

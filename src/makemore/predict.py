@@ -61,6 +61,16 @@ def check_unlabelled(predictor: Predictor) -> None:
                         "label) (docs/labels.md)")
 
 
+def check_vocab(predictor: Predictor, vocab) -> None:
+    """One UserError where the vocabulary is not the predictor's: its ids would be read as other
+    characters (a names model given a Greek corpus's vocabulary writes Greek). Only the size can
+    be told: a vocabulary of the same size from another corpus passes."""
+    size = getattr(predictor, "vocab_size", None)
+    if size is not None and size != vocab.size:
+        raise UserError(f"the vocabulary has {vocab.size} symbols and the predictor predicts {size}: "
+                        f"give the vocabulary of the corpus it was trained on")
+
+
 def last_columns(ctx: torch.Tensor, width: int, labelled: bool) -> torch.Tensor:
     """The last `width` characters of contexts, the label (column 0) in front where there is one."""
     if not labelled:
@@ -184,15 +194,18 @@ def target_log_probs(predictor: Predictor, examples: Examples, positions: np.nda
 
 def check_examples(predictor: Predictor, examples: Examples) -> None:
     """One UserError where the examples cannot be another vocabulary's as the predictor reads
-    it: a label in front of each context or not, character ids past its vocabulary (an index
-    error deep in the model otherwise). Examples of another vocabulary of the same size are
-    not told apart: a corpus's examples go with the runs trained on it."""
+    it: a label in front of each context or not, a vocabulary of another size, character ids past
+    its vocabulary (an index error deep in the model otherwise). Examples of another vocabulary
+    of the same size are not told apart: a corpus's examples go with the runs trained on it."""
     labels = getattr(predictor, "labels", None)
     if labels is not None and bool(labels) != (examples.labels is not None):
         raise UserError("these examples are of a labelled list and the predictor reads no label" if not labels else
                         "the predictor reads a label in front of each context, and these examples have none: "
                         "examples of the labelled list it was trained on, or labels.one_label's predictor")
     vocab_size = getattr(predictor, "vocab_size", None)
+    if vocab_size and examples.vocab_size is not None and examples.vocab_size != vocab_size:
+        raise UserError(f"these examples were encoded with a vocabulary of {examples.vocab_size} symbols and the "
+                        f"predictor predicts {vocab_size}: give examples of the corpus it was trained on")
     largest = int(examples.ids.max()) if vocab_size and len(examples.ids) else -1
     if vocab_size and largest >= vocab_size:
         raise UserError(f"these examples hold character ids up to {largest}, past the predictor's vocabulary of "

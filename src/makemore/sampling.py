@@ -27,7 +27,7 @@ import torch
 from .conditions import Constraints, Stream, read_conditions
 from .data import SPLITS, Examples, Vocab
 from .errors import UserError
-from .predict import Predictor, check_unlabelled, target_log_probs
+from .predict import Predictor, check_unlabelled, check_vocab, target_log_probs
 
 # ----------------------------------------------------------------------------------------
 # Sampling, streamed in chunks
@@ -146,10 +146,12 @@ class _Sampler:
                  top_k: int | None = None, prefix: str = "", max_len: int = 64, expected: int = 0,
                  table: np.ndarray | None = None):
         check_unlabelled(predictor)
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise UserError(f"temperature must be a positive number, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top-k must be at least 1, got {top_k}")
+        check_vocab(predictor, vocab)
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer, np.floating))
+                or not (math.isfinite(temperature) and temperature > 0)):
+            raise UserError(f"temperature must be a positive number, got {temperature!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise UserError(f"top-k must be a whole number, at least 1, got {top_k!r}")
         if not 1 <= max_len < 1 << STEP_BITS:
             raise UserError(f"max_len must be between 1 and {(1 << STEP_BITS) - 1}, got {max_len}")
         prefix = vocab.normalized(prefix)  # as the data was read (NFC, by default; conditions.read_conditions)
@@ -446,6 +448,7 @@ def score(predictor: Predictor, vocab: Vocab, words: list[str], top: int = 0) ->
     data was read (NFC, by default) and scored symbol by symbol (characters, or grapheme
     clusters); "word" is the text scored."""
     check_unlabelled(predictor)
+    check_vocab(predictor, vocab)
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise UserError(f"top must be a whole number, 0 or more, got {top!r}")
     if isinstance(words, str):  # a string is a sequence of one-letter words
