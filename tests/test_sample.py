@@ -219,6 +219,18 @@ def test_chunking_never_changes_the_samples(ending, route, monkeypatch):
         model.float()
 
 
+def test_the_first_chunks_are_small_and_grow(ending):
+    """A stream of 10^9 starts with a chunk of FIRST_CHUNK samples, each next twice the last:
+    the first line is written at once (a first chunk of 65,536 took 6 s with a model mixed with
+    its count model), and the samples are those of one draw of all of them."""
+    vocab, model = ending
+    predictor = mm.model_predictor(model)
+    chunks = sampling.sample_chunks(predictor, vocab, 10**9, seed=1, constraints=RAW)
+    drawn = [next(chunks)[0] for _ in range(4)]
+    assert [len(words) for words in drawn] == [64, 128, 256, 512]
+    assert [w for words in drawn for w in words] == mm.sample(predictor, vocab, 960, seed=1, constraints=RAW)
+
+
 def test_no_array_grows_with_n(setup):
     """Starting a stream of 10^12 samples and drawing its first chunk allocates no more than
     for 10^5 (NumPy reports its allocations to tracemalloc), and every chunk is bounded."""
@@ -234,9 +246,10 @@ def test_no_array_grows_with_n(setup):
 
     small_words, small_peak, _ = first_chunk(10**5)
     words, peak, chunks = first_chunk(10**12)
-    assert words == small_words and len(words) == sampling.MAX_CHUNK
+    assert words == small_words and len(words) == sampling.FIRST_CHUNK
     assert peak < small_peak + (1 << 20), (peak, small_peak)
-    assert all(len(next(chunks)[0]) == sampling.MAX_CHUNK for _ in range(3))
+    sizes = [len(next(chunks)[0]) for _ in range(12)]  # doubling to a whole chunk, and no further
+    assert sizes == [sampling.FIRST_CHUNK << k for k in range(1, 11)] + [sampling.MAX_CHUNK] * 2
 
 
 def test_a_large_vocabulary_keeps_chunks_small():
@@ -254,10 +267,12 @@ def test_a_large_vocabulary_keeps_chunks_small():
         model.b_out[0] = 8.0  # short words, so the test is quick
     chunks = sampling.sample_chunks(mm.model_predictor(model), vocab, 10**9, seed=2, constraints=RAW)
     limit = sampling.CHUNK_CELLS // vocab.size
-    for _ in range(2):
+    sizes = []
+    for _ in range(8):  # 64, 128, ... doubling up to the limit, and no further
         words, _ = next(chunks)
-        assert len(words) == limit
+        sizes.append(len(words))
         assert set("".join(words)) <= set(chars) and any(words)
+    assert sizes == [64, 128, 256, 512, 1024, limit, limit, limit]
 
 
 def test_unique_and_new_only(ending):

@@ -38,6 +38,11 @@ from .predict import Predictor, check_unlabelled, check_vocab, target_log_probs
 # 1,048 for 4,000. Nothing in a draw grows with n.
 MAX_CHUNK = 1 << 16
 CHUNK_CELLS = 1 << 22
+# The first chunk of a stream is FIRST_CHUNK samples, each next one twice the last, up to the
+# chunk size: the first line is written about as soon as `-n 1`'s (a chunk of 65,536 samples of a
+# model mixed with its count model took 6 s), and large n still draws in large chunks. The
+# chunking never changes what is drawn (sample i depends on the seed and i only).
+FIRST_CHUNK = 64
 # Every context a model can see is a string of context_size characters. When there are few of
 # them (27^3 = 19,683 for the lecture's model, 27^4 = 531,441 for `fast`), the next-character
 # distribution of a context is computed once and kept in a table: a step is a row lookup
@@ -169,6 +174,7 @@ class _Sampler:
         self.start_context = torch.tensor([start], dtype=torch.long, device=self.device)
         self.contexts = self.V ** self.T
         self.table = self.known = None  # known: which rows are computed; None once they all are
+        self.drawn = 0  # samples drawn so far: once they are many, the table's other rows are computed too
         if table is not None:
             if table.shape != (self.contexts, self.V):
                 raise ValueError(f"a table of shape {table.shape} for {self.contexts} contexts of {self.V}")
@@ -218,6 +224,10 @@ class _Sampler:
         kept, as always.)"""
         dev, V = self.device, self.V
         count = len(index)
+        self.drawn += count
+        if self.known is not None and self.contexts <= 8 * self.drawn:  # as if `expected` had said so
+            self._fill(np.flatnonzero(~self.known))
+            self.known = None
         rejecting = limit is not None and limit < self.max_len
         steps = limit + 1 if rejecting else self.max_len  # a word of `limit` characters ends at step `limit`
         out = np.zeros((count, steps + 1), dtype=self.ids_dtype)  # the last column stays 0: an end
@@ -349,16 +359,21 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
     if chunk_size is not None and chunk_size < 1:
         raise UserError(f"chunk_size must be at least 1, got {chunk_size}")
     constraints, prefix = read_conditions(constraints, prefix, vocab)
-    sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=n)
+    # expected: the first chunk's, so that the table's rows are not all computed before the first
+    # sample of a large n; the sampler computes the rest once enough samples are drawn
+    sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=min(n, FIRST_CHUNK))
     constraints.check(vocab, prefix, max_len)
     chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
+    first = min(FIRST_CHUNK, chunk_size)
     tag = _tagger(splits) if splits is not None else None
     stream = Stream(n, sampler.key, constraints.meets(vocab, new_only), unique, constraints.describe(new_only))
     limit = constraints.limit(prefix, vocab)
 
     def chunks():
+        size = first
         while not stream.done:
-            words = sampler.draw(stream.drawn, stream.count(chunk_size), limit)
+            words = sampler.draw(stream.drawn, stream.count(size), limit)
+            size = min(2 * size, chunk_size)
             yield stream.take(words, tag(words) if tag is not None else None)
         if stream.hopeless is not None:  # after the samples kept so far
             raise stream.hopeless
