@@ -175,6 +175,43 @@ def test_sample_without_label_draws_labels_by_frequency_and_tags_them(labelled_r
     assert capsys.readouterr().out.strip().split("\n") == lines
 
 
+def test_without_label_a_smaller_n_gives_the_first_lines_of_a_larger_one(labelled_run, capsys):
+    """As --seed promises: sample i's label and item depend on the seed and i alone (each label's
+    count drawn first and the lines shuffled together gave the same lines in other orders)."""
+    outputs = []
+    for n in (3, 5, 300):
+        assert main(["sample", str(labelled_run), "-n", str(n), "--seed", "1", "--neural"]) == 0
+        outputs.append(capsys.readouterr().out.splitlines())
+    assert outputs[0] == outputs[1][:3] and outputs[1] == outputs[2][:5] and len(outputs[2]) == 300
+
+
+def test_exclude_reads_labelled_lines_and_bare_items(labelled_run, capsys, tmp_path):
+    """--exclude FILE of a labelled run: a line LABEL<TAB>ITEM (as sample writes them) leaves ITEM
+    out under LABEL only, a bare item under every label; the rest are the same seed's lines."""
+    run = str(labelled_run)
+    assert main(["sample", run, "-n", "300", "--seed", "2", "--neural"]) == 0
+    plain = capsys.readouterr().out.splitlines()
+    a_lines = list(dict.fromkeys(line for line in plain if line.startswith("A\t")))[:3]
+    b_items = list(dict.fromkeys(line.split("\t")[1] for line in plain if line.startswith("B\t")))[:2]
+    exclude = tmp_path / "taken.txt"
+    exclude.write_text("\n".join(a_lines + b_items + ["B\t" + a_lines[0].split("\t")[1]]) + "\n")
+    gone = set(a_lines) | {f"{label}\t{item}" for item in b_items for label in "AB"}
+    assert main(["sample", run, "-n", "100", "--seed", "2", "--neural", "--exclude", str(exclude)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 100 and not gone & set(lines)
+    by_label = {label: [line for line in plain if line.startswith(label + "\t") and line not in gone]
+                for label in "AB"}
+    for label in "AB":  # each label's lines are its own stream's, less the excluded ones
+        mine = [line for line in lines if line.startswith(label + "\t")]
+        assert mine == by_label[label][:len(mine)]
+    assert main(["sample", run, "--label", "A", "-n", "50", "--seed", "2", "--neural", "--exclude", str(exclude)]) == 0
+    items = capsys.readouterr().out.splitlines()
+    assert len(items) == 50 and not {line.split("\t")[1] for line in a_lines} & set(items)
+    exclude.write_text("C\tabc\n")
+    assert main(["sample", run, "-n", "5", "--exclude", str(exclude)]) == 1
+    assert "label 'C', which the run does not have" in capsys.readouterr().err
+
+
 def test_a_labelled_predictor_is_refused_by_sample_and_score_until_given_a_label(labelled_run):
     """Characters alone given to a labelled predictor would be read as a label and its
     characters: sample and score refuse it, and one_label's predictor works."""

@@ -19,10 +19,14 @@ what follows from that for predictors:
 from __future__ import annotations
 
 import math
+import secrets
+from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from .conditions import Constraints
 from .data import Corpus, Examples
 from .errors import UserError
 from .baselines import COUNT_MODEL, fit_on_dev as fit_unlabelled
@@ -71,31 +75,69 @@ def one_label(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]] |
     return given_label(predictor, label_id), vocab.items, splits
 
 
-def sample_labels(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int, seed: int | None = None,
-                  tagged: bool = False, **kwargs):
-    """`n` samples of a labelled run without a label asked for: the labels drawn by their share of
-    the training split, each label's samples drawn as `sample --label` draws them (with a seed
-    derived from `seed` and the label), then shuffled together. Yields one chunk (lines
-    LABEL<TAB>ITEM, their novelty tags or None), as sampling.sample_chunks does."""
-    from .sampling import sample_chunks
-
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, label_prior(vocab, splits["train"]))
-    lines: list[str] = []
-    tags: list[str] = []
-    for label_id, count in enumerate(counts.tolist()):
-        if count == 0:
+def label_constraints(constraints: Constraints | None, vocab: Vocab, label: str) -> Constraints | None:
+    """The conditions on one label's items. An excluded line LABEL<TAB>ITEM (what `sample` writes
+    for a labelled run) leaves ITEM out under LABEL only; a bare item is left out under every
+    label. A line of a label the run does not have is one error: it would exclude nothing."""
+    if constraints is None or not any(LABEL_SEP in w for w in constraints.exclude):
+        return constraints
+    exclude = set()
+    for line in constraints.exclude:
+        if LABEL_SEP not in line:
+            exclude.add(line)
             continue
+        own, _, item = (part.strip() for part in line.partition(LABEL_SEP))
+        if own not in vocab.labels:
+            raise UserError(f"the words to exclude have a line of label {own!r}, which the run does not have "
+                            f"(its labels: {', '.join(vocab.labels)})")
+        if own == label:
+            exclude.add(item)
+    return replace(constraints, exclude=frozenset(exclude))
+
+
+def sample_labels(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int, seed: int | None = None,
+                  tagged: bool = False, constraints: Constraints | None = None, **kwargs):
+    """`n` samples of a labelled run without a label asked for, streamed: yields (lines
+    LABEL<TAB>ITEM, their novelty tags or None) a chunk at a time, as sampling.sample_chunks does.
+
+    Sample i's label is drawn by the labels' shares of the training split from number i of the
+    seed's stream, and its item is the next of that label's own stream (drawn as `sample --label`
+    draws them, with a seed derived from `seed` and the label). So sample i depends on the seed
+    and i alone, and a smaller n gives the first lines of a larger one, as `--seed` promises
+    (drawing each label's count first and shuffling the lines together gave other orders).
+    A label whose stream gives up (`unique`: nothing new left) gives no more lines."""
+    from .sampling import FIRST_CHUNK, MAX_CHUNK, _check_n, _stream_key, _uniforms, sample_chunks
+
+    _check_n(n)
+    seed = secrets.randbits(64) if seed is None else seed
+    key = _stream_key(seed)  # checks the seed
+    cdf = np.cumsum(label_prior(vocab, splits["train"]))
+    below_total = np.nextafter(cdf[-1], 0.0)  # as sampling._invert: a label of share 0 is never drawn
+    with_tags = tagged or kwargs.get("new_only")
+
+    def items(label_id: int):
         label = vocab.labels[label_id]
         p, items_vocab, label_splits = one_label(predictor, vocab, splits, label)
-        own_seed = None if seed is None else int(np.random.SeedSequence([seed, label_id]).generate_state(1)[0])
-        for words, word_tags in sample_chunks(p, items_vocab, count, seed=own_seed,
-                                              splits=label_splits if tagged or kwargs.get("new_only") else None,
-                                              **kwargs):
-            lines += [f"{label}{LABEL_SEP}{w}" for w in words]
-            tags += word_tags or []
-    order = rng.permutation(len(lines))
-    yield [lines[i] for i in order], ([tags[i] for i in order] if tags else None)
+        own_seed = int(np.random.SeedSequence([int(seed) & (2**64 - 1), label_id]).generate_state(1)[0])
+        for words, tags in sample_chunks(p, items_vocab, n, seed=own_seed, splits=label_splits if with_tags else None,
+                                         constraints=label_constraints(constraints, vocab, label), **kwargs):
+            yield from zip(words, tags or [None] * len(words))
+
+    streams: dict[int, Iterator] = {}
+    done, size = 0, FIRST_CHUNK
+    while done < n:
+        count = min(size, n - done)
+        u = _uniforms(key, np.arange(done, done + count, dtype=np.uint64), 0).astype(np.float64)
+        lines, tags = [], []
+        for label_id in np.searchsorted(cdf, np.minimum(u * cdf[-1], below_total), side="right").tolist():
+            if label_id not in streams:
+                streams[label_id] = items(label_id)
+            item, tag = next(streams[label_id], (None, None))
+            if item is not None:
+                lines.append(f"{vocab.labels[label_id]}{LABEL_SEP}{item}")
+                tags.append(tag)
+        done, size = done + count, min(2 * size, MAX_CHUNK)
+        yield lines, (tags if with_tags else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,5 +318,5 @@ def accuracy(predictor: Predictor, vocab: Vocab, prior: np.ndarray, lines: list[
     return float((post.argmax(axis=1) == vocab.label_ids(lines)).mean())
 
 
-__all__ = ["given_label", "label_prior", "one_label", "sample_labels", "LabelledNGram", "fit_on_dev", "count_model", "word_log_likelihoods",
+__all__ = ["given_label", "label_prior", "one_label", "label_constraints", "sample_labels", "LabelledNGram", "fit_on_dev", "count_model", "word_log_likelihoods",
            "posterior", "classify", "accuracy", "check_items", "last_columns"]

@@ -111,7 +111,9 @@ def add_sample(sub) -> None:
     cond.add_argument("--max-len", type=_at_least_zero, default=None, metavar="N",
                       help="only samples of N characters or fewer (a sample is dropped as soon as it grows past N)")
     cond.add_argument("--exclude", metavar="FILE", default=None,
-                      help="leave out the words of FILE (one per line), as --new-only leaves out the data's")
+                      help="leave out the words of FILE (one per line), as --new-only leaves out the data's; for a "
+                           "labelled run, a line LABEL<TAB>ITEM (as sample writes them) leaves ITEM out under LABEL, "
+                           "a bare ITEM under every label")
     cond.add_argument("--new-only", action="store_true", help="only words in none of the splits")
     add_use_flags(p, "sample from")
     p.add_argument("--threads", type=int, default=1,
@@ -195,6 +197,10 @@ def _write_samples(args) -> tuple[int, bool]:
     constraints = Constraints(suffix=args.suffix, contains=args.contains, min_len=args.min_len,
                               max_len=args.max_len, exclude=exclude)
     predictor, vocab, splits = _for_label(run, _predictor(run, args.use), args.label)
+    if args.label is not None:  # an excluded line LABEL<TAB>ITEM of this label is its ITEM; of another, nothing
+        from ..labels import label_constraints
+
+        constraints = label_constraints(constraints, run.vocab, args.label)
     settings = dict(unique=args.unique, new_only=args.new_only, temperature=args.temperature, top_k=args.top_k,
                     prefix=args.prefix, constraints=constraints)
     if vocab.labels:  # no label asked for: drawn by the training split's shares
