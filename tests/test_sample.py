@@ -252,6 +252,19 @@ def test_no_array_grows_with_n(setup):
     assert sizes == [sampling.FIRST_CHUNK << k for k in range(1, 11)] + [sampling.MAX_CHUNK] * 2
 
 
+def test_a_max_len_condition_replaces_the_cap(ending):
+    """Constraints(max_len=200) gives samples of up to 200 characters, where the cap of 64 cut
+    them before: exactly the samples under a far cap that are no longer, in order."""
+    vocab, model = ending
+    predictor = mm.model_predictor(model)
+    words = mm.sample(predictor, vocab, 3000, seed=2, constraints=Constraints(min_len=0, max_len=200))
+    assert max(map(len, words)) > 64
+    far = mm.sample(predictor, vocab, 4000, seed=2, max_len=5000, constraints=RAW)
+    assert words == [w for w in far if len(w) <= 200][:3000]
+    capped = mm.sample(predictor, vocab, 3000, seed=2, constraints=RAW)  # the cap: cut at exactly 64
+    assert max(map(len, capped)) == 64 and [w[:64] for w in far[:3000]] == capped
+
+
 def test_a_large_vocabulary_keeps_chunks_small():
     """4,000 characters: a chunk holds at most CHUNK_CELLS / 4,000 samples, so the per-step
     (chunk x vocab) arrays stay bounded; the words use the vocabulary's characters."""
@@ -773,6 +786,21 @@ def test_cli_bad_or_hopeless_conditions_are_one_line(run_dir, capsys, flags, mes
     assert len(lines) == 1 and lines[0].startswith("makemore: error: ") and message in lines[0], lines
     if "--json" in flags and captured.out:  # what was written before giving up stays valid JSON
         assert all(r["text"].endswith("jjjjjjj") for r in json.loads(captured.out))
+
+
+def test_cli_max_len_above_the_cap_and_the_note_on_cut_samples(run_dir, capsys):
+    """--max-len 100 gives samples longer than the cap of 64 (it was cut at 64 before); without
+    --max-len, samples cut at the cap are counted in a note on stderr, not passed off as words."""
+    flags = ["-n", "5000", "--seed", "1", "--temperature", "100"]  # near uniform: ~0.5% run past 64 characters
+    assert main(["sample", str(run_dir), *flags, "--max-len", "100"]) == 0
+    captured = capsys.readouterr()
+    lengths = [len(w) for w in captured.out.splitlines()]
+    assert len(lengths) == 5000 and 64 < max(lengths) <= 100 and captured.err == ""
+    assert main(["sample", str(run_dir), *flags]) == 0
+    captured = capsys.readouterr()
+    cut = sum(len(w) == 64 for w in captured.out.splitlines())
+    assert cut > 0 and max(len(w) for w in captured.out.splitlines()) == 64
+    assert captured.err.startswith(f"note: {cut:,} samples reached the cap of 64 characters past the prefix")
 
 
 @pytest.mark.parametrize("unbuffered", ["1", ""])

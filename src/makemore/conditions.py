@@ -80,8 +80,8 @@ class Constraints:
         return bool(self.suffix or self.contains or self.min_len or self.max_len is not None or self.exclude)
 
     def check(self, vocab: Vocab, prefix: str = "", cap: int = 64) -> None:
-        """A UserError for conditions that are malformed or that no sample can meet (a sample
-        is the prefix and at most `cap` more characters)."""
+        """A UserError for conditions that are malformed or that no sample can meet (without a
+        maximum length, a sample is the prefix and at most `cap` more characters)."""
         for what, value in (("minimum length", self.min_len), ("maximum length", self.max_len)):
             if value is None and what == "maximum length":
                 continue
@@ -92,7 +92,7 @@ class Constraints:
             raise UserError(f"the minimum length {lo} is above the maximum length {hi}")
         if hi is not None and P > hi:
             raise UserError(f"the prefix {prefix!r} is {P} characters long, more than the maximum length {hi}")
-        if lo > P + cap:
+        if hi is None and lo > P + cap:  # a maximum length replaces the cap (sampling._limit)
             raise UserError(f"no sample is longer than {P + cap} characters (the prefix and at most {cap} more), "
                             f"so none reaches the minimum length {lo}")
         for what, text in (("suffix", self.suffix), ("text to contain", self.contains)):

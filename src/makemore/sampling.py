@@ -53,6 +53,10 @@ FIRST_CHUNK = 64
 # badly on a busy machine.
 TABLE_CELLS = 1 << 24
 
+# The cap on a sample without a max-len condition: one still going after MAX_LEN characters past
+# its prefix is cut there (so that a model that seldom writes the end token cannot run on).
+MAX_LEN = 64
+
 # SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"):
 # output k of the stream keyed by `key` is mix(key + k * GOLDEN).
 _GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
@@ -148,7 +152,7 @@ class _Sampler:
     """
 
     def __init__(self, predictor: Predictor, vocab: Vocab, seed: int | None = None, temperature: float = 1.0,
-                 top_k: int | None = None, prefix: str = "", max_len: int = 64, expected: int = 0,
+                 top_k: int | None = None, prefix: str = "", max_len: int = MAX_LEN, expected: int = 0,
                  table: np.ndarray | None = None):
         check_unlabelled(predictor)
         check_vocab(predictor, vocab)
@@ -218,17 +222,19 @@ class _Sampler:
     def draw_rows(self, keys: np.ndarray, index: np.ndarray, limit: int | None = None) -> list[str | None]:
         """Sample index[r] of the stream keyed by keys[r], for every row r (at most chunk_size).
 
-        With `limit` below max_len, a sample still going after `limit` characters (past the
-        prefix) is stopped there and returned as None: it would be longer than `limit`, and
-        drawing the rest of it would be wasted. (Without one, a sample is cut at max_len and
-        kept, as always.)"""
+        With a `limit` (a max-len condition), a sample still going after `limit` characters (past
+        the prefix) is stopped there and returned as None: it would be longer than `limit`, and
+        drawing the rest of it would be wasted; max_len, the cap, does not apply, so no sample is
+        cut. Without one, a sample still going after max_len characters is cut there and kept:
+        it has max_len characters past the prefix, which no sample that ended has (it ends at
+        max_len - 1 at most), so a cut sample can be told apart (`makemore sample` says so)."""
         dev, V = self.device, self.V
         count = len(index)
         self.drawn += count
         if self.known is not None and self.contexts <= 8 * self.drawn:  # as if `expected` had said so
             self._fill(np.flatnonzero(~self.known))
             self.known = None
-        rejecting = limit is not None and limit < self.max_len
+        rejecting = limit is not None
         steps = limit + 1 if rejecting else self.max_len  # a word of `limit` characters ends at step `limit`
         out = np.zeros((count, steps + 1), dtype=self.ids_dtype)  # the last column stays 0: an end
         active = np.arange(count)
@@ -334,9 +340,22 @@ def _check_n(n) -> None:
 # Drawing
 
 
+def _limit(constraints: Constraints, prefix: str, vocab: Vocab, max_len: int) -> int | None:
+    """Checks the conditions; how many characters a sample may add to the prefix under a max-len
+    condition (None without one). That condition replaces the cap `max_len`: samples longer than
+    it are left out, never cut, so `--max-len 200` gives samples of up to 200 characters."""
+    constraints.check(vocab, prefix, max_len)
+    limit = constraints.limit(prefix, vocab)
+    if limit is not None and limit >= (1 << STEP_BITS) - 1:
+        raise UserError(f"the maximum length can be at most {(1 << STEP_BITS) - 2 + vocab.length(prefix):,}, "
+                        f"got {constraints.max_len:,}")
+    return limit
+
+
+
 def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
                   splits: dict[str, list[str]] | None = None, unique: bool = False, new_only: bool = False,
-                  temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
+                  temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = MAX_LEN,
                   chunk_size: int | None = None, constraints: Constraints | None = None,
                   ) -> Iterator[tuple[list[str], list[str] | None]]:
     """Draw `n` words in chunks: yields (words, tags) a chunk at a time, tags None without `splits`.
@@ -362,12 +381,11 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
     # expected: the first chunk's, so that the table's rows are not all computed before the first
     # sample of a large n; the sampler computes the rest once enough samples are drawn
     sampler = _Sampler(predictor, vocab, seed, temperature, top_k, prefix, max_len, expected=min(n, FIRST_CHUNK))
-    constraints.check(vocab, prefix, max_len)
+    limit = _limit(constraints, prefix, vocab, max_len)
     chunk_size = min(chunk_size or sampler.chunk_size, sampler.chunk_size)
     first = min(FIRST_CHUNK, chunk_size)
     tag = _tagger(splits) if splits is not None else None
     stream = Stream(n, sampler.key, constraints.meets(vocab, new_only), unique, constraints.describe(new_only))
-    limit = constraints.limit(prefix, vocab)
 
     def chunks():
         size = first
@@ -384,7 +402,7 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
 def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]],
                    requests: list[tuple[int, int | None]], new_only: bool = False,
                    constraints: Constraints | None = None, temperature: float = 1.0, top_k: int | None = None,
-                   prefix: str = "", max_len: int = 64, table: np.ndarray | None = None) -> list[list[dict] | UserError]:
+                   prefix: str = "", max_len: int = MAX_LEN, table: np.ndarray | None = None) -> list[list[dict] | UserError]:
     """Several requests of the same settings, each (n, seed), drawn together: each gets the
     samples sample_tagged(n, seed) gives with these settings, but every decoding step is one
     forward pass (or table lookup) for the samples of all of them, each drawn from its own
@@ -399,8 +417,7 @@ def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[st
     constraints, prefix = read_conditions(constraints, prefix, vocab)
     sampler = _Sampler(predictor, vocab, 0, temperature, top_k, prefix, max_len,
                        expected=sum(n for n, _ in requests), table=table)
-    constraints.check(vocab, prefix, max_len)
-    tag, limit, size = _tagger(splits), constraints.limit(prefix, vocab), sampler.chunk_size
+    tag, limit, size = _tagger(splits), _limit(constraints, prefix, vocab, max_len), sampler.chunk_size
     meets, what = constraints.meets(vocab, new_only), constraints.describe(new_only)
     streams = [Stream(n, _stream_key(seed), meets, what=what) for n, seed in requests]
     results: list = [[] for _ in requests]
@@ -439,10 +456,11 @@ def context_table(predictor: Predictor, vocab: Vocab, temperature: float = 1.0,
 
 
 def sample(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
-           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = 64,
+           temperature: float = 1.0, top_k: int | None = None, prefix: str = "", max_len: int = MAX_LEN,
            constraints: Constraints | None = None) -> list[str]:
-    """Draw `n` words; each starts with `prefix` and ends at the boundary token (or max_len),
-    and meets the `constraints`."""
+    """Draw `n` words; each starts with `prefix` and ends at the boundary token, or is cut after
+    `max_len` more characters (a cap: without an end, it has exactly max_len), and meets the
+    `constraints`. A max-len condition replaces the cap: longer samples are left out, not cut."""
     chunks = sample_chunks(predictor, vocab, n, seed, temperature=temperature, top_k=top_k, prefix=prefix,
                            max_len=max_len, constraints=constraints)
     return [w for words, _ in chunks for w in words]

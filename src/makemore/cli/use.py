@@ -109,7 +109,9 @@ def add_sample(sub) -> None:
     cond.add_argument("--min-len", type=_at_least_zero, default=1, metavar="N",
                       help="only samples of N characters or more (default 1: no empty ones; 0 keeps them)")
     cond.add_argument("--max-len", type=_at_least_zero, default=None, metavar="N",
-                      help="only samples of N characters or fewer (a sample is dropped as soon as it grows past N)")
+                      help="only samples of N characters or fewer (a sample is dropped as soon as it grows past N); "
+                           "without it, a sample is cut after 64 characters past the prefix, and a note says how "
+                           "many were")
     cond.add_argument("--exclude", metavar="FILE", default=None,
                       help="leave out the words of FILE (one per line), as --new-only leaves out the data's; for a "
                            "labelled run, a line LABEL<TAB>ITEM (as sample writes them) leaves ITEM out under LABEL, "
@@ -158,7 +160,13 @@ def cmd_sample(args) -> int:
 
     check_threads(args.threads)
     with using_threads(args.threads):
-        written, stopped = _write_samples(args)  # a closed pipe or a full disk: main says so
+        written, stopped, cut = _write_samples(args)  # a closed pipe or a full disk: main says so
+    if cut and not stopped:  # Ctrl-C's one line stays the only one
+        from ..sampling import MAX_LEN
+
+        print(f"note: {cut:,} sample{'s' if cut != 1 else ''} reached the cap of {MAX_LEN} characters past the "
+              f"prefix and {'were' if cut != 1 else 'was'} cut there, not ended by the model: give --max-len N "
+              f"for samples of up to N characters (longer ones are then left out)", file=sys.stderr)
     if stopped:
         print(f"makemore: interrupted after {written:,} samples", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -185,11 +193,13 @@ def _write_all(out, text: str) -> None:
     binary.flush()
 
 
-def _write_samples(args) -> tuple[int, bool]:
-    """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C)."""
+def _write_samples(args) -> tuple[int, bool, int]:
+    """Draw and write the samples a chunk at a time: (how many were written, stopped by Ctrl-C,
+    how many of them were cut at the cap: without --max-len, a sample of MAX_LEN characters past
+    the prefix, which no sample that ended has; see sampling._Sampler.draw_rows)."""
     from ..data import read_words
     from ..conditions import Constraints
-    from ..sampling import sample_chunks
+    from ..sampling import MAX_LEN, sample_chunks
 
     exclude = read_words(args.exclude, allow_empty=True) if args.exclude is not None else ()  # none yet: none left out
     run = _load(args.run, ensemble=True)
@@ -210,8 +220,9 @@ def _write_samples(args) -> tuple[int, bool]:
     else:
         chunks = sample_chunks(predictor, vocab, args.n, seed=args.seed, splits=splits if tagged else None,
                                **settings)
+    cut_at = None if args.max_len is not None else vocab.length(vocab.normalized(args.prefix)) + MAX_LEN
     encode = json.JSONEncoder(ensure_ascii=False).encode
-    out, written = sys.stdout, 0
+    out, written, cut = sys.stdout, 0, 0
     with _StopAtChunk() as stop:
         try:
             for words, tags in chunks:
@@ -231,13 +242,15 @@ def _write_samples(args) -> tuple[int, bool]:
                     text = "\n".join(words) + "\n"
                 _write_all(out, text)  # and flushed: each chunk is seen as soon as it is drawn
                 written += len(words)
+                if cut_at is not None:
+                    cut += int((vocab.lengths(words) >= cut_at).sum())
         except UserError:  # conditions found hopeless on the way: what was written stays whole
             if args.json and written:
                 _write_all(out, "\n]\n")
             raise
         if args.json:
             _write_all(out, "\n]\n" if written else "[]\n")  # closed on Ctrl-C too: the output stays valid JSON
-    return written, stop.requested
+    return written, stop.requested, cut
 
 
 def add_score(sub) -> None:
