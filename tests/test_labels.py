@@ -400,6 +400,7 @@ def test_split_nll_refuses_examples_a_predictor_cannot_read(two, labelled_run, w
     with pytest.raises(UserError, match="reads no label"):
         split_nll(plain, load_corpus(two, labels=True).encoded("dev"))
     small = mm.model_predictor(mm.MLP(mm.make_configs("tiny2d", vocab_size=3)[0]))
-    with pytest.raises(UserError, match="another vocabulary"):
+    sizes = f"a vocabulary of {plain_corpus.vocab.size} symbols and the predictor predicts 3"
+    with pytest.raises(UserError, match=sizes):
         split_nll(small, plain_corpus.encoded("dev"))
     assert split_nll(labelled, load_corpus(two, labels=True).encoded("dev")) > 0
