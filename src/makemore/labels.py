@@ -318,5 +318,6 @@ def accuracy(predictor: Predictor, vocab: Vocab, prior: np.ndarray, lines: list[
     return float((post.argmax(axis=1) == vocab.label_ids(lines)).mean())
 
 
-__all__ = ["given_label", "label_prior", "one_label", "label_constraints", "sample_labels", "LabelledNGram", "fit_on_dev", "count_model", "word_log_likelihoods",
-           "posterior", "classify", "accuracy", "check_items", "last_columns"]
+__all__ = ["given_label", "label_prior", "one_label", "label_constraints", "sample_labels", "LabelledNGram",
+           "fit_on_dev", "count_model", "word_log_likelihoods", "posterior", "classify", "accuracy", "check_items",
+           "last_columns"]

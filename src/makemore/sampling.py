@@ -402,7 +402,8 @@ def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None =
 def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]],
                    requests: list[tuple[int, int | None]], new_only: bool = False,
                    constraints: Constraints | None = None, temperature: float = 1.0, top_k: int | None = None,
-                   prefix: str = "", max_len: int = MAX_LEN, table: np.ndarray | None = None) -> list[list[dict] | UserError]:
+                   prefix: str = "", max_len: int = MAX_LEN,
+                   table: np.ndarray | None = None) -> list[list[dict] | UserError]:
     """Several requests of the same settings, each (n, seed), drawn together: each gets the
     samples sample_tagged(n, seed) gives with these settings, but every decoding step is one
     forward pass (or table lookup) for the samples of all of them, each drawn from its own
