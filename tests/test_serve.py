@@ -728,8 +728,9 @@ def test_sample_without_a_label_draws_labels_by_their_shares(labelled):
     assert {s["label"] for s in data["samples"]} == {"A", "B"}
     for s in data["samples"]:
         assert set(s) == {"text", "tag", "label"} and set(s["text"]) <= set(ALPHABETS[s["label"]]), s
-    [(lines, tags)] = list(sample_labels(*labelled_parts(labelled.run), 100, seed=4, tagged=True, temperature=0.5,
-                                         max_len=serve.SAMPLE_MAX_LEN))
+    chunks = list(sample_labels(*labelled_parts(labelled.run), 100, seed=4, tagged=True, temperature=0.5,
+                                max_len=serve.SAMPLE_MAX_LEN))
+    lines, tags = [line for c in chunks for line in c[0]], [tag for c in chunks for tag in c[1]]
     # the very lines of `makemore sample --seed 4` (without --label), LABEL<TAB>ITEM
     assert [f"{s['label']}\t{s['text']}" for s in data["samples"]] == lines
     assert [s["tag"] for s in data["samples"]] == tags

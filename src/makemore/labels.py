@@ -95,6 +95,23 @@ def label_constraints(constraints: Constraints | None, vocab: Vocab, label: str)
     return replace(constraints, exclude=frozenset(exclude))
 
 
+def sample_label_ids(prior: np.ndarray, seed: int, start: int, count: int) -> np.ndarray:
+    """The labels of samples start .. start + count - 1 of a seed's stream without a label asked
+    for (sample_labels, serve): each drawn by the labels' shares `prior` from number i of the
+    seed's stream, so sample i's label depends on the seed and i alone."""
+    from .seeds import stream_key, uniforms
+
+    cdf = np.cumsum(prior)
+    below_total = np.nextafter(cdf[-1], 0.0)  # as sampling._invert: a label of share 0 is never drawn
+    u = uniforms(stream_key(seed), np.arange(start, start + count, dtype=np.uint64), 0).astype(np.float64)
+    return np.searchsorted(cdf, np.minimum(u * cdf[-1], below_total), side="right")
+
+
+def label_seed(seed: int, label_id: int) -> int:
+    """The seed of a label's own stream of items, within a stream without a label asked for."""
+    return int(np.random.SeedSequence([int(seed) & (2**64 - 1), label_id]).generate_state(1)[0])
+
+
 def sample_labels(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int, seed: int | None = None,
                   tagged: bool = False, constraints: Constraints | None = None, **kwargs):
     """`n` samples of a labelled run without a label asked for, streamed: yields (lines
@@ -106,20 +123,20 @@ def sample_labels(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str
     and i alone, and a smaller n gives the first lines of a larger one, as `--seed` promises
     (drawing each label's count first and shuffling the lines together gave other orders).
     A label whose stream gives up (`unique`: nothing new left) gives no more lines."""
-    from .sampling import FIRST_CHUNK, MAX_CHUNK, _check_n, _stream_key, _uniforms, sample_chunks
+    from .sampling import FIRST_CHUNK, MAX_CHUNK, _check_n, sample_chunks
+    from .seeds import stream_key
 
     _check_n(n)
     seed = secrets.randbits(64) if seed is None else seed
-    key = _stream_key(seed)  # checks the seed
-    cdf = np.cumsum(label_prior(vocab, splits["train"]))
-    below_total = np.nextafter(cdf[-1], 0.0)  # as sampling._invert: a label of share 0 is never drawn
+    stream_key(seed)  # checks the seed
+    prior = label_prior(vocab, splits["train"])
     with_tags = tagged or kwargs.get("new_only")
 
     def items(label_id: int):
         label = vocab.labels[label_id]
         p, items_vocab, label_splits = one_label(predictor, vocab, splits, label)
-        own_seed = int(np.random.SeedSequence([int(seed) & (2**64 - 1), label_id]).generate_state(1)[0])
-        for words, tags in sample_chunks(p, items_vocab, n, seed=own_seed, splits=label_splits if with_tags else None,
+        for words, tags in sample_chunks(p, items_vocab, n, seed=label_seed(seed, label_id),
+                                         splits=label_splits if with_tags else None,
                                          constraints=label_constraints(constraints, vocab, label), **kwargs):
             yield from zip(words, tags or [None] * len(words))
 
@@ -127,9 +144,8 @@ def sample_labels(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str
     done, size = 0, FIRST_CHUNK
     while done < n:
         count = min(size, n - done)
-        u = _uniforms(key, np.arange(done, done + count, dtype=np.uint64), 0).astype(np.float64)
         lines, tags = [], []
-        for label_id in np.searchsorted(cdf, np.minimum(u * cdf[-1], below_total), side="right").tolist():
+        for label_id in sample_label_ids(prior, seed, done, count).tolist():
             if label_id not in streams:
                 streams[label_id] = items(label_id)
             item, tag = next(streams[label_id], (None, None))

@@ -17,7 +17,6 @@ if the word appears in that split, else `new`.
 from __future__ import annotations
 
 import math
-import secrets
 import unicodedata
 from typing import Callable, Iterator
 
@@ -28,6 +27,7 @@ from .conditions import Constraints, Stream, read_conditions
 from .data import SPLITS, Examples, Vocab
 from .errors import UserError
 from .predict import Predictor, check_unlabelled, check_vocab, target_log_probs
+from .seeds import MAX_SAMPLES, STEP_BITS, stream_key, uniforms
 
 # ----------------------------------------------------------------------------------------
 # Sampling, streamed in chunks
@@ -56,46 +56,6 @@ TABLE_CELLS = 1 << 24
 # The cap on a sample without a max-len condition: one still going after MAX_LEN characters past
 # its prefix is cut there (so that a model that seldom writes the end token cannot run on).
 MAX_LEN = 64
-
-# SplitMix64 (Steele, Lea & Flood 2014, "Fast splittable pseudorandom number generators"):
-# output k of the stream keyed by `key` is mix(key + k * GOLDEN).
-_GOLDEN, _MIX1, _MIX2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser, in place on a uint64 array: a bijection with full avalanche."""
-    x ^= x >> np.uint64(30)
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
-    return x
-
-
-# Sample i, step t reads output i * 2^STEP_BITS + t: distinct for every t < 2^24 and i < 2^40.
-STEP_BITS, MAX_SAMPLES = 24, 1 << 40
-
-
-def _stream_key(seed: int | None) -> np.uint64:
-    """The key of a seed's stream (a random one without a seed): nearby seeds, unrelated streams."""
-    if seed is None:
-        seed = secrets.randbits(64)
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise UserError(f"the seed must be a whole number, got {seed!r}")
-    return _mix64(np.array([int(seed) & _MASK64], dtype=np.uint64))[0]
-
-
-def _uniforms(key: np.uint64 | np.ndarray, index: np.ndarray, step: int) -> np.ndarray:
-    """The uniform number in [0, 1) for step `step` of each sample in `index` (uint64):
-    output index * 2^STEP_BITS + step of the SplitMix64 stream keyed by `key` (one key, or one
-    per sample). A sample's numbers depend on its key and its own index only, never on which
-    others are drawn with it."""
-    x = (index << np.uint64(STEP_BITS)) | np.uint64(step)
-    x *= _GOLDEN
-    x += key
-    return (_mix64(x) >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)  # 24 bits: exact in float32
-
 
 def _cdf(logits: torch.Tensor, temperature: float, top_k: int | None, banned: int | None = None) -> torch.Tensor:
     """Cumulative next-character probabilities (N, vocab) from logits or log-probs; the
@@ -172,7 +132,7 @@ class _Sampler:
         # any function whose softmax is the predictor's distribution will do: an MLP's logits skip a log_softmax
         self.scores = getattr(predictor, "logits", predictor)
         self.device, self.T, self.V = predictor.device, predictor.context_size, vocab.size
-        self.key = _stream_key(seed)
+        self.key = stream_key(seed)
         self.chunk_size = max(1, min(MAX_CHUNK, CHUNK_CELLS // self.V))
         start = ([0] * self.T + prefix_ids)[len(prefix_ids):]  # the last T characters: boundary padding, then prefix
         self.start_context = torch.tensor([start], dtype=torch.long, device=self.device)
@@ -244,7 +204,7 @@ class _Sampler:
             context = self.start_context.expand(count, -1).contiguous()
         width, unfinished = steps + 1, None
         for t in range(steps):
-            u = _uniforms(keys[active], index[active], t)
+            u = uniforms(keys[active], index[active], t)
             if self.table is not None:
                 if self.known is not None:
                     new = context[~self.known[context]]
@@ -331,9 +291,9 @@ def _check_n(n) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise UserError(f"n (the number of samples) must be a whole number, got {n!r}")
     if n < 1:
-        raise UserError(f"-n must be at least 1, got {n}")
+        raise UserError(f"n (the number of samples, -n) must be at least 1, got {n}")
     if n > MAX_SAMPLES:  # beyond it, the random numbers of two samples would coincide
-        raise UserError(f"-n can be at most 2^40 = {MAX_SAMPLES:,}, got {n:,}")
+        raise UserError(f"n (the number of samples, -n) can be at most 2^40 = {MAX_SAMPLES:,}, got {n:,}")
 
 
 # ----------------------------------------------------------------------------------------
@@ -350,7 +310,6 @@ def _limit(constraints: Constraints, prefix: str, vocab: Vocab, max_len: int) ->
         raise UserError(f"the maximum length can be at most {(1 << STEP_BITS) - 2 + vocab.length(prefix):,}, "
                         f"got {constraints.max_len:,}")
     return limit
-
 
 
 def sample_chunks(predictor: Predictor, vocab: Vocab, n: int, seed: int | None = None,
@@ -420,7 +379,7 @@ def sample_streams(predictor: Predictor, vocab: Vocab, splits: dict[str, list[st
                        expected=sum(n for n, _ in requests), table=table)
     tag, limit, size = _tagger(splits), _limit(constraints, prefix, vocab, max_len), sampler.chunk_size
     meets, what = constraints.meets(vocab, new_only), constraints.describe(new_only)
-    streams = [Stream(n, _stream_key(seed), meets, what=what) for n, seed in requests]
+    streams = [Stream(n, stream_key(seed), meets, what=what) for n, seed in requests]
     results: list = [[] for _ in requests]
     while True:
         # each live request's next rows (stream, first index, count), drawn a chunk at a time

@@ -78,23 +78,23 @@ class Labels:
     # -- sampling -----------------------------------------------------------------------------
 
     def draw_any(self, jobs: list[tuple[int, int]], draw: Callable[[str, list], list]) -> list:
-        """Requests without a label, each (n, seed), drawn together: each request's count per
-        label and the order of its samples come from its seed as in labels.sample_labels
-        (a multinomial draw over the training shares, each label's samples drawn from a seed
-        of its own, then shuffled), so a seed gives `makemore sample --seed` (without --label)'s
-        samples. `draw(label, [(count, seed), ...])` draws one label's part of every request at
-        once (a list of tagged samples, or the UserError that ended it, per part). A request's
-        result is its samples, each with its label, or the first error of its parts."""
+        """Requests without a label, each (n, seed), drawn together: sample i of a request takes
+        the label labels.sample_label_ids gives it and the next item of that label's stream
+        (labels.label_seed), as labels.sample_labels draws them, so a seed gives `makemore sample
+        --seed` (without --label)'s samples. `draw(label, [(count, seed), ...])` draws one label's
+        part of every request at once (a list of tagged samples, or the UserError that ended it,
+        per part). A request's result is its samples, each with its label, or the first error of
+        its parts."""
+        from ..labels import label_seed, sample_label_ids
+
         plans = []
         wanted: dict[int, list[tuple[int, int, int]]] = {}  # label id -> [(request, count, seed)]
         for j, (n, seed) in enumerate(jobs):
-            rng = np.random.default_rng(seed)
-            counts = rng.multinomial(n, self.prior)
-            plans.append(rng)
-            for label_id, count in enumerate(counts.tolist()):
+            ids = sample_label_ids(self.prior, seed, 0, n)
+            plans.append(ids)
+            for label_id, count in enumerate(np.bincount(ids, minlength=len(self.names)).tolist()):
                 if count:
-                    own = int(np.random.SeedSequence([seed, label_id]).generate_state(1)[0])  # as sample_labels
-                    wanted.setdefault(label_id, []).append((j, count, own))
+                    wanted.setdefault(label_id, []).append((j, count, label_seed(seed, label_id)))
         parts: list[dict[int, list | Exception]] = [{} for _ in jobs]
         for label_id in sorted(wanted):
             name = self.names[label_id]
@@ -104,13 +104,14 @@ class Labels:
                     result = UserError(f"label {name!r}: {result}")
                 parts[j][label_id] = result
         out = []
-        for rng, got in zip(plans, parts):
+        for ids, got in zip(plans, parts):
             failed = next((r for r in got.values() if isinstance(r, Exception)), None)
             if failed is not None:
                 out.append(failed)
                 continue
-            samples = [s for label_id in sorted(got) for s in got[label_id]]  # label by label, as sample_labels
-            out.append([samples[i] for i in rng.permutation(len(samples))])
+            items = {label_id: iter(samples) for label_id, samples in got.items()}
+            # in the order of their labels' draws; a label whose stream gave up gives no more
+            out.append([s for s in (next(items[label_id], None) for label_id in ids.tolist()) if s is not None])
         return out
 
     # -- scoring ------------------------------------------------------------------------------
