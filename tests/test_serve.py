@@ -737,6 +737,18 @@ def test_sample_without_a_label_draws_labels_by_their_shares(labelled):
     assert labelled.post("/api/sample", {"n": 100, "seed": 4, "temperature": 0.5, "label": ""})[1] == data
 
 
+def test_a_labelled_exclude_line_leaves_its_item_out_under_its_label_only(labelled):
+    """As `makemore sample --exclude` reads a labelled run's lines (labels.label_constraints)."""
+    _, data = labelled.post("/api/sample", {"n": 60, "seed": 9})
+    a_item = next(s["text"] for s in data["samples"] if s["label"] == "A")
+    status, again = labelled.post("/api/sample", {"n": 60, "seed": 9, "exclude": [f"A\t{a_item}", f"B\t{a_item}"]})
+    assert status == 200 and a_item not in {s["text"] for s in again["samples"]}
+    status, one = labelled.post("/api/sample", {"n": 30, "seed": 9, "label": "A", "exclude": [f"A\t{a_item}"]})
+    assert status == 200 and a_item not in {s["text"] for s in one["samples"]}
+    status, bad = labelled.post("/api/sample", {"n": 5, "seed": 9, "exclude": ["C\tabc"]})
+    assert status == 400 and "label 'C', which the run does not have" in bad["error"]
+
+
 def test_labelled_requests_together_are_each_their_own(labelled):
     """Seeded requests of both labels and of none, at once: each answer is the one it gets
     alone (requests are drawn together per label and settings, never across labels)."""

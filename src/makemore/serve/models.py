@@ -125,12 +125,15 @@ def draw_batch(model: ServedModel, jobs: list[tuple[int, int]], temperature: flo
     for each, its tagged samples, the same as drawn alone, or the UserError that ended it. A
     labelled run's samples are items of `label`, or without one of labels drawn by their
     training shares (Labels.draw_any), each sample with its "label"."""
+    from ..labels import label_constraints
     from ..sampling import sample_streams
 
     def draw(label: str | None, jobs: list) -> list:
         predictor, vocab = _drawn_by(model, label)
         splits = model.splits if label is None else model.labels.views[label].splits
-        results = sample_streams(predictor, vocab, splits, jobs, new_only=new_only, constraints=constraints,
+        # an excluded LABEL<TAB>ITEM leaves ITEM out under LABEL only, as `makemore sample` reads it
+        own = constraints if label is None else label_constraints(constraints, model.vocab, label)
+        results = sample_streams(predictor, vocab, splits, jobs, new_only=new_only, constraints=own,
                                  temperature=temperature, top_k=top_k, prefix=prefix, max_len=SAMPLE_MAX_LEN,
                                  table=sampling_table(model, temperature, top_k, label))
         if label is not None:
