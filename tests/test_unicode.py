@@ -336,7 +336,8 @@ def test_ngram_baselines_and_mixture_run_on_graphemes(grapheme_run, capsys):
     # the same file read otherwise: per code point against per grapheme would not compare, nor vocabularies
     for other, named in ((["--normalize", "none"], "--units grapheme"),
                          (["--units", "grapheme"], "--normalize none"),
-                         (["--units", "grapheme", "--normalize", "none", "--min-char-count", "2"], "--min-char-count 1")):
+                         (["--units", "grapheme", "--normalize", "none", "--min-char-count", "2"],
+                          "--min-char-count 1")):
         assert main(["ngram", "--data", data, *other, "--max-context", "2", "--compare", str(run)]) == 1
         assert f"read its data with {named}; give the same" in capsys.readouterr().err
     # the count model and the mixture the run fitted are the run's result: eval through them

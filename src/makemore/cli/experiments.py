@@ -166,7 +166,8 @@ def cmd_plot(args) -> int:
     summary = read_summary(run)
     if summary:
         steps = summary.get('steps', 0)
-        status = f"; {summary.get('status', '?')} after {steps:,} step{'' if steps == 1 else 's'}, {summary.get('seconds', 0):.0f} s"
+        status = (f"; {summary.get('status', '?')} after {steps:,} step{'' if steps == 1 else 's'}, "
+                  f"{summary.get('seconds', 0):.0f} s")
     else:
         status = "; still training (no summary.json yet)"
     settings = f"{_settings_line(model_cfg, train_cfg)}, {train_cfg.schedule} schedule from lr {train_cfg.lr:g}"
