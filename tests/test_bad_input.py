@@ -471,12 +471,13 @@ def test_steps_and_a_budget_together_is_one_line(world, capsys):
 
 def test_a_maximum_length_of_zero_is_one_line(world, capsys):
     assert_one_line_and_nothing_left(["sample", str(world / "run"), "-n", "3", "--max-len", "0"], world, capsys,
-                                     "minimum length 1 is above the maximum length 0")
+                                     "minimum length 1 (the default: no empty words; a minimum of 0 allows "
+                                     "them) is above the maximum length 0")
 
 
 def test_an_empty_out_or_a_truncated_mix_json_is_one_line_saying_what_to_do(world, capsys, tmp_path):
     assert main(["plot", str(world / "run"), "--out", ""]) == 1  # Path("") is the current folder
-    assert "--out is empty; give a file name" in capsys.readouterr().err
+    assert "--out is empty; give a name" in capsys.readouterr().err
     mixed = tmp_path / "mixed"
     shutil.copytree(world / "run", mixed)
     assert main(["mix", str(mixed), "--ngram-context", "2"]) == 0
@@ -485,3 +486,20 @@ def test_an_empty_out_or_a_truncated_mix_json_is_one_line_saying_what_to_do(worl
     for argv in (["export", str(mixed), "--out", str(tmp_path / "m.json")], ["eval", str(mixed)]):
         assert main(argv) == 1
         assert f"mix.json is corrupted; fit it again with `makemore mix {mixed}`" in capsys.readouterr().err
+
+
+def test_an_empty_out_folder_is_refused_by_every_command_that_makes_one(world, capsys, tmp_path):
+    data = str(world / "words.txt")
+    for argv in (["ensemble", str(world / "run"), str(world / "run2"), "--out", ""],
+                 ["lr-find", "--data", data, "--steps", "5", "--out", ""],
+                 ["sweep", "--data", data, "--grid", "hidden=8", "--steps", "5", "--out", ""]):
+        assert main(argv) == 1, argv
+        assert "--out is empty; give a name" in capsys.readouterr().err, argv
+    assert not (Path.cwd() / "lr_find.csv").exists()  # it wrote into the folder the command ran in
+
+
+def test_labelled_lines_to_exclude_must_be_well_formed_and_for_a_labelled_run(world, capsys, tmp_path):
+    lines = tmp_path / "taken.txt"
+    lines.write_text("girl\talen\n")
+    assert main(["sample", str(world / "run"), "-n", "2", "--exclude", str(lines)]) == 1
+    assert "LABEL<TAB>ITEM ('girl\\talen'), which is for a run trained with --labels" in capsys.readouterr().err

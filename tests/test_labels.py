@@ -210,6 +210,9 @@ def test_exclude_reads_labelled_lines_and_bare_items(labelled_run, capsys, tmp_p
     exclude.write_text("C\tabc\n")
     assert main(["sample", run, "-n", "5", "--exclude", str(exclude)]) == 1
     assert "label 'C', which the run does not have" in capsys.readouterr().err
+    exclude.write_text("A\tabc\tabc\n")  # as a training file's line, one with two tabs is refused
+    assert main(["sample", run, "-n", "5", "--exclude", str(exclude)]) == 1
+    assert "that is not LABEL<TAB>ITEM (one tab" in capsys.readouterr().err
 
 
 def test_a_labelled_predictor_is_refused_by_sample_and_score_until_given_a_label(labelled_run):

@@ -350,6 +350,7 @@ def test_samples_keep_the_prefix_and_end_at_the_boundary(setup):
     (lambda p, v: mm.sample(p, v, n=3, seed="a"), "seed must be a whole number, got 'a'"),
     (lambda p, v: mm.sample(p, v, n=2, seed=1, top_k=2.5), "top-k must be a whole number, at least 1, got 2.5"),
     (lambda p, v: mm.sample(p, v, n=2, seed=1, temperature="1"), "temperature must be a positive number, got '1'"),
+    (lambda p, v: mm.sample(p, v, n=2, seed=1, max_len="5"), "max_len must be a whole number between 1 and"),
 ])
 def test_arguments_of_the_wrong_type_are_one_clear_error(setup, use, message):
     """A string where a list of words belongs would be read as one-letter words (score 'e', 'm',

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .data import Vocab
+from .vocab import LABEL_SEP
 from .errors import UserError
 
 # A request is given up as hopeless when, after HOPELESS_DRAWS draws of its stream or more,
@@ -89,7 +90,8 @@ class Constraints:
                 raise UserError(f"the {what} must be a whole number, 0 or more, got {value!r}")
         lo, hi, P = self.min_len, self.max_len, vocab.length(prefix)  # lengths in the vocabulary's symbols
         if hi is not None and lo > hi:
-            raise UserError(f"the minimum length {lo} is above the maximum length {hi}")
+            default = " (the default: no empty words; a minimum of 0 allows them)" if lo == 1 else ""
+            raise UserError(f"the minimum length {lo}{default} is above the maximum length {hi}")
         if hi is not None and P > hi:
             raise UserError(f"the prefix {prefix!r} is {P} characters long, more than the maximum length {hi}")
         if hi is None and lo > P + cap:  # a maximum length replaces the cap (sampling._limit)
@@ -113,6 +115,10 @@ class Constraints:
                 raise UserError(f"the {what} {text!r} is longer than the maximum length {hi}")
         if not all(isinstance(w, str) for w in self.exclude):
             raise UserError("the words to exclude must be strings")
+        tabbed = next((w for w in self.exclude if LABEL_SEP in w), None)
+        if tabbed is not None and not vocab.labels:  # a labelled run's are read by labels.label_constraints
+            raise UserError(f"the words to exclude have a line LABEL<TAB>ITEM ({tabbed!r}), which is for a run "
+                            f"trained with --labels; this one has none: give bare words")
 
     def limit(self, prefix: str, vocab: Vocab) -> int | None:
         """How many symbols a sample may grow past the prefix (None: any number)."""

@@ -87,6 +87,9 @@ def label_constraints(constraints: Constraints | None, vocab: Vocab, label: str)
             exclude.add(line)
             continue
         own, _, item = (part.strip() for part in line.partition(LABEL_SEP))
+        if not own or not item or LABEL_SEP in item:  # as a training file's line would be refused
+            raise UserError(f"the words to exclude have a line {line!r} that is not LABEL<TAB>ITEM (one tab, "
+                            f"a label and an item)")
         if own not in vocab.labels:
             raise UserError(f"the words to exclude have a line of label {own!r}, which the run does not have "
                             f"(its labels: {', '.join(vocab.labels)})")

@@ -97,8 +97,15 @@ def check_writable_parent(path: Path, what: str) -> None:
     check_can_write(path, what, next((p for p in path.parents if p.exists()), Path(".")))
 
 
+def check_not_empty(path: str | Path, what: str) -> None:
+    """Path("") is ".", the folder the command runs in: an empty --out is a mistake, not that."""
+    if not str(path).strip():
+        raise UserError(f"{what} is empty; give a name")
+
+
 def check_new_dir(path: str | Path, what: str = "--out", hint: str = "") -> Path:
     """A folder to create: it must not exist yet, nor be inside a run, and its parent must be writable."""
+    check_not_empty(path, what)
     path = Path(path)
     if path.exists() or path.is_symlink():
         kind = "a folder" if path.is_dir() else "a file"
@@ -162,6 +169,7 @@ def check_not_a_run(path: str | Path, what: str = "--out") -> None:
 def reused_dir(path: str | Path, what: str = "--out"):
     """A folder that may exist (a sweep continues in it): created if missing, and removed again
     with the parents made for it if the command fails having written nothing into it."""
+    check_not_empty(path, what)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} exists and is a file, not a folder")
@@ -176,8 +184,7 @@ def reused_dir(path: str | Path, what: str = "--out"):
 
 def output_file(path: str | Path, what: str = "--out") -> Path:
     """A file to (over)write: not a folder, not inside a file, its folder writable (made if missing)."""
-    if not str(path).strip():  # Path("") is ".", the folder the command runs in
-        raise UserError(f"{what} is empty; give a file name")
+    check_not_empty(path, what)
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{what} {path} is a folder; give a file name")

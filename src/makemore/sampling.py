@@ -121,8 +121,9 @@ class _Sampler:
             raise UserError(f"temperature must be a positive number, got {temperature!r}")
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise UserError(f"top-k must be a whole number, at least 1, got {top_k!r}")
-        if not 1 <= max_len < 1 << STEP_BITS:
-            raise UserError(f"max_len must be between 1 and {(1 << STEP_BITS) - 1}, got {max_len}")
+        if (isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer))
+                or not 1 <= max_len < 1 << STEP_BITS):
+            raise UserError(f"max_len must be a whole number between 1 and {(1 << STEP_BITS) - 1}, got {max_len!r}")
         prefix = vocab.normalized(prefix)  # as the data was read (NFC, by default; conditions.read_conditions)
         if vocab.boundary in prefix:
             raise UserError(f"the prefix {prefix!r} contains the boundary token {vocab.boundary!r}")

@@ -134,6 +134,8 @@ def cmd_ngram(args) -> int:
         run = _load(args.compare)
         theirs, ours = reading_of(run), reading_of(corpus)
         differ = [f"{flag(field)} {value}" for field, value in theirs.items() if value != ours[field]]
+        if bool(run.vocab.labels) != bool(corpus.labels):
+            differ.append("--labels" if run.vocab.labels else "no --labels")
         if differ:  # another vocabulary, or losses per grapheme against per code point: they would not compare
             raise UserError(f"{args.compare} read its data with {', '.join(differ)}; give the same to compare with it")
         if run.splits["dev"] != corpus.splits["dev"]:
