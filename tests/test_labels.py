@@ -268,7 +268,7 @@ def test_classify_takes_a_file_and_refuses_unlabelled_runs(labelled_run, tmp_pat
     assert out[0].split()[:2] == ["abc", "A"] and out[1].split()[:2] == ["xyz", "B"]
     words.write_text("abc\n\nxyz\nab\u65e5\n")  # in a long file, which word the model cannot read
     assert main(["classify", str(labelled_run), "--file", str(words)]) == 1
-    assert capsys.readouterr().err.startswith(f"makemore: error: word 3 of {words} (blank lines not counted): ")
+    assert capsys.readouterr().err.startswith(f"makemore: error: line 4 of {words}: ")
     plain = tmp_path / "plain"
     corpus = load_corpus(write_two_labels(tmp_path / "p.txt"))  # read without --labels: lines with tabs
     mm.train(corpus, model="bigram", steps=5, out=plain, progress=False, note=lambda s: None)

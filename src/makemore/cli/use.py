@@ -316,6 +316,7 @@ def add_classify(sub) -> None:
 def cmd_classify(args) -> int:
     from ..data import read_words
     from ..labels import check_items, classify, label_prior
+    from ..vocab import LABEL_SEP
 
     words = list(args.words) + (read_words(args.file) if args.file is not None else [])
     if not words:
@@ -327,9 +328,9 @@ def cmd_classify(args) -> int:
         try:
             check_items(run.vocab, [word])
         except UserError as e:
-            where = (f"word {i + 1} of the command line" if i < len(args.words) else
-                     f"word {i - len(args.words) + 1:,} of {args.file} (blank lines not counted)")
-            raise UserError(f"{where}: {e}") from None
+            where = f"word {i + 1} of the command line" if i < len(args.words) else _line_of(args.file, word)
+            hint = "; --file takes one word per line, without a label" if LABEL_SEP in word else ""
+            raise UserError(f"{where}: {e}{hint}") from None
     results = classify(_predictor(run, args.use), run.vocab, label_prior(run.vocab, run.splits["train"]), words)
     if args.json:
         _print_json(results)
@@ -339,6 +340,14 @@ def cmd_classify(args) -> int:
         shown = "  ".join(f"{x['label']} {x['prob']:.3f}" for x in r["labels"][:args.top])
         print(f"{r['word']:<{width}}  {shown}")
     return 0
+
+
+def _line_of(path: str, word: str) -> str:
+    """Where in the file `word` is, for an error about it: read again, since the words read
+    have lost their blank lines (and so their line numbers)."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        number = next((n for n, line in enumerate(f, 1) if line.strip() == word), None)
+    return f"line {number:,} of {path}" if number is not None else f"a word of {path}"
 
 
 def add_serve(sub) -> None:
