@@ -44,7 +44,7 @@ from .models import ModelConfig
 from .batches import Minibatches
 from .loop import DIVERGED_LOSS
 from .training import SHARED, check_data, train_members
-from .outputs import atomic_write, atomic_write_json, check_not_empty, reused_dir
+from .outputs import atomic_write, atomic_write_json, check_reused_dir, reused_dir
 
 # ----------------------------------------------------------------------------------------
 # Learning-rate range test
@@ -332,10 +332,7 @@ def sweep(corpus: Corpus, grid: dict[str, list], out: str | Path, preset: str | 
     together as members of one loop, when the first of them comes up; the others alone.
     `on_result(i, n, name, row, reused)` is called after each point.
     """
-    check_not_empty(out, "--out")  # Path("") would be the folder the command runs in
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is a file, not a folder")
+    out = check_reused_dir(out)  # before any point is checked or trained
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     both = sorted(set(grid) & set(overrides))
     if both:

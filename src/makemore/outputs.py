@@ -165,15 +165,21 @@ def check_not_a_run(path: str | Path, what: str = "--out") -> None:
         raise UserError(f"{what} {path} is inside the training run {run}: give a folder outside it")
 
 
-@contextmanager
-def reused_dir(path: str | Path, what: str = "--out"):
-    """A folder that may exist (a sweep continues in it): created if missing, and removed again
-    with the parents made for it if the command fails having written nothing into it."""
+def check_reused_dir(path: str | Path, what: str = "--out") -> Path:
+    """A folder that may exist already (a sweep continues in it): not empty, not a file, not a run."""
     check_not_empty(path, what)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{what} {path} exists and is a file, not a folder")
     check_not_a_run(path, what)
+    return path
+
+
+@contextmanager
+def reused_dir(path: str | Path, what: str = "--out"):
+    """A folder that may exist (a sweep continues in it): created if missing, and removed again
+    with the parents made for it if the command fails having written nothing into it."""
+    path = check_reused_dir(path, what)
     if path.is_dir():
         check_can_write(path, what)
         yield path
