@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from safetensors.torch import save_file
@@ -276,7 +277,10 @@ def test_ctrl_c_while_the_command_is_still_importing_is_one_line(tmp_path):
     data = tmp_path / "words.txt"
     data.write_text("emma\nolivia\nava\n" * 100)
     proc, err_path = _start(["data", "--data", str(data)], tmp_path, "d")
-    time.sleep(0.3)
+    # once torch's libraries are mapped it is importing (after makemore's first line), for a second or so
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+    while "libc10" not in maps.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) != 0
     assert err_path.read_text() == "makemore: interrupted\n"
