@@ -372,3 +372,11 @@ def test_ctrl_c_in_sweep_or_tune_says_how_to_go_on(monkeypatch, capsys, tmp_path
         argv = [command, "--data", "names", "--out", str(tmp_path / command)]
         assert main([*argv, "--grid", "hidden=8"] if command == "sweep" else argv) == 130
         assert expected in capsys.readouterr().err
+
+
+def test_tables_of_words_align_by_terminal_columns():
+    from makemore.cli.common import columns, pad
+
+    assert columns("anna") == 4 and columns("日本") == 4 and columns("e\u0301") == 1  # CJK wide, a mark none
+    rows = [pad(w, 6) + "|" for w in ("anna", "日本", "ca\u0301t")]
+    assert {columns(r) for r in rows} == {7}

@@ -26,6 +26,19 @@ class Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def columns(text: str) -> int:
+    """How many terminal columns `text` takes: a CJK character or an emoji two, a combining mark
+    none, anything else one (len() would misalign a table of words in many scripts)."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int) -> str:
+    """`text` left-aligned in `width` terminal columns (columns)."""
+    return text + " " * max(0, width - columns(text))
+
+
 def _quiet_stdout() -> None:
     """After the reader closed the pipe (`| head`): point stdout at /dev/null, so that the
     interpreter's last flush at exit does not fail again with a message on stderr."""

@@ -7,7 +7,7 @@ import math
 import sys
 
 from ..errors import UserError
-from .common import _load, _load_corpus, _print_json, _subparser, add_data_flags
+from .common import _load, _load_corpus, _print_json, _subparser, add_data_flags, columns, pad
 
 
 VOCAB_SHOWN = 120  # a vocabulary up to this size is printed whole; larger ones are summarised
@@ -71,11 +71,11 @@ def cmd_data(args) -> int:
     print(f"examples (block {stats['block_size']})  train {ex['train']:,} / dev {ex['dev']:,} / test {ex['test']:,}")
     if "labels" in stats:  # split by label, 80/10/10 each
         labels = stats["labels"]
-        width = max(len("label"), *(len(k) for k in labels))
+        width = max(len("label"), *(columns(k) for k in labels))
         print(f"labels        {len(labels)}, each split 80/10/10")
-        print(f"  {'label':<{width}}  {'train':>9}  {'dev':>7}  {'test':>7}")
+        print(f"  {pad('label', width)}  {'train':>9}  {'dev':>7}  {'test':>7}")
         for label, n in labels.items():
-            print(f"  {label:<{width}}  {n['train']:>9,}  {n['dev']:>7,}  {n['test']:>7,}")
+            print(f"  {pad(label, width)}  {n['train']:>9,}  {n['dev']:>7,}  {n['test']:>7,}")
     return 0
 
 

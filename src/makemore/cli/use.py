@@ -7,7 +7,7 @@ import sys
 
 from ..errors import UserError
 from .common import (EXIT_INTERRUPTED, _at_least_one, _at_least_zero, _load, _positive_float, _predictor, _print_json,
-                     _subparser, add_use_flags)
+                     _subparser, add_use_flags, columns, pad)
 
 
 def _which(run, use: str) -> str:
@@ -279,10 +279,10 @@ def cmd_score(args) -> int:
     if args.json:
         _print_json(results)
         return 0
-    width = max(len(r["word"]) for r in results)
-    print(f"{'word':<{width}}  {'nll':>8}  {'nll/char':>8}  {'perplexity':>10}")
+    width = max(len("word"), *(columns(r["word"]) for r in results))
+    print(f"{pad('word', width)}  {'nll':>8}  {'nll/char':>8}  {'perplexity':>10}")
     for r in results:
-        print(f"{r['word']:<{width}}  {r['nll']:8.3f}  {r['nll_per_char']:8.3f}  {r['perplexity']:10.3f}")
+        print(f"{pad(r['word'], width)}  {r['nll']:8.3f}  {r['nll_per_char']:8.3f}  {r['perplexity']:10.3f}")
         if args.verbose:
             print("    " + "  ".join(f"{c['char']}:{c['prob']:.3f}" for c in r["chars"]))
     return 0
@@ -335,10 +335,10 @@ def cmd_classify(args) -> int:
     if args.json:
         _print_json(results)
         return 0
-    width = max(len(r["word"]) for r in results)
+    width = max(columns(r["word"]) for r in results)
     for r in results:
         shown = "  ".join(f"{x['label']} {x['prob']:.3f}" for x in r["labels"][:args.top])
-        print(f"{r['word']:<{width}}  {shown}")
+        print(f"{pad(r['word'], width)}  {shown}")
     return 0
 
 
