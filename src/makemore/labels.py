@@ -112,7 +112,9 @@ def sample_label_ids(prior: np.ndarray, seed: int, start: int, count: int) -> np
 
 def label_seed(seed: int, label_id: int) -> int:
     """The seed of a label's own stream of items, within a stream without a label asked for."""
-    return int(np.random.SeedSequence([int(seed) & (2**64 - 1), label_id]).generate_state(1)[0])
+    from .seeds import MASK64
+
+    return int(np.random.SeedSequence([int(seed) & MASK64, label_id]).generate_state(1)[0])
 
 
 def sample_labels(predictor: Predictor, vocab: Vocab, splits: dict[str, list[str]], n: int, seed: int | None = None,
