@@ -315,8 +315,7 @@ def add_classify(sub) -> None:
 
 def cmd_classify(args) -> int:
     from ..data import read_words
-    from ..labels import check_items, classify, label_prior
-    from ..vocab import LABEL_SEP
+    from ..labels import classify, label_prior
 
     words = list(args.words) + (read_words(args.file) if args.file is not None else [])
     if not words:
@@ -324,14 +323,11 @@ def cmd_classify(args) -> int:
     run = _load(args.run, ensemble=True)
     if not run.vocab.labels:
         raise UserError(f"{args.run} was trained without labels: classify needs a run trained with --labels")
-    for i, word in enumerate(words):  # in a file of thousands, which one the model cannot read
-        try:
-            check_items(run.vocab, [word])
-        except UserError as e:
-            where = f"word {i + 1} of the command line" if i < len(args.words) else _line_of(args.file, word)
-            hint = "; --file takes one word per line, without a label" if LABEL_SEP in word else ""
-            raise UserError(f"{where}: {e}{hint}") from None
-    results = classify(_predictor(run, args.use), run.vocab, label_prior(run.vocab, run.splits["train"]), words)
+    try:
+        results = classify(_predictor(run, args.use), run.vocab, label_prior(run.vocab, run.splits["train"]), words)
+    except UserError:
+        _locate_unreadable(run.vocab, words, args)
+        raise
     if args.json:
         _print_json(results)
         return 0
@@ -340,6 +336,20 @@ def cmd_classify(args) -> int:
         shown = "  ".join(f"{x['label']} {x['prob']:.3f}" for x in r["labels"][:args.top])
         print(f"{pad(r['word'], width)}  {shown}")
     return 0
+
+
+def _locate_unreadable(vocab, words: list[str], args) -> None:
+    """After classify refused a word: which one, and where (in a file of thousands, its line)."""
+    from ..labels import check_items
+    from ..vocab import LABEL_SEP
+
+    for i, word in enumerate(words):
+        try:
+            check_items(vocab, [word])
+        except UserError as e:
+            where = f"word {i + 1} of the command line" if i < len(args.words) else _line_of(args.file, word)
+            hint = "; --file takes one word per line, without a label" if LABEL_SEP in word else ""
+            raise UserError(f"{where}: {e}{hint}") from None
 
 
 def _line_of(path: str, word: str) -> str:
